@@ -1,0 +1,108 @@
+from subsecond.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CacheTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CACHE_TIER_UNSPECIFIED: _ClassVar[CacheTier]
+    CACHE_TIER_EXACT: _ClassVar[CacheTier]
+    CACHE_TIER_SEMANTIC: _ClassVar[CacheTier]
+CACHE_TIER_UNSPECIFIED: CacheTier
+CACHE_TIER_EXACT: CacheTier
+CACHE_TIER_SEMANTIC: CacheTier
+
+class CacheQuery(_message.Message):
+    __slots__ = ("tenant", "model", "messages", "sampling")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    model: str
+    messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
+    sampling: _types_pb2.SamplingParams
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
+
+class CachedAnswer(_message.Message):
+    __slots__ = ("chunks", "prompt_tokens", "completion_tokens", "finish_reason", "created_at")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedScalarFieldContainer[str]
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: _types_pb2.FinishReason
+    created_at: float
+    def __init__(self, chunks: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("query", "max_tokens", "max_age_seconds", "semantic")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    query: CacheQuery
+    max_tokens: int
+    max_age_seconds: int
+    semantic: bool
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., max_tokens: _Optional[int] = ..., max_age_seconds: _Optional[int] = ..., semantic: _Optional[bool] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("hit", "tier", "answer", "similarity", "age_seconds", "bypassed")
+    HIT_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYPASSED_FIELD_NUMBER: _ClassVar[int]
+    hit: bool
+    tier: CacheTier
+    answer: CachedAnswer
+    similarity: float
+    age_seconds: float
+    bypassed: str
+    def __init__(self, hit: _Optional[bool] = ..., tier: _Optional[_Union[CacheTier, str]] = ..., answer: _Optional[_Union[CachedAnswer, _Mapping]] = ..., similarity: _Optional[float] = ..., age_seconds: _Optional[float] = ..., bypassed: _Optional[str] = ...) -> None: ...
+
+class StoreRequest(_message.Message):
+    __slots__ = ("query", "answer", "ttl_seconds")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    query: CacheQuery
+    answer: CachedAnswer
+    ttl_seconds: int
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., answer: _Optional[_Union[CachedAnswer, _Mapping]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class StoreResponse(_message.Message):
+    __slots__ = ("key", "semantic_indexed")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_INDEXED_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    semantic_indexed: bool
+    def __init__(self, key: _Optional[str] = ..., semantic_indexed: _Optional[bool] = ...) -> None: ...
+
+class InvalidateRequest(_message.Message):
+    __slots__ = ("tenant", "model", "messages", "sampling")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    model: str
+    messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
+    sampling: _types_pb2.SamplingParams
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
+
+class InvalidateResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
