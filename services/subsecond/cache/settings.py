@@ -1,0 +1,55 @@
+"""Settings of the cache service (environment variables ``SUBSECOND_CACHE_*``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from subsecond.cache.guard import DEFAULT_SIMILARITY_THRESHOLD
+from subsecond.kit.settings import EnvReader, ServerSettings
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    server: ServerSettings
+    redis_url: str
+    redis_timeout_seconds: float
+    # TTL of a stored answer when the Store call gives none.
+    default_ttl_seconds: int
+    # "edge" (Qdrant Edge in-process, at vector_path), "memory" (qdrant-client in memory) or a Qdrant URL.
+    vector_url: str
+    vector_path: Path
+    vector_collection: str
+    vector_api_key: str
+    embedding_url: str
+    embedding_timeout_seconds: float
+    semantic_enabled: bool
+    similarity_threshold: float
+    # Neighbours checked against the threshold and guard, best first.
+    semantic_candidates: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> CacheSettings:
+        env = EnvReader(environ, "SUBSECOND_CACHE_")
+        settings = cls(
+            server=ServerSettings.read(env, default_port=50052, default_metrics_port=9462),
+            redis_url=env.text("REDIS_URL", "redis://127.0.0.1:6390/0"),
+            redis_timeout_seconds=env.number("REDIS_TIMEOUT_MS", 50.0, minimum=1.0) / 1000.0,
+            default_ttl_seconds=env.integer("DEFAULT_TTL_SECONDS", 24 * 3600, minimum=1),
+            vector_url=env.text("VECTOR_URL", "edge"),
+            vector_path=Path(env.text("VECTOR_PATH", ".cache/qdrant-edge")),
+            vector_collection=env.text("VECTOR_COLLECTION", "subsecond_prompts"),
+            vector_api_key=env.text("VECTOR_API_KEY", ""),
+            embedding_url=env.text("EMBEDDING_URL", "127.0.0.1:50053"),
+            embedding_timeout_seconds=env.number("EMBEDDING_TIMEOUT_MS", 250.0, minimum=1.0) / 1000.0,
+            semantic_enabled=env.flag("SEMANTIC_ENABLED", True),
+            similarity_threshold=env.number("SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD, maximum=1.0),
+            semantic_candidates=env.integer("SEMANTIC_CANDIDATES", 3, minimum=1, maximum=50),
+        )
+        env.check(
+            settings.vector_url in {"edge", "memory"} or settings.vector_url.startswith(("http://", "https://")),
+            f"SUBSECOND_CACHE_VECTOR_URL={settings.vector_url!r}: use edge, memory or an http(s) Qdrant URL",
+        )
+        env.done()
+        return settings

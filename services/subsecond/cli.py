@@ -1,0 +1,137 @@
+"""The ``subsecond`` command: run the stack on one machine, and ask it questions.
+
+    subsecond prepare            build the ONNX embedding model and unpack tritonserver
+    subsecond up                 run Redis, Triton and the four services until Ctrl-C
+    subsecond ask "question"     stream an answer from the router and say how it was served
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+import grpc
+
+from subsecond.v1 import router_pb2, router_pb2_grpc, types_pb2
+
+SERVED_BY = {
+    types_pb2.SERVED_BY_EXACT: "exact cache",
+    types_pb2.SERVED_BY_SEMANTIC: "semantic cache",
+    types_pb2.SERVED_BY_GENERATED: "generated",
+}
+FINISH = {types_pb2.FINISH_REASON_STOP: "stop", types_pb2.FINISH_REASON_LENGTH: "length"}
+
+
+def _prepare(_: argparse.Namespace) -> int:
+    from subsecond.embedding.export import export_model
+    from subsecond.stack.runner import StackConfig
+    from subsecond.stack.triton import ensure_tritonserver
+
+    config = StackConfig()
+    export_model(config.model_dir)
+    ensure_tritonserver(config.tools_dir)
+    return 0
+
+
+def _up(_: argparse.Namespace) -> int:
+    from subsecond.stack.runner import Stack, StackConfig
+
+    stack = Stack(StackConfig())
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        print("starting Redis, Triton and the services (first start loads the models)...", flush=True)
+        await stack.start()
+        ports = stack.config.ports
+        print(
+            "\nsubsecond is up:\n"
+            f"  router      {stack.address('router')}   (metrics http://127.0.0.1:{ports.router_metrics}/metrics)\n"
+            f"  cache       {stack.address('cache')}   (metrics http://127.0.0.1:{ports.cache_metrics}/metrics)\n"
+            f"  embedding   {stack.address('embedding')}   (metrics http://127.0.0.1:{ports.embedding_metrics}/metrics)\n"
+            f"  generation  {stack.address('generation')}   (metrics http://127.0.0.1:{ports.generation_metrics}/metrics)\n"
+            f"  triton      127.0.0.1:{ports.triton_grpc} (gRPC), metrics http://127.0.0.1:{ports.triton_metrics}/metrics\n"
+            f"  redis       {stack.redis_url}\n"
+            f"  logs        {stack.config.run_dir}/\n\n"
+            "Try:  .venv/bin/subsecond ask \"What is the capital of France?\"   (twice: the second is a cache hit)\n"
+            "      grpcurl -plaintext 127.0.0.1:50051 list\n\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        await stopping.wait()
+        print("\nstopping...", flush=True)
+        await stack.stop()
+        print("stopped; nothing left running.", flush=True)
+
+    asyncio.run(run())
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    request = router_pb2.GenerateRequest(
+        prompt=args.prompt,
+        model=args.model,
+        max_tokens=args.max_tokens,
+        sampling=types_pb2.SamplingParams(temperature=args.temperature),
+        cache=router_pb2.CachePolicy(mode=router_pb2.CacheMode.Value(f"CACHE_MODE_{args.cache.upper()}")),
+        chunking=router_pb2.CHUNKING_SENTENCE if args.sentences else router_pb2.CHUNKING_TOKEN,
+    )
+    metadata = [("x-api-key", args.api_key)] if args.api_key else None
+
+    async def run() -> int:
+        async with grpc.aio.insecure_channel(args.router) as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            try:
+                async for response in stub.Generate(request, timeout=args.timeout, metadata=metadata):
+                    sys.stdout.write(("\n" if args.sentences and response.index else "") + response.text)
+                    sys.stdout.flush()
+                    if response.HasField("done"):
+                        done = response.done
+                        detail = f", similarity {done.similarity:.3f}" if done.served_by == types_pb2.SERVED_BY_SEMANTIC else ""
+                        age = f", cached {done.cache_age_seconds:.0f} s ago" if done.cache_age_seconds else ""
+                        print(
+                            f"\n\n[{SERVED_BY.get(done.served_by, '?')}{detail}{age}; model {done.model}; "
+                            f"first chunk {done.time_to_first_chunk_seconds * 1000:.1f} ms, "
+                            f"total {done.total_seconds * 1000:.1f} ms; "
+                            f"{done.prompt_tokens} prompt + {done.completion_tokens} completion tokens; "
+                            f"finish {FINISH.get(done.finish_reason, '?')}{'; coalesced' if done.coalesced else ''}]",
+                            file=sys.stderr,
+                        )
+            except grpc.aio.AioRpcError as error:
+                print(f"\nerror: {error.code().name}: {error.details()}", file=sys.stderr)
+                return 1
+        return 0
+
+    return asyncio.run(run())
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="subsecond", description="subsecond: LLM answers in well under a second.")
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("prepare", help="build the ONNX embedding model and unpack tritonserver").set_defaults(run=_prepare)
+    commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C").set_defaults(run=_up)
+    ask = commands.add_parser("ask", help="stream an answer from the router and say how it was served")
+    ask.add_argument("prompt", help="the question")
+    ask.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
+    ask.add_argument("--model", default="auto", help="model tier or auto (default: %(default)s)")
+    ask.add_argument("--max-tokens", type=int, default=0, help="0 = the tier's default")
+    ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ask.add_argument("--cache", choices=["use", "bypass", "refresh"], default="use", help="cache policy (default: use)")
+    ask.add_argument("--sentences", action="store_true", help="stream whole sentences, one per line")
+    ask.add_argument("--api-key", default="", help="x-api-key for a non-default tenant")
+    ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds (default: %(default)s)")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.command == "ask" else logging.INFO, format="%(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(args.run(args))
+    return 130

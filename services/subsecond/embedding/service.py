@@ -1,0 +1,149 @@
+"""The Embedder servicer: micro-batched ONNX embeddings with a Redis embedding cache."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+import redis.asyncio as redis
+from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
+
+from subsecond.embedding.batching import MicroBatcher, Vectors
+from subsecond.embedding.onnx_model import OnnxEmbedder
+from subsecond.embedding.settings import EmbeddingSettings
+from subsecond.kit.breaker import Breaker
+from subsecond.kit.metrics import BATCH_SIZES, FAST_SECONDS
+from subsecond.kit.server import ServiceDefinition
+from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+REQUEST_SECONDS = Histogram(
+    "subsecond_embedding_request_duration_seconds", "Embed call latency.", buckets=FAST_SECONDS
+)
+BATCH_TEXTS = Histogram("subsecond_embedding_batch_size_texts", "Texts per model call.", buckets=BATCH_SIZES)
+INFERENCE_SECONDS = Histogram(
+    "subsecond_embedding_inference_duration_seconds", "One ONNX Runtime model call.", buckets=FAST_SECONDS
+)
+TEXTS = Counter("subsecond_embedding_texts_total", "Texts embedded, by source.", ["source"])
+CACHE_BYPASS = Counter(
+    "subsecond_embedding_cache_bypass_total", "Embedding-cache operations skipped because Redis failed."
+)
+
+
+def _observe_batch(size: int, seconds: float) -> None:
+    BATCH_TEXTS.observe(size)
+    INFERENCE_SECONDS.observe(seconds)
+
+
+class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        self._settings = settings
+        self._model = OnnxEmbedder(settings.model_dir, intra_op_threads=settings.threads)
+        self._batcher = MicroBatcher(
+            self._model.embed,
+            max_batch=settings.max_batch,
+            max_wait=settings.max_wait_seconds,
+            on_batch=_observe_batch,
+        )
+        self._redis: redis.Redis | None = (
+            redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout_seconds,
+                socket_connect_timeout=settings.redis_timeout_seconds,
+            )
+            if settings.redis_url
+            else None
+        )
+        self._breaker = Breaker()
+
+    def _key(self, text: str) -> str:
+        return f"subsecond:v1:emb:{self._model.name}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+    async def Embed(  # noqa: N802 (gRPC method name)
+        self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> embedding_pb2.EmbedResponse:
+        texts = list(request.texts)
+        if not texts:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "texts: give at least one text")
+        if len(texts) > self._settings.max_texts_per_request:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"texts: {len(texts)} texts, at most {self._settings.max_texts_per_request} per call",
+            )
+        with REQUEST_SECONDS.time():
+            vectors, cached = await self._embed(texts)
+        return embedding_pb2.EmbedResponse(
+            embeddings=[embedding_pb2.Embedding(values=row.tolist()) for row in vectors],
+            model=self._model.name,
+            dimensions=self._model.dimensions,
+            cached=cached,
+        )
+
+    async def _embed(self, texts: Sequence[str]) -> tuple[Vectors, int]:
+        found = await self._cache_get(texts)
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        fresh = await self._batcher.embed([texts[i] for i in missing]) if missing else None
+        result = np.empty((len(texts), self._model.dimensions), dtype=np.float32)
+        for i, vector in enumerate(found):
+            if vector is not None:
+                result[i] = vector
+        if fresh is not None:
+            result[missing] = fresh
+            await self._cache_set([texts[i] for i in missing], fresh)
+        TEXTS.labels("cache").inc(len(texts) - len(missing))
+        TEXTS.labels("model").inc(len(missing))
+        return result, len(texts) - len(missing)
+
+    async def _cache_get(self, texts: Sequence[str]) -> list[Vectors | None]:
+        if self._redis is None or not self._breaker.available():
+            return [None] * len(texts)
+        try:
+            raw = await self._redis.mget([self._key(text) for text in texts])
+        except (RedisError, OSError):
+            self._bypass()
+            return [None] * len(texts)
+        return [np.frombuffer(value, dtype=np.float32) if value else None for value in raw]
+
+    async def _cache_set(self, texts: Sequence[str], vectors: Vectors) -> None:
+        if self._redis is None or not self._breaker.available():
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for text, vector in zip(texts, vectors, strict=True):
+                    pipe.set(
+                        self._key(text),
+                        vector.astype(np.float32).tobytes(),
+                        ex=self._settings.cache_ttl_seconds,
+                    )
+                await pipe.execute()
+        except (RedisError, OSError):
+            self._bypass()
+
+    def _bypass(self) -> None:
+        CACHE_BYPASS.inc()
+        self._breaker.failed()
+        log.warning("embedding cache unavailable, bypassing", extra={"redis": self._settings.redis_url})
+
+    async def warm_up(self) -> None:
+        """Runs the model once so the first request does not pay for lazy initialisation."""
+        await self._batcher.embed(["warm-up"])
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+def definition(settings: EmbeddingSettings) -> ServiceDefinition:
+    service = EmbedderService(settings)
+    return ServiceDefinition(
+        names=[embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name],
+        register=lambda server: embedding_pb2_grpc.add_EmbedderServicer_to_server(service, server),
+        warm_up=service.warm_up,
+        close=service.close,
+    )

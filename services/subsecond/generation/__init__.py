@@ -1,0 +1,1 @@
+"""The generation service: a streaming gRPC front to Triton serving TensorRT-LLM (or the embedded model)."""

@@ -1,0 +1,141 @@
+"""The gRPC server shell every service runs in.
+
+It owns what services have in common: binding the port, ``grpc.health.v1`` (NOT_SERVING
+while warming up and while draining), server reflection, the Prometheus metrics endpoint,
+and graceful shutdown on SIGTERM/SIGINT. A service only supplies its servicers and the
+start-up/shutdown work that is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+import prometheus_client
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from subsecond.kit.logs import configure_logging
+from subsecond.kit.settings import ServerSettings, SettingsError
+
+log = logging.getLogger(__name__)
+
+# Requests larger than this are refused by gRPC itself (a prompt is text; 4 MiB is generous).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class ServiceDefinition:
+    """What a service contributes to the shell."""
+
+    # Full gRPC service names, e.g. "subsecond.v1.Router": health and reflection report them.
+    names: Sequence[str]
+    # Registers the servicers on the server.
+    register: Callable[[grpc.aio.Server], None]
+    # Runs after the port is bound and before health turns SERVING (loading models, connecting).
+    warm_up: Callable[[], Awaitable[None]] | None = None
+    # Runs after the server has drained (closing clients and pools).
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    health: HealthServicer
+    port: int
+    metrics_port: int
+    definition: ServiceDefinition
+    _metrics_http: WSGIServer = field(repr=False)
+
+    async def stop(self, grace: float) -> None:
+        """Drains: health goes NOT_SERVING, new calls are refused, calls in flight get ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self.definition.close is not None:
+            await self.definition.close()
+        self._metrics_http.shutdown()
+        self._metrics_http.server_close()
+
+
+async def start_server(settings: ServerSettings, definition: ServiceDefinition) -> RunningServer:
+    """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    definition.register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [
+            *definition.names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {settings.host}:{settings.port}")
+    for name in ("", *definition.names):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    metrics_http, _ = prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
+    metrics_port = metrics_http.server_port
+    await server.start()
+    if definition.warm_up is not None:
+        await definition.warm_up()
+    for name in ("", *definition.names):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving", extra={"port": port, "metrics_port": metrics_port, "services": list(definition.names)}
+    )
+    return RunningServer(server, health, port, metrics_port, definition, metrics_http)
+
+
+class ServiceSettings(Protocol):
+    @property
+    def server(self) -> ServerSettings: ...
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_service(
+    service: str,
+    load_settings: Callable[[Mapping[str, str]], S],
+    build: Callable[[S], ServiceDefinition],
+) -> None:
+    """The ``python -m subsecond.<service>`` entry point: settings from the environment, serve
+    until SIGTERM or SIGINT, then drain."""
+    try:
+        service_settings = load_settings(os.environ)
+    except SettingsError as error:
+        configure_logging(service, "INFO")
+        log.error("%s", error)
+        raise SystemExit(2) from None
+    settings = service_settings.server
+    configure_logging(service, settings.log_level)
+    definition = build(service_settings)
+
+    async def main() -> None:
+        running = await start_server(settings, definition)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
+        await running.stop(settings.shutdown_grace_seconds)
+        log.info("stopped")
+
+    asyncio.run(main())

@@ -1,0 +1,139 @@
+"""Reading a service's settings from environment variables, validated once at start-up.
+
+Each service declares a frozen dataclass of its settings and a ``from_env`` that reads it
+through an :class:`EnvReader`. The reader collects every problem instead of stopping at the
+first, so a misconfigured pod says everything that is wrong in one log line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class SettingsError(ValueError):
+    """One or more settings are missing or invalid."""
+
+
+class EnvReader:
+    """Reads ``<PREFIX><NAME>`` variables and records what is wrong with them."""
+
+    def __init__(self, environ: Mapping[str, str], prefix: str) -> None:
+        self._environ = environ
+        self._prefix = prefix
+        self._problems: list[str] = []
+
+    def _read(self, name: str, default: T, parse: Callable[[str], T], rule: str) -> T:
+        key = self._prefix + name
+        raw = self._environ.get(key)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as error:
+            self._problems.append(
+                f"{key}={raw!r}: {rule} ({error})" if str(error) else f"{key}={raw!r}: {rule}"
+            )
+            return default
+
+    def text(self, name: str, default: str) -> str:
+        return self._read(name, default, str, "a string")
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if value < minimum or (maximum is not None and value > maximum):
+                raise ValueError(f"must be between {minimum} and {maximum if maximum is not None else 'inf'}")
+            return value
+
+        return self._read(name, default, parse, "an integer")
+
+    def number(
+        self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+    ) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not minimum <= value <= (maximum if maximum is not None else float("inf")):
+                raise ValueError(f"must be between {minimum} and {maximum if maximum is not None else 'inf'}")
+            return value
+
+        return self._read(name, default, parse, "a number")
+
+    def flag(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError("use true or false")
+
+        return self._read(name, default, parse, "a boolean")
+
+    def mapping(self, name: str, default: Mapping[str, str]) -> dict[str, str]:
+        """``a=b,c=d`` pairs; keys and values must be simple names."""
+
+        def parse(raw: str) -> dict[str, str]:
+            pairs: dict[str, str] = {}
+            for item in raw.split(","):
+                key, sep, value = item.strip().partition("=")
+                if not sep or not key or not value:
+                    raise ValueError(f"{item.strip()!r} is not key=value")
+                pairs[key.strip()] = value.strip()
+            return pairs
+
+        return self._read(name, dict(default), parse, "comma-separated key=value pairs")
+
+    def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list of simple names."""
+
+        def parse(raw: str) -> tuple[str, ...]:
+            items = tuple(item.strip() for item in raw.split(",") if item.strip())
+            for item in items:
+                if not NAME_PATTERN.match(item):
+                    raise ValueError(f"{item!r} is not a simple name")
+            return items
+
+        return self._read(name, default, parse, "comma-separated names")
+
+    def check(self, condition: bool, message: str) -> None:
+        """Records a cross-field problem."""
+        if not condition:
+            self._problems.append(message)
+
+    def done(self) -> None:
+        """Raises :class:`SettingsError` listing every problem found so far."""
+        if self._problems:
+            raise SettingsError("invalid settings: " + "; ".join(self._problems))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every service's server shell needs."""
+
+    host: str
+    port: int
+    metrics_port: int
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def read(cls, env: EnvReader, *, default_port: int, default_metrics_port: int) -> ServerSettings:
+        level = env.text("LOG_LEVEL", "INFO").upper()
+        env.check(
+            level in {"DEBUG", "INFO", "WARNING", "ERROR"},
+            f"LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR",
+        )
+        return cls(
+            host=env.text("HOST", "127.0.0.1"),
+            port=env.integer("PORT", default_port, maximum=65535),
+            metrics_port=env.integer("METRICS_PORT", default_metrics_port, maximum=65535),
+            shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 20.0, maximum=3600.0),
+            log_level=level,
+        )

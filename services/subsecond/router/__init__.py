@@ -1,0 +1,1 @@
+"""The router: admission, cache-or-generate, coalescing and streaming; the public entry point."""

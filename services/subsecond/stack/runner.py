@@ -1,0 +1,219 @@
+"""Runs the whole stack on one machine: Redis, Triton and the four services as real processes.
+
+Used by ``subsecond up`` (fixed, documented ports) and by the integration tests (free ports).
+Each process logs to ``<run_dir>/<name>.log``; every service is waited on through its
+``grpc.health.v1`` status, so "up" means "answering".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+import tritonclient.grpc.aio as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from subsecond.stack.redis import find_redis_server, redis_argv
+from subsecond.stack.triton import ensure_tritonserver, triton_process_spec
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+SERVICES = ("embedding", "generation", "cache", "router")
+
+
+@dataclass(frozen=True)
+class Ports:
+    router: int = 50051
+    cache: int = 50052
+    embedding: int = 50053
+    generation: int = 50054
+    router_metrics: int = 9461
+    cache_metrics: int = 9462
+    embedding_metrics: int = 9463
+    generation_metrics: int = 9464
+    triton_grpc: int = 8001
+    triton_http: int = 8000
+    triton_metrics: int = 8002
+    redis: int = 6390
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ports nobody is listening on now (for tests running beside a stack)."""
+        sockets = [socket.socket() for _ in range(12)]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return cls(*(sock.getsockname()[1] for sock in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+@dataclass
+class StackConfig:
+    ports: Ports = field(default_factory=Ports)
+    run_dir: Path = REPO / ".cache" / "run"
+    model_dir: Path = REPO / ".cache" / "models" / "all-minilm-l6-v2"
+    tools_dir: Path = REPO / ".cache" / "tools"
+    model_repository: Path = REPO / "triton" / "model_repository"
+    # Extra environment for the services (e.g. a tenant's API key for tests).
+    environment: dict[str, str] = field(default_factory=dict)
+    startup_timeout_seconds: float = 300.0
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._processes: dict[str, _Process] = {}
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{getattr(self.config.ports, service)}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.config.ports.redis}/0"
+
+    def environment(self) -> dict[str, str]:
+        ports = self.config.ports
+        env = {
+            **os.environ,
+            "SUBSECOND_EMBEDDING_PORT": str(ports.embedding),
+            "SUBSECOND_EMBEDDING_METRICS_PORT": str(ports.embedding_metrics),
+            "SUBSECOND_EMBEDDING_MODEL_DIR": str(self.config.model_dir),
+            "SUBSECOND_EMBEDDING_REDIS_URL": self.redis_url,
+            "SUBSECOND_GENERATION_PORT": str(ports.generation),
+            "SUBSECOND_GENERATION_METRICS_PORT": str(ports.generation_metrics),
+            "SUBSECOND_GENERATION_TRITON_URL": f"127.0.0.1:{ports.triton_grpc}",
+            "SUBSECOND_CACHE_PORT": str(ports.cache),
+            "SUBSECOND_CACHE_METRICS_PORT": str(ports.cache_metrics),
+            "SUBSECOND_CACHE_REDIS_URL": self.redis_url,
+            "SUBSECOND_CACHE_EMBEDDING_URL": self.address("embedding"),
+            "SUBSECOND_CACHE_VECTOR_PATH": str(self.config.run_dir / "qdrant-edge"),
+            "SUBSECOND_ROUTER_PORT": str(ports.router),
+            "SUBSECOND_ROUTER_METRICS_PORT": str(ports.router_metrics),
+            "SUBSECOND_ROUTER_CACHE_URL": self.address("cache"),
+            "SUBSECOND_ROUTER_GENERATION_URL": self.address("generation"),
+        }
+        env.update(self.config.environment)
+        return env
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_redis()
+            self._start_triton()
+            for service in SERVICES:
+                self._spawn(service, [sys.executable, "-m", f"subsecond.{service}"], self.environment())
+            await self._wait_triton()
+            for service in SERVICES:
+                await self.wait_serving(service)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def start_redis(self) -> None:
+        workdir = self.config.run_dir / "redis"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._spawn("redis", redis_argv(find_redis_server(), self.config.ports.redis, workdir), dict(os.environ))
+
+    def _start_triton(self) -> None:
+        root = ensure_tritonserver(self.config.tools_dir)
+        ports = self.config.ports
+        argv, env = triton_process_spec(
+            root, self.config.model_repository, ports.triton_grpc, ports.triton_http, ports.triton_metrics
+        )
+        self._spawn("triton", argv, env)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log_file = (self.config.run_dir / f"{name}.log").open("ab")
+        popen = subprocess.Popen(
+            argv, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._processes[name] = _Process(name, popen, log_file)
+        log.info("started %s (pid %d), log in %s", name, popen.pid, log_file.name)
+
+    def _check_alive(self, name: str) -> None:
+        process = self._processes[name]
+        if process.popen.poll() is not None:
+            tail = Path(process.log_file.name).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with code {process.popen.returncode}; end of its log:\n{tail}")
+
+    async def _wait_triton(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_seconds
+        client = triton.InferenceServerClient(f"127.0.0.1:{self.config.ports.triton_grpc}")
+        try:
+            while True:
+                self._check_alive("triton")
+                try:
+                    if await client.is_server_ready():
+                        return
+                except Exception:  # not listening yet; tritonclient raises several types here
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("Triton did not become ready in time; see its log")
+                await asyncio.sleep(0.3)
+        finally:
+            await client.close()
+
+    async def wait_serving(self, service: str) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_seconds
+        async with grpc.aio.insecure_channel(self.address(service)) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                self._check_alive(service)
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        log.info("%s is serving on %s", service, self.address(service))
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{service} did not become healthy in time; see {self.config.run_dir}/{service}.log")
+                await asyncio.sleep(0.2)
+
+    def stop_process(self, name: str, *, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        process = self._processes.pop(name, None)
+        if process is None:
+            return None
+        if process.popen.poll() is None:
+            os.killpg(process.popen.pid, signal.SIGTERM)
+            try:
+                process.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", name, timeout)
+                os.killpg(process.popen.pid, signal.SIGKILL)
+                process.popen.wait()
+        process.log_file.close()
+        return process.popen.returncode
+
+    def signal(self, name: str, sig: int) -> None:
+        os.killpg(self._processes[name].popen.pid, sig)
+
+    async def stop(self) -> None:
+        """Stops everything, front to back, so no request is cut by a backend going first."""
+        for name in ("router", "cache", "generation", "embedding", "triton", "redis"):
+            await asyncio.to_thread(self.stop_process, name)

@@ -1,0 +1,70 @@
+from dataclasses import replace
+
+import pytest
+
+from subsecond.router.admission import Rejected, admit
+from subsecond.router.settings import RouterSettings
+from subsecond.v1 import router_pb2, types_pb2
+
+SETTINGS = RouterSettings.from_env({"SUBSECOND_ROUTER_API_KEYS": "key-a=tenant-a,key-b=tenant-b"})
+
+
+def request(**fields: object) -> router_pb2.GenerateRequest:
+    return router_pb2.GenerateRequest(**({"prompt": "Hello?"} | fields))  # type: ignore[arg-type]
+
+
+def test_defaults() -> None:
+    admitted = admit(request(), {}, SETTINGS)
+    assert admitted.tenant == "local"
+    assert admitted.tier == "small"
+    assert admitted.max_tokens == SETTINGS.default_max_tokens
+    assert admitted.sampling.top_p == 1.0
+    assert [turn.role for turn in admitted.turns] == ["user"]
+
+
+def test_api_key_selects_the_tenant() -> None:
+    assert admit(request(), {"x-api-key": "key-b"}, SETTINGS).tenant == "tenant-b"
+
+
+def test_unknown_key_and_missing_key_without_default_are_unauthenticated() -> None:
+    with pytest.raises(Rejected) as unknown:
+        admit(request(), {"x-api-key": "nope"}, SETTINGS)
+    assert unknown.value.unauthenticated
+    strict = replace(SETTINGS, default_tenant="")
+    with pytest.raises(Rejected) as missing:
+        admit(request(), {}, strict)
+    assert missing.value.unauthenticated
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_named"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x", "messages": [types_pb2.ChatMessage(role="user", content="y")]}, "prompt, messages"),
+        ({"prompt": "", "messages": [types_pb2.ChatMessage(role="robot", content="y")]}, "messages[0].role"),
+        ({"prompt": "", "messages": [types_pb2.ChatMessage(role="user", content=" ")]}, "messages[0].content"),
+        (
+            {"prompt": "", "messages": [types_pb2.ChatMessage(role="user", content="q"), types_pb2.ChatMessage(role="assistant", content="a")]},
+            "messages",
+        ),
+        ({"model": "huge"}, "model"),
+        ({"max_tokens": 100_000}, "max_tokens"),
+        ({"sampling": types_pb2.SamplingParams(temperature=3.0)}, "sampling.temperature"),
+        ({"sampling": types_pb2.SamplingParams(top_p=1.5)}, "sampling.top_p"),
+        ({"cache": router_pb2.CachePolicy(mode=7)}, "cache.mode"),  # type: ignore[arg-type]
+        ({"chunking": 9}, "chunking"),
+        ({"prompt": "x" * 40_000}, "prompt"),
+    ],
+)
+def test_bad_requests_name_the_field(fields: dict[str, object], field_named: str) -> None:
+    with pytest.raises(Rejected) as rejected:
+        admit(request(**fields), {}, SETTINGS)
+    assert str(rejected.value).startswith(field_named + ":")
+    assert not rejected.value.unauthenticated
+
+
+def test_auto_resolves_to_the_default_tier_and_seed_is_kept() -> None:
+    admitted = admit(request(model="auto", sampling=types_pb2.SamplingParams(seed=7, temperature=0.5)), {}, SETTINGS)
+    assert admitted.tier == "small"
+    assert admitted.sampling.seed == 7
