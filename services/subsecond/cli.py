@@ -1,8 +1,8 @@
 """The ``subsecond`` command: run the stack on one machine, and ask it questions.
 
-    subsecond prepare            build the ONNX embedding model and unpack tritonserver
-    subsecond up                 run Redis, Triton and the four services until Ctrl-C
-    subsecond ask "question"     stream an answer from the router and say how it was served
+subsecond prepare            build the ONNX embedding model and unpack tritonserver
+subsecond up                 run Redis, Triton and the four services until Ctrl-C
+subsecond ask "question"     stream an answer from the router and say how it was served
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _up(_: argparse.Namespace) -> int:
             f"  triton      127.0.0.1:{ports.triton_grpc} (gRPC), metrics http://127.0.0.1:{ports.triton_metrics}/metrics\n"
             f"  redis       {stack.redis_url}\n"
             f"  logs        {stack.config.run_dir}/\n\n"
-            "Try:  .venv/bin/subsecond ask \"What is the capital of France?\"   (twice: the second is a cache hit)\n"
+            'Try:  .venv/bin/subsecond ask "What is the capital of France?"   (twice: the second is a cache hit)\n'
             "      grpcurl -plaintext 127.0.0.1:50051 list\n\n"
             "Ctrl-C stops everything.",
             flush=True,
@@ -79,7 +79,7 @@ def _ask(args: argparse.Namespace) -> int:
         model=args.model,
         max_tokens=args.max_tokens,
         sampling=types_pb2.SamplingParams(temperature=args.temperature),
-        cache=router_pb2.CachePolicy(mode=router_pb2.CacheMode.Value(f"CACHE_MODE_{args.cache.upper()}")),
+        cache=router_pb2.CachePolicy(mode=f"CACHE_MODE_{args.cache.upper()}"),
         chunking=router_pb2.CHUNKING_SENTENCE if args.sentences else router_pb2.CHUNKING_TOKEN,
     )
     metadata = [("x-api-key", args.api_key)] if args.api_key else None
@@ -93,7 +93,11 @@ def _ask(args: argparse.Namespace) -> int:
                     sys.stdout.flush()
                     if response.HasField("done"):
                         done = response.done
-                        detail = f", similarity {done.similarity:.3f}" if done.served_by == types_pb2.SERVED_BY_SEMANTIC else ""
+                        detail = (
+                            f", similarity {done.similarity:.3f}"
+                            if done.served_by == types_pb2.SERVED_BY_SEMANTIC
+                            else ""
+                        )
                         age = f", cached {done.cache_age_seconds:.0f} s ago" if done.cache_age_seconds else ""
                         print(
                             f"\n\n[{SERVED_BY.get(done.served_by, '?')}{detail}{age}; model {done.model}; "
@@ -114,7 +118,9 @@ def _ask(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="subsecond", description="subsecond: LLM answers in well under a second.")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("prepare", help="build the ONNX embedding model and unpack tritonserver").set_defaults(run=_prepare)
+    commands.add_parser("prepare", help="build the ONNX embedding model and unpack tritonserver").set_defaults(
+        run=_prepare
+    )
     commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C").set_defaults(run=_up)
     ask = commands.add_parser("ask", help="stream an answer from the router and say how it was served")
     ask.add_argument("prompt", help="the question")

@@ -54,7 +54,11 @@ def test_invalid_queries_name_the_field(bad: cache_pb2.CacheQuery, field: str) -
 
 def test_answer_round_trip() -> None:
     answer = cache_pb2.CachedAnswer(
-        chunks=["Par", "is."], prompt_tokens=5, completion_tokens=2, finish_reason=types_pb2.FINISH_REASON_STOP, created_at=10.0
+        chunks=["Par", "is."],
+        prompt_tokens=5,
+        completion_tokens=2,
+        finish_reason=types_pb2.FINISH_REASON_STOP,
+        created_at=10.0,
     )
     assert decode_answer(encode_answer(answer)) == answer
 

@@ -47,5 +47,5 @@ def test_flag_and_names() -> None:
     bad = EnvReader({"X_ON": "maybe", "X_TIERS": "a b"}, "X_")
     bad.flag("ON", False)
     bad.names("TIERS", ())
-    with pytest.raises(SettingsError, match="X_ON.*X_TIERS"):
+    with pytest.raises(SettingsError, match=r"X_ON.*X_TIERS"):
         bad.done()

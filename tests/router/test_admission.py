@@ -43,9 +43,18 @@ def test_unknown_key_and_missing_key_without_default_are_unauthenticated() -> No
         ({"prompt": "   "}, "prompt"),
         ({"prompt": "x", "messages": [types_pb2.ChatMessage(role="user", content="y")]}, "prompt, messages"),
         ({"prompt": "", "messages": [types_pb2.ChatMessage(role="robot", content="y")]}, "messages[0].role"),
-        ({"prompt": "", "messages": [types_pb2.ChatMessage(role="user", content=" ")]}, "messages[0].content"),
         (
-            {"prompt": "", "messages": [types_pb2.ChatMessage(role="user", content="q"), types_pb2.ChatMessage(role="assistant", content="a")]},
+            {"prompt": "", "messages": [types_pb2.ChatMessage(role="user", content=" ")]},
+            "messages[0].content",
+        ),
+        (
+            {
+                "prompt": "",
+                "messages": [
+                    types_pb2.ChatMessage(role="user", content="q"),
+                    types_pb2.ChatMessage(role="assistant", content="a"),
+                ],
+            },
             "messages",
         ),
         ({"model": "huge"}, "model"),
@@ -65,6 +74,8 @@ def test_bad_requests_name_the_field(fields: dict[str, object], field_named: str
 
 
 def test_auto_resolves_to_the_default_tier_and_seed_is_kept() -> None:
-    admitted = admit(request(model="auto", sampling=types_pb2.SamplingParams(seed=7, temperature=0.5)), {}, SETTINGS)
+    admitted = admit(
+        request(model="auto", sampling=types_pb2.SamplingParams(seed=7, temperature=0.5)), {}, SETTINGS
+    )
     assert admitted.tier == "small"
     assert admitted.sampling.seed == 7

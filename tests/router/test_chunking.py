@@ -19,7 +19,7 @@ def stream(pieces: list[str]) -> list[str]:
         (["Use e.g. a list. Done"], ["Use e.g. a list. ", "Done"]),
         (["J. R. R. Tolkien wrote it. Really!"], ["J. R. R. Tolkien wrote it. ", "Really!"]),
         (["Wow!! Really?! ", "Yes."], ["Wow!! ", "Really?! ", "Yes."]),
-        (["He said \"stop.\" Then", " left."], ["He said \"stop.\" ", "Then left."]),
+        (['He said "stop." Then', " left."], ['He said "stop." ', "Then left."]),
         (["Title\n\nBody text"], ["Title\n\n", "Body text"]),
         (["no end"], ["no end"]),
     ],

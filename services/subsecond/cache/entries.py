@@ -28,7 +28,8 @@ class Query:
 
     @property
     def exact_key(self) -> str:
-        return f"{KEY_PREFIX}:{self.tenant}:{self.model}:{request_digest(self.tenant, self.model, self.turns, self.sampling)}"
+        digest = request_digest(self.tenant, self.model, self.turns, self.sampling)
+        return f"{KEY_PREFIX}:{self.tenant}:{self.model}:{digest}"
 
     @property
     def scope(self) -> str:
@@ -53,7 +54,12 @@ def parse_query(message: cache_pb2.CacheQuery) -> Query:
         raise InvalidQuery("query.tenant: a simple name (letters, digits, . _ -) is required")
     if not NAME_PATTERN.match(message.model):
         raise InvalidQuery("query.model: a resolved model tier name is required")
-    return Query(message.tenant, message.model, parse_turns(message.messages, "query.messages"), parse_sampling(message.sampling))
+    return Query(
+        message.tenant,
+        message.model,
+        parse_turns(message.messages, "query.messages"),
+        parse_sampling(message.sampling),
+    )
 
 
 def parse_turns(messages: Sequence[types_pb2.ChatMessage], field: str) -> tuple[Turn, ...]:

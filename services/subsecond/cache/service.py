@@ -54,9 +54,7 @@ SEMANTIC_REJECTS = Counter(
 )
 BYPASSES = Counter("subsecond_cache_bypass_total", "Operations that skipped a failed backend.", ["backend"])
 STORES = Counter("subsecond_cache_stores_total", "Store calls by result.", ["result"])
-EXPIRED_VECTORS = Counter(
-    "subsecond_cache_expired_vectors_total", "Vectors deleted because their answer expired."
-)
+EXPIRED_VECTORS = Counter("subsecond_cache_expired_vectors_total", "Vectors deleted because their answer expired.")
 
 EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 # all-MiniLM-L6-v2's output size: the semantic tier's vectors.
@@ -94,7 +92,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
 
     # -- RPCs -----------------------------------------------------------------------------------
 
-    async def Lookup(  # noqa: N802 (gRPC method name)
+    async def Lookup(
         self, request: cache_pb2.LookupRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.LookupResponse:
         query = await self._parse(request.query, context)
@@ -110,7 +108,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         LOOKUP_SECONDS.labels(result).observe(time.perf_counter() - started)
         return response
 
-    async def Store(  # noqa: N802 (gRPC method name)
+    async def Store(
         self, request: cache_pb2.StoreRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.StoreResponse:
         query = await self._parse(request.query, context)
@@ -123,9 +121,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             )
         if not "".join(answer.chunks).strip():
             STORES.labels("refused").inc()
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "answer.chunks: an empty answer is not cached"
-            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "answer.chunks: an empty answer is not cached")
         stored = cache_pb2.CachedAnswer()
         stored.CopyFrom(answer)
         stored.created_at = time.time()
@@ -143,7 +139,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         STORES.labels("stored").inc()
         return cache_pb2.StoreResponse(key=key, semantic_indexed=indexed)
 
-    async def Invalidate(  # noqa: N802 (gRPC method name)
+    async def Invalidate(
         self, request: cache_pb2.InvalidateRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.InvalidateResponse:
         try:
@@ -162,10 +158,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             if not request.tenant:
                 raise InvalidQuery("tenant: required")
             removed = 0
-            async for key in self._redis.scan_iter(
-                match=tenant_prefix(request.tenant, request.model) + "*", count=500
-            ):
-                removed += await self._redis_call(lambda: self._redis.delete(key))
+            async for key in self._redis.scan_iter(match=tenant_prefix(request.tenant, request.model) + "*", count=500):
+                removed += await self._redis_call(lambda key=key: self._redis.delete(key))
             await self._vector_call(
                 lambda: self._vectors.delete_where(tenant=request.tenant, model=request.model or None)
             )
@@ -183,9 +177,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         raw = await self._redis_call(lambda: self._redis.get(query.exact_key))
         if raw is not None:
             answer = decode_answer(raw)
-            if usable(
-                answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now
-            ):
+            if usable(answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now):
                 return cache_pb2.LookupResponse(
                     hit=True,
                     tier=cache_pb2.CACHE_TIER_EXACT,
@@ -206,21 +198,17 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             )
         )
         for neighbour in neighbours:
-            decision = accept_semantic(
-                text, neighbour.prompt, neighbour.score, self._settings.similarity_threshold
-            )
+            decision = accept_semantic(text, neighbour.prompt, neighbour.score, self._settings.similarity_threshold)
             if not decision.hit:
                 SEMANTIC_REJECTS.labels(decision.reason).inc()
                 continue
-            raw = await self._redis_call(lambda: self._redis.get(neighbour.redis_key))
+            raw = await self._redis_call(lambda key=neighbour.redis_key: self._redis.get(key))
             if raw is None:  # the answer expired: the vector is stale
                 EXPIRED_VECTORS.inc()
-                await self._vector_call(lambda: self._vectors.delete([neighbour.point_id]))
+                await self._vector_call(lambda point=neighbour.point_id: self._vectors.delete([point]))
                 continue
             answer = decode_answer(raw)
-            if usable(
-                answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now
-            ):
+            if usable(answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now):
                 return cache_pb2.LookupResponse(
                     hit=True,
                     tier=cache_pb2.CACHE_TIER_SEMANTIC,

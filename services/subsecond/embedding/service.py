@@ -64,7 +64,7 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
     def _key(self, text: str) -> str:
         return f"subsecond:v1:emb:{self._model.name}:{hashlib.sha256(text.encode()).hexdigest()}"
 
-    async def Embed(  # noqa: N802 (gRPC method name)
+    async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
         texts = list(request.texts)

@@ -40,12 +40,8 @@ STREAM_SECONDS = Histogram(
     ["model"],
     buckets=REQUEST_SECONDS,
 )
-STREAMS = Counter(
-    "subsecond_generation_streams_total", "Generation streams by outcome.", ["model", "outcome"]
-)
-TOKENS = Counter(
-    "subsecond_generation_tokens_total", "Tokens processed, prompt or completion.", ["model", "kind"]
-)
+STREAMS = Counter("subsecond_generation_streams_total", "Generation streams by outcome.", ["model", "outcome"])
+TOKENS = Counter("subsecond_generation_tokens_total", "Tokens processed, prompt or completion.", ["model", "kind"])
 IN_FLIGHT = Gauge("subsecond_generation_streams_in_flight", "Streams being generated now.")
 
 _OUTPUTS = ["text_output", "num_input_tokens", "num_output_tokens"]
@@ -54,18 +50,14 @@ _OUTPUTS = ["text_output", "num_input_tokens", "num_output_tokens"]
 def _tensor(name: str, dtype: str, value: Any) -> InferInput:
     array = np.array([value], dtype=object if dtype == "BYTES" else None)
     if dtype != "BYTES":
-        array = array.astype(
-            {"INT32": np.int32, "FP32": np.float32, "UINT64": np.uint64, "BOOL": np.bool_}[dtype]
-        )
+        array = array.astype({"INT32": np.int32, "FP32": np.float32, "UINT64": np.uint64, "BOOL": np.bool_}[dtype])
     tensor = InferInput(name, [1], dtype)
     tensor.set_data_from_numpy(array)
     return tensor
 
 
 def triton_inputs(request: generation_pb2.GenerationRequest) -> list[InferInput]:
-    conversation = json.dumps(
-        [{"role": m.role, "content": m.content} for m in request.messages], ensure_ascii=False
-    )
+    conversation = json.dumps([{"role": m.role, "content": m.content} for m in request.messages], ensure_ascii=False)
     inputs = [
         _tensor("text_input", "BYTES", conversation.encode()),
         _tensor("max_tokens", "INT32", request.max_tokens),
@@ -107,30 +99,25 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
                     pass
             if pending:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"Triton at {self._settings.triton_url} never made {sorted(pending)} ready"
-                    )
+                    raise TimeoutError(f"Triton at {self._settings.triton_url} never made {sorted(pending)} ready")
                 await asyncio.sleep(0.5)
         log.info("triton models ready", extra={"models": dict(self._settings.models)})
 
-    async def Generate(  # noqa: N802 (gRPC method name)
+    async def Generate(
         self, request: generation_pb2.GenerationRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
         model = self._settings.models.get(request.model)
         if model is None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"model: unknown tier {request.model!r}; known: {', '.join(sorted(self._settings.models))}",
-            )
+            known = ", ".join(sorted(self._settings.models))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model: unknown tier {request.model!r}; known: {known}")
+            return
         if not request.messages:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "messages: give at least one message")
         if request.max_tokens <= 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_tokens: must be positive")
         if self._slots.locked():
             STREAMS.labels(request.model, "refused").inc()
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, "generation is at capacity; retry shortly"
-            )
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "generation is at capacity; retry shortly")
         async with self._slots:
             IN_FLIGHT.inc()
             try:
@@ -164,9 +151,7 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
                     await context.abort(grpc.StatusCode.INTERNAL, f"model {model} failed: {error.message()}")
                 assert result is not None
                 text = result.as_numpy("text_output")
-                piece = (
-                    b"".join(text.reshape(-1)).decode("utf-8", errors="replace") if text is not None else ""
-                )
+                piece = b"".join(text.reshape(-1)).decode("utf-8", errors="replace") if text is not None else ""
                 if piece:
                     if tokens == 0:
                         FIRST_TOKEN_SECONDS.labels(request.model).observe(time.perf_counter() - started)
@@ -178,9 +163,7 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
                 completion = _scalar(result, "num_output_tokens") or tokens
                 prompt = _scalar(result, "num_input_tokens") or 0
                 reason = (
-                    types_pb2.FINISH_REASON_LENGTH
-                    if completion >= request.max_tokens
-                    else types_pb2.FINISH_REASON_STOP
+                    types_pb2.FINISH_REASON_LENGTH if completion >= request.max_tokens else types_pb2.FINISH_REASON_STOP
                 )
                 outcome = "length" if reason == types_pb2.FINISH_REASON_LENGTH else "stop"
                 TOKENS.labels(request.model, "prompt").inc(prompt)
@@ -193,9 +176,7 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
                 )
                 return
             outcome = "error"
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"model {model} closed the stream without a final response"
-            )
+            await context.abort(grpc.StatusCode.INTERNAL, f"model {model} closed the stream without a final response")
         except grpc.aio.AioRpcError as error:
             outcome = "error"
             code = error.code()

@@ -96,9 +96,7 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
         await definition.warm_up()
     for name in ("", *definition.names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "serving", extra={"port": port, "metrics_port": metrics_port, "services": list(definition.names)}
-    )
+    log.info("serving", extra={"port": port, "metrics_port": metrics_port, "services": list(definition.names)})
     return RunningServer(server, health, port, metrics_port, definition, metrics_http)
 
 

@@ -37,9 +37,7 @@ class EnvReader:
         try:
             return parse(raw.strip())
         except ValueError as error:
-            self._problems.append(
-                f"{key}={raw!r}: {rule} ({error})" if str(error) else f"{key}={raw!r}: {rule}"
-            )
+            self._problems.append(f"{key}={raw!r}: {rule} ({error})" if str(error) else f"{key}={raw!r}: {rule}")
             return default
 
     def text(self, name: str, default: str) -> str:
@@ -54,9 +52,7 @@ class EnvReader:
 
         return self._read(name, default, parse, "an integer")
 
-    def number(
-        self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
-    ) -> float:
+    def number(self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None) -> float:
         def parse(raw: str) -> float:
             value = float(raw)
             if not minimum <= value <= (maximum if maximum is not None else float("inf")):

@@ -72,9 +72,7 @@ def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tup
     return turns
 
 
-def admit(
-    request: router_pb2.GenerateRequest, metadata: Mapping[str, str], settings: RouterSettings
-) -> Admitted:
+def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], settings: RouterSettings) -> Admitted:
     tenant = resolve_tenant(metadata, settings)
     turns = _turns(request, settings)
     if request.model in ("", "auto"):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 
 _BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+|\n\s*\n")
-_ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "no.", "approx."})
+_ABBREVIATIONS = frozenset(
+    {"e.g.", "i.e.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "no.", "approx."}
+)
 
 
 def _is_abbreviation(text: str, end: int) -> bool:

@@ -82,9 +82,12 @@ class Coalescer(Generic[E]):
         flight = self._flights.get(key)
         if flight is not None:
             return flight, False
-        flight = Flight(start(), on_end=lambda: self._flights.pop(key, None))
+        flight = Flight(start(), on_end=lambda: self._forget(key))
         self._flights[key] = flight
         return flight, True
+
+    def _forget(self, key: str) -> None:
+        del self._flights[key]
 
     def __len__(self) -> int:
         return len(self._flights)

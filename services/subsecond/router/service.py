@@ -46,7 +46,10 @@ SERVED_BY = {
     types_pb2.SERVED_BY_GENERATED: "generated",
 }
 REQUEST_DURATION = Histogram(
-    "subsecond_router_request_duration_seconds", "Whole Generate calls.", ["served_by"], buckets=REQUEST_SECONDS
+    "subsecond_router_request_duration_seconds",
+    "Whole Generate calls.",
+    ["served_by"],
+    buckets=REQUEST_SECONDS,
 )
 FIRST_CHUNK = Histogram(
     "subsecond_router_time_to_first_chunk_seconds",
@@ -67,7 +70,9 @@ CACHE_BYPASS = Counter(
     ["reason"],
 )
 COALESCED = Counter("subsecond_router_coalesced_requests_total", "Misses that joined an identical running generation.")
-STORES = Counter("subsecond_router_cache_stores_total", "Write-throughs by result: stored, skipped, failed.", ["result"])
+STORES = Counter(
+    "subsecond_router_cache_stores_total", "Write-throughs by result: stored, skipped, failed.", ["result"]
+)
 TOKENS = Counter("subsecond_router_tokens_total", "Tokens of answers served, by model and kind.", ["model", "kind"])
 IN_FLIGHT = Gauge("subsecond_router_streams_in_flight", "Generate streams open now.")
 
@@ -120,7 +125,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self._tenant_streams: TallyCounter[str] = TallyCounter()
         self._background: set[asyncio.Task[None]] = set()
 
-    async def Generate(  # noqa: N802 (gRPC method name)
+    async def Generate(
         self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.GenerateResponse]:
         started = time.perf_counter()
@@ -135,7 +140,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
             if self._tenant_streams[admitted.tenant] >= self._settings.tenant_max_streams:
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
                 await context.abort(
-                    code, f"tenant {admitted.tenant} has {self._settings.tenant_max_streams} streams open; retry later"
+                    code,
+                    f"tenant {admitted.tenant} has {self._settings.tenant_max_streams} streams open; retry later",
                 )
             self._tenant_streams[admitted.tenant] += 1
             try:
@@ -171,9 +177,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         async for response in self._generate(request, context, started):
             yield response
 
-    async def _lookup(
-        self, request: Admitted, context: grpc.aio.ServicerContext
-    ) -> cache_pb2.LookupResponse | None:
+    async def _lookup(self, request: Admitted, context: grpc.aio.ServicerContext) -> cache_pb2.LookupResponse | None:
         lookup = cache_pb2.LookupRequest(
             query=self._query(request),
             max_tokens=request.max_tokens,
@@ -195,13 +199,18 @@ class RouterService(router_pb2_grpc.RouterServicer):
 
     def _query(self, request: Admitted) -> cache_pb2.CacheQuery:
         return cache_pb2.CacheQuery(
-            tenant=request.tenant, model=request.tier, messages=_messages(request), sampling=_sampling(request)
+            tenant=request.tenant,
+            model=request.tier,
+            messages=_messages(request),
+            sampling=_sampling(request),
         )
 
     async def _replay(
         self, request: Admitted, hit: cache_pb2.LookupResponse, started: float
     ) -> AsyncIterator[router_pb2.GenerateResponse]:
-        served_by = types_pb2.SERVED_BY_EXACT if hit.tier == cache_pb2.CACHE_TIER_EXACT else types_pb2.SERVED_BY_SEMANTIC
+        served_by = (
+            types_pb2.SERVED_BY_EXACT if hit.tier == cache_pb2.CACHE_TIER_EXACT else types_pb2.SERVED_BY_SEMANTIC
+        )
         completion = router_pb2.Completion(
             served_by=served_by,
             similarity=hit.similarity,
@@ -218,11 +227,14 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request: Admitted, context: grpc.aio.ServicerContext, started: float
     ) -> AsyncIterator[router_pb2.GenerateResponse]:
         store = request.cache_mode != router_pb2.CACHE_MODE_BYPASS
-        key = f"{request_digest(request.tenant, request.tier, request.turns, request.sampling)}:{request.max_tokens}:{store}"
+        digest = request_digest(request.tenant, request.tier, request.turns, request.sampling)
+        key = f"{digest}:{request.max_tokens}:{store}"
         flight, leader = self._flights.join(key, lambda: self._run_generation(request, self._remaining(context), store))
         if not leader:
             COALESCED.inc()
-        completion = router_pb2.Completion(served_by=types_pb2.SERVED_BY_GENERATED, model=request.tier, coalesced=not leader)
+        completion = router_pb2.Completion(
+            served_by=types_pb2.SERVED_BY_GENERATED, model=request.tier, coalesced=not leader
+        )
         try:
             async for response in self._stream(request, flight.listen(), completion, started):
                 yield response
@@ -236,7 +248,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             await context.abort(code, error.details() or code.name)
 
     async def _run_generation(
-        self, request: Admitted, timeout: float, store: bool
+        self, request: Admitted, budget_seconds: float, store: bool
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
         """The flight's body: one generation stream, then the write-through of a normal finish."""
         call = self._generator.Generate(
@@ -246,7 +258,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 max_tokens=request.max_tokens,
                 sampling=_sampling(request),
             ),
-            timeout=timeout,
+            timeout=budget_seconds,
         )
         started = time.perf_counter()
         chunks: list[str] = []

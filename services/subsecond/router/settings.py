@@ -52,7 +52,10 @@ class RouterSettings:
             settings.default_max_tokens <= settings.max_tokens_limit,
             "SUBSECOND_ROUTER_DEFAULT_MAX_TOKENS must not exceed MAX_TOKENS_LIMIT",
         )
-        for tenant in {*settings.api_keys.values(), *([settings.default_tenant] if settings.default_tenant else [])}:
+        for tenant in {
+            *settings.api_keys.values(),
+            *([settings.default_tenant] if settings.default_tenant else []),
+        }:
             env.check(bool(NAME_PATTERN.match(tenant)), f"tenant {tenant!r} is not a simple name")
         env.done()
         return settings

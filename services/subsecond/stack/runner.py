@@ -125,13 +125,21 @@ class Stack:
             self.start_redis()
             self._start_triton()
             for service in SERVICES:
-                self._spawn(service, [sys.executable, "-m", f"subsecond.{service}"], self.environment())
+                self._spawn_service(service)
             await self._wait_triton()
             for service in SERVICES:
                 await self.wait_serving(service)
         except BaseException:
             await self.stop()
             raise
+
+    async def restart_service(self, service: str) -> None:
+        """Starts a service that was stopped (tests of draining and of failures) and waits for it."""
+        self._spawn_service(service)
+        await self.wait_serving(service)
+
+    def _spawn_service(self, service: str) -> None:
+        self._spawn(service, [sys.executable, "-m", f"subsecond.{service}"], self.environment())
 
     def start_redis(self) -> None:
         workdir = self.config.run_dir / "redis"
@@ -191,7 +199,9 @@ class Stack:
                 except grpc.aio.AioRpcError:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{service} did not become healthy in time; see {self.config.run_dir}/{service}.log")
+                    raise TimeoutError(
+                        f"{service} did not become healthy in time; see {self.config.run_dir}/{service}.log"
+                    )
                 await asyncio.sleep(0.2)
 
     def stop_process(self, name: str, *, timeout: float = 20.0) -> int | None:

@@ -1,0 +1,252 @@
+"""Benchmark of the serving path on this machine: starts the whole stack on free ports and drives
+it with open-loop arrivals (requests start on a fixed schedule whatever the latency, and latency
+is measured from the scheduled start, so queueing is not hidden).
+
+Prints p50/p95/p99 for exact hits, semantic hits, time to first chunk on a miss, the router's
+added time to first chunk (the same kind of miss through the router and straight to Triton, in
+this run) and embedding throughput; writes them to benchmarks/results/serving.json.
+
+    .venv/bin/python benchmarks/serving.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as triton
+
+from subsecond.generation.service import triton_inputs
+from subsecond.stack.runner import Ports, Stack, StackConfig
+from subsecond.v1 import (
+    cache_pb2,
+    cache_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    generation_pb2,
+    router_pb2,
+    router_pb2_grpc,
+    types_pb2,
+)
+
+log = logging.getLogger("bench")
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ms = np.array(samples) * 1000.0
+    return {
+        "n": len(samples),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    }
+
+
+async def open_loop(rate: float, count: int, one: Callable[[int], Awaitable[float | None]]) -> list[float]:
+    """Starts request i at i/rate seconds; ``one`` returns its latency from that moment (None: not counted)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    tasks = []
+    for i in range(count):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    results = await asyncio.gather(*tasks)
+    return [r for r in results if r is not None]
+
+
+async def first_and_total(
+    stub: router_pb2_grpc.RouterStub, request: router_pb2.GenerateRequest, t0: float
+) -> tuple[float, float, int]:
+    first = None
+    async for response in stub.Generate(request, timeout=120):
+        if first is None and (response.text or response.HasField("done")):
+            first = time.perf_counter() - t0
+        if response.HasField("done"):
+            return first or 0.0, time.perf_counter() - t0, response.done.served_by
+    raise RuntimeError("stream ended without done")
+
+
+def prompt(text: str, **fields: object) -> router_pb2.GenerateRequest:
+    return router_pb2.GenerateRequest(prompt=text, max_tokens=64, **fields)  # type: ignore[arg-type]
+
+
+async def bench(args: argparse.Namespace) -> dict[str, object]:
+    run_dir = Path(tempfile.mkdtemp(prefix="subsecond-bench-"))
+    stack = Stack(StackConfig(ports=Ports.free(), run_dir=run_dir))
+    log.info("starting the stack (logs in %s)", run_dir)
+    await stack.start()
+    results: dict[str, object] = {"machine": platform.platform(), "cpus": __import__("os").cpu_count()}
+    try:
+        async with (
+            grpc.aio.insecure_channel(stack.address("router")) as router_channel,
+            grpc.aio.insecure_channel(stack.address("cache")) as cache_channel,
+            grpc.aio.insecure_channel(stack.address("embedding")) as embedding_channel,
+        ):
+            router = router_pb2_grpc.RouterStub(router_channel)
+            cache = cache_pb2_grpc.CacheStub(cache_channel)
+            embedder = embedding_pb2_grpc.EmbedderStub(embedding_channel)
+
+            # Exact hits: one answer, asked again and again.
+            hot = prompt("What is the capital of France?")
+            await first_and_total(router, hot, time.perf_counter())
+            await asyncio.sleep(0.5)
+            loop = asyncio.get_running_loop()
+
+            async def exact(i: int) -> float | None:
+                t0 = time.perf_counter()
+                _, total, served = await first_and_total(router, hot, t0)
+                return total if served == types_pb2.SERVED_BY_EXACT else None
+
+            log.info("exact hits: %d at %.0f/s", args.hits, args.rate)
+            results["exact_hit"] = summary(await open_loop(args.rate, args.hits, exact)) | {"rate_per_s": args.rate}
+
+            # Semantic hits: answers stored for one side of each paraphrase pair, asked with the other side.
+            pairs = [json.loads(line) for line in (args.data_dir / "paraphrase_dev.jsonl").read_text().splitlines()]
+            for pair in pairs:
+                await cache.Store(
+                    cache_pb2.StoreRequest(
+                        query=cache_pb2.CacheQuery(
+                            tenant="local", model="small",
+                            messages=[types_pb2.ChatMessage(role="user", content=pair["a"])],
+                            sampling=types_pb2.SamplingParams(top_p=1.0),
+                        ),
+                        answer=cache_pb2.CachedAnswer(
+                            chunks=["A stored", " answer."],
+                            completion_tokens=3,
+                            finish_reason=types_pb2.FINISH_REASON_STOP,
+                        ),
+                    )
+                )  # fmt: skip
+            served_semantic = 0
+
+            async def semantic(i: int) -> float | None:
+                nonlocal served_semantic
+                t0 = time.perf_counter()
+                _, total, served = await first_and_total(router, prompt(pairs[i % len(pairs)]["b"]), t0)
+                if served == types_pb2.SERVED_BY_SEMANTIC:
+                    served_semantic += 1
+                    return total
+                return None
+
+            log.info("semantic hits: %d at %.0f/s", args.hits, args.rate)
+            semantic_samples = await open_loop(args.rate, args.hits, semantic)
+            results["semantic_hit"] = summary(semantic_samples) | {
+                "rate_per_s": args.rate,
+                "share_of_paraphrase_requests_served_semantic": round(served_semantic / args.hits, 3),
+            }
+
+            # Misses: time to first chunk through the router, and straight to Triton, interleaved.
+            client = triton.InferenceServerClient(f"127.0.0.1:{stack.config.ports.triton_grpc}")
+            router_ttft, triton_ttft = [], []
+            log.info("misses: %d pairs (router, then Triton directly)", args.misses)
+            for i in range(args.misses):
+                question = f"Tell me a fact about the number {i + 17}. ({uuid.uuid4().hex[:8]})"
+                t0 = time.perf_counter()
+                first, _, served = await first_and_total(router, prompt(question, max_tokens=8), t0)
+                assert served == types_pb2.SERVED_BY_GENERATED
+                router_ttft.append(first)
+                triton_ttft.append(await triton_first_token(client, f"{question} [direct]"))
+            await client.close()
+            added = [r - t for r, t in zip(router_ttft, triton_ttft, strict=True)]
+            results["miss_time_to_first_chunk"] = summary(router_ttft)
+            results["triton_direct_time_to_first_token"] = summary(triton_ttft)
+            results["router_added_time_to_first_chunk"] = {
+                "median_of_pairwise_ms": round(statistics.median(added) * 1000, 3),
+                "p50_router_minus_p50_triton_ms": round(
+                    (float(np.percentile(router_ttft, 50)) - float(np.percentile(triton_ttft, 50))) * 1000, 3
+                ),
+            }
+
+            # Embeddings per second: one text per call (concurrent callers) vs 32 texts per call.
+            results["embeddings_per_second"] = {
+                "single_text_calls_16_concurrent": await embed_rate(embedder, 1, 16, args.embed_seconds),
+                "batch_of_32_calls_2_concurrent": await embed_rate(embedder, 32, 2, args.embed_seconds),
+            }
+            del loop
+    finally:
+        await stack.stop()
+    return results
+
+
+async def triton_first_token(client: triton.InferenceServerClient, question: str) -> float:
+    request = generation_pb2.GenerationRequest(
+        model="small", messages=[types_pb2.ChatMessage(role="user", content=question)], max_tokens=8
+    )
+    finished = asyncio.Event()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield {"model_name": "smollm2", "inputs": triton_inputs(request)}
+        await finished.wait()
+
+    t0 = time.perf_counter()
+    first = None
+    responses = client.stream_infer(requests())
+    async for result, error in responses:
+        if error is not None:
+            raise RuntimeError(error)
+        if first is None:
+            first = time.perf_counter() - t0
+        parameters = result.get_response().parameters
+        if "triton_final_response" in parameters and parameters["triton_final_response"].bool_param:
+            break
+    finished.set()
+    responses.cancel()
+    return first or 0.0
+
+
+async def embed_rate(
+    embedder: embedding_pb2_grpc.EmbedderStub, per_call: int, concurrency: int, seconds: float
+) -> float:
+    """Texts embedded per second; every text is new, so the embedding cache never answers."""
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        n = 0
+        while time.perf_counter() < deadline:
+            texts = [f"benchmark sentence {w}-{n}-{k} about {uuid.uuid4().hex}" for k in range(per_call)]
+            await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=30)
+            done += per_call
+            n += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return round(done / (time.perf_counter() - started), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="arrivals per second for cache hits (default: %(default)s)"
+    )
+    parser.add_argument("--hits", type=int, default=1000, help="requests per hit scenario (default: %(default)s)")
+    parser.add_argument("--misses", type=int, default=20, help="miss pairs, router and direct (default: %(default)s)")
+    parser.add_argument("--embed-seconds", type=float, default=5.0, help="seconds per embedding scenario")
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="labelled pairs (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serving.json", help="where the figures go")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results = asyncio.run(bench(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The whole stack on real engines: redis-server, tritonserver with SmolLM2, the ONNX embedding
+model, Qdrant Edge, and the four services as real processes on loopback ports."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from subsecond.stack.runner import Ports, Stack, StackConfig
+from subsecond.v1 import cache_pb2_grpc, router_pb2_grpc
+
+pytestmark = pytest.mark.stack
+
+# Tenants for isolation tests: one key per tenant, plus the default tenant "local".
+API_KEYS = {"key-blue": "blue", "key-green": "green"}
+
+
+@pytest.fixture(scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    run_dir: Path = tmp_path_factory.mktemp("stack")
+    config = StackConfig(
+        ports=Ports.free(),
+        run_dir=run_dir,
+        environment={
+            "SUBSECOND_ROUTER_API_KEYS": ",".join(f"{key}={tenant}" for key, tenant in API_KEYS.items()),
+            "SUBSECOND_ROUTER_SHUTDOWN_GRACE_SECONDS": "30",
+        },
+    )
+    running = Stack(config)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="session")
+async def router(stack: Stack) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+    async with grpc.aio.insecure_channel(stack.address("router")) as channel:
+        yield router_pb2_grpc.RouterStub(channel)
+
+
+@pytest.fixture(scope="session")
+async def cache(stack: Stack) -> AsyncIterator[cache_pb2_grpc.CacheStub]:
+    async with grpc.aio.insecure_channel(stack.address("cache")) as channel:
+        yield cache_pb2_grpc.CacheStub(channel)
