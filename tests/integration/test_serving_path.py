@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from subsecond.generation.service import GeneratorService
 from subsecond.generation.settings import GenerationSettings
 from subsecond.kit.server import ServiceDefinition, start_server
+from subsecond.router.chunking import SentenceChunker
 from subsecond.stack.runner import Stack
 from subsecond.v1 import (
     cache_pb2,
@@ -44,8 +45,7 @@ def ask(prompt: str, **fields: object) -> router_pb2.GenerateRequest:
             types_pb2.ChatMessage(role="system", content=SYSTEM),
             types_pb2.ChatMessage(role="user", content=prompt),
         ],
-        max_tokens=96,
-        **fields,  # type: ignore[arg-type]
+        **({"max_tokens": 96} | fields),  # type: ignore[arg-type]
     )
 
 
@@ -228,14 +228,18 @@ async def test_identical_concurrent_misses_are_coalesced(
 
 async def test_sentence_chunking_streams_whole_sentences(router: router_pb2_grpc.RouterStub) -> None:
     request = router_pb2.GenerateRequest(
-        prompt="Describe the sea in three sentences.", max_tokens=120, chunking=router_pb2.CHUNKING_SENTENCE
+        prompt="Write three short sentences about the sea.",
+        max_tokens=120,
+        chunking=router_pb2.CHUNKING_SENTENCE,
+        cache=router_pb2.CachePolicy(mode=router_pb2.CACHE_MODE_BYPASS),
     )
-    sentences = []
-    async for response in router.Generate(request, timeout=120):
-        if response.text and not response.HasField("done"):
-            sentences.append(response.text)
-    assert sentences
-    assert all(sentence.rstrip()[-1] in ".!?\"')" or "\n\n" in sentence for sentence in sentences)
+    pieces = [response.text async for response in router.Generate(request, timeout=120)]
+    text = "".join(pieces)
+    assert text.strip()
+    offline = SentenceChunker()
+    expected = [*offline.feed(text), offline.flush()]
+    assert pieces == expected  # the stream was cut exactly at sentence ends, nothing lost
+    assert len(pieces) >= 2
 
 
 async def test_metrics_are_exported(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:

@@ -92,7 +92,7 @@ def encode_answer(answer: cache_pb2.CachedAnswer) -> bytes:
     ).encode()
 
 
-def decode_answer(raw: bytes) -> cache_pb2.CachedAnswer:
+def decode_answer(raw: bytes | str) -> cache_pb2.CachedAnswer:
     data = json.loads(raw)
     return cache_pb2.CachedAnswer(
         chunks=data["chunks"],

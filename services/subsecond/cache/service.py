@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 import grpc
@@ -30,7 +31,7 @@ from subsecond.cache.entries import (
 )
 from subsecond.cache.guard import accept_semantic
 from subsecond.cache.settings import CacheSettings
-from subsecond.cache.vectors import VectorEntry, VectorIndex, open_vector_index
+from subsecond.cache.vectors import EdgeVectorIndex, VectorEntry, VectorIndex, open_vector_index
 from subsecond.kit.breaker import Breaker
 from subsecond.kit.channels import open_channel
 from subsecond.kit.metrics import FAST_SECONDS
@@ -159,7 +160,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 raise InvalidQuery("tenant: required")
             removed = 0
             async for key in self._redis.scan_iter(match=tenant_prefix(request.tenant, request.model) + "*", count=500):
-                removed += await self._redis_call(lambda key=key: self._redis.delete(key))
+                removed += await self._redis_call(partial(self._redis.delete, key))
             await self._vector_call(
                 lambda: self._vectors.delete_where(tenant=request.tenant, model=request.model or None)
             )
@@ -202,10 +203,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             if not decision.hit:
                 SEMANTIC_REJECTS.labels(decision.reason).inc()
                 continue
-            raw = await self._redis_call(lambda key=neighbour.redis_key: self._redis.get(key))
+            raw = await self._redis_call(partial(self._redis.get, neighbour.redis_key))
             if raw is None:  # the answer expired: the vector is stale
                 EXPIRED_VECTORS.inc()
-                await self._vector_call(lambda point=neighbour.point_id: self._vectors.delete([point]))
+                await self._vector_call(partial(self._vectors.delete, [neighbour.point_id]))
                 continue
             answer = decode_answer(raw)
             if usable(answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now):
@@ -299,8 +300,15 @@ def definition(settings: CacheSettings) -> ServiceDefinition:
         api_key=settings.vector_api_key or None,
     )
     service = CacheService(settings, vectors)
+
+    async def warm_up() -> None:
+        # Qdrant Edge has no background optimiser: build its index now, while health says NOT_SERVING.
+        if isinstance(vectors, EdgeVectorIndex):
+            await vectors.optimize()
+
     return ServiceDefinition(
         names=[cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name],
         register=lambda server: cache_pb2_grpc.add_CacheServicer_to_server(service, server),
+        warm_up=warm_up,
         close=service.close,
     )

@@ -107,7 +107,7 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
         except (RedisError, OSError):
             self._bypass()
             return [None] * len(texts)
-        return [np.frombuffer(value, dtype=np.float32) if value else None for value in raw]
+        return [np.frombuffer(value, dtype=np.float32) if isinstance(value, bytes) else None for value in raw]
 
     async def _cache_set(self, texts: Sequence[str], vectors: Vectors) -> None:
         if self._redis is None or not self._breaker.available():

@@ -109,7 +109,9 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
         model = self._settings.models.get(request.model)
         if model is None:
             known = ", ".join(sorted(self._settings.models))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model: unknown tier {request.model!r}; known: {known}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"model: unknown tier {request.model!r}; known: {known}"
+            )
             return
         if not request.messages:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "messages: give at least one message")

@@ -123,10 +123,10 @@ def run_service(
         raise SystemExit(2) from None
     settings = service_settings.server
     configure_logging(service, settings.log_level)
-    definition = build(service_settings)
 
     async def main() -> None:
-        running = await start_server(settings, definition)
+        # Built inside the event loop: gRPC and Redis clients bind to the loop that creates them.
+        running = await start_server(settings, build(service_settings))
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -220,7 +220,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
             finish_reason=hit.answer.finish_reason,
             model=request.tier,
         )
-        async for response in self._stream(request, _as_chunks(hit.answer.chunks), completion, started):
+        # Replayed at once: the whole answer is known, so it goes out as one chunk (or as its sentences).
+        whole = "".join(hit.answer.chunks)
+        async for response in self._stream(request, _as_chunks([whole]), completion, started):
             yield response
 
     async def _generate(
@@ -308,20 +310,17 @@ class RouterService(router_pb2_grpc.RouterServicer):
         index = 0
         first_at: float | None = None
         async for chunk in chunks:
-            pieces = rechunker.feed(chunk.text)
+            for piece in rechunker.feed(chunk.text):
+                if first_at is None:
+                    first_at = time.perf_counter()
+                yield router_pb2.GenerateResponse(text=piece, index=index)
+                index += 1
             if chunk.HasField("done"):
                 completion.prompt_tokens = completion.prompt_tokens or chunk.done.prompt_tokens
                 completion.completion_tokens = completion.completion_tokens or chunk.done.completion_tokens
                 completion.finish_reason = completion.finish_reason or chunk.done.finish_reason
                 break
-            for piece in pieces:
-                if first_at is None:
-                    first_at = time.perf_counter()
-                yield router_pb2.GenerateResponse(text=piece, index=index)
-                index += 1
-        else:
-            pieces = []
-        tail = "".join(pieces) + rechunker.finish()
+        tail = rechunker.finish()
         now = time.perf_counter()
         first_at = first_at if first_at is not None else now
         completion.time_to_first_chunk_seconds = first_at - started
