@@ -23,9 +23,7 @@ class Model:
 async def test_concurrent_requests_share_a_batch_and_get_their_own_rows() -> None:
     model = Model()
     batcher = MicroBatcher(model, max_batch=16, max_wait=0.05)
-    results = await asyncio.gather(
-        batcher.embed(["a"]), batcher.embed(["bb", "ccc"]), batcher.embed(["dddd"])
-    )
+    results = await asyncio.gather(batcher.embed(["a"]), batcher.embed(["bb", "ccc"]), batcher.embed(["dddd"]))
     assert [row.ravel().tolist() for row in results] == [[1.0], [2.0, 3.0], [4.0]]
     assert model.batches == [["a", "bb", "ccc", "dddd"]]
     await batcher.close()

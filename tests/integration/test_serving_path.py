@@ -174,8 +174,7 @@ async def test_cancelled_stream_stores_nothing_and_cancels_generation(
     stream.cancel()
     await asyncio.sleep(1.0)
     assert (
-        metric(stack, "generation", "subsecond_generation_streams_total", outcome="cancelled")
-        == cancelled_before + 1
+        metric(stack, "generation", "subsecond_generation_streams_total", outcome="cancelled") == cancelled_before + 1
     )
     lookup = await cache.Lookup(
         cache_pb2.LookupRequest(
@@ -191,9 +190,7 @@ async def test_cancelled_stream_stores_nothing_and_cancels_generation(
     assert not lookup.hit
 
 
-async def test_deadline_exceeded_cancels_the_generation(
-    stack: Stack, router: router_pb2_grpc.RouterStub
-) -> None:
+async def test_deadline_exceeded_cancels_the_generation(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
     cancelled_before = metric(stack, "generation", "subsecond_generation_streams_total", outcome="cancelled")
     errors_before = metric(stack, "generation", "subsecond_generation_streams_total", outcome="error")
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -203,19 +200,12 @@ async def test_deadline_exceeded_cancels_the_generation(
             pass
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await asyncio.sleep(1.0)
-    ended = (
-        metric(stack, "generation", "subsecond_generation_streams_total", outcome="cancelled")
-        - cancelled_before
-    )
-    ended += (
-        metric(stack, "generation", "subsecond_generation_streams_total", outcome="error") - errors_before
-    )
+    ended = metric(stack, "generation", "subsecond_generation_streams_total", outcome="cancelled") - cancelled_before
+    ended += metric(stack, "generation", "subsecond_generation_streams_total", outcome="error") - errors_before
     assert ended == 1  # the generation did not run on after the deadline
 
 
-async def test_identical_concurrent_misses_are_coalesced(
-    stack: Stack, router: router_pb2_grpc.RouterStub
-) -> None:
+async def test_identical_concurrent_misses_are_coalesced(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
     request = ask(f"Give one tip for sleeping well. ({uuid.uuid4().hex[:6]})")
     streams_before = metric(stack, "generation", "subsecond_generation_streams_total")
     answers = await asyncio.gather(*(call(router, request) for _ in range(3)))
@@ -249,32 +239,23 @@ async def test_metrics_are_exported(stack: Stack, router: router_pb2_grpc.Router
     assert metric(stack, "cache", "subsecond_cache_lookups_total", result="exact") >= 1
     assert metric(stack, "cache", "subsecond_cache_hop_duration_seconds_count", hop="redis") >= 1
     assert metric(stack, "embedding", "subsecond_embedding_batch_size_texts_count") >= 1
-    assert (
-        metric(stack, "generation", "subsecond_generation_time_to_first_token_seconds_count", model="small")
-        >= 1
-    )
+    assert metric(stack, "generation", "subsecond_generation_time_to_first_token_seconds_count", model="small") >= 1
 
 
-async def test_redis_down_still_answers_and_counts_the_bypass(
-    stack: Stack, router: router_pb2_grpc.RouterStub
-) -> None:
+async def test_redis_down_still_answers_and_counts_the_bypass(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
     stack.stop_process("redis")
     try:
         bypassed_before = metric(stack, "router", "subsecond_router_cache_bypass_total", reason="redis")
         answer = await call(router, ask("What is the capital of France?"))
         assert answer.done.served_by == types_pb2.SERVED_BY_GENERATED
         assert answer.text.strip()
-        assert (
-            metric(stack, "router", "subsecond_router_cache_bypass_total", reason="redis") > bypassed_before
-        )
+        assert metric(stack, "router", "subsecond_router_cache_bypass_total", reason="redis") > bypassed_before
     finally:
         stack.start_redis()
         await asyncio.sleep(0.5)
 
 
-async def test_sigterm_lets_the_request_in_flight_finish(
-    stack: Stack, router: router_pb2_grpc.RouterStub
-) -> None:
+async def test_sigterm_lets_the_request_in_flight_finish(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
     stream = router.Generate(ask(f"Describe a forest. ({uuid.uuid4().hex[:6]})", max_tokens=64), timeout=120)
     texts = []
     async for response in stream:

@@ -74,8 +74,6 @@ def test_bad_requests_name_the_field(fields: dict[str, object], field_named: str
 
 
 def test_auto_resolves_to_the_default_tier_and_seed_is_kept() -> None:
-    admitted = admit(
-        request(model="auto", sampling=types_pb2.SamplingParams(seed=7, temperature=0.5)), {}, SETTINGS
-    )
+    admitted = admit(request(model="auto", sampling=types_pb2.SamplingParams(seed=7, temperature=0.5)), {}, SETTINGS)
     assert admitted.tier == "small"
     assert admitted.sampling.seed == 7

@@ -44,14 +44,11 @@ class CacheSettings:
             embedding_url=env.text("EMBEDDING_URL", "127.0.0.1:50053"),
             embedding_timeout_seconds=env.number("EMBEDDING_TIMEOUT_MS", 250.0, minimum=1.0) / 1000.0,
             semantic_enabled=env.flag("SEMANTIC_ENABLED", True),
-            similarity_threshold=env.number(
-                "SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD, maximum=1.0
-            ),
+            similarity_threshold=env.number("SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD, maximum=1.0),
             semantic_candidates=env.integer("SEMANTIC_CANDIDATES", 3, minimum=1, maximum=50),
         )
         env.check(
-            settings.vector_url in {"edge", "memory"}
-            or settings.vector_url.startswith(("http://", "https://")),
+            settings.vector_url in {"edge", "memory"} or settings.vector_url.startswith(("http://", "https://")),
             f"SUBSECOND_CACHE_VECTOR_URL={settings.vector_url!r}: use edge, memory or an http(s) Qdrant URL",
         )
         env.done()

@@ -22,9 +22,7 @@ from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-REQUEST_SECONDS = Histogram(
-    "subsecond_embedding_request_duration_seconds", "Embed call latency.", buckets=FAST_SECONDS
-)
+REQUEST_SECONDS = Histogram("subsecond_embedding_request_duration_seconds", "Embed call latency.", buckets=FAST_SECONDS)
 BATCH_TEXTS = Histogram("subsecond_embedding_batch_size_texts", "Texts per model call.", buckets=BATCH_SIZES)
 INFERENCE_SECONDS = Histogram(
     "subsecond_embedding_inference_duration_seconds", "One ONNX Runtime model call.", buckets=FAST_SECONDS

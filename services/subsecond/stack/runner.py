@@ -66,7 +66,7 @@ class StackConfig:
     run_dir: Path = REPO / ".cache" / "run"
     model_dir: Path = REPO / ".cache" / "models" / "all-minilm-l6-v2"
     tools_dir: Path = REPO / ".cache" / "tools"
-    model_repository: Path = REPO / "triton" / "model_repository"
+    model_repository: Path = REPO / "model_repository"
     # Extra environment for the services (e.g. a tenant's API key for tests).
     environment: dict[str, str] = field(default_factory=dict)
     startup_timeout_seconds: float = 300.0

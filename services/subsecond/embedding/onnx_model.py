@@ -1,0 +1,81 @@
+"""all-MiniLM-L6-v2 sentence embeddings from the int8 ONNX model, on ONNX Runtime (no torch).
+
+The model directory is the one :mod:`subsecond.embedding.export` builds: ``model.int8.onnx``
+(ids in, token embeddings out), ``tokenizer.json`` and ``model.json``. An embedding is what
+sentence-transformers computes for this model: the mean of the token embeddings over the
+attention mask, L2-normalised.
+
+Each text runs through the model on its own. The int8 model quantises its activations with one
+scale per call, computed over the whole input tensor, so in a padded batch a text's embedding
+would depend on its neighbours and their padding (by up to 0.04 per component on 32 dev texts).
+One text per call gives a text the same embedding whatever batch it arrives in, which a cache
+keyed by text needs, and costs nothing on CPU: with no padding to compute, a loop over 32 dev
+texts took less time than one padded batch of them (about 120 against 160 ms on one thread).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+Vectors = npt.NDArray[np.float32]
+
+MODEL_FILE = "model.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "model.json"
+OUTPUT_NAME = "token_embeddings"
+
+
+class OnnxEmbedder:
+    """Embeds texts with the exported model; safe to call from several threads at once."""
+
+    def __init__(self, model_dir: Path, intra_op_threads: int = 1) -> None:
+        model_dir = Path(model_dir)
+        config = json.loads((model_dir / CONFIG_FILE).read_text())
+        if config["pooling"] != "mean" or not config["normalised"]:
+            raise ValueError(f"{model_dir / CONFIG_FILE}: expected mean pooling and normalised embeddings")
+        self._name: str = config["name"]
+        self._dimensions: int = config["dimensions"]
+
+        self._tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
+        self._tokenizer.enable_truncation(config["max_seq_length"])
+        self._tokenizer.no_padding()  # one text per call: nothing to pad
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        self._takes_token_types = "token_type_ids" in {i.name for i in self._session.get_inputs()}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One unit-length float32 row per text, shape ``(len(texts), dimensions)``.
+
+        A text longer than the model's ``max_seq_length`` tokens is truncated to it.
+        """
+        vectors = np.empty((len(texts), self._dimensions), dtype=np.float32)
+        for row, encoding in enumerate(self._tokenizer.encode_batch_fast(list(texts))):
+            ids = np.array([encoding.ids], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if self._takes_token_types:
+                feed["token_type_ids"] = np.zeros_like(ids)
+            (tokens,) = self._session.run([OUTPUT_NAME], feed)
+            # No padding, so the mean over the attention mask is the mean over all tokens.
+            vector = tokens[0].mean(axis=0)
+            vectors[row] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return vectors

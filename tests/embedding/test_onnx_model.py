@@ -1,0 +1,106 @@
+"""OnnxEmbedder against the real int8 model, built once into the repository's model cache."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from subsecond.embedding.export import export_model
+from subsecond.embedding.onnx_model import MODEL_FILE, OnnxEmbedder
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models" / "all-minilm-l6-v2"
+DIMENSIONS = 384
+
+TEXTS = [
+    "How do I reset my password?",
+    "What is the capital of France?",
+    "Is it safe to take ibuprofen with coffee?",
+    "",
+    "A somewhat longer question about configuring two-factor authentication on a shared family account?",
+]
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return export_model(MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def embedder(model_dir: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(model_dir)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_describes_the_model(embedder: OnnxEmbedder) -> None:
+    assert embedder.name == "all-MiniLM-L6-v2"
+    assert embedder.dimensions == DIMENSIONS
+
+
+def test_one_float32_row_per_text(embedder: OnnxEmbedder) -> None:
+    vectors = embedder.embed(TEXTS)
+    assert vectors.shape == (len(TEXTS), DIMENSIONS)
+    assert vectors.dtype == np.float32
+    assert np.isfinite(vectors).all()
+
+
+def test_rows_have_unit_norm(embedder: OnnxEmbedder) -> None:
+    norms = np.linalg.norm(embedder.embed(TEXTS), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_different_texts_get_different_embeddings(embedder: OnnxEmbedder) -> None:
+    vectors = embedder.embed(TEXTS)
+    similarities = vectors @ vectors.T
+    assert (similarities[~np.eye(len(TEXTS), dtype=bool)] < 0.95).all()
+
+
+def test_a_paraphrase_is_closer_than_an_unrelated_text(embedder: OnnxEmbedder) -> None:
+    question, paraphrase, unrelated = embedder.embed(
+        [
+            "How do I reset my password?",
+            "What are the steps to change my password?",
+            "What is the boiling point of water at sea level?",
+        ]
+    )
+    assert cosine(question, paraphrase) > 0.6
+    assert cosine(question, unrelated) < 0.3
+    assert cosine(question, paraphrase) > cosine(question, unrelated) + 0.4
+
+
+def test_a_batch_embeds_each_text_as_if_it_were_alone(embedder: OnnxEmbedder) -> None:
+    batch = embedder.embed(TEXTS)
+    alone = np.concatenate([embedder.embed([text]) for text in TEXTS])
+    np.testing.assert_allclose(batch, alone, atol=1e-5)
+
+
+def test_a_very_long_text_is_truncated_not_rejected(embedder: OnnxEmbedder) -> None:
+    # Each "word" is one token: both texts are cut at max_seq_length (256) tokens, to the same tokens.
+    very_long, long = embedder.embed(["word " * 5000, "word " * 400])
+    assert np.isfinite(very_long).all()
+    np.testing.assert_allclose(very_long, long, atol=1e-5)
+    shorter = embedder.embed(["word " * 100])[0]
+    assert not np.allclose(very_long, shorter, atol=1e-3)  # tokens within the limit do count
+
+
+def test_an_empty_list_gives_no_rows(embedder: OnnxEmbedder) -> None:
+    vectors = embedder.embed([])
+    assert vectors.shape == (0, DIMENSIONS)
+    assert vectors.dtype == np.float32
+
+
+def test_export_is_skipped_when_the_model_is_built(model_dir: Path) -> None:
+    built = (model_dir / MODEL_FILE).stat().st_mtime_ns
+    assert export_model(model_dir) == model_dir
+    assert (model_dir / MODEL_FILE).stat().st_mtime_ns == built
+
+
+def test_agrees_with_the_original_model(embedder: OnnxEmbedder) -> None:
+    pytest.importorskip("sentence_transformers", reason="needs the model-build extra")
+    from subsecond.embedding.export import load_original_model
+
+    expected = load_original_model().encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    similarities = np.sum(embedder.embed(TEXTS) * expected, axis=1)
+    assert similarities.min() > 0.97
