@@ -132,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--sentences", action="store_true", help="stream whole sentences, one per line")
     ask.add_argument("--api-key", default="", help="x-api-key for a non-default tenant")
     ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds (default: %(default)s)")
+    ask.set_defaults(run=_ask)
     return root
 
 

@@ -1,0 +1,597 @@
+"""The semantic tier's acceptance rule: a similarity threshold and a false-hit guard.
+
+A sentence embedding places "What is 15% of 80?" and "What is 15% of 90?" almost on top of each
+other, because the two prompts share every word but one; yet they need different answers. The
+guard looks at the two prompts' words for the small changes that an embedding glosses over and
+names the first one it finds:
+
+- ``number``: the numbers differ, or only one prompt has one (digits, number words, ordinals,
+  percentages, "10k", clock times: "two eggs" is "2 eggs", "9am" is not "9pm");
+- ``time``: both prompts name a time and the times differ (days, months, seasons, meals, parts of
+  the day, today/tomorrow/yesterday, "last week"/"next month");
+- ``negation``: one prompt negates what the other asserts (an odd number of "not"/"n't"/"no"/
+  "without"/"avoid" more on one side), or the two use opposite words: antonyms in any degree
+  (add/remove, before/after, smallest/largest), one root with opposite affixes (lock/unlock,
+  enable/disable, include/exclude, careful/careless), opposite particles (log in/log out);
+- ``direction``: two words trade places around a word between them ("from A to B" vs "from B to
+  A", "a cat eats dog food" vs "a dog eats cat food"), unless a symmetric word joins them ("A and B");
+- ``entity``: each prompt names something the other does not (capitalised or mixed-case words,
+  acronyms, model numbers), "Austria" vs "Australia", "Java" vs "JavaScript";
+- ``substitution``: the prompts are the same but for one content word swapped for another ("a
+  haiku about the ocean" vs "a sonnet about the ocean"). With no dictionary the guard cannot tell a
+  synonym from a different thing, and a near-identical context is exactly what makes the embedding
+  close, so it refuses: a refused hit costs one generation, a wrong hit serves a wrong answer.
+
+Differences of case, punctuation, stopwords, word order that keeps the relations, inflection
+("close"/"closed"), demonyms ("Canada"/"Canadian"), spelling variants and one-letter typos in
+longer words pass. The word lists are closed classes of English (stopwords, negators, number and
+time words, basic antonyms), not phrases from any data set. Everything here is a pure function of
+the two strings; the threshold is chosen by ``benchmarks/semantic_tier.py``, which also measures
+what the guard costs: it refuses about a quarter of true duplicate questions, mostly for a number
+that only one of them gives or for one word swapped for a synonym, the price of refusing near misses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from itertools import pairwise
+
+# Chosen by benchmarks/semantic_tier.py (results in benchmarks/results/semantic_tier.json) on the
+# labelled dev pairs of ../shared/data, embedded with the serving model (int8 ONNX all-MiniLM-L6-v2):
+# the threshold that meets every target with the guard on and serves the most duplicate pairs. At 0.60,
+# with the guard: duplicate hits 75.8 %, paraphrase hits 86.7 %, near-miss false hits 0 % (0/90),
+# random-pair false hits 0.08 %; on similarity alone: 98.8 %, 100 %, 97.8 %, 0.13 %. 0.60 is the lowest
+# threshold swept: no labelled negative binds it (the near misses are all caught by the guard, random
+# pairs are far apart), so it rests on the dev data having no hard non-duplicates; see the benchmark.
+DEFAULT_SIMILARITY_THRESHOLD = 0.60
+
+
+@dataclass(frozen=True)
+class SemanticDecision:
+    """Whether a semantic neighbour's answer may be served, and why.
+
+    ``reason`` is ``"accepted"``, ``"below_threshold"`` or ``"guard:<code>"`` with the code from
+    :func:`false_hit_reason`; it is a bounded set, fit for a metric label.
+    """
+
+    hit: bool
+    reason: str
+
+
+def accept_semantic(query: str, candidate: str, similarity: float, threshold: float) -> SemanticDecision:
+    """Accepts a cached neighbour only at or above ``threshold`` and past the false-hit guard."""
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a cosine similarity in [-1, 1], not {threshold}")
+    if not similarity >= threshold:  # also refuses a NaN similarity
+        return SemanticDecision(hit=False, reason="below_threshold")
+    reason = false_hit_reason(query, candidate)
+    if reason is not None:
+        return SemanticDecision(hit=False, reason=f"guard:{reason}")
+    return SemanticDecision(hit=True, reason="accepted")
+
+
+def false_hit_reason(query: str, candidate: str) -> str | None:
+    """A short code naming why the two prompts would need different answers, or None if none is seen."""
+    a, b = _analyse(query), _analyse(candidate)
+    if a.numbers != b.numbers:
+        return "number"
+    if a.times and b.times and a.times != b.times:
+        return "time"
+    if _negation_differs(a, b):
+        return "negation"
+    if _swapped_around_anchor(a.keys, b.keys):
+        return "direction"
+    if _unmatched(a.entities, b) and _unmatched(b.entities, a):
+        return "entity"
+    if _single_substitution(a.content, b.content):
+        return "substitution"
+    return None
+
+
+# --- word forms ---------------------------------------------------------------------------
+
+
+def _stem(word: str) -> str:
+    """A light stem: enough for "closed"/"close", "eggs"/"egg", "installing"/"install" to meet."""
+    if not word.isalpha() or len(word) <= 3:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith(("sses", "xes", "ches", "shes")):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix, shortest in (("ing", 6), ("ed", 5), ("ly", 6)):
+        if word.endswith(suffix) and len(word) >= shortest:
+            word = word[: -len(suffix)]
+            if len(word) > 2 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+                word = word[:-1]  # running -> run, but not install -> instal
+            break
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]
+    if word.endswith("y") and len(word) > 3:
+        word = word[:-1] + "i"
+    return word
+
+
+def _stems(words: str) -> frozenset[str]:
+    return frozenset(_stem(word) for word in words.split())
+
+
+# --- word lists: closed classes of English, not examples from any data set ----------------------
+
+_STOPWORDS = _stems(
+    """a an the this that these those some any each every all both such
+    i me my mine myself we us our ours you your yours he him his she her hers it its they them their theirs
+    is am are was were be been being do does did done doing have has had having
+    will would shall should can could may might must
+    to of in on at by for with from into onto about as than then so too very just also really
+    and or but if because while whether vs versus between
+    what which who whom whose when where why how there here
+    up down out off over under more most many much one other another
+    get gets got please tell someone something anyone anything way
+    """
+)
+
+# Words that flip the polarity of a clause ("n't" and "cannot" are split off by the tokeniser),
+# and the verbs that mean "not do": "what should I avoid" asks the opposite of "what should I eat".
+_NEGATORS = _stems("not no never without none nothing nobody nowhere neither nor avoid skip")
+
+_ARTICLES = frozenset({"a", "an", "the"})
+# Relations that read the same in both directions: "A and B" is "B and A".
+_SYMMETRIC = _stems("and or vs versus between nor & /")
+
+# Phrasal verbs with a one-word equivalent, so that "turn on" meets "enable" and opposes "disable".
+_PHRASAL = {
+    ("turn", "on"): "enable",
+    ("switch", "on"): "enable",
+    ("turn", "off"): "disable",
+    ("switch", "off"): "disable",
+    ("leave", "out"): "exclude",
+}
+
+# Particles that reverse a phrasal verb: "log in"/"log out", "zoom in"/"zoom out".
+_OPPOSITE_PARTICLES = {"on": "off", "off": "on", "in": "out", "out": "in", "up": "down", "down": "up"}
+
+# Affixes that make an opposite of the same root: lock/un-lock, en-able/dis-able, in-clude/ex-clude,
+# care-ful/care-less ("" is no prefix; a leading "-" marks a suffix).
+_OPPOSITE_AFFIXES = """
+    :un :dis :in :im :il :ir :non :de :mis en:dis en:de in:de in:ex im:ex up:down over:under pre:post
+    -ful:-less
+"""
+_OPPOSITE_AFFIX_OF: dict[str, set[str]] = {}
+for _pair in _OPPOSITE_AFFIXES.split():
+    _x, _y = _pair.split(":")
+    _OPPOSITE_AFFIX_OF.setdefault(_x, set()).add(_y)
+    _OPPOSITE_AFFIX_OF.setdefault(_y, set()).add(_x)
+_SHORTEST_ROOT = 3  # "able" of enable/disable is "abl" once stemmed
+
+# Basic English antonyms, in their plain forms; comparatives and superlatives are reduced to these.
+_ANTONYM_PAIRS = """
+    add:remove add:delete accept:reject allow:deny allow:block approve:reject buy:sell send:receive
+    win:lose gain:lose push:pull open:close show:hide start:stop start:finish begin:end enter:exit arrive:leave
+    raise:lower maximum:minimum max:min maximize:minimize plus:minus more:less most:least
+    before:after above:below over:under inside:outside early:late first:last next:last
+    old:new old:young good:bad right:wrong true:false pass:fail success:failure safe:dangerous
+    cheap:expensive high:low big:small large:small long:short tall:short fast:slow hot:cold heavy:light
+    hard:easy hard:soft strong:weak rich:poor love:hate benefit:drawback pro:con positive:negative
+    north:south east:west left:right near:far close:far
+"""
+_ANTONYMS_OF: dict[str, set[str]] = {}
+for _pair in _ANTONYM_PAIRS.split():
+    _x, _y = (_stem(word) for word in _pair.split(":"))
+    _ANTONYMS_OF.setdefault(_x, set()).add(_y)
+    _ANTONYMS_OF.setdefault(_y, set()).add(_x)
+_IRREGULAR_DEGREE = {
+    "best": "good",
+    "better": "good",
+    "worst": "bad",
+    "worse": "bad",
+    "farthest": "far",
+    "farther": "far",
+    "furthest": "far",
+    "further": "far",
+    "lesser": "less",
+}
+
+# Time expressions: a prompt that names one time wants a different answer for another.
+_TIME_WORDS = _stems(
+    """today tonight tomorrow yesterday weekend weekday morning afternoon evening night noon midnight
+    breakfast brunch lunch dinner supper spring summer autumn winter
+    monday tuesday wednesday thursday friday saturday sunday
+    january february april june july september october november december
+    """
+)
+# A unit of time is a time expression after a word that places it: "last week", "next year".
+_TIME_UNITS = _stems("hour day week weekend month quarter year decade century")
+_TIME_PLACERS = _stems("last next previous past coming this")
+# Month names that are also common English words count only when capitalised.
+_CAPITALISED_TIME_WORDS = _stems("march may august")
+
+# Endings that make a place's people or language: Canad-a/Canad-ian, India/India-n, Japan/Japan-ese.
+_DEMONYM_ENDINGS = frozenset({"n", "an", "ian", "es", "ese", "ish", "i"})
+_VOWELS = "aeiou"
+_LONG_WORD = 8  # from this length, any one-letter slip is a typo
+# Share of two prompts' words that must line up, in order, for them to read as the same sentence.
+_ALIGNED = 0.8
+
+_UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
+    "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "dozen": 12,
+}  # fmt: skip
+_ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "twentieth": 20,
+    "thirtieth": 30, "fortieth": 40, "fiftieth": 50, "hundredth": 100,
+}  # fmt: skip
+_MULTIPLIERS = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+# "one", "first" and "second" are often not numbers: "which one", "how does one", "one of", "at
+# first", "in a second".
+_NOT_A_NUMBER_BEFORE = {
+    "one": _stems(
+        """which the this that any every each no some another as if when where whether
+        can could should would will shall must may might do does did"""
+    ),
+    "second": _stems("a per each every few split"),
+    "first": _stems("at"),
+}
+_NOT_A_NUMBER_AFTER = {"one": _stems("of another other")}
+_PERCENT_WORDS = frozenset({"%", "percent", "pct"})
+
+
+# --- analysis of one prompt -----------------------------------------------------------------
+
+_CLOCK = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?m\b\.?|\b(\d{1,2}):(\d{2})\b", re.IGNORECASE)
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?![^\W\d_])|[^\W_]+(?:'[^\W_]+)*|[%$€£&/]")
+_DIGITS = re.compile(r"\d+")
+_NUMERAL = re.compile(r"\d+(?:[.,]\d+)*")
+_ABBREVIATED = re.compile(r"(\d+(?:\.\d+)?)([kmb])")
+_ABBREVIATIONS = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
+_SENTENCE_ENDS = '.!?:;"'
+_CLITICS = ("'s", "'re", "'ll", "'ve", "'d", "'m")
+_NEGATED_FORMS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
+
+
+@dataclass(frozen=True)
+class _Word:
+    text: str  # as written, without a contraction
+    key: str  # lowercased and lightly stemmed: the form words are compared in
+    entity: bool  # capitalised mid-sentence, mixed case, an acronym, or letters with digits
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    keys: tuple[str, ...]  # every word's key, in order, numbers included
+    content: tuple[str, ...]  # keys that are neither stopwords, negators nor numbers
+    entities: frozenset[str]
+    numbers: tuple[tuple[str, int], ...]  # each number, canonically spelled, and how often it occurs
+    times: frozenset[str]
+    negators: int
+
+
+@functools.lru_cache(maxsize=1024)
+def _analyse(text: str) -> _Prompt:
+    """Reads one prompt once; a query compared with several cached neighbours is analysed once."""
+    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+    numbers: Counter[str] = Counter()
+
+    def clock(match: re.Match[str]) -> str:
+        hours = int(match.group(1) or match.group(4))
+        minutes = int(match.group(2) or match.group(5) or 0)
+        if match.group(3):
+            hours = hours % 12 + (12 if match.group(3).lower() == "p" else 0)
+        numbers[f"{hours:02d}:{minutes:02d}"] += 1
+        return " "
+
+    text = _CLOCK.sub(clock, text)
+    shouting = text.upper() == text
+    words: list[_Word] = []
+    negators, previous_end = 0, 0
+    for match in _TOKEN.finditer(text):
+        raw, negated = _split_clitic(match.group())
+        key = _stem(raw.lower())
+        if raw.isupper() and len(raw) > 1 and key in _STOPWORDS and not shouting:
+            key = raw  # "US" is not "us"
+        negators += negated or key in _NEGATORS
+        initial = not words or any(mark in text[previous_end : match.start()] for mark in _SENTENCE_ENDS)
+        words.append(_Word(raw, key, _looks_like_entity(raw, initial, shouting)))
+        previous_end = match.end()
+    words = _join_phrasal_verbs(words)
+    _count_numbers(words, numbers)
+
+    number_positions = {i for i, word in enumerate(words) if _is_number_word(words, i)}
+    content = tuple(
+        word.key
+        for i, word in enumerate(words)
+        if i not in number_positions
+        and word.key not in _STOPWORDS
+        and word.key not in _NEGATORS
+        and not word.key.isdigit()
+        and word.key.isalnum()
+    )
+    times = frozenset(
+        word.key
+        for word in words
+        if word.key in _TIME_WORDS or (word.key in _CAPITALISED_TIME_WORDS and word.text[0].isupper())
+    ) | {
+        f"{placer.key} {unit.key}"
+        for placer, unit in pairwise(words)
+        if placer.key in _TIME_PLACERS and unit.key in _TIME_UNITS
+    }
+    return _Prompt(
+        keys=tuple(word.key for word in words),
+        content=content,
+        entities=frozenset(word.key for word in words if word.entity),
+        numbers=tuple(sorted(numbers.items())),
+        times=times,
+        negators=negators,
+    )
+
+
+def _split_clitic(raw: str) -> tuple[str, bool]:
+    """The word without its clitic ("what's" -> "what", "Australia's" -> "Australia"), and whether
+    the clitic was a negation ("doesn't", "can't", "cannot")."""
+    lowered = raw.lower()
+    if lowered == "one's":
+        return raw, False  # the pronoun, not the number
+    if lowered in _NEGATED_FORMS:
+        return _NEGATED_FORMS[lowered], True
+    if lowered.endswith("n't") and len(lowered) > 3:
+        return raw[:-3], True
+    for clitic in _CLITICS:
+        if lowered.endswith(clitic) and len(lowered) > len(clitic):
+            return raw[: -len(clitic)], False
+    return raw, False
+
+
+def _looks_like_entity(raw: str, sentence_initial: bool, shouting: bool) -> bool:
+    if not raw[0].isalnum() or raw == "I":
+        return False
+    has_letters = any(char.isalpha() for char in raw)
+    if has_letters and any(char.isdigit() for char in raw):
+        return True  # S23, 2FA, Q1, MP3
+    if shouting or not has_letters:
+        return False
+    if any(char.isupper() for char in raw[1:]):
+        return True  # iPhone, macOS, PayPal, HTTP
+    return raw[0].isupper() and not sentence_initial
+
+
+def _join_phrasal_verbs(words: list[_Word]) -> list[_Word]:
+    joined: list[_Word] = []
+    for word in words:
+        if joined and (verb := _PHRASAL.get((joined[-1].key, word.key))) is not None:
+            joined[-1] = _Word(verb, _stem(verb), entity=False)
+        else:
+            joined.append(word)
+    return joined
+
+
+def _is_number_word(words: list[_Word], i: int) -> bool:
+    lowered = words[i].text.lower()
+    if lowered not in _UNITS and lowered not in _ORDINALS and lowered not in _MULTIPLIERS:
+        return False
+    before = words[i - 1].key if i > 0 else ""
+    after = words[i + 1].key if i + 1 < len(words) else ""
+    return before not in _NOT_A_NUMBER_BEFORE.get(lowered, ()) and after not in _NOT_A_NUMBER_AFTER.get(lowered, ())
+
+
+def _count_numbers(words: list[_Word], numbers: Counter[str]) -> None:
+    """Adds each number the words spell, in digits or in words, as a canonical string ("1,000" and
+    "1k" are "1000"); a trailing "%"/"percent" marks it as a percentage. Ordinals count as their
+    number ("3rd" = "third" = 3)."""
+    i = 0
+    while i < len(words):
+        text = words[i].text.lower()
+        if _is_number_word(words, i):
+            value, i = _parse_number_words(words, i)
+            spelled = str(value)
+        elif _NUMERAL.fullmatch(text):
+            i += 1
+            if _THOUSANDS.fullmatch(text):
+                spelled = text.replace(",", "")
+            elif "," in text:  # a list written without spaces: "500,1000"
+                numbers.update(text.split(","))
+                continue
+            else:
+                spelled = text
+        elif abbreviated := _ABBREVIATED.fullmatch(text):
+            amount = float(abbreviated.group(1)) * _ABBREVIATIONS[abbreviated.group(2)]
+            spelled = str(int(amount)) if amount.is_integer() else str(amount)
+            i += 1
+        else:
+            numbers.update(_DIGITS.findall(text))  # digits inside a word: S23, Q1, 2FA, 3rd
+            i += 1
+            continue
+        if i < len(words) and words[i].text.lower() in _PERCENT_WORDS:
+            spelled += "%"
+            i += 1
+        elif i + 1 < len(words) and (words[i].text.lower(), words[i + 1].text.lower()) == ("per", "cent"):
+            spelled += "%"
+            i += 2
+        numbers[spelled] += 1
+
+
+def _parse_number_words(words: list[_Word], start: int) -> tuple[int, int]:
+    """The value of the run of number words from ``start`` ("two hundred and five") and where it ends."""
+    total, current, i = 0, 0, start
+    while i < len(words):
+        lowered = words[i].text.lower()
+        if lowered == "and" and i > start and i + 1 < len(words) and _is_number_word(words, i + 1):
+            i += 1
+            continue
+        if not _is_number_word(words, i):
+            break
+        if lowered in _MULTIPLIERS:
+            multiplier = _MULTIPLIERS[lowered]
+            current = max(current, 1) * multiplier
+            if multiplier >= 1_000:
+                total, current = total + current, 0
+        else:
+            current += _UNITS.get(lowered, 0) + _ORDINALS.get(lowered, 0)
+        i += 1
+        if lowered in _ORDINALS:
+            break
+    return total + current, i
+
+
+# --- comparisons between two prompts ----------------------------------------------------------
+
+
+def _negation_differs(a: _Prompt, b: _Prompt) -> bool:
+    if a.negators % 2 != b.negators % 2:
+        return True
+    keys_a, keys_b = set(a.keys), set(b.keys)
+    only_a, only_b = keys_a - keys_b, keys_b - keys_a
+    return (
+        _antonyms_across(only_a, only_b)
+        or _opposite_affixes_across(only_a, only_b)
+        or _opposite_particles(a.keys, b.keys)
+        or _opposite_particles(b.keys, a.keys)
+    )
+
+
+def _antonyms_across(only_a: set[str], only_b: set[str]) -> bool:
+    """A word of one prompt whose antonym, in any degree ("smallest"/"large"), is in the other."""
+    forms_b = {form for key in only_b for form in _base_forms(key)}
+    return any(_ANTONYMS_OF.get(form, set()) & forms_b for key in only_a for form in _base_forms(key))
+
+
+def _opposite_affixes_across(only_a: set[str], only_b: set[str]) -> bool:
+    """The same root with opposite prefixes (lock/unlock, enable/disable, include/exclude) or with
+    -ful and -less (careful/careless), one in each prompt."""
+    affixed_b = {split for key in only_b for split in _affix_splits(key)}
+    return any(
+        (opposite, root) in affixed_b
+        for key in only_a
+        for affix, root in _affix_splits(key)
+        for opposite in _OPPOSITE_AFFIX_OF[affix]
+    )
+
+
+def _affix_splits(key: str) -> list[tuple[str, str]]:
+    """Every (affix, root) reading of a key with the affixes of _OPPOSITE_AFFIXES, "" included."""
+    splits = []
+    for affix in _OPPOSITE_AFFIX_OF:
+        if affix.startswith("-"):
+            root = key[: -len(affix) + 1] if key.endswith(affix[1:]) else ""
+        else:
+            root = key[len(affix) :] if key.startswith(affix) else ""
+        if len(root) >= _SHORTEST_ROOT:
+            splits.append((affix, root))
+    return splits
+
+
+def _base_forms(key: str) -> set[str]:
+    """The key itself and, for a comparative or superlative, the stem of its plain adjective."""
+    forms = {key, _IRREGULAR_DEGREE.get(key, key)}
+    for suffix in ("est", "er"):
+        if key.endswith(suffix) and len(key) > len(suffix) + 2:
+            root = key[: -len(suffix)]
+            forms.update({root, _stem(root + "e")})
+            if root[-1] == root[-2]:
+                forms.add(root[:-1])  # biggest -> big
+            if root.endswith("i"):
+                forms.add(root)  # easiest -> easi, the stem of easy
+    return forms
+
+
+def _opposite_particles(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """A verb followed by a particle in one prompt and by the opposite particle in the other."""
+    pairs_a, pairs_b = set(pairwise(a)), set(pairwise(b))
+    for verb, particle in pairs_a - pairs_b:
+        opposite = _OPPOSITE_PARTICLES.get(particle)
+        if opposite and verb not in _STOPWORDS and (verb, opposite) in pairs_b - pairs_a:
+            return True
+    return False
+
+
+def _swapped_around_anchor(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Two content words x, y on either side of a word z, x..z..y in one prompt and y..z..x in the
+    other, such that swapping x and y back lines the prompts up (most of their words in the same
+    order). A symmetric word between them in both ("A and B" is "B and A") makes the order moot.
+    Articles are left out: "a student teaches the professor" swaps roles with "the professor
+    teaches a student"."""
+    a = tuple(key for key in a if key not in _ARTICLES)
+    b = tuple(key for key in b if key not in _ARTICLES)
+    if difflib.SequenceMatcher(a=a, b=b, autojunk=False).quick_ratio() < _ALIGNED:
+        return False  # swapping two words keeps the words, so it cannot line these prompts up
+    counts_a, counts_b = Counter(a), Counter(b)
+    once_a = {key: i for i, key in enumerate(a) if counts_a[key] == 1}
+    once_b = {key: i for i, key in enumerate(b) if counts_b[key] == 1}
+    movable = [key for key in once_a.keys() & once_b.keys() if key not in _STOPWORDS and key not in _NEGATORS]
+    for x in movable:
+        for y in movable:
+            if not (once_a[x] < once_a[y] and once_b[y] < once_b[x]):
+                continue
+            between_a, between_b = set(a[once_a[x] + 1 : once_a[y]]), set(b[once_b[y] + 1 : once_b[x]])
+            if between_a & _SYMMETRIC and between_b & _SYMMETRIC:
+                continue
+            if between_a & between_b:
+                swapped = tuple(y if key == x else x if key == y else key for key in a)
+                if difflib.SequenceMatcher(a=swapped, b=b, autojunk=False).ratio() >= _ALIGNED:
+                    return True
+    return False
+
+
+def _unmatched(entities: frozenset[str], other: _Prompt) -> bool:
+    """Whether some entity of one prompt is nowhere in the other, allowing for a typo or a demonym."""
+    keys = set(other.keys)
+    return any(
+        entity not in keys and not any(_typo_of(entity, key) or _demonym_of(entity, key) for key in keys)
+        for entity in entities
+    )
+
+
+def _demonym_of(x: str, y: str) -> bool:
+    """A place and its people or language: "Canada"/"Canadian", "India"/"Indian", "Japan"/"Japanese"
+    (in stems). Both share five letters or more and differ only by the ending; "Austria" and
+    "Australia" do not."""
+    shorter, longer = sorted((x, y), key=len)
+    common = next((i for i, (p, q) in enumerate(zip(shorter, longer, strict=False)) if p != q), len(shorter))
+    return common >= 5 and len(shorter) - common <= 1 and longer[common:] in _DEMONYM_ENDINGS
+
+
+def _single_substitution(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether the content words are the same, in the same order, but for one swapped for another that
+    is neither a typo, a demonym nor another degree of it."""
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
+    if len(changes) != 1:
+        return False
+    tag, i1, i2, j1, j2 = changes[0]
+    if tag != "replace" or i2 - i1 != 1 or j2 - j1 != 1:
+        return False
+    x, y = a[i1], b[j1]
+    return not (_typo_of(x, y) or _demonym_of(x, y) or _base_forms(x) & _base_forms(y))
+
+
+def _typo_of(x: str, y: str) -> bool:
+    """One slip of the keyboard, or a spelling variant, between two words of five letters or more with
+    the same first letter: two adjacent letters swapped, a letter doubled or undoubled, a vowel added,
+    dropped or changed ("favourite"/"favorite"), or, in words of eight letters or more, any one letter
+    added, dropped or changed. "Austria" and "Australia" are two slips apart, "employer" and
+    "employee" differ by a consonant: not typos."""
+    if x == y or len(x) < 5 or len(y) < 5 or x[0] != y[0]:
+        return False
+    long_words = min(len(x), len(y)) >= _LONG_WORD
+    if len(x) == len(y):
+        diffs = [i for i in range(len(x)) if x[i] != y[i]]
+        if len(diffs) == 2 and diffs[1] == diffs[0] + 1:
+            return x[diffs[0]] == y[diffs[1]] and x[diffs[1]] == y[diffs[0]]
+        return len(diffs) == 1 and (long_words or (x[diffs[0]] in _VOWELS and y[diffs[0]] in _VOWELS))
+    longer, shorter = (x, y) if len(x) > len(y) else (y, x)
+    if len(longer) != len(shorter) + 1:
+        return False
+    return any(
+        longer[:i] + longer[i + 1 :] == shorter and (long_words or longer[i] == longer[i - 1] or longer[i] in _VOWELS)
+        for i in range(1, len(longer))
+    )

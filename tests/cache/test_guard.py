@@ -1,0 +1,127 @@
+import math
+
+import pytest
+
+from subsecond.cache.guard import (
+    DEFAULT_SIMILARITY_THRESHOLD,
+    SemanticDecision,
+    accept_semantic,
+    false_hit_reason,
+)
+
+# Prompts that embed close but need different answers, with the reason the guard must give.
+NEAR_MISSES = [
+    # the four named in the design
+    ("How do I enable two-factor authentication?", "How do I disable two-factor authentication?", "negation"),
+    ("What is 15% of 80?", "What is 15% of 90?", "number"),
+    ("What is the capital of Austria?", "What is the capital of Australia?", "entity"),
+    ("How do I convert Celsius to Fahrenheit?", "How do I convert Fahrenheit to Celsius?", "direction"),
+    # negation: negators, opposite prefixes, antonyms, opposite particles, verbs of not doing
+    ("Why does my phone charge?", "Why doesn't my phone charge?", "negation"),
+    ("Is the refund approved?", "Is the refund not approved?", "negation"),
+    ("Is it safe to swim after eating?", "Is it unsafe to swim after eating?", "negation"),
+    ("How do I add a printer to my network?", "How do I remove a printer from my network?", "negation"),
+    ("Which files should I include in the backup?", "Which files should I exclude from the backup?", "negation"),
+    ("How can I increase my screen brightness?", "How can I decrease my screen brightness?", "negation"),
+    ("Should I stretch before running?", "Should I stretch after running?", "negation"),
+    ("What is the smallest planet?", "What is the largest planet?", "negation"),
+    ("How do I log in to my router?", "How do I log out of my router?", "negation"),
+    ("How do I turn on captions?", "How do I disable captions?", "negation"),
+    ("Which fruits should I eat before bed?", "Which fruits should I avoid before bed?", "negation"),
+    # number: digits, number words, decimals, percentages, ordinals, clock times
+    ("How much protein is in two eggs?", "How much protein is in 3 eggs?", "number"),
+    ("Is a GPA of 3.5 good?", "Is a GPA of 3.8 good?", "number"),
+    ("What is 15 percent of 200?", "What is 20% of 200?", "number"),
+    ("Summarise the first chapter.", "Summarise the second chapter.", "number"),
+    ("Set an alarm for 7am.", "Set an alarm for 7pm.", "number"),
+    ("How much is 10k dollars in euros?", "How much is 1,000 dollars in euros?", "number"),
+    # time
+    ("What is on TV today?", "What is on TV tomorrow?", "time"),
+    ("Is the gym open on Saturday?", "Is the gym open on Sunday?", "time"),
+    ("What were the top stories last week?", "What were the top stories last month?", "time"),
+    # direction
+    ("Can a cat eat dog food?", "Can a dog eat cat food?", "direction"),
+    ("How do I send money from the US to India?", "How do I send money from India to the US?", "direction"),
+    ("Is a lion faster than a zebra?", "Is a zebra faster than a lion?", "direction"),
+    ("Can a doctor sue the hospital?", "Can the hospital sue a doctor?", "direction"),
+    # entity: capitalised, mixed-case, model numbers; a near spelling is still another entity
+    ("How do I learn Java?", "How do I learn JavaScript?", "entity"),
+    ("Who is the president of Iran?", "Who is the president of Iraq?", "entity"),
+    ("Is the Galaxy S23 waterproof?", "Is the Pixel 8 waterproof?", "number"),
+    ("How do I reset my iPhone?", "How do I reset my Android phone?", "entity"),
+    # one content word swapped for another in the same sentence
+    ("Write a haiku about the sea.", "Write a sonnet about the sea.", "substitution"),
+    ("What are the side effects of metformin?", "What are the side effects of metoprolol?", "substitution"),
+    ("What is the cheapest way to get to Rome?", "What is the quickest way to get to Rome?", "substitution"),
+    ("Is it careful to drive at night?", "Is it careless to drive at night?", "negation"),
+]
+
+# Prompts that ask the same thing: the guard must let them share an answer.
+PARAPHRASES = [
+    ("What is 15% of 80?", "Calculate 15 percent of 80."),
+    ("How many calories are in 2 eggs?", "Calorie count for two eggs?"),
+    ("what is the capital of australia", "What is the capital of Australia?!"),
+    ("Which city is Australia's capital?", "What is the capital of Australia?"),
+    ("Who won the World Cup in 2014?", "Which team won the 2014 World Cup?"),
+    ("How much is 50 dollars in euros?", "What is $50 in euros?"),
+    ("Is the museum closed on Mondays?", "Does the museum close on Mondays?"),
+    ("How do I turn off dark mode in the app?", "How can I disable dark mode in the app?"),
+    ("What is the weather forecast for tomorrow?", "What's tomorrow's weather forecast?"),
+    ("How far is the Moon from Earth?", "What is the distance between the Earth and the Moon?"),
+    ("What is the difference between a cocktail and a mocktail?", "Difference between a mocktail and a cocktail?"),
+    ("How do I recieve payments on PayPal?", "How do I receive payments on PayPal?"),
+    ("What is your favourite colour?", "What is your favorite color?"),
+    ("How does one learn to cook?", "How do I learn to cook?"),
+    ("Is 1,000 a lot of steps?", "Is 1000 a lot of steps?"),
+    ("What do Canadians eat for breakfast?", "What do people in Canada eat for breakfast?"),
+]
+
+
+@pytest.mark.parametrize(("query", "candidate", "reason"), NEAR_MISSES)
+def test_near_misses_are_refused_with_their_reason(query: str, candidate: str, reason: str) -> None:
+    assert false_hit_reason(query, candidate) == reason
+    assert false_hit_reason(candidate, query) == reason
+
+
+@pytest.mark.parametrize(("query", "candidate"), PARAPHRASES)
+def test_paraphrases_pass(query: str, candidate: str) -> None:
+    assert false_hit_reason(query, candidate) is None
+    assert false_hit_reason(candidate, query) is None
+
+
+def test_identical_prompts_pass() -> None:
+    assert false_hit_reason("Why is the sky blue?", "Why is the sky blue?") is None
+
+
+QUERY = "What is 15% of 80?"
+SAME = "Calculate 15 percent of 80."
+DIFFERENT = "What is 15% of 90?"
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate", "similarity", "threshold", "expected"),
+    [
+        (QUERY, SAME, 0.95, 0.80, SemanticDecision(True, "accepted")),
+        (QUERY, SAME, 0.80, 0.80, SemanticDecision(True, "accepted")),
+        (QUERY, SAME, 0.79, 0.80, SemanticDecision(False, "below_threshold")),
+        (QUERY, SAME, math.nan, 0.80, SemanticDecision(False, "below_threshold")),
+        (QUERY, DIFFERENT, 0.99, 0.80, SemanticDecision(False, "guard:number")),
+        (QUERY, DIFFERENT, 0.50, 0.80, SemanticDecision(False, "below_threshold")),
+        ("Enable 2FA", "Disable 2FA", 0.97, 0.60, SemanticDecision(False, "guard:negation")),
+    ],
+)
+def test_accept_semantic(
+    query: str, candidate: str, similarity: float, threshold: float, expected: SemanticDecision
+) -> None:
+    assert accept_semantic(query, candidate, similarity, threshold) == expected
+
+
+@pytest.mark.parametrize("threshold", [-1.5, 1.01, math.nan])
+def test_accept_semantic_rejects_a_threshold_that_is_not_a_cosine(threshold: float) -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        accept_semantic("a", "a", 0.9, threshold)
+
+
+def test_default_threshold_is_a_cosine_that_serves_identical_prompts() -> None:
+    assert 0.0 < DEFAULT_SIMILARITY_THRESHOLD < 1.0
+    assert accept_semantic("Why is the sky blue?", "Why is the sky blue?", 1.0, DEFAULT_SIMILARITY_THRESHOLD).hit
