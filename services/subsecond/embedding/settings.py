@@ -14,7 +14,8 @@ class EmbeddingSettings:
     server: ServerSettings
     # Directory holding model.int8.onnx and tokenizer.json (built by `python -m subsecond.embedding.export`).
     model_dir: Path
-    # Most texts one model call embeds, and the longest a batch waits to fill.
+    # Most texts one model call embeds, and how long a batch may wait to fill. 0 (the default) never
+    # waits: a batch runs as soon as the model is free, holding whatever arrived while it was busy.
     max_batch: int
     max_wait_seconds: float
     # ONNX Runtime intra-op threads for one model call.
@@ -33,7 +34,7 @@ class EmbeddingSettings:
             server=ServerSettings.read(env, default_port=50053, default_metrics_port=9463),
             model_dir=Path(env.text("MODEL_DIR", ".cache/models/all-minilm-l6-v2")),
             max_batch=env.integer("MAX_BATCH", 32, minimum=1, maximum=1024),
-            max_wait_seconds=env.number("MAX_WAIT_MS", 2.0, maximum=1000.0) / 1000.0,
+            max_wait_seconds=env.number("MAX_WAIT_MS", 0.0, maximum=1000.0) / 1000.0,
             threads=env.integer("THREADS", 1, minimum=1, maximum=64),
             max_texts_per_request=env.integer("MAX_TEXTS_PER_REQUEST", 256, minimum=1),
             redis_url=env.text("REDIS_URL", "redis://127.0.0.1:6390/0"),

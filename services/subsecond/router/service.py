@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter as TallyCounter
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import grpc
@@ -110,8 +110,12 @@ class Rechunker:
             return [text] if text else []
         return self._sentences.feed(text)
 
-    def finish(self) -> str:
-        return self._sentences.flush() if self._sentences is not None else ""
+    def last(self, text: str) -> tuple[list[str], str]:
+        """For the stream's final text: the chunks to send before the final message, and the text
+        the final message carries (in token mode, all of it: one message fewer)."""
+        if self._sentences is None:
+            return [], text
+        return self._sentences.feed(text), self._sentences.flush()
 
 
 class RouterService(router_pb2_grpc.RouterServicer):
@@ -220,9 +224,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
             finish_reason=hit.answer.finish_reason,
             model=request.tier,
         )
-        # Replayed at once: the whole answer is known, so it goes out as one chunk (or as its sentences).
-        whole = "".join(hit.answer.chunks)
-        async for response in self._stream(request, _as_chunks([whole]), completion, started):
+        # Replayed at once: the whole answer is known, so it goes out in the final message (or as its sentences).
+        whole = generation_pb2.GenerationChunk(text="".join(hit.answer.chunks), done=generation_pb2.GenerationDone())
+        async for response in self._stream(request, _single(whole), completion, started):
             yield response
 
     async def _generate(
@@ -309,18 +313,20 @@ class RouterService(router_pb2_grpc.RouterServicer):
         rechunker = Rechunker(request.chunking)
         index = 0
         first_at: float | None = None
+        tail = ""
         async for chunk in chunks:
-            for piece in rechunker.feed(chunk.text):
+            final = chunk.HasField("done")
+            pieces, tail = rechunker.last(chunk.text) if final else (rechunker.feed(chunk.text), "")
+            for piece in pieces:
                 if first_at is None:
                     first_at = time.perf_counter()
                 yield router_pb2.GenerateResponse(text=piece, index=index)
                 index += 1
-            if chunk.HasField("done"):
+            if final:
                 completion.prompt_tokens = completion.prompt_tokens or chunk.done.prompt_tokens
                 completion.completion_tokens = completion.completion_tokens or chunk.done.completion_tokens
                 completion.finish_reason = completion.finish_reason or chunk.done.finish_reason
                 break
-        tail = rechunker.finish()
         now = time.perf_counter()
         first_at = first_at if first_at is not None else now
         completion.time_to_first_chunk_seconds = first_at - started
@@ -344,11 +350,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
         await self._generation_channel.close()
 
 
-async def _as_chunks(texts: Iterable[str]) -> AsyncIterator[generation_pb2.GenerationChunk]:
-    """A cached answer as the chunk stream a generation would give (its last chunk carries done)."""
-    for text in texts:
-        yield generation_pb2.GenerationChunk(text=text)
-    yield generation_pb2.GenerationChunk(done=generation_pb2.GenerationDone())
+async def _single(chunk: generation_pb2.GenerationChunk) -> AsyncIterator[generation_pb2.GenerationChunk]:
+    yield chunk
 
 
 def definition(settings: RouterSettings) -> ServiceDefinition:

@@ -205,12 +205,16 @@ class Stack:
                 await asyncio.sleep(0.2)
 
     def stop_process(self, name: str, *, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        """SIGTERM to the process, then SIGKILL to its whole group after ``timeout``; returns the exit code.
+
+        Only the process itself gets SIGTERM: Triton shuts its backend stubs down in order, and
+        stubs signalled at the same time would leave it waiting for models that never unload.
+        """
         process = self._processes.pop(name, None)
         if process is None:
             return None
         if process.popen.poll() is None:
-            os.killpg(process.popen.pid, signal.SIGTERM)
+            process.popen.terminate()
             try:
                 process.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -221,7 +225,7 @@ class Stack:
         return process.popen.returncode
 
     def signal(self, name: str, sig: int) -> None:
-        os.killpg(self._processes[name].popen.pid, sig)
+        self._processes[name].popen.send_signal(sig)
 
     async def stop(self) -> None:
         """Stops everything, front to back, so no request is cut by a backend going first."""
