@@ -14,6 +14,8 @@ from subsecond.v1 import router_pb2
 
 ROLES = frozenset({"system", "user", "assistant"})
 API_KEY_HEADER = "x-api-key"
+CACHE_MODES = frozenset(router_pb2.CacheMode.values())
+CHUNKINGS = frozenset(router_pb2.Chunking.values())
 
 
 class Rejected(Exception):
@@ -88,9 +90,9 @@ def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], sett
         raise Rejected(f"sampling.temperature: {sampling.temperature} is outside [0, 2]")
     if not 0.0 <= sampling.top_p <= 1.0:
         raise Rejected(f"sampling.top_p: {sampling.top_p} is outside [0, 1] (0 means 1)")
-    if request.cache.mode not in router_pb2.CacheMode.values():
+    if request.cache.mode not in CACHE_MODES:
         raise Rejected(f"cache.mode: unknown value {request.cache.mode}")
-    if request.chunking not in router_pb2.Chunking.values():
+    if request.chunking not in CHUNKINGS:
         raise Rejected(f"chunking: unknown value {request.chunking}")
     return Admitted(
         tenant=tenant,
