@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from subsecond.kit.prompt_identity import Sampling, Turn, context_digest, normalise_text, request_digest
 from subsecond.kit.settings import NAME_PATTERN
@@ -26,16 +27,18 @@ class Query:
     turns: tuple[Turn, ...]
     sampling: Sampling
 
-    @property
+    # Cached: each is a hash (or a scan) of the whole conversation, read more than once per call.
+    @cached_property
     def exact_key(self) -> str:
-        digest = request_digest(self.tenant, self.model, self.turns, self.sampling)
-        return f"{KEY_PREFIX}:{self.tenant}:{self.model}:{digest}"
+        return tenant_prefix(self.tenant, self.model) + request_digest(
+            self.tenant, self.model, self.turns, self.sampling
+        )
 
-    @property
+    @cached_property
     def scope(self) -> str:
         return context_digest(self.model, self.turns, self.sampling)
 
-    @property
+    @cached_property
     def semantic_text(self) -> str | None:
         """The text the semantic tier compares: the user's turn of a single-turn request (system
         prompts allowed, and part of the scope). Multi-turn conversations are exact-only."""

@@ -176,15 +176,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
     async def _lookup(self, query: Query, request: cache_pb2.LookupRequest) -> cache_pb2.LookupResponse:
         now = time.time()
         raw = await self._redis_call(lambda: self._redis.get(query.exact_key))
-        if raw is not None:
-            answer = decode_answer(raw)
-            if usable(answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now):
-                return cache_pb2.LookupResponse(
-                    hit=True,
-                    tier=cache_pb2.CACHE_TIER_EXACT,
-                    answer=answer,
-                    age_seconds=now - answer.created_at,
-                )
+        if raw is not None and (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_EXACT)) is not None:
+            return hit
         text = query.semantic_text
         if not (request.semantic and self._settings.semantic_enabled and text):
             return cache_pb2.LookupResponse(hit=False)
@@ -208,15 +201,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 EXPIRED_VECTORS.inc()
                 await self._vector_call(partial(self._vectors.delete, [neighbour.point_id]))
                 continue
-            answer = decode_answer(raw)
-            if usable(answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now):
-                return cache_pb2.LookupResponse(
-                    hit=True,
-                    tier=cache_pb2.CACHE_TIER_SEMANTIC,
-                    answer=answer,
-                    similarity=neighbour.score,
-                    age_seconds=now - answer.created_at,
-                )
+            if (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_SEMANTIC, neighbour.score)) is not None:
+                return hit
         return cache_pb2.LookupResponse(hit=False)
 
     async def _index(self, query: Query, key: str) -> bool:
@@ -289,6 +275,22 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         await self._channel.close()
         await self._vectors.close()
         await self._redis.aclose()
+
+
+def _hit(
+    raw: bytes | str,
+    request: cache_pb2.LookupRequest,
+    now: float,
+    tier: cache_pb2.CacheTier,
+    similarity: float = 0.0,
+) -> cache_pb2.LookupResponse | None:
+    """A stored answer as a hit, or None when this caller cannot use it (too long or too old)."""
+    answer = decode_answer(raw)
+    if not usable(answer, max_tokens=request.max_tokens, max_age_seconds=request.max_age_seconds, now=now):
+        return None
+    return cache_pb2.LookupResponse(
+        hit=True, tier=tier, answer=answer, similarity=similarity, age_seconds=now - answer.created_at
+    )
 
 
 def definition(settings: CacheSettings) -> ServiceDefinition:
