@@ -1,0 +1,211 @@
+"""The scaling decision: a pure function from a snapshot of the world to a replica count and a reason.
+
+``decide(spec, snapshot)`` is level-based: it returns an absolute replica count (the current one
+when it holds still) and never increments. The order of its checks is the order an SRE reads a
+decision in: bounds, metrics, pods still starting, then the queueing plan, stabilisation windows,
+step limits and cooldowns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from subsecond.operator.queueing import fit, response_quantile
+from subsecond.operator.spec import SLOSpec
+
+
+class Reason(StrEnum):
+    BELOW_MIN = "BelowMinReplicas"  # raised to minReplicas, whatever the metrics say
+    ABOVE_MAX = "AboveMaxReplicas"  # lowered to maxReplicas
+    METRICS_UNAVAILABLE = "MetricsUnavailable"  # Prometheus unreadable, or no samples: hold
+    REPLICAS_STARTING = "ReplicasStarting"  # replicas not all ready yet: hold
+    BREACHED = "ObjectiveBreached"  # observed over the threshold: scaled up
+    AT_RISK = "ObjectiveAtRisk"  # under the threshold but predicted over the target: scaled up
+    OVER_PROVISIONED = "OverProvisioned"  # predicted to hold with fewer: scaled down
+    IDLE = "Idle"  # no traffic: scaled down towards minReplicas
+    AT_MAX = "AtMaxReplicas"  # at maxReplicas and the objective is not predicted to hold
+    COOLING_DOWN = "CoolingDown"  # a change is wanted but the last one was too recent
+    STABILIZING = "Stabilizing"  # a change is wanted but the window's recommendations disagree
+    STEADY = "Steady"  # the current count is the one wanted
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    time: float  # seconds since the epoch
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now: float  # seconds since the epoch
+    current_replicas: int  # the target's spec.replicas
+    ready_replicas: int
+    # None: Prometheus could not be read, or returned no sample (missing, stale or NaN).
+    observed_seconds: float | None
+    arrival_rps: float | None
+    recommendations: tuple[Recommendation, ...] = ()  # earlier ticks', oldest first
+    last_scale_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int
+    reason: Reason
+    message: str
+    metrics_available: bool
+    at_max: bool = False  # the objective is not predicted to hold even at maxReplicas
+    recommended: int | None = None  # what the queueing plan alone asked for
+    predicted_seconds: float | None = None  # predicted percentile at ``replicas``
+    recommendations: tuple[Recommendation, ...] = ()  # to keep for the next tick
+
+    @property
+    def changed(self) -> bool:
+        return self.reason in _CHANGES
+
+
+_CHANGES = {Reason.BELOW_MIN, Reason.ABOVE_MAX, Reason.BREACHED, Reason.AT_RISK, Reason.OVER_PROVISIONED, Reason.IDLE}
+
+
+# Fitted utilisation above which a breach is read as saturation: the measured rate is then what the
+# replicas complete, not what arrives, so the queueing plan would under-count; double instead.
+SATURATED = 0.9
+
+
+# When no count holds the objective, counts predicted within this factor of the best one are as good.
+DIMINISHING = 1.05
+
+
+@dataclass(frozen=True)
+class Plan:
+    replicas: int
+    predicted_seconds: float | None
+    at_max: bool
+    saturated: bool = False
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    return "inf" if math.isinf(seconds) else f"{seconds * 1000:.0f} ms"
+
+
+def plan(spec: SLOSpec, observed_seconds: float | None, arrival_rps: float, ready_replicas: int) -> Plan:
+    """The fewest replicas predicted to hold the objective with headroom at this arrival rate."""
+    objective = spec.objective
+    if arrival_rps <= 0.0:
+        return Plan(spec.min_replicas, None, at_max=False)
+    floor = max(spec.min_replicas, 1)
+    if spec.capacity.requests_per_second_per_replica is not None:
+        floor = max(floor, math.ceil(arrival_rps / spec.capacity.requests_per_second_per_replica - 1e-9))
+    if observed_seconds is None or ready_replicas <= 0:
+        # Traffic but no latency to fit (e.g. woken from zero): the floor is all that is known.
+        replicas = min(floor, spec.max_replicas)
+        return Plan(replicas, None, at_max=floor > spec.max_replicas)
+    servers = spec.capacity.concurrency_per_replica
+    model = fit(objective.percentile, observed_seconds, arrival_rps, ready_replicas, servers)
+    if observed_seconds > objective.threshold_seconds and arrival_rps / model.capacity_rps(ready_replicas) >= SATURATED:
+        wanted = max(floor, 2 * ready_replicas)
+        return Plan(min(wanted, spec.max_replicas), None, at_max=wanted > spec.max_replicas, saturated=True)
+    counts = range(min(floor, spec.max_replicas), spec.max_replicas + 1)
+    predictions = {n: response_quantile(objective.percentile, arrival_rps, n, model) for n in counts}
+    for replicas, predicted in predictions.items():
+        if predicted <= objective.target_seconds:
+            return Plan(replicas, predicted, at_max=False)
+    # Not even maxReplicas holds the objective. Where the latency is the service's own (not queueing),
+    # more replicas do not help: take the fewest within 5 % of the best prediction.
+    best = predictions[spec.max_replicas]
+    replicas = min(n for n, predicted in predictions.items() if predicted <= best * DIMINISHING)
+    return Plan(replicas, predictions[replicas], at_max=True)
+
+
+def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
+    current = snapshot.current_replicas
+    objective = spec.objective
+    # A NaN percentile is no traffic when the rate is zero, and no server when there are no replicas;
+    # anywhere else it is missing metrics.
+    rate = snapshot.arrival_rps
+    metrics = rate is not None and (snapshot.observed_seconds is not None or rate == 0.0 or current == 0)
+    if current < spec.min_replicas:
+        words = f"{current} replicas < minReplicas {spec.min_replicas}"
+        return Decision(spec.min_replicas, Reason.BELOW_MIN, words, metrics)
+    if current > spec.max_replicas:
+        words = f"{current} replicas > maxReplicas {spec.max_replicas}"
+        return Decision(spec.max_replicas, Reason.ABOVE_MAX, words, metrics)
+    if not metrics or rate is None:
+        return Decision(
+            current,
+            Reason.METRICS_UNAVAILABLE,
+            f"holding {current} replicas: no current latency or request rate from Prometheus",
+            metrics_available=False,
+        )
+    if snapshot.ready_replicas < current:
+        return Decision(
+            current,
+            Reason.REPLICAS_STARTING,
+            f"holding {current} replicas: {snapshot.ready_replicas} ready, waiting for the rest",
+            metrics_available=True,
+            recommendations=snapshot.recommendations,
+        )
+
+    observed = snapshot.observed_seconds
+    wanted = plan(spec, observed, rate, snapshot.ready_replicas)
+    keep = max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
+    # Keep the window's recommendations and the last one before it, which shows the window is covered.
+    older = [r for r in snapshot.recommendations if snapshot.now - r.time > keep][-1:]
+    recent = [r for r in snapshot.recommendations if snapshot.now - r.time <= keep]
+    history = (*older, *recent, Recommendation(snapshot.now, wanted.replicas))
+    # Like the HPA: go up only as far as every recommendation in the up-window agrees, and down only
+    # as far as every one in the (longer) down-window agrees. A brief dip never removes a replica.
+    up_to = min(r.replicas for r in history if snapshot.now - r.time <= spec.scale_up.stabilization_seconds)
+    down_to = max(r.replicas for r in history if snapshot.now - r.time <= spec.scale_down.stabilization_seconds)
+    if history[0].time > snapshot.now - spec.scale_down.stabilization_seconds:
+        down_to = max(down_to, current)  # the window is not covered yet (a new object): no scale-down
+    desired = current
+    if desired < up_to:
+        desired = min(up_to, current + spec.scale_up.max_step)
+    elif desired > down_to:
+        desired = max(down_to, current - spec.scale_down.max_step)
+
+    since_scale = math.inf if snapshot.last_scale_time is None else snapshot.now - snapshot.last_scale_time
+    cooldown = spec.scale_up.cooldown_seconds if desired > current else spec.scale_down.cooldown_seconds
+    numbers = (
+        f"P{objective.percentile * 100:g} {_ms(observed)} (objective {_ms(objective.threshold_seconds)},"
+        f" target {_ms(objective.target_seconds)}) at {rate:.3g} req/s on {snapshot.ready_replicas} ready"
+    )
+    predicted_here = wanted.predicted_seconds if desired == wanted.replicas else None
+    if desired != current and since_scale < cooldown:
+        reason, replicas = Reason.COOLING_DOWN, current
+        words = f"holding {current} replicas for {cooldown - since_scale:.0f} s of cooldown (plan {wanted.replicas})"
+    elif desired > current:
+        replicas = desired
+        reason = Reason.BREACHED if observed is not None and observed > objective.threshold_seconds else Reason.AT_RISK
+        predicted = "saturated" if wanted.saturated else _ms(wanted.predicted_seconds)
+        words = f"scaling up {current} -> {desired} (plan {wanted.replicas}: {predicted})"
+    elif desired < current:
+        replicas = desired
+        reason = Reason.IDLE if rate == 0.0 else Reason.OVER_PROVISIONED
+        words = f"scaling down {current} -> {desired} (plan {wanted.replicas}: {_ms(wanted.predicted_seconds)})"
+    elif wanted.at_max:
+        reason, replicas = Reason.AT_MAX, current
+        words = (
+            f"holding {current} replicas: the objective is not predicted to hold even at maxReplicas"
+            f" {spec.max_replicas} (predicted {_ms(wanted.predicted_seconds)} at {wanted.replicas})"
+        )
+    elif wanted.replicas != current:
+        reason, replicas = Reason.STABILIZING, current
+        words = f"holding {current} replicas: plan wants {wanted.replicas}, the stabilisation window disagrees"
+    else:
+        reason, replicas = Reason.STEADY, current
+        words = f"holding {current} replicas (predicted {_ms(wanted.predicted_seconds)})"
+    return Decision(
+        replicas,
+        reason,
+        f"{words}; {numbers}",
+        metrics_available=True,
+        at_max=wanted.at_max,
+        recommended=wanted.replicas,
+        predicted_seconds=predicted_here,
+        recommendations=history,
+    )
