@@ -16,8 +16,8 @@ def request(**fields: object) -> router_pb2.GenerateRequest:
 def test_defaults() -> None:
     admitted = admit(request(), {}, SETTINGS)
     assert admitted.tenant == "local"
-    assert admitted.tier == "small"
-    assert admitted.max_tokens == SETTINGS.default_max_tokens
+    assert (admitted.tier, admitted.tier_reason) == ("small", "default")
+    assert admitted.max_tokens == 0  # left to the tier: see sizing.fit_to_tier
     assert admitted.sampling.top_p == 1.0
     assert [turn.role for turn in admitted.turns] == ["user"]
 
@@ -63,6 +63,8 @@ def test_unknown_key_and_missing_key_without_default_are_unauthenticated() -> No
         ({"sampling": types_pb2.SamplingParams(top_p=1.5)}, "sampling.top_p"),
         ({"cache": router_pb2.CachePolicy(mode=7)}, "cache.mode"),  # type: ignore[arg-type]
         ({"chunking": 9}, "chunking"),
+        ({"replay": 5}, "replay"),
+        ({"task": "two words"}, "task"),
         ({"prompt": "x" * 40_000}, "prompt"),
     ],
 )
@@ -73,7 +75,11 @@ def test_bad_requests_name_the_field(fields: dict[str, object], field_named: str
     assert not rejected.value.unauthenticated
 
 
-def test_auto_resolves_to_the_default_tier_and_seed_is_kept() -> None:
+def test_auto_stays_auto_until_the_lookup_and_seed_is_kept() -> None:
     admitted = admit(request(model="auto", sampling=types_pb2.SamplingParams(seed=7, temperature=0.5)), {}, SETTINGS)
-    assert admitted.tier == "small"
+    assert (admitted.tier, admitted.tier_reason) == ("auto", "")
     assert admitted.sampling.seed == 7
+
+
+def test_a_named_tier_is_requested() -> None:
+    assert admit(request(model="small", task="classify"), {}, SETTINGS).tier_reason == "requested"

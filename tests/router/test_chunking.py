@@ -32,3 +32,12 @@ def test_nothing_is_lost() -> None:
     text = "One. Two? Three! 4.5 is a number. Dr. Who. End"
     pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
     assert "".join(stream(pieces)) == text
+
+
+def test_code_blocks_are_never_split() -> None:
+    pieces = ["Run this. Then:\n``", "`python\nx = 1. \nprint(x)\n", "```\nDone. Bye"]
+    assert stream(pieces) == ["Run this. ", "Then:\n", "```python\nx = 1. \nprint(x)\n```\n", "Done. ", "Bye"]
+
+
+def test_dotted_initials_do_not_end_a_sentence() -> None:
+    assert stream(["The U.S. economy grew. Next"]) == ["The U.S. economy grew. ", "Next"]

@@ -56,7 +56,7 @@ def parse_query(message: cache_pb2.CacheQuery) -> Query:
     if not NAME_PATTERN.match(message.tenant):
         raise InvalidQuery("query.tenant: a simple name (letters, digits, . _ -) is required")
     if not NAME_PATTERN.match(message.model):
-        raise InvalidQuery("query.model: a resolved model tier name is required")
+        raise InvalidQuery("query.model: a model tier name (or auto) is required")
     return Query(
         message.tenant,
         message.model,
@@ -90,6 +90,8 @@ def encode_answer(answer: cache_pb2.CachedAnswer) -> bytes:
             "completion_tokens": answer.completion_tokens,
             "finish_reason": answer.finish_reason,
             "created_at": answer.created_at or time.time(),
+            "chunk_offsets_seconds": [round(offset, 4) for offset in answer.chunk_offsets_seconds],
+            "model": answer.model,
         },
         ensure_ascii=False,
     ).encode()
@@ -103,6 +105,8 @@ def decode_answer(raw: bytes | str) -> cache_pb2.CachedAnswer:
         completion_tokens=data["completion_tokens"],
         finish_reason=data["finish_reason"],
         created_at=data["created_at"],
+        chunk_offsets_seconds=data.get("chunk_offsets_seconds", []),
+        model=data.get("model", ""),
     )
 
 

@@ -182,6 +182,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         if not (request.semantic and self._settings.semantic_enabled and text):
             return cache_pb2.LookupResponse(hit=False)
         vector = await self._embed(text)
+        miss = cache_pb2.LookupResponse(hit=False, embedding=vector if request.want_embedding else ())
         neighbours = await self._vector_call(
             lambda: self._vectors.search(
                 vector,
@@ -203,7 +204,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 continue
             if (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_SEMANTIC, neighbour.score)) is not None:
                 return hit
-        return cache_pb2.LookupResponse(hit=False)
+        return miss
 
     async def _index(self, query: Query, key: str) -> bool:
         """Adds the prompt to the semantic tier; a failure leaves the exact entry in place."""

@@ -86,6 +86,22 @@ class EnvReader:
 
         return self._read(name, dict(default), parse, "comma-separated key=value pairs")
 
+    def integer_mapping(self, name: str, default: Mapping[str, int], *, minimum: int = 1) -> dict[str, int]:
+        """``a=1,b=2`` pairs of a simple name and an integer of at least ``minimum``."""
+
+        def parse(raw: str) -> dict[str, int]:
+            pairs: dict[str, int] = {}
+            for item in raw.split(","):
+                key, sep, value = item.strip().partition("=")
+                if not sep or not NAME_PATTERN.match(key.strip()):
+                    raise ValueError(f"{item.strip()!r} is not name=integer")
+                pairs[key.strip()] = int(value)
+                if pairs[key.strip()] < minimum:
+                    raise ValueError(f"{key.strip()}: must be at least {minimum}")
+            return pairs
+
+        return self._read(name, dict(default), parse, "comma-separated name=integer pairs")
+
     def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         """A comma-separated list of simple names."""
 

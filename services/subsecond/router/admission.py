@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from subsecond.kit.prompt_identity import Sampling, Turn
+from subsecond.kit.settings import NAME_PATTERN
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import router_pb2
 
@@ -16,6 +17,8 @@ ROLES = frozenset({"system", "user", "assistant"})
 API_KEY_HEADER = "x-api-key"
 CACHE_MODES = frozenset(router_pb2.CacheMode.values())
 CHUNKINGS = frozenset(router_pb2.Chunking.values())
+REPLAYS = frozenset(router_pb2.Replay.values())
+AUTO = "auto"
 
 
 class Rejected(Exception):
@@ -29,13 +32,23 @@ class Rejected(Exception):
 @dataclass(frozen=True)
 class Admitted:
     tenant: str
+    # A tier name, or "auto" (the router chooses after the cache lookup; answers are cached under "auto").
     tier: str
+    # "requested" or "default"; empty for "auto".
+    tier_reason: str
     turns: tuple[Turn, ...]
+    # As requested; 0 leaves it to the tier's default.
     max_tokens: int
     sampling: Sampling
     cache_mode: int
     max_age_seconds: int
     chunking: int
+    task: str
+    replay: int
+
+    @property
+    def last_user_text(self) -> str:
+        return self.turns[-1].content
 
 
 def resolve_tenant(metadata: Mapping[str, str], settings: RouterSettings) -> str:
@@ -77,10 +90,10 @@ def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tup
 def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], settings: RouterSettings) -> Admitted:
     tenant = resolve_tenant(metadata, settings)
     turns = _turns(request, settings)
-    if request.model in ("", "auto"):
-        tier = settings.default_tier
-    elif request.model in settings.tiers:
-        tier = request.model
+    if request.model == "":
+        tier, reason = settings.default_tier, "default"
+    elif request.model == AUTO or request.model in settings.tiers:
+        tier, reason = request.model, "requested" if request.model != AUTO else ""
     else:
         raise Rejected(f"model: unknown tier {request.model!r}; use auto or one of {', '.join(settings.tiers)}")
     if request.max_tokens > settings.max_tokens_limit:
@@ -94,11 +107,16 @@ def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], sett
         raise Rejected(f"cache.mode: unknown value {request.cache.mode}")
     if request.chunking not in CHUNKINGS:
         raise Rejected(f"chunking: unknown value {request.chunking}")
+    if request.replay not in REPLAYS:
+        raise Rejected(f"replay: unknown value {request.replay}")
+    if request.task and not NAME_PATTERN.match(request.task):
+        raise Rejected(f"task: {request.task!r} is not a simple name ([A-Za-z0-9_-])")
     return Admitted(
         tenant=tenant,
         tier=tier,
+        tier_reason=reason,
         turns=turns,
-        max_tokens=request.max_tokens or settings.default_max_tokens,
+        max_tokens=request.max_tokens,
         sampling=Sampling(
             temperature=sampling.temperature,
             top_p=sampling.top_p or 1.0,
@@ -107,4 +125,6 @@ def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], sett
         cache_mode=request.cache.mode,
         max_age_seconds=request.cache.max_age_seconds,
         chunking=request.chunking,
+        task=request.task,
+        replay=request.replay,
     )

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from subsecond.kit.settings import NAME_PATTERN, EnvReader, ServerSettings
+from subsecond.router.sizing import AutoPolicy, TierLimits, centroid
+from subsecond.router.static_routes import Rule, StaticRoutesError, load_routes
+
+SMALL_TASKS = ("classify", "extract", "label", "yes_no", "route", "short_answer")
+LARGE_TASKS = ("write", "draft", "explain", "summarize", "code")
 
 
 @dataclass(frozen=True)
@@ -28,25 +35,75 @@ class RouterSettings:
     # Budget for calls without a deadline, and the cap on a cache lookup (then it fails open).
     default_deadline_seconds: float
     cache_timeout_seconds: float
+    # Per tier: max_tokens default and cap, and the prompt-token budget a chat history is trimmed to.
+    tier_limits: Mapping[str, TierLimits]
+    # The policy of model "auto" (see sizing.py).
+    auto: AutoPolicy
+    # Rules answered without the model, checked before the cache (see static_routes.py).
+    static_routes: tuple[Rule, ...]
+    workflow_max_steps: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RouterSettings:
         env = EnvReader(environ, "SUBSECOND_ROUTER_")
+        tiers = env.names("TIERS", ("small",))
+        default_max_tokens = env.integer("DEFAULT_MAX_TOKENS", 128, minimum=1)
+        max_tokens_limit = env.integer("MAX_TOKENS_LIMIT", 1024, minimum=1)
+        tier_defaults = env.integer_mapping("TIER_DEFAULT_MAX_TOKENS", {})
+        tier_caps = env.integer_mapping("TIER_MAX_TOKENS", {})
+        tier_prompts = env.integer_mapping("TIER_PROMPT_TOKENS", {})
+        for name, given in (
+            ("TIER_DEFAULT_MAX_TOKENS", tier_defaults),
+            ("TIER_MAX_TOKENS", tier_caps),
+            ("TIER_PROMPT_TOKENS", tier_prompts),
+        ):
+            env.check(
+                set(given) <= set(tiers),
+                f"SUBSECOND_ROUTER_{name} names tiers not in TIERS: {sorted(set(given) - set(tiers))}",
+            )
+        tier_limits = {
+            tier: TierLimits(
+                default_max_tokens=tier_defaults.get(tier, default_max_tokens),
+                max_tokens=tier_caps.get(tier, max_tokens_limit),
+                prompt_tokens=tier_prompts.get(tier, 2048),
+            )
+            for tier in tiers
+        }
+        for tier, limits in tier_limits.items():
+            env.check(
+                limits.default_max_tokens <= limits.max_tokens <= max_tokens_limit,
+                f"tier {tier}: TIER_DEFAULT_MAX_TOKENS <= TIER_MAX_TOKENS <= MAX_TOKENS_LIMIT must hold",
+            )
         settings = cls(
             server=ServerSettings.read(env, default_port=50051, default_metrics_port=9461),
             cache_url=env.text("CACHE_URL", "127.0.0.1:50052"),
             generation_url=env.text("GENERATION_URL", "127.0.0.1:50054"),
             api_keys=env.mapping("API_KEYS", {}),
             default_tenant=env.text("DEFAULT_TENANT", "local"),
-            tiers=env.names("TIERS", ("small",)),
+            tiers=tiers,
             default_tier=env.text("DEFAULT_TIER", "small"),
-            default_max_tokens=env.integer("DEFAULT_MAX_TOKENS", 128, minimum=1),
-            max_tokens_limit=env.integer("MAX_TOKENS_LIMIT", 1024, minimum=1),
+            default_max_tokens=default_max_tokens,
+            max_tokens_limit=max_tokens_limit,
             max_prompt_chars=env.integer("MAX_PROMPT_CHARS", 32_000, minimum=1),
             tenant_max_streams=env.integer("TENANT_MAX_STREAMS", 64, minimum=1),
             default_deadline_seconds=env.number("DEFAULT_DEADLINE_SECONDS", 60.0, minimum=0.1),
             cache_timeout_seconds=env.number("CACHE_TIMEOUT_MS", 150.0, minimum=1.0) / 1000.0,
+            tier_limits=tier_limits,
+            auto=AutoPolicy(
+                small=env.text("AUTO_SMALL_TIER", tiers[0]),
+                large=env.text("AUTO_LARGE_TIER", tiers[-1]),
+                small_tasks=frozenset(env.names("AUTO_SMALL_TASKS", SMALL_TASKS)),
+                large_tasks=frozenset(env.names("AUTO_LARGE_TASKS", LARGE_TASKS)),
+                small_max_tokens=env.integer("AUTO_SMALL_MAX_TOKENS", 96, minimum=1),
+                small_prompt_tokens=env.integer("AUTO_SMALL_PROMPT_TOKENS", 512, minimum=1),
+                centroids=_centroids(env, env.text("TIER_CENTROIDS_FILE", ""), tiers),
+                centroid_margin=env.number("AUTO_CENTROID_MARGIN", 0.02, minimum=0.0, maximum=2.0),
+            ),
+            static_routes=_static_routes(env, env.text("STATIC_ROUTES_FILE", "")),
+            workflow_max_steps=env.integer("WORKFLOW_MAX_STEPS", 16, minimum=1, maximum=256),
         )
+        env.check(settings.auto.small in tiers, "SUBSECOND_ROUTER_AUTO_SMALL_TIER must be one of TIERS")
+        env.check(settings.auto.large in tiers, "SUBSECOND_ROUTER_AUTO_LARGE_TIER must be one of TIERS")
         env.check(settings.default_tier in settings.tiers, "SUBSECOND_ROUTER_DEFAULT_TIER must be one of TIERS")
         env.check(
             settings.default_max_tokens <= settings.max_tokens_limit,
@@ -59,3 +116,27 @@ class RouterSettings:
             env.check(bool(NAME_PATTERN.match(tenant)), f"tenant {tenant!r} is not a simple name")
         env.done()
         return settings
+
+
+def _static_routes(env: EnvReader, path: str) -> tuple[Rule, ...]:
+    if not path:
+        return ()
+    try:
+        return load_routes(Path(path))
+    except StaticRoutesError as error:
+        env.check(False, f"SUBSECOND_ROUTER_STATIC_ROUTES_FILE: {error}")
+        return ()
+
+
+def _centroids(env: EnvReader, path: str, tiers: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
+    """Reads ``{"tier": [[embedding], ...], ...}`` (labelled example embeddings) into one centroid per tier."""
+    if not path:
+        return {}
+    try:
+        examples = json.loads(Path(path).read_text(encoding="utf-8"))
+        centroids = {tier: centroid(vectors) for tier, vectors in examples.items()}
+    except (OSError, ValueError, TypeError, ZeroDivisionError, AttributeError) as error:
+        env.check(False, f"SUBSECOND_ROUTER_TIER_CENTROIDS_FILE={path}: not a JSON map of tier to embeddings ({error})")
+        return {}
+    env.check(set(centroids) <= set(tiers), f"SUBSECOND_ROUTER_TIER_CENTROIDS_FILE names tiers not in TIERS: {path}")
+    return centroids

@@ -30,46 +30,54 @@ class CacheQuery(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
 
 class CachedAnswer(_message.Message):
-    __slots__ = ("chunks", "prompt_tokens", "completion_tokens", "finish_reason", "created_at")
+    __slots__ = ("chunks", "prompt_tokens", "completion_tokens", "finish_reason", "created_at", "chunk_offsets_seconds", "model")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OFFSETS_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedScalarFieldContainer[str]
     prompt_tokens: int
     completion_tokens: int
     finish_reason: _types_pb2.FinishReason
     created_at: float
-    def __init__(self, chunks: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., created_at: _Optional[float] = ...) -> None: ...
+    chunk_offsets_seconds: _containers.RepeatedScalarFieldContainer[float]
+    model: str
+    def __init__(self, chunks: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., created_at: _Optional[float] = ..., chunk_offsets_seconds: _Optional[_Iterable[float]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("query", "max_tokens", "max_age_seconds", "semantic")
+    __slots__ = ("query", "max_tokens", "max_age_seconds", "semantic", "want_embedding")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    WANT_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     query: CacheQuery
     max_tokens: int
     max_age_seconds: int
     semantic: bool
-    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., max_tokens: _Optional[int] = ..., max_age_seconds: _Optional[int] = ..., semantic: _Optional[bool] = ...) -> None: ...
+    want_embedding: bool
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., max_tokens: _Optional[int] = ..., max_age_seconds: _Optional[int] = ..., semantic: _Optional[bool] = ..., want_embedding: _Optional[bool] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("hit", "tier", "answer", "similarity", "age_seconds", "bypassed")
+    __slots__ = ("hit", "tier", "answer", "similarity", "age_seconds", "bypassed", "embedding")
     HIT_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BYPASSED_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     tier: CacheTier
     answer: CachedAnswer
     similarity: float
     age_seconds: float
     bypassed: str
-    def __init__(self, hit: _Optional[bool] = ..., tier: _Optional[_Union[CacheTier, str]] = ..., answer: _Optional[_Union[CachedAnswer, _Mapping]] = ..., similarity: _Optional[float] = ..., age_seconds: _Optional[float] = ..., bypassed: _Optional[str] = ...) -> None: ...
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, hit: _Optional[bool] = ..., tier: _Optional[_Union[CacheTier, str]] = ..., answer: _Optional[_Union[CachedAnswer, _Mapping]] = ..., similarity: _Optional[float] = ..., age_seconds: _Optional[float] = ..., bypassed: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
     __slots__ = ("query", "answer", "ttl_seconds")

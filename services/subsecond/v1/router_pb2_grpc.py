@@ -43,6 +43,16 @@ class RouterStub:
                 request_serializer=subsecond_dot_v1_dot_router__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=subsecond_dot_v1_dot_router__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.RunWorkflow = channel.unary_stream(
+                '/subsecond.v1.Router/RunWorkflow',
+                request_serializer=subsecond_dot_v1_dot_router__pb2.WorkflowRequest.SerializeToString,
+                response_deserializer=subsecond_dot_v1_dot_router__pb2.WorkflowEvent.FromString,
+                _registered_method=True)
+        self.ListStaticRoutes = channel.unary_unary(
+                '/subsecond.v1.Router/ListStaticRoutes',
+                request_serializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesRequest.SerializeToString,
+                response_deserializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -61,6 +71,24 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunWorkflow(self, request, context):
+        """Runs a small DAG of generation steps, each step as soon as the steps it reads have finished
+        (independent steps concurrently), streaming each step's events and then a summary. Every step
+        goes through the same static-route, cache-or-generate path as Generate.
+        Errors: INVALID_ARGUMENT naming the step (unknown reference, cycle, too many steps; nothing
+        runs), or the failing step's code with "step <id> failed: ..." (the other steps are cancelled).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStaticRoutes(self, request, context):
+        """Lists the static routes this router loaded (checked before the cache on every request).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -68,6 +96,16 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=subsecond_dot_v1_dot_router__pb2.GenerateRequest.FromString,
                     response_serializer=subsecond_dot_v1_dot_router__pb2.GenerateResponse.SerializeToString,
+            ),
+            'RunWorkflow': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunWorkflow,
+                    request_deserializer=subsecond_dot_v1_dot_router__pb2.WorkflowRequest.FromString,
+                    response_serializer=subsecond_dot_v1_dot_router__pb2.WorkflowEvent.SerializeToString,
+            ),
+            'ListStaticRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStaticRoutes,
+                    request_deserializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesRequest.FromString,
+                    response_serializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -101,6 +139,60 @@ class Router:
             '/subsecond.v1.Router/Generate',
             subsecond_dot_v1_dot_router__pb2.GenerateRequest.SerializeToString,
             subsecond_dot_v1_dot_router__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/subsecond.v1.Router/RunWorkflow',
+            subsecond_dot_v1_dot_router__pb2.WorkflowRequest.SerializeToString,
+            subsecond_dot_v1_dot_router__pb2.WorkflowEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStaticRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subsecond.v1.Router/ListStaticRoutes',
+            subsecond_dot_v1_dot_router__pb2.ListStaticRoutesRequest.SerializeToString,
+            subsecond_dot_v1_dot_router__pb2.ListStaticRoutesResponse.FromString,
             options,
             channel_credentials,
             insecure,

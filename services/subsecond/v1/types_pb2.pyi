@@ -11,6 +11,7 @@ class ServedBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERVED_BY_EXACT: _ClassVar[ServedBy]
     SERVED_BY_SEMANTIC: _ClassVar[ServedBy]
     SERVED_BY_GENERATED: _ClassVar[ServedBy]
+    SERVED_BY_STATIC: _ClassVar[ServedBy]
 
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -21,6 +22,7 @@ SERVED_BY_UNSPECIFIED: ServedBy
 SERVED_BY_EXACT: ServedBy
 SERVED_BY_SEMANTIC: ServedBy
 SERVED_BY_GENERATED: ServedBy
+SERVED_BY_STATIC: ServedBy
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason

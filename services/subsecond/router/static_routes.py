@@ -1,0 +1,220 @@
+"""Static routes: requests answered by a rule instead of the model, checked before the cache.
+
+A rules file is a YAML list; each rule has a ``name``, matches on a ``regex`` (searched in the
+last user message) and/or a ``task`` (the request's task name), and gives one ``answer``:
+
+- ``extract: emails | phone_numbers | dates | urls``: the items found, one per line;
+- ``validate: email | phone_number | date`` (with ``field``: the regex group holding the value,
+  else the whole message): "valid" or "invalid: <why>";
+- ``template: "..."``: the text, with ``{group}`` filled from the regex's named groups
+  (``{text}`` is the whole message);
+- ``skeleton: "..."``: a template whose ``{{generate: instruction}}`` parts are the only thing
+  the model writes (each goes through the cache-or-generate path); the rest is sent as it is.
+
+Rules are checked when the router starts: every problem is reported at once, naming the rule.
+Matching and answering are pure functions; the router streams what ``answer`` returns.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from subsecond.kit.settings import NAME_PATTERN
+
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+_PHONE = r"(?<![\w+])\+?\d[\d ().-]{6,}\d(?!\w)"
+_DATE = (
+    r"\b(?:\d{4}-\d{2}-\d{2}"
+    r"|\d{1,2}/\d{1,2}/\d{4}"
+    r"|\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* \d{4})\b"
+)
+_URL = r"\bhttps?://[^\s<>\"')\]]+"
+EXTRACTORS: Mapping[str, tuple[re.Pattern[str], str]] = {
+    "emails": (re.compile(_EMAIL), "No email addresses found."),
+    "phone_numbers": (re.compile(_PHONE), "No phone numbers found."),
+    "dates": (re.compile(_DATE), "No dates found."),
+    "urls": (re.compile(_URL), "No URLs found."),
+}
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HOLE = re.compile(r"\{\{\s*generate:\s*(.+?)\s*\}\}", re.DOTALL)
+_ANSWER_KINDS = ("extract", "validate", "template", "skeleton")
+
+
+class StaticRoutesError(ValueError):
+    """The rules file is unusable; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    regex: re.Pattern[str] | None
+    task: str
+    kind: str  # one of _ANSWER_KINDS
+    argument: str  # the extractor, the validator, the template or the skeleton
+    field: str = ""
+
+    @property
+    def answer_label(self) -> str:
+        return f"{self.kind}:{self.argument}" if self.kind in ("extract", "validate") else self.kind
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a static answer: text to send, or (``generate``) a prompt for the model."""
+
+    text: str
+    generate: bool = False
+
+
+def load_routes(path: Path) -> tuple[Rule, ...]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise StaticRoutesError(f"static routes file {path}: cannot read it: {error}") from error
+    return parse_routes(document if document is not None else [], source=str(path))
+
+
+def parse_routes(document: Any, *, source: str = "static routes") -> tuple[Rule, ...]:
+    if not isinstance(document, list):
+        raise StaticRoutesError(f"{source}: expected a list of rules")
+    problems: list[str] = []
+    rules: list[Rule] = []
+    names: set[str] = set()
+    for i, entry in enumerate(document):
+        where = f"{source}: rule {i}"
+        try:
+            rule = _parse_rule(entry, where)
+        except StaticRoutesError as error:
+            problems.append(str(error))
+            continue
+        if rule.name in names:
+            problems.append(f"{where} ({rule.name}): the name is used twice")
+        names.add(rule.name)
+        rules.append(rule)
+    if problems:
+        raise StaticRoutesError("; ".join(problems))
+    return tuple(rules)
+
+
+def _parse_rule(entry: Any, where: str) -> Rule:
+    if not isinstance(entry, dict):
+        raise StaticRoutesError(f"{where}: expected a mapping with name, regex and/or task, and answer")
+    unknown = set(entry) - {"name", "regex", "task", "answer"}
+    if unknown:
+        raise StaticRoutesError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise StaticRoutesError(f"{where}: name must be a simple name ([A-Za-z0-9_-])")
+    where = f"{where} ({name})"
+    regex_source, task = entry.get("regex", ""), entry.get("task", "")
+    if not isinstance(regex_source, str) or not isinstance(task, str) or not (regex_source or task):
+        raise StaticRoutesError(f"{where}: give a regex, a task, or both (strings)")
+    try:
+        regex = re.compile(regex_source) if regex_source else None
+    except re.error as error:
+        raise StaticRoutesError(f"{where}: regex does not compile: {error}") from error
+    answer = entry.get("answer")
+    if not isinstance(answer, dict) or sum(kind in answer for kind in _ANSWER_KINDS) != 1:
+        raise StaticRoutesError(f"{where}: answer must have exactly one of {', '.join(_ANSWER_KINDS)}")
+    kind = next(kind for kind in _ANSWER_KINDS if kind in answer)
+    argument, field = answer[kind], answer.get("field", "")
+    if not isinstance(argument, str) or not argument.strip() or not isinstance(field, str):
+        raise StaticRoutesError(f"{where}: answer.{kind} must be a non-empty string")
+    groups = set(regex.groupindex) if regex else set()
+    if kind == "extract" and argument not in EXTRACTORS:
+        raise StaticRoutesError(f"{where}: unknown extractor {argument!r}; one of {', '.join(EXTRACTORS)}")
+    if kind == "validate" and argument not in VALIDATORS:
+        raise StaticRoutesError(f"{where}: unknown validator {argument!r}; one of {', '.join(VALIDATORS)}")
+    if field and field not in groups:
+        raise StaticRoutesError(f"{where}: answer.field {field!r} is not a named group of the regex")
+    if kind in ("template", "skeleton"):
+        missing = {m.group(1) for m in _PLACEHOLDER.finditer(argument)} - groups - {"text"}
+        if missing:
+            raise StaticRoutesError(
+                f"{where}: the {kind} uses {', '.join('{' + m + '}' for m in sorted(missing))}, "
+                "which the regex does not capture (named groups, or {text})"
+            )
+        if kind == "skeleton" and not _HOLE.search(argument):
+            raise StaticRoutesError(f"{where}: a skeleton needs at least one {{{{generate: ...}}}} part")
+    return Rule(name=name, regex=regex, task=task, kind=kind, argument=argument, field=field)
+
+
+def match(rules: Sequence[Rule], text: str, task: str) -> tuple[Rule, re.Match[str] | None] | None:
+    """The first rule whose every condition holds (its regex is found in ``text``, its task is ``task``)."""
+    for rule in rules:
+        if rule.task and rule.task != task:
+            continue
+        found = rule.regex.search(text) if rule.regex else None
+        if rule.regex and found is None:
+            continue
+        return rule, found
+    return None
+
+
+def answer(rule: Rule, found: re.Match[str] | None, text: str) -> list[Part]:
+    values = {"text": text, **{k: v or "" for k, v in (found.groupdict() if found else {}).items()}}
+    if rule.kind == "extract":
+        pattern, none = EXTRACTORS[rule.argument]
+        items = list(dict.fromkeys(m.group().strip() for m in pattern.finditer(text)))
+        return [Part("\n".join(items) if items else none)]
+    if rule.kind == "validate":
+        problem = VALIDATORS[rule.argument](values[rule.field] if rule.field else text.strip())
+        return [Part("valid" if problem is None else f"invalid: {problem}")]
+    fill = _filler(values)
+    if rule.kind == "template":
+        return [Part(fill(rule.argument))]
+    parts: list[Part] = []
+    position = 0
+    for hole in _HOLE.finditer(rule.argument):
+        if hole.start() > position:
+            parts.append(Part(fill(rule.argument[position : hole.start()])))
+        parts.append(Part(fill(hole.group(1)), generate=True))
+        position = hole.end()
+    if position < len(rule.argument):
+        parts.append(Part(fill(rule.argument[position:])))
+    return parts
+
+
+def _filler(values: Mapping[str, str]) -> Callable[[str], str]:
+    return lambda template: _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+# -- validators: None when valid, else the reason ---------------------------------------------------
+
+
+def _validate_email(value: str) -> str | None:
+    if re.fullmatch(_EMAIL, value) is None:
+        return "not an email address (expected name@domain.tld)"
+    if ".." in value or value.split("@")[0].startswith(".") or value.split("@")[0].endswith("."):
+        return "the part before @ has a misplaced dot"
+    return None
+
+
+def _validate_phone_number(value: str) -> str | None:
+    digits = re.sub(r"[ ().-]", "", value)
+    if not re.fullmatch(r"\+?\d+", digits):
+        return "only digits, spaces, dots, dashes, brackets and a leading + are allowed"
+    count = len(digits.lstrip("+"))
+    if not 7 <= count <= 15:
+        return f"{count} digits; a phone number has 7 to 15 (E.164)"
+    return None
+
+
+def _validate_date(value: str) -> str | None:
+    for layout in ("%Y-%m-%d", "%d/%m/%Y", "%d %B %Y", "%d %b %Y"):
+        try:
+            datetime.datetime.strptime(value, layout)
+        except ValueError:
+            continue
+        return None
+    return "not a calendar date (YYYY-MM-DD, DD/MM/YYYY or '12 March 2025')"
+
+
+VALIDATORS = {"email": _validate_email, "phone_number": _validate_phone_number, "date": _validate_date}
