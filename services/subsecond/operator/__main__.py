@@ -1,0 +1,5 @@
+"""``python -m subsecond.operator``: run the LatencySLO operator (kopf, standalone)."""
+
+from subsecond.operator.main import main
+
+main()

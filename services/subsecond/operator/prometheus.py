@@ -1,0 +1,74 @@
+"""Reading the objective's percentile and request rate from Prometheus's HTTP API."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from subsecond.operator.metrics import PROMETHEUS_SECONDS
+from subsecond.operator.spec import Objective
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus could not be reached or refused the query."""
+
+
+def latency_query(objective: Objective) -> str:
+    """PromQL for the objective's percentile in seconds, over all series the selector matches."""
+    if objective.query:
+        return objective.query
+    matchers = "{" + objective.selector + "}" if objective.selector else ""
+    buckets = f"rate({objective.metric}_bucket{matchers}[{objective.window}])"
+    return f"histogram_quantile({objective.percentile:g}, sum by (le) ({buckets}))"
+
+
+def rate_query(objective: Objective) -> str:
+    """PromQL for the requests per second the target completes."""
+    if objective.rate_query:
+        return objective.rate_query
+    matchers = "{" + objective.selector + "}" if objective.selector else ""
+    return f"sum(rate({objective.metric}_count{matchers}[{objective.window}]))"
+
+
+@dataclass(frozen=True)
+class Reading:
+    # None when the query returned no sample or NaN (no requests in the window for a percentile).
+    latency_seconds: float | None
+    rate_rps: float | None
+
+
+class PrometheusClient:
+    def __init__(self, session: aiohttp.ClientSession, url: str, timeout_seconds: float) -> None:
+        self._session = session
+        self._url = url.rstrip("/") + "/api/v1/query"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def scalar(self, query: str) -> float | None:
+        """The single value of an instant query; None if it has no sample or is NaN."""
+        started = time.perf_counter()
+        try:
+            async with self._session.get(self._url, params={"query": query}, timeout=self._timeout) as response:
+                payload = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise PrometheusError(f"{self._url}: {error!r}") from error
+        finally:
+            PROMETHEUS_SECONDS.observe(time.perf_counter() - started)
+        if not isinstance(payload, dict) or payload.get("status") != "success":
+            detail = payload.get("error") if isinstance(payload, dict) else payload
+            raise PrometheusError(f"query {query!r} failed: {detail}")
+        data = payload["data"]
+        if data["resultType"] == "scalar":
+            value = float(data["result"][1])
+        elif not data["result"]:
+            return None
+        elif len(data["result"]) > 1:
+            raise PrometheusError(f"query {query!r} returned {len(data['result'])} series; it must return one")
+        else:
+            value = float(data["result"][0]["value"][1])
+        return None if math.isnan(value) else value
+
+    async def read(self, objective: Objective) -> Reading:
+        return Reading(await self.scalar(latency_query(objective)), await self.scalar(rate_query(objective)))
