@@ -104,10 +104,9 @@ class Prometheus:
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/-/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
             time.sleep(0.2)
         self.stop()
         raise RuntimeError("prometheus did not become ready: " + (folder / "prometheus.log").read_text()[-2000:])
@@ -190,8 +189,8 @@ def _condition(cluster: kmock.KubernetesEmulator, kind: str) -> str | None:
     return next((c["status"] for c in _status(cluster).get("conditions", []) if c["type"] == kind), None)
 
 
-async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
