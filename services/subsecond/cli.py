@@ -1,8 +1,10 @@
 """The ``subsecond`` command: run the stack on one machine, and ask it questions.
 
-subsecond prepare            build the ONNX embedding model and unpack tritonserver
+subsecond prepare            build the ONNX embedding model, embed the tier examples, unpack tritonserver
 subsecond up                 run Redis, Triton and the four services until Ctrl-C
 subsecond ask "question"     stream an answer from the router and say how it was served
+subsecond workflow FILE      run a workflow (YAML or JSON) and show its steps as they run
+subsecond routes             list the router's static routes
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import grpc
 
@@ -22,6 +25,7 @@ SERVED_BY = {
     types_pb2.SERVED_BY_EXACT: "exact cache",
     types_pb2.SERVED_BY_SEMANTIC: "semantic cache",
     types_pb2.SERVED_BY_GENERATED: "generated",
+    types_pb2.SERVED_BY_STATIC: "static route",
 }
 FINISH = {types_pb2.FINISH_REASON_STOP: "stop", types_pb2.FINISH_REASON_LENGTH: "length"}
 
@@ -29,10 +33,12 @@ FINISH = {types_pb2.FINISH_REASON_STOP: "stop", types_pb2.FINISH_REASON_LENGTH: 
 def _prepare(_: argparse.Namespace) -> int:
     from subsecond.embedding.export import export_model
     from subsecond.stack.runner import StackConfig
+    from subsecond.stack.tier_examples import build_tier_embeddings
     from subsecond.stack.triton import ensure_tritonserver
 
     config = StackConfig()
     export_model(config.model_dir)
+    build_tier_embeddings(config.model_dir, config.tier_embeddings)
     ensure_tritonserver(config.tools_dir)
     return 0
 
@@ -81,6 +87,8 @@ def _ask(args: argparse.Namespace) -> int:
         sampling=types_pb2.SamplingParams(temperature=args.temperature),
         cache=router_pb2.CachePolicy(mode=f"CACHE_MODE_{args.cache.upper()}"),
         chunking=router_pb2.CHUNKING_SENTENCE if args.sentences else router_pb2.CHUNKING_TOKEN,
+        task=args.task,
+        replay=router_pb2.REPLAY_PACED if args.paced else router_pb2.REPLAY_AT_ONCE,
     )
     metadata = [("x-api-key", args.api_key)] if args.api_key else None
 
@@ -92,19 +100,73 @@ def _ask(args: argparse.Namespace) -> int:
                     sys.stdout.write(("\n" if args.sentences and response.index else "") + response.text)
                     sys.stdout.flush()
                     if response.HasField("done"):
-                        done = response.done
-                        detail = (
-                            f", similarity {done.similarity:.3f}"
-                            if done.served_by == types_pb2.SERVED_BY_SEMANTIC
-                            else ""
-                        )
-                        age = f", cached {done.cache_age_seconds:.0f} s ago" if done.cache_age_seconds else ""
+                        print(f"\n\n[{_describe(response.done)}]", file=sys.stderr)
+            except grpc.aio.AioRpcError as error:
+                print(f"\nerror: {error.code().name}: {error.details()}", file=sys.stderr)
+                return 1
+        return 0
+
+    return asyncio.run(run())
+
+
+def _describe(done: router_pb2.Completion) -> str:
+    """One line on how an answer was served."""
+    served = SERVED_BY.get(done.served_by, "?")
+    if done.served_by == types_pb2.SERVED_BY_SEMANTIC:
+        served += f", similarity {done.similarity:.3f}"
+    if done.static_route:
+        served += f" {done.static_route}"
+    parts = [
+        served + (f", cached {done.cache_age_seconds:.0f} s ago" if done.cache_age_seconds else ""),
+        f"model {done.model or '-'}" + (f" ({done.tier_reason})" if done.tier_reason else ""),
+        f"first chunk {done.time_to_first_chunk_seconds * 1000:.1f} ms, total {done.total_seconds * 1000:.1f} ms",
+        f"{done.prompt_tokens} prompt + {done.completion_tokens} completion tokens",
+        f"finish {FINISH.get(done.finish_reason, '?')}",
+    ]
+    if done.trimmed_prompt_tokens:
+        parts.append(f"history trimmed by ~{done.trimmed_prompt_tokens} tokens")
+    if done.coalesced:
+        parts.append("coalesced")
+    return "; ".join(parts)
+
+
+def _workflow(args: argparse.Namespace) -> int:
+    import yaml
+    from google.protobuf.json_format import ParseDict, ParseError
+
+    try:
+        document = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+        request = ParseDict(document, router_pb2.WorkflowRequest())
+    except (OSError, yaml.YAMLError, ParseError) as error:
+        print(f"error: {args.file}: {error}", file=sys.stderr)
+        return 2
+    for pair in args.input:
+        name, _, value = pair.partition("=")
+        request.inputs[name] = value
+    metadata = [("x-api-key", args.api_key)] if args.api_key else None
+
+    async def run() -> int:
+        async with grpc.aio.insecure_channel(args.router) as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            texts: dict[str, list[str]] = {}
+            try:
+                async for event in stub.RunWorkflow(request, timeout=args.timeout, metadata=metadata):
+                    at = f"{event.at_seconds * 1000:8.1f} ms"
+                    if event.HasField("started"):
+                        after = f" (after {', '.join(event.started.depends_on)})" if event.started.depends_on else ""
+                        print(f"{at}  {event.step} started{after}", file=sys.stderr)
+                    elif event.HasField("chunk"):
+                        texts.setdefault(event.step, []).append(event.chunk.text)
+                        if event.chunk.HasField("done"):
+                            print(f"{at}  {event.step} finished [{_describe(event.chunk.done)}]", file=sys.stderr)
+                    elif event.HasField("summary"):
+                        summary = event.summary
+                        for step, pieces in texts.items():
+                            print(f"\n## {step}\n{''.join(pieces).strip()}")
                         print(
-                            f"\n\n[{SERVED_BY.get(done.served_by, '?')}{detail}{age}; model {done.model}; "
-                            f"first chunk {done.time_to_first_chunk_seconds * 1000:.1f} ms, "
-                            f"total {done.total_seconds * 1000:.1f} ms; "
-                            f"{done.prompt_tokens} prompt + {done.completion_tokens} completion tokens; "
-                            f"finish {FINISH.get(done.finish_reason, '?')}{'; coalesced' if done.coalesced else ''}]",
+                            f"\n[workflow {summary.total_seconds * 1000:.0f} ms; critical path "
+                            f"{' -> '.join(summary.critical_path)} {summary.critical_path_seconds * 1000:.0f} ms; "
+                            f"steps one after another would take {summary.sequential_seconds * 1000:.0f} ms]",
                             file=sys.stderr,
                         )
             except grpc.aio.AioRpcError as error:
@@ -115,12 +177,28 @@ def _ask(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _routes(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with grpc.aio.insecure_channel(args.router) as channel:
+            listed = await router_pb2_grpc.RouterStub(channel).ListStaticRoutes(
+                router_pb2.ListStaticRoutesRequest(), timeout=10
+            )
+        for route in listed.routes:
+            matches = " and ".join(filter(None, [f"task {route.task}" if route.task else "", route.regex]))
+            print(f"{route.name:20} {route.answer:22} {matches}")
+        if not listed.routes:
+            print("no static routes (set SUBSECOND_ROUTER_STATIC_ROUTES_FILE)")
+        return 0
+
+    return asyncio.run(run())
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="subsecond", description="subsecond: LLM answers in well under a second.")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("prepare", help="build the ONNX embedding model and unpack tritonserver").set_defaults(
-        run=_prepare
-    )
+    commands.add_parser(
+        "prepare", help="build the ONNX embedding model, embed the tier examples, unpack tritonserver"
+    ).set_defaults(run=_prepare)
     commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C").set_defaults(run=_up)
     ask = commands.add_parser("ask", help="stream an answer from the router and say how it was served")
     ask.add_argument("prompt", help="the question")
@@ -130,9 +208,21 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     ask.add_argument("--cache", choices=["use", "bypass", "refresh"], default="use", help="cache policy (default: use)")
     ask.add_argument("--sentences", action="store_true", help="stream whole sentences, one per line")
+    ask.add_argument("--task", default="", help="task hint for static routes and the auto tier (e.g. classify)")
+    ask.add_argument("--paced", action="store_true", help="replay a cached answer at the model's pace")
     ask.add_argument("--api-key", default="", help="x-api-key for a non-default tenant")
     ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds (default: %(default)s)")
     ask.set_defaults(run=_ask)
+    workflow = commands.add_parser("workflow", help="run a workflow file and show its steps as they run")
+    workflow.add_argument("file", help="a WorkflowRequest in YAML or JSON (see examples/onboarding-workflow.yaml)")
+    workflow.add_argument("--input", action="append", default=[], metavar="NAME=VALUE", help="set or override an input")
+    workflow.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
+    workflow.add_argument("--api-key", default="", help="x-api-key for a non-default tenant")
+    workflow.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds (default: %(default)s)")
+    workflow.set_defaults(run=_workflow)
+    routes = commands.add_parser("routes", help="list the router's static routes")
+    routes.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
+    routes.set_defaults(run=_routes)
     return root
 
 

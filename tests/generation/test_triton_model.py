@@ -1,4 +1,4 @@
-"""The embedded Triton deployment: the real ``tritonserver`` serving ``model_repository/smollm2``.
+"""The embedded Triton deployment: the real ``tritonserver`` serving ``model_repository`` (smollm2, gemma3).
 
 One server for the session, on free loopback ports; every test talks to it over gRPC streaming with
 ``tritonclient.grpc.aio``, as the generation service does.
@@ -24,6 +24,8 @@ from subsecond.stack.triton import ensure_tritonserver, triton_process_spec
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "smollm2"
+# Every model of the repository: the small and the large tier of the embedded default.
+MODELS = ("smollm2", "gemma3")
 PROMPT = "What is the capital of France?"
 READY_TIMEOUT_S = 120.0
 
@@ -68,6 +70,23 @@ async def test_streams_one_response_per_token_then_a_final_one_with_the_counts(
     assert "".join(pieces).strip()
     assert _count(final, "num_output_tokens") == len(pieces)
     assert _count(final, "num_input_tokens") > 0
+
+
+async def test_every_model_declares_the_ensemble_interface_and_answers(
+    client: triton.InferenceServerClient,
+) -> None:
+    for model in MODELS:
+        config = (await client.get_model_config(model, as_json=True))["config"]
+        assert config["model_transaction_policy"]["decoupled"] is True
+        assert {tensor["name"] for tensor in config["input"]} >= {"text_input", "max_tokens", "stream"}
+        assert {tensor["name"] for tensor in config["output"]} == {
+            "text_output",
+            "num_input_tokens",
+            "num_output_tokens",
+        }
+        responses = await _stream(client, _request(PROMPT, max_tokens=12, model=model))
+        assert "".join(_pieces(responses[:-1])).strip(), model
+        assert _count(_result(responses[-1]), "num_output_tokens") == len(_pieces(responses[:-1]))
 
 
 async def test_greedy_decoding_is_repeatable(client: triton.InferenceServerClient) -> None:
@@ -170,6 +189,7 @@ def _request(
     temperature: float | None = None,
     top_p: float | None = None,
     random_seed: int | None = None,
+    model: str = MODEL,
 ) -> dict[str, object]:
     """A ``stream_infer`` request for the model, with TensorRT-LLM ensemble inputs (no text: no text_input)."""
     values: dict[str, tuple[np.ndarray, str]] = {
@@ -189,7 +209,7 @@ def _request(
         tensor = triton.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    return {"model_name": MODEL, "inputs": inputs}
+    return {"model_name": model, "inputs": inputs}
 
 
 async def _stream(client: triton.InferenceServerClient, request: dict[str, object]) -> list[Response]:
@@ -253,12 +273,12 @@ def _wait_until_model_ready(url: str, server: subprocess.Popen[bytes], log_path:
             if server.poll() is not None:
                 pytest.fail(f"tritonserver exited with {server.returncode}:\n{log_path.read_text()}")
             try:
-                if readiness.is_model_ready(MODEL):
+                if all(readiness.is_model_ready(model) for model in MODELS):
                     return
             except InferenceServerException:  # not listening yet
                 pass
             time.sleep(0.2)
-    pytest.fail(f"{MODEL} not ready after {READY_TIMEOUT_S:.0f}s:\n{log_path.read_text()}")
+    pytest.fail(f"{', '.join(MODELS)} not ready after {READY_TIMEOUT_S:.0f}s:\n{log_path.read_text()}")
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:

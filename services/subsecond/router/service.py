@@ -373,6 +373,10 @@ class RouterService(router_pb2_grpc.RouterServicer):
                         completion.completion_tokens += (
                             chunk.done.completion_tokens or hole.completion.completion_tokens
                         )
+                        if (
+                            chunk.done.finish_reason or hole.completion.finish_reason
+                        ) == types_pb2.FINISH_REASON_LENGTH:
+                            completion.finish_reason = types_pb2.FINISH_REASON_LENGTH
                     yield generation_pb2.GenerationChunk(text=chunk.text)
             yield generation_pb2.GenerationChunk(done=generation_pb2.GenerationDone())
 

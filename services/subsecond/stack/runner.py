@@ -67,6 +67,9 @@ class StackConfig:
     model_dir: Path = REPO / ".cache" / "models" / "all-minilm-l6-v2"
     tools_dir: Path = REPO / ".cache" / "tools"
     model_repository: Path = REPO / "model_repository"
+    # Embeddings of the labelled tier examples (built by `subsecond prepare`) for model "auto".
+    tier_embeddings: Path = REPO / ".cache" / "models" / "tier-examples-embeddings.json"
+    static_routes: Path = REPO / "examples" / "static-routes.yaml"
     # Extra environment for the services (e.g. a tenant's API key for tests).
     environment: dict[str, str] = field(default_factory=dict)
     startup_timeout_seconds: float = 300.0
@@ -104,6 +107,8 @@ class Stack:
             "SUBSECOND_GENERATION_PORT": str(ports.generation),
             "SUBSECOND_GENERATION_METRICS_PORT": str(ports.generation_metrics),
             "SUBSECOND_GENERATION_TRITON_URL": f"127.0.0.1:{ports.triton_grpc}",
+            # Two tiers, both served by the one Triton: SmolLM2-135M (small) and Gemma 3 270M (large).
+            "SUBSECOND_GENERATION_MODELS": "small=smollm2,large=gemma3",
             "SUBSECOND_CACHE_PORT": str(ports.cache),
             "SUBSECOND_CACHE_METRICS_PORT": str(ports.cache_metrics),
             "SUBSECOND_CACHE_REDIS_URL": self.redis_url,
@@ -113,7 +118,13 @@ class Stack:
             "SUBSECOND_ROUTER_METRICS_PORT": str(ports.router_metrics),
             "SUBSECOND_ROUTER_CACHE_URL": self.address("cache"),
             "SUBSECOND_ROUTER_GENERATION_URL": self.address("generation"),
+            "SUBSECOND_ROUTER_TIERS": "small,large",
+            "SUBSECOND_ROUTER_TIER_MAX_TOKENS": "small=256,large=512",
+            "SUBSECOND_ROUTER_TIER_PROMPT_TOKENS": "small=1024,large=1024",
+            "SUBSECOND_ROUTER_STATIC_ROUTES_FILE": str(self.config.static_routes),
         }
+        if self.config.tier_embeddings.exists():
+            env["SUBSECOND_ROUTER_TIER_CENTROIDS_FILE"] = str(self.config.tier_embeddings)
         env.update(self.config.environment)
         return env
 

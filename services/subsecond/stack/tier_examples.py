@@ -1,0 +1,35 @@
+"""Embeds the labelled tier examples for the router's ``model: "auto"`` choice.
+
+``examples/tier-examples.json`` holds example prompts per tier; their embeddings, made with the
+same int8 ONNX model and text normalisation the cache uses for its semantic lookup, are written
+as ``{tier: [embedding, ...]}``. The router reads that file (``SUBSECOND_ROUTER_TIER_CENTROIDS_FILE``)
+and keeps one centroid per tier.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from subsecond.embedding.onnx_model import OnnxEmbedder
+from subsecond.kit.prompt_identity import normalise_text
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLES = REPO / "examples" / "tier-examples.json"
+
+
+def build_tier_embeddings(model_dir: Path, target: Path, examples: Path = EXAMPLES) -> Path:
+    """Writes the embeddings of the training examples to ``target`` unless it is newer than ``examples``."""
+    if target.exists() and target.stat().st_mtime >= examples.stat().st_mtime:
+        return target
+    embedder = OnnxEmbedder(model_dir)
+    train: dict[str, list[str]] = json.loads(examples.read_text(encoding="utf-8"))["train"]
+    embeddings = {
+        tier: [[round(float(x), 6) for x in vector] for vector in embedder.embed([normalise_text(p) for p in prompts])]
+        for tier, prompts in train.items()
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(embeddings), encoding="utf-8")
+    temporary.replace(target)
+    return target

@@ -1,0 +1,52 @@
+"""Calls to the running stack shared by the integration tests: stream a Generate call to its end,
+read a service's metric."""
+
+import asyncio
+import urllib.request
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from subsecond.stack.runner import Stack
+from subsecond.v1 import router_pb2, router_pb2_grpc
+
+
+@dataclass
+class Answer:
+    text: str
+    done: router_pb2.Completion
+    chunks: int
+
+
+async def call(
+    router: router_pb2_grpc.RouterStub, request: router_pb2.GenerateRequest, key: str | None = None
+) -> Answer:
+    metadata = [("x-api-key", key)] if key else None
+    text, chunks = [], 0
+    async for response in router.Generate(request, timeout=120, metadata=metadata):
+        text.append(response.text)
+        chunks += 1
+        if response.HasField("done"):
+            return Answer("".join(text), response.done, chunks)
+    raise AssertionError("the stream ended without a final message")
+
+
+def metric(stack: Stack, service: str, name: str, **labels: str) -> float:
+    port = getattr(stack.config.ports, f"{service}_metrics")
+    return metric_at(port, name, **labels)
+
+
+def metric_at(port: int, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with ``labels`` on the /metrics page at ``port``."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+async def settle_store() -> None:
+    """Write-through runs after the last chunk; give it a moment before looking."""
+    await asyncio.sleep(0.5)
