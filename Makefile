@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis prepare tools up test test-unit proto proto-check lint bench clean
+.PHONY: help install redis prepare tools up test test-unit proto proto-check lint bench simulate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Docke
 
 bench: prepare ## Benchmark the running stack (started by the benchmark itself) and write benchmarks/results/
 	$(PY) benchmarks/serving.py
+
+simulate: install ## Simulate the LatencySLO operator against a reactive baseline; writes benchmarks/results/simulator.*
+	$(PY) -m subsecond.operator.simulator --out benchmarks/results
 
 clean: ## Remove run state and caches (keeps .venv and the built models)
 	rm -rf .cache/run .pytest_cache .mypy_cache .ruff_cache

@@ -73,6 +73,8 @@ _CHANGES = {Reason.BELOW_MIN, Reason.ABOVE_MAX, Reason.BREACHED, Reason.AT_RISK,
 SATURATED = 0.9
 
 
+# A scale-down must be predicted to hold this share of the target (hysteresis against the model's error).
+SCALE_DOWN_MARGIN = 0.8
 # When no count holds the objective, counts predicted within this factor of the best one are as good.
 DIMINISHING = 1.05
 
@@ -91,9 +93,12 @@ def _ms(seconds: float | None) -> str:
     return "inf" if math.isinf(seconds) else f"{seconds * 1000:.0f} ms"
 
 
-def plan(spec: SLOSpec, observed_seconds: float | None, arrival_rps: float, ready_replicas: int) -> Plan:
-    """The fewest replicas predicted to hold the objective with headroom at this arrival rate."""
+def plan(
+    spec: SLOSpec, observed_seconds: float | None, arrival_rps: float, ready_replicas: int, margin: float = 1.0
+) -> Plan:
+    """The fewest replicas predicted to hold the objective with headroom (times ``margin``) at this rate."""
     objective = spec.objective
+    target = objective.target_seconds * margin
     if arrival_rps <= 0.0:
         return Plan(spec.min_replicas, None, at_max=False)
     floor = max(spec.min_replicas, 1)
@@ -111,7 +116,7 @@ def plan(spec: SLOSpec, observed_seconds: float | None, arrival_rps: float, read
     counts = range(min(floor, spec.max_replicas), spec.max_replicas + 1)
     predictions = {n: response_quantile(objective.percentile, arrival_rps, n, model) for n in counts}
     for replicas, predicted in predictions.items():
-        if predicted <= objective.target_seconds:
+        if predicted <= target:
             return Plan(replicas, predicted, at_max=False)
     # Not even maxReplicas holds the objective. Where the latency is the service's own (not queueing),
     # more replicas do not help: take the fewest within 5 % of the best prediction.
@@ -151,6 +156,9 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
 
     observed = snapshot.observed_seconds
     wanted = plan(spec, observed, rate, snapshot.ready_replicas)
+    if wanted.replicas < current:
+        # Fewer replicas must hold a stricter target: the fit's error must not turn into a flap.
+        wanted = plan(spec, observed, rate, snapshot.ready_replicas, margin=SCALE_DOWN_MARGIN)
     keep = max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
     # Keep the window's recommendations and the last one before it, which shows the window is covered.
     older = [r for r in snapshot.recommendations if snapshot.now - r.time > keep][-1:]
