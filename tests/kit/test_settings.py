@@ -49,3 +49,10 @@ def test_flag_and_names() -> None:
     bad.names("TIERS", ())
     with pytest.raises(SettingsError, match=r"X_ON.*X_TIERS"):
         bad.done()
+
+
+def test_a_string_set_to_empty_is_empty_not_the_default() -> None:
+    env = EnvReader({"X_URL": "", "X_NAME": "  b  "}, "X_")
+    assert env.text("URL", "redis://default") == ""
+    assert env.text("NAME", "a") == "b"
+    assert env.text("MISSING", "a") == "a"

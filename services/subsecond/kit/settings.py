@@ -41,7 +41,9 @@ class EnvReader:
             return default
 
     def text(self, name: str, default: str) -> str:
-        return self._read(name, default, str, "a string")
+        """A string; set but empty means empty (how a URL or a default tenant is turned off)."""
+        raw = self._environ.get(self._prefix + name)
+        return default if raw is None else raw.strip()
 
     def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
         def parse(raw: str) -> int:

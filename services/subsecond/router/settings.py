@@ -24,7 +24,7 @@ class RouterSettings:
     api_keys: Mapping[str, str]
     # Tenant of calls without a key; empty makes a key mandatory (UNAUTHENTICATED without one).
     default_tenant: str
-    # Model tiers clients may ask for; "auto" and "" resolve to default_tier.
+    # Model tiers clients may ask for; "" resolves to default_tier, "auto" to the auto policy (sizing.py).
     tiers: tuple[str, ...]
     default_tier: str
     default_max_tokens: int
@@ -47,6 +47,7 @@ class RouterSettings:
     def from_env(cls, environ: Mapping[str, str]) -> RouterSettings:
         env = EnvReader(environ, "SUBSECOND_ROUTER_")
         tiers = env.names("TIERS", ("small",))
+        default_tier = env.text("DEFAULT_TIER", "small")
         default_max_tokens = env.integer("DEFAULT_MAX_TOKENS", 128, minimum=1)
         max_tokens_limit = env.integer("MAX_TOKENS_LIMIT", 1024, minimum=1)
         tier_defaults = env.integer_mapping("TIER_DEFAULT_MAX_TOKENS", {})
@@ -81,7 +82,7 @@ class RouterSettings:
             api_keys=env.mapping("API_KEYS", {}),
             default_tenant=env.text("DEFAULT_TENANT", "local"),
             tiers=tiers,
-            default_tier=env.text("DEFAULT_TIER", "small"),
+            default_tier=default_tier,
             default_max_tokens=default_max_tokens,
             max_tokens_limit=max_tokens_limit,
             max_prompt_chars=env.integer("MAX_PROMPT_CHARS", 32_000, minimum=1),
@@ -90,8 +91,8 @@ class RouterSettings:
             cache_timeout_seconds=env.number("CACHE_TIMEOUT_MS", 150.0, minimum=1.0) / 1000.0,
             tier_limits=tier_limits,
             auto=AutoPolicy(
-                small=env.text("AUTO_SMALL_TIER", tiers[0]),
-                large=env.text("AUTO_LARGE_TIER", tiers[-1]),
+                small=env.text("AUTO_SMALL_TIER", default_tier),
+                large=env.text("AUTO_LARGE_TIER", default_tier),
                 small_tasks=frozenset(env.names("AUTO_SMALL_TASKS", SMALL_TASKS)),
                 large_tasks=frozenset(env.names("AUTO_LARGE_TASKS", LARGE_TASKS)),
                 small_max_tokens=env.integer("AUTO_SMALL_MAX_TOKENS", 96, minimum=1),
@@ -129,14 +130,13 @@ def _static_routes(env: EnvReader, path: str) -> tuple[Rule, ...]:
 
 
 def _centroids(env: EnvReader, path: str, tiers: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
-    """Reads ``{"tier": [[embedding], ...], ...}`` (labelled example embeddings) into one centroid per tier."""
+    """Reads ``{"tier": [[embedding], ...], ...}`` (labelled example embeddings) into one centroid per
+    tier; tiers this router does not serve are left out."""
     if not path:
         return {}
     try:
         examples = json.loads(Path(path).read_text(encoding="utf-8"))
-        centroids = {tier: centroid(vectors) for tier, vectors in examples.items()}
+        return {tier: centroid(vectors) for tier, vectors in examples.items() if tier in tiers}
     except (OSError, ValueError, TypeError, ZeroDivisionError, AttributeError) as error:
         env.check(False, f"SUBSECOND_ROUTER_TIER_CENTROIDS_FILE={path}: not a JSON map of tier to embeddings ({error})")
         return {}
-    env.check(set(centroids) <= set(tiers), f"SUBSECOND_ROUTER_TIER_CENTROIDS_FILE names tiers not in TIERS: {path}")
-    return centroids

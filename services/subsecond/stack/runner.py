@@ -119,6 +119,7 @@ class Stack:
             "SUBSECOND_ROUTER_CACHE_URL": self.address("cache"),
             "SUBSECOND_ROUTER_GENERATION_URL": self.address("generation"),
             "SUBSECOND_ROUTER_TIERS": "small,large",
+            "SUBSECOND_ROUTER_AUTO_LARGE_TIER": "large",
             "SUBSECOND_ROUTER_TIER_MAX_TOKENS": "small=256,large=512",
             "SUBSECOND_ROUTER_TIER_PROMPT_TOKENS": "small=1024,large=1024",
             "SUBSECOND_ROUTER_STATIC_ROUTES_FILE": str(self.config.static_routes),

@@ -8,6 +8,7 @@ and keeps one centroid per tier.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -33,3 +34,17 @@ def build_tier_embeddings(model_dir: Path, target: Path, examples: Path = EXAMPL
     temporary.write_text(json.dumps(embeddings), encoding="utf-8")
     temporary.replace(target)
     return target
+
+
+def main() -> None:
+    """``python -m subsecond.stack.tier_examples``: what an image build runs (``subsecond prepare`` does it locally)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, required=True, help="the exported int8 ONNX embedding model")
+    parser.add_argument("--out", type=Path, required=True, help="where the embeddings go (JSON)")
+    parser.add_argument("--examples", type=Path, default=EXAMPLES, help="labelled prompts (default: %(default)s)")
+    args = parser.parse_args()
+    print(build_tier_embeddings(args.model_dir, args.out, args.examples))
+
+
+if __name__ == "__main__":
+    main()
