@@ -61,8 +61,9 @@ lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Docke
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
 
-bench: prepare ## Benchmark the running stack (started by the benchmark itself) and write benchmarks/results/
+bench: prepare ## Benchmark the stack (started by each benchmark itself): serving path, then latency features; writes benchmarks/results/
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/latency_features.py
 
 simulate: install ## Simulate the LatencySLO operator against a reactive baseline; writes benchmarks/results/simulator.*
 	$(PY) -m subsecond.operator.simulator --out benchmarks/results

@@ -240,6 +240,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
             except WorkflowError as error:
                 code = grpc.StatusCode.INVALID_ARGUMENT
                 await context.abort(code, str(error))
+            except Failure as failure:
+                code = failure.code
+                await context.abort(code, str(failure))
             except StepFailed as failed:
                 code = failed.error.code if isinstance(failed.error, Failure) else grpc.StatusCode.INTERNAL
                 if code == grpc.StatusCode.INTERNAL:
@@ -323,9 +326,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
         async for response in self._stream(request, answer, started):
             yield response
 
-    async def _answer(self, request: Admitted, deadline: float) -> Answer:
-        """A static route's answer, a cached one, or a generation (in that order of preference)."""
-        matched = static_routes.match(self._settings.static_routes, request.last_user_text, request.task)
+    async def _answer(self, request: Admitted, deadline: float, *, routes: bool = True) -> Answer:
+        """A static route's answer (unless ``routes`` is off), a cached one, or a generation, in that
+        order of preference."""
+        rules = self._settings.static_routes if routes else ()
+        matched = static_routes.match(rules, request.last_user_text, request.task)
         if matched is not None:
             return self._static(request, *matched, deadline)
         lookup = None
@@ -365,7 +370,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
                     yield generation_pb2.GenerationChunk(text=part.text)
                     continue
                 # A skeleton's free part: the only text the model writes, through the cache-or-generate path.
-                hole = await self._answer(replace(request, turns=(Turn("user", part.text),), task=""), deadline)
+                hole = await self._answer(
+                    replace(request, turns=(Turn("user", part.text),), task=""), deadline, routes=False
+                )
                 completion.model = hole.completion.model
                 async for chunk in hole.chunks:
                     if chunk.HasField("done"):
