@@ -1,16 +1,17 @@
 """Triton Python-backend model: a GGUF chat model run by llama.cpp, with TensorRT-LLM's ensemble I/O.
 
 Runs inside Triton's Python backend stub (``triton_python_backend_utils`` exists only there).
-Requests are decoupled: ``execute`` hands each request to one worker thread, which owns the
-llama.cpp model (it is not thread-safe), so generations run one at a time and Triton's thread is
-never blocked. A request is answered token by token; the last response carries the final flag and
-``num_input_tokens`` / ``num_output_tokens``. A cancelled request stops between two tokens.
+Requests are decoupled and answered token by token inside ``execute``; the last response carries
+the final flag and ``num_input_tokens`` / ``num_output_tokens``. A cancelled request stops between
+two tokens. ``execute`` returns only when its generation is done: an instance owns one llama.cpp
+model (which is not thread-safe) and runs one generation at a time, and Triton sends a request that
+arrives meanwhile to another instance that is free (config.pbtxt's ``instance_group``) rather than
+queueing it behind a busy one.
 """
 
 import importlib
 import importlib.util
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,8 @@ class TritonPythonModel:
             model_path=str(gguf),
             n_ctx=int(parameters.get("n_ctx", "2048")),
             n_threads=int(parameters.get("n_threads", "2")),
+            # Prompt processing too: llama-cpp-python's default is every CPU, which makes instances fight.
+            n_threads_batch=int(parameters.get("n_threads", "2")),
             verbose=False,
         )
         metadata = self._llm.metadata
@@ -120,11 +123,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException("the GGUF has no chat template: set the chat_template parameter")
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._stops = [stop for stop in parameters.get("stop", "").split("|") if stop]
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
     def execute(self, requests):
         for request in requests:
-            self._worker.submit(self._generate, request)
+            self._generate(request)
         return None
 
     def _generate(self, request):
@@ -182,6 +184,3 @@ class TritonPythonModel:
             sender.send(
                 pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generation failed: {error}")), flags=FINAL
             )
-
-    def finalize(self):
-        self._worker.shutdown(wait=True, cancel_futures=True)
