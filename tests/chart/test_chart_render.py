@@ -316,7 +316,8 @@ def test_operator_has_the_least_rbac(rendered: dict[str, list[Manifest]]) -> Non
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     ]
     role = one(manifests, "Role", name_of("operator"))
     rules = {(r["apiGroups"][0], tuple(r["resources"])): r["verbs"] for r in role["rules"]}
