@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import base_spec
+from slo_specs import base_spec
 
 from subsecond.operator.spec import Latency, SLOSpec, SpecError
 

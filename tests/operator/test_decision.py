@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import base_spec
+from slo_specs import base_spec
 
 from subsecond.operator.decision import Reason, Recommendation, Snapshot, decide, plan
 from subsecond.operator.queueing import fit, response_quantile
 from subsecond.operator.spec import SLOSpec
 
 NOW = 1_000_000.0
+OBJECTIVE = base_spec()["objective"]
 
 
 def _spec(**overrides: Any) -> SLOSpec:
@@ -96,6 +97,37 @@ CASES = {
         _snap(2, 0.05, 100.0), 5, Reason.AT_RISK, spec={"capacity": {"requestsPerSecondPerReplica": 20}}
     ),
     "steady": Case(_snap(3, _steady_observed(3, 20.0), 20.0, recommendations=_history(3)), 3, Reason.STEADY),
+    # The mean (_sum / _count) fits the service's spread: a P95 of 149 ms at a mean of 75 ms is a tighter,
+    # slower service than an exponential with that P95, so six replicas at 60 req/s are not too many.
+    "exponential reading of a P95: one down": Case(
+        _snap(6, 0.1491, 60.0, recommendations=_history(5)), 5, Reason.OVER_PROVISIONED
+    ),
+    "the same P95 with its mean: hold": Case(
+        _snap(6, 0.1491, 60.0, mean_seconds=0.0747, recommendations=_history(5)), 6, Reason.STEADY
+    ),
+    # The recent (30 s) rate shows a rise before the window's rate does; a fall does not lower the plan.
+    "recent rate above the window's: plan for it": Case(
+        _snap(4, 0.167, 40.0, mean_seconds=0.081, recent_rps=55.0, recommendations=_history(4)), 5, Reason.AT_RISK
+    ),
+    "recent rate below the window's: plan for the window's": Case(
+        _snap(4, 0.167, 40.0, mean_seconds=0.081, recent_rps=30.0, recommendations=_history(4)), 4, Reason.STEADY
+    ),
+    # Within a window of the last change the latency mostly measures the count before it.
+    "at risk 45 s after a change (1m window): settling": Case(
+        _snap(2, 0.27, 20.0, last_scale_time=NOW - 45), 2, Reason.SETTLING
+    ),
+    "at risk a window after the change: scale up": Case(
+        _snap(2, 0.27, 20.0, last_scale_time=NOW - 61), 3, Reason.AT_RISK
+    ),
+    "breach 45 s after a change: a breach does not settle": Case(
+        _snap(2, 0.45, 20.0, last_scale_time=NOW - 45), 4, Reason.BREACHED
+    ),
+    "at risk 45 s after a change, 30s window: scale up": Case(
+        _snap(2, 0.27, 20.0, last_scale_time=NOW - 45),
+        3,
+        Reason.AT_RISK,
+        spec={"objective": {**OBJECTIVE, "window": "30s"}},
+    ),
 }
 
 

@@ -21,17 +21,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock
 import kopf
 import prometheus_client
 import pytest
 import yaml
-from conftest import base_spec
 from kopf.testing import KopfRunner
+from slo_specs import base_spec
 
 from subsecond.kit.metrics import REQUEST_SECONDS
 from subsecond.operator.handlers import build_registry
+from subsecond.operator.prometheus import PrometheusClient, Reading
 from subsecond.operator.settings import OperatorSettings
+from subsecond.operator.spec import SLOSpec
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 NAMESPACE, TARGET, SLO = "default", "subsecond-router", "router-p95"
@@ -236,9 +239,10 @@ async def test_scales_up_on_breach_records_it_and_holds_without_prometheus(
         await _until(lambda: _status(cluster).get("reason") == "ReplicasStarting", 10, "holding for new pods")
         assert _replicas(cluster) == scaled
 
-        # Prometheus gone: hold still, Degraded, and an Event saying so.
-        cluster.objects[(DEPLOYMENTS, NAMESPACE, TARGET)].patch({"status": {"readyReplicas": scaled}})
+        # Prometheus gone: hold still, Degraded, and an Event saying so. (Stopped before the pods turn ready:
+        # the other order leaves a tick that sees them ready and the breach still in the window, and scales again.)
         prometheus.stop()
+        cluster.objects[(DEPLOYMENTS, NAMESPACE, TARGET)].patch({"status": {"readyReplicas": scaled}})
         await _until(lambda: _condition(cluster, "Degraded") == "True", 20, "Degraded")
         assert _status(cluster)["reason"] == "MetricsUnavailable"
         assert any(e["reason"] == "Degraded" for e in _events(cluster))
@@ -247,3 +251,28 @@ async def test_scales_up_on_breach_records_it_and_holds_without_prometheus(
         assert _condition(cluster, "Ready") == "False"
         assert prometheus_client.REGISTRY.get_sample_value("subsecond_operator_errors_total", {"cause": "prometheus"})
     assert runner.exit_code == 0, runner.output
+
+
+async def test_reads_the_percentile_mean_and_recent_rate_from_prometheus(
+    exporter: Exporter, prometheus: Prometheus
+) -> None:
+    """The four queries against a real Prometheus: each one valid PromQL, each one the number it names."""
+    objective = SLOSpec.parse(
+        base_spec(objective={"thresholdMs": 300, "metric": "subsecond_router_request_duration_seconds", "window": "1m"})
+    ).objective
+    async with aiohttp.ClientSession() as session:
+        client = PrometheusClient(session, prometheus.url, 5.0)
+        reading = Reading(None, None)
+        deadline = time.monotonic() + 20
+        while None in (reading.latency_seconds, reading.rate_rps, reading.mean_seconds, reading.recent_rps):
+            assert time.monotonic() < deadline, f"no full reading: {reading}"
+            await asyncio.sleep(0.5)
+            reading = await client.read(objective)
+    # Every observation is 50 ms: the mean is exact, the P95 interpolated inside the bucket that holds 50 ms.
+    assert reading.mean_seconds == pytest.approx(exporter.latency_seconds, rel=0.01)
+    upper = min(b for b in REQUEST_SECONDS if b >= exporter.latency_seconds)
+    lower = max(b for b in REQUEST_SECONDS if b < exporter.latency_seconds)
+    assert reading.latency_seconds is not None and lower < reading.latency_seconds <= upper
+    # Seconds into the run, both rate() windows are mostly empty: only that they count requests is stable.
+    assert reading.rate_rps is not None and reading.rate_rps > 0.0
+    assert reading.recent_rps is not None and reading.recent_rps > 0.0

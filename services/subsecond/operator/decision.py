@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from subsecond.operator.queueing import fit, response_quantile
-from subsecond.operator.spec import SLOSpec
+from subsecond.operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
 
 
 class Reason(StrEnum):
@@ -28,6 +28,7 @@ class Reason(StrEnum):
     AT_MAX = "AtMaxReplicas"  # at maxReplicas and the objective is not predicted to hold
     COOLING_DOWN = "CoolingDown"  # a change is wanted but the last one was too recent
     STABILIZING = "Stabilizing"  # a change is wanted but the window's recommendations disagree
+    SETTLING = "Settling"  # at risk, but the latency window has not measured the last change yet: hold
     STEADY = "Steady"  # the current count is the one wanted
 
 
@@ -47,6 +48,10 @@ class Snapshot:
     arrival_rps: float | None
     recommendations: tuple[Recommendation, ...] = ()  # earlier ticks', oldest first
     last_scale_time: float | None = None
+    # The mean latency over the same window (the histogram's _sum / _count); None when unknown.
+    mean_seconds: float | None = None
+    # The completion rate over a shorter, recent window (spec.RECENT_WINDOW_SECONDS); None when unknown.
+    recent_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,27 +99,39 @@ def _ms(seconds: float | None) -> str:
 
 
 def plan(
-    spec: SLOSpec, observed_seconds: float | None, arrival_rps: float, ready_replicas: int, margin: float = 1.0
+    spec: SLOSpec,
+    observed_seconds: float | None,
+    arrival_rps: float,
+    ready_replicas: int,
+    margin: float = 1.0,
+    *,
+    mean_seconds: float | None = None,
+    planning_rps: float | None = None,
 ) -> Plan:
-    """The fewest replicas predicted to hold the objective with headroom (times ``margin``) at this rate."""
+    """The fewest replicas predicted to hold the objective with headroom (times ``margin``).
+
+    The model is fitted to what the window observed (``observed_seconds``, ``mean_seconds`` when known, at
+    ``arrival_rps`` on ``ready_replicas``) and predicts at ``planning_rps`` (default: ``arrival_rps``).
+    """
     objective = spec.objective
     target = objective.target_seconds * margin
-    if arrival_rps <= 0.0:
+    rate = arrival_rps if planning_rps is None else max(planning_rps, 0.0)
+    if rate <= 0.0:
         return Plan(spec.min_replicas, None, at_max=False)
     floor = max(spec.min_replicas, 1)
     if spec.capacity.requests_per_second_per_replica is not None:
-        floor = max(floor, math.ceil(arrival_rps / spec.capacity.requests_per_second_per_replica - 1e-9))
+        floor = max(floor, math.ceil(rate / spec.capacity.requests_per_second_per_replica - 1e-9))
     if observed_seconds is None or ready_replicas <= 0:
         # Traffic but no latency to fit (e.g. woken from zero): the floor is all that is known.
         replicas = min(floor, spec.max_replicas)
         return Plan(replicas, None, at_max=floor > spec.max_replicas)
     servers = spec.capacity.concurrency_per_replica
-    model = fit(objective.percentile, observed_seconds, arrival_rps, ready_replicas, servers)
+    model = fit(objective.percentile, observed_seconds, arrival_rps, ready_replicas, servers, mean_seconds)
     if observed_seconds > objective.threshold_seconds and arrival_rps / model.capacity_rps(ready_replicas) >= SATURATED:
         wanted = max(floor, 2 * ready_replicas)
         return Plan(min(wanted, spec.max_replicas), None, at_max=wanted > spec.max_replicas, saturated=True)
     counts = range(min(floor, spec.max_replicas), spec.max_replicas + 1)
-    predictions = {n: response_quantile(objective.percentile, arrival_rps, n, model) for n in counts}
+    predictions = {n: response_quantile(objective.percentile, rate, n, model) for n in counts}
     for replicas, predicted in predictions.items():
         if predicted <= target:
             return Plan(replicas, predicted, at_max=False)
@@ -155,15 +172,28 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
         )
 
     observed = snapshot.observed_seconds
-    wanted = plan(spec, observed, rate, snapshot.ready_replicas)
+    # Plan for the higher of the window's rate and the recent one: a rise shows in the recent rate first.
+    planning = rate if snapshot.recent_rps is None else max(rate, snapshot.recent_rps)
+    ready, mean = snapshot.ready_replicas, snapshot.mean_seconds
+    wanted = plan(spec, observed, rate, ready, mean_seconds=mean, planning_rps=planning)
     if wanted.replicas < current:
         # Fewer replicas must hold a stricter target: the fit's error must not turn into a flap.
-        wanted = plan(spec, observed, rate, snapshot.ready_replicas, margin=SCALE_DOWN_MARGIN)
+        wanted = plan(spec, observed, rate, ready, SCALE_DOWN_MARGIN, mean_seconds=mean, planning_rps=planning)
+    since_scale = math.inf if snapshot.last_scale_time is None else snapshot.now - snapshot.last_scale_time
+    settling = (
+        wanted.replicas > current
+        and observed is not None
+        and observed <= objective.threshold_seconds
+        and since_scale < objective.window_seconds
+    )
+    # A window that still mostly measures the count before the last change is fitted as if the ready
+    # replicas had served it: an at-risk plan (not a breach) waits until the window has seen the new count.
+    recommendation = current if settling else wanted.replicas
     keep = max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
     # Keep the window's recommendations and the last one before it, which shows the window is covered.
     older = [r for r in snapshot.recommendations if snapshot.now - r.time > keep][-1:]
     recent = [r for r in snapshot.recommendations if snapshot.now - r.time <= keep]
-    history = (*older, *recent, Recommendation(snapshot.now, wanted.replicas))
+    history = (*older, *recent, Recommendation(snapshot.now, recommendation))
     # Like the HPA: go up only as far as every recommendation in the up-window agrees, and down only
     # as far as every one in the (longer) down-window agrees. A brief dip never removes a replica.
     up_to = min(r.replicas for r in history if snapshot.now - r.time <= spec.scale_up.stabilization_seconds)
@@ -176,11 +206,13 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
     elif desired > down_to:
         desired = max(down_to, current - spec.scale_down.max_step)
 
-    since_scale = math.inf if snapshot.last_scale_time is None else snapshot.now - snapshot.last_scale_time
     cooldown = spec.scale_up.cooldown_seconds if desired > current else spec.scale_down.cooldown_seconds
     numbers = (
         f"P{objective.percentile * 100:g} {_ms(observed)} (objective {_ms(objective.threshold_seconds)},"
-        f" target {_ms(objective.target_seconds)}) at {rate:.3g} req/s on {snapshot.ready_replicas} ready"
+        f" target {_ms(objective.target_seconds)}) at {rate:.3g} req/s"
+        + (f" (last {RECENT_WINDOW_SECONDS} s: {planning:.3g})" if planning > rate else "")
+        + f" on {snapshot.ready_replicas} ready"
+        + ("" if mean is None else f", mean {_ms(mean)}")
     )
     predicted_here = wanted.predicted_seconds if desired == wanted.replicas else None
     if desired != current and since_scale < cooldown:
@@ -200,6 +232,12 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
         words = (
             f"holding {current} replicas: the objective is not predicted to hold even at maxReplicas"
             f" {spec.max_replicas} (predicted {_ms(wanted.predicted_seconds)} at {wanted.replicas})"
+        )
+    elif settling:
+        reason, replicas = Reason.SETTLING, current
+        words = (
+            f"holding {current} replicas: plan wants {wanted.replicas}, but the last change was {since_scale:.0f} s"
+            f" ago and the {objective.window} window has not measured it yet"
         )
     elif wanted.replicas != current:
         reason, replicas = Reason.STABILIZING, current

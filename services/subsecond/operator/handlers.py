@@ -102,7 +102,15 @@ class Shell:
         history = slo_status.history(status)
         last_scale = slo_status.parse_iso(status.get("lastScaleTime"))
         snapshot = Snapshot(
-            now, target.replicas, target.ready_replicas, reading.latency_seconds, reading.rate_rps, history, last_scale
+            now,
+            target.replicas,
+            target.ready_replicas,
+            reading.latency_seconds,
+            reading.rate_rps,
+            history,
+            last_scale,
+            mean_seconds=reading.mean_seconds,
+            recent_rps=reading.recent_rps,
         )
         decision = decide(slo, snapshot)
         if decision.replicas != target.replicas:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from subsecond.operator.metrics import PROMETHEUS_SECONDS
-from subsecond.operator.spec import Objective
+from subsecond.operator.spec import RECENT_WINDOW_SECONDS, Objective
 
 
 class PrometheusError(RuntimeError):
@@ -33,11 +33,32 @@ def rate_query(objective: Objective) -> str:
     return f"sum(rate({objective.metric}_count{matchers}[{objective.window}]))"
 
 
+def mean_query(objective: Objective) -> str | None:
+    """PromQL for the mean latency in seconds over the window (the histogram's _sum / _count); None where
+    the percentile comes from a ``query`` override or there is no metric."""
+    if objective.query or not objective.metric:
+        return None
+    matchers = "{" + objective.selector + "}" if objective.selector else ""
+    rates = [f"sum(rate({objective.metric}_{part}{matchers}[{objective.window}]))" for part in ("sum", "count")]
+    return " / ".join(rates)
+
+
+def recent_rate_query(objective: Objective) -> str | None:
+    """PromQL for the completion rate over the recent window; None with a ``rateQuery`` override, without
+    a metric, or when the objective's window is not longer than the recent one."""
+    if objective.rate_query or not objective.metric or objective.window_seconds <= RECENT_WINDOW_SECONDS:
+        return None
+    matchers = "{" + objective.selector + "}" if objective.selector else ""
+    return f"sum(rate({objective.metric}_count{matchers}[{RECENT_WINDOW_SECONDS}s]))"
+
+
 @dataclass(frozen=True)
 class Reading:
     # None when the query returned no sample or NaN (no requests in the window for a percentile).
     latency_seconds: float | None
     rate_rps: float | None
+    mean_seconds: float | None = None  # the window's mean latency, when it can be queried
+    recent_rps: float | None = None  # the completion rate over the recent window, when it can be queried
 
 
 class PrometheusClient:
@@ -71,4 +92,11 @@ class PrometheusClient:
         return None if math.isnan(value) else value
 
     async def read(self, objective: Objective) -> Reading:
-        return Reading(await self.scalar(latency_query(objective)), await self.scalar(rate_query(objective)))
+        latency, rate = await self.scalar(latency_query(objective)), await self.scalar(rate_query(objective))
+        mean, recent = mean_query(objective), recent_rate_query(objective)
+        return Reading(
+            latency,
+            rate,
+            None if mean is None else await self.scalar(mean),
+            None if recent is None else await self.scalar(recent),
+        )

@@ -3,8 +3,8 @@
 Requests arrive as a Poisson process whose rate follows a load profile; each takes a log-normal
 service time (a realistic tail: P95 about 2.3x the median) on the first free server of a FIFO pool;
 replicas added by a policy serve only after a start-up delay. Every ``interval`` seconds a policy sees
-what the operator would read from Prometheus (the P95 and completion rate over the last ``window``
-seconds, the ready replicas) and sets a replica count.
+what the operator would read from Prometheus (the P95, mean and completion rate over the last ``window``
+seconds, the completion rate over the last 30 s, the ready replicas) and sets a replica count.
 
 Policies: ``operator`` is :func:`subsecond.operator.decision.decide`; ``baseline`` scales in
 proportion to observed P95 / threshold, like a latency-driven HPA (10 % tolerance, 300 s scale-down
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from subsecond.operator.decision import Recommendation, Snapshot, decide
-from subsecond.operator.spec import SLOSpec
+from subsecond.operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
 
 SLOT_SECONDS = 15.0
 FLAP_SECONDS = 600.0
@@ -70,6 +70,7 @@ class Run:
     times: list[float] = field(default_factory=list)
     replicas: list[int] = field(default_factory=list)
     p95_ms: list[float | None] = field(default_factory=list)
+    mean_ms: list[float | None] = field(default_factory=list)
 
 
 def _p95(latencies: list[float]) -> float | None:
@@ -77,6 +78,16 @@ def _p95(latencies: list[float]) -> float | None:
         return None
     ordered = sorted(latencies)
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _finished(finished: dict[int, list[float]], tick: float, seconds: float) -> list[float]:
+    """Latencies of the requests that finished in the ``seconds`` before ``tick``."""
+    return [x for s in range(int(tick - seconds), int(tick)) for x in finished.get(s, ())]
+
+
+def _rate(latencies: list[float], tick: float, seconds: float) -> float:
+    """Completions per second over a window, as Prometheus's rate() extrapolates it: over the part covered."""
+    return len(latencies) / min(seconds, tick)
 
 
 def baseline(spec: SLOSpec) -> Callable[[Snapshot, list[Recommendation]], int]:
@@ -115,6 +126,7 @@ def simulate(
     ready_at: list[float] = [0.0] * initial
     decide_baseline = baseline(spec)
     mu = math.log(service.median_service_seconds)
+    window_seconds = spec.objective.window_seconds
 
     t, tick = 0.0, SLOT_SECONDS
     while t < duration:
@@ -122,13 +134,25 @@ def simulate(
         t += rng.expovariate(rate)
         serve = rng.lognormvariate(mu, service.sigma)
         while tick <= min(t, duration):
-            window = [x for s in range(int(tick - 60), int(tick)) for x in finished.get(s, ())]
-            slot = [x for s in range(int(tick - SLOT_SECONDS), int(tick)) for x in finished.get(s, ())]
+            window = _finished(finished, tick, window_seconds)
+            recent = (
+                _finished(finished, tick, RECENT_WINDOW_SECONDS) if window_seconds > RECENT_WINDOW_SECONDS else None
+            )
+            slot = _finished(finished, tick, SLOT_SECONDS)
             current = len(free)
             ready = sum(1 for r in ready_at if r <= tick)
-            observed = _p95(window)
             slot_p95 = _p95(slot)
-            snapshot = Snapshot(tick, current, ready, observed, len(window) / 60.0, recommendations, last_scale)
+            snapshot = Snapshot(
+                tick,
+                current,
+                ready,
+                _p95(window),
+                _rate(window, tick, window_seconds),
+                recommendations,
+                last_scale,
+                mean_seconds=sum(window) / len(window) if window else None,
+                recent_rps=None if recent is None else _rate(recent, tick, RECENT_WINDOW_SECONDS),
+            )
             if policy == "operator":
                 decision = decide(spec, snapshot)
                 wanted, recommendations = decision.replicas, decision.recommendations
@@ -151,6 +175,7 @@ def simulate(
             run.times.append(tick)
             run.replicas.append(len(free))
             run.p95_ms.append(None if slot_p95 is None else slot_p95 * 1000)
+            run.mean_ms.append(sum(slot) / len(slot) * 1000 if slot else None)
             run.replica_minutes += len(free) * SLOT_SECONDS / 60.0
             tick += SLOT_SECONDS
         if t >= duration:

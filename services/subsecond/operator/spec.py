@@ -16,6 +16,9 @@ from typing import Any
 
 _METRIC = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _WINDOW = re.compile(r"^[1-9][0-9]*(s|m|h)$")
+# The recent window: the completion rate over it shows a rise before the objective's window does. Two
+# scrapes at the usual 15 s interval; queried only when the objective's window is longer.
+RECENT_WINDOW_SECONDS = 30
 
 
 class SpecError(ValueError):
@@ -49,6 +52,11 @@ class Objective:
     query: str
     rate_query: str
     headroom: float
+
+    @property
+    def window_seconds(self) -> float:
+        """The rate() window in seconds."""
+        return float(self.window[:-1]) * {"s": 1, "m": 60, "h": 3600}[self.window[-1]]
 
     @property
     def target_seconds(self) -> float:
