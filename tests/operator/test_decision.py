@@ -128,6 +128,33 @@ CASES = {
         Reason.AT_RISK,
         spec={"objective": {**OBJECTIVE, "window": "30s"}},
     ),
+    # A scale-down must hold SCALE_DOWN_MARGIN of the target; where no count does (headroom 0.4: 144 ms, about
+    # the service's own P95), it holds: neither a scale-up (this one went to 6) nor "at max" (this one said so).
+    "fewer hold the target, none the margin: hold": Case(
+        _snap(5, 0.145, 40.0, mean_seconds=0.070, recommendations=_history(4)),
+        5,
+        Reason.STEADY,
+        spec={"objective": {**OBJECTIVE, "headroom": 0.4}},
+    ),
+    "fewer hold the target, none the margin: not at max": Case(
+        _snap(6, 0.148, 41.4, mean_seconds=0.071, recommendations=_history(5)),
+        6,
+        Reason.STEADY,
+        spec={"objective": {**OBJECTIVE, "headroom": 0.4}},
+    ),
+    # ... and the capacity hint's rate per replica with the same margin: 40 req/s wants 6 at 7 req/s, 8 at 5.6.
+    "capacity hint: 6 would do, not with the margin: hold": Case(
+        _snap(7, 0.14, 40.0, mean_seconds=0.07, recommendations=_history(6)),
+        7,
+        Reason.STEADY,
+        spec={"capacity": {"requestsPerSecondPerReplica": 7}},
+    ),
+    "capacity hint: 6 with the margin: one down": Case(
+        _snap(7, 0.14, 30.0, mean_seconds=0.07, recommendations=_history(5)),
+        6,
+        Reason.OVER_PROVISIONED,
+        spec={"capacity": {"requestsPerSecondPerReplica": 7}},
+    ),
 }
 
 
@@ -150,6 +177,13 @@ def test_a_scale_up_picks_the_fewest_replicas_predicted_to_hold() -> None:
     assert decision.predicted_seconds <= spec.objective.target_seconds
     assert response_quantile(0.95, 20.0, decision.replicas - 1, model) > spec.objective.target_seconds
     assert "P95 450 ms (objective 300 ms, target 240 ms) at 20 req/s on 2 ready" in decision.message
+
+
+def test_a_hold_for_the_margin_says_so() -> None:
+    spec = _spec(objective={**OBJECTIVE, "headroom": 0.4})
+    decision = decide(spec, _snap(5, 0.145, 40.0, mean_seconds=0.070, recommendations=_history(4)))
+    assert decision.recommended == 5 and decision.recommendations[-1] == Recommendation(NOW, 5)
+    assert "4 would be predicted to hold the target, but not the scale-down margin (80% of it)" in decision.message
 
 
 def test_history_keeps_the_window_and_the_one_before_it() -> None:

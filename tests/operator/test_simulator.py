@@ -34,6 +34,37 @@ def test_operator_scales_up_through_a_step() -> None:
     assert run.attainment >= 0.9
 
 
+def test_headroom_under_the_service_own_latency_margin_holds_steady_load_still() -> None:
+    """With headroom 0.4 the target is 180 ms and the scale-down margin's 144 ms, about the service's own
+    P95 (137 ms): no count reaches the margin, which must hold the count, not scale up (it once did, and
+    came back down a few minutes later: a flap)."""
+    run = simulate(default_spec(headroom=0.4), "steady", "operator", **SHORT)  # type: ignore[arg-type]
+    assert run.actions == 0 and set(run.replicas) == {run.replicas[0]}
+    assert run.attainment >= 0.99
+
+
+# The step 10 minutes in, on the table's seed: shorter runs starve the baseline, which then costs less.
+STEP = {**SHORT, "duration": 1800.0, "seed": 7}
+
+
+def test_capacity_hint_for_a_jump_absorbs_a_step_with_fewer_replicas_than_the_baseline() -> None:
+    """7 req/s per replica (about half a replica's capacity) provisions for a 2x step before it comes."""
+    spec = default_spec(requests_per_second_per_replica=7.0)
+    operator = simulate(spec, "step", "operator", **STEP)  # type: ignore[arg-type]
+    baseline = simulate(default_spec(), "step", "baseline", **STEP)  # type: ignore[arg-type]
+    assert operator.attainment >= 0.99 and operator.flaps == 0
+    assert operator.replica_minutes <= baseline.replica_minutes
+
+
+def test_capacity_hint_does_not_flap_on_steady_load_at_its_boundary() -> None:
+    """40 req/s at 7 req/s per replica is 5.7 replicas, and the rate's noise crosses 42 req/s (7 replicas) now
+    and then: a scale-down must hold the hint's rate with the margin too, or the next crossing brings it back."""
+    spec = default_spec(requests_per_second_per_replica=7.0)
+    run = simulate(spec, "steady", "operator", **SHORT)  # type: ignore[arg-type]
+    assert run.flaps == 0 and run.replicas == sorted(run.replicas)
+    assert run.attainment >= 0.99
+
+
 def _measured(servers: int, utilisations: tuple[float, ...]) -> dict[float, tuple[float, float, float]]:
     """(rate, median P95, median mean) of 15 s slots at fixed ``servers``, per utilisation."""
     service = Service(median_service_seconds=0.06, sigma=0.5, startup_seconds=0.0)

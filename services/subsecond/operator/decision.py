@@ -78,7 +78,8 @@ _CHANGES = {Reason.BELOW_MIN, Reason.ABOVE_MAX, Reason.BREACHED, Reason.AT_RISK,
 SATURATED = 0.9
 
 
-# A scale-down must be predicted to hold this share of the target (hysteresis against the model's error).
+# A scale-down must be predicted to hold this share of the target, and of the capacity hint's rate per replica
+# (hysteresis against the model's error and the rate's noise).
 SCALE_DOWN_MARGIN = 0.8
 # When no count holds the objective, counts predicted within this factor of the best one are as good.
 DIMINISHING = 1.05
@@ -90,6 +91,7 @@ class Plan:
     predicted_seconds: float | None
     at_max: bool
     saturated: bool = False
+    fewer: int | None = None  # held: this many would hold the target, but not the scale-down margin
 
 
 def _ms(seconds: float | None) -> str:
@@ -108,7 +110,8 @@ def plan(
     mean_seconds: float | None = None,
     planning_rps: float | None = None,
 ) -> Plan:
-    """The fewest replicas predicted to hold the objective with headroom (times ``margin``).
+    """The fewest replicas predicted to hold the objective with headroom (times ``margin``), and at least
+    the capacity hint's count at ``requestsPerSecondPerReplica`` (times ``margin``).
 
     The model is fitted to what the window observed (``observed_seconds``, ``mean_seconds`` when known, at
     ``arrival_rps`` on ``ready_replicas``) and predicts at ``planning_rps`` (default: ``arrival_rps``).
@@ -120,7 +123,7 @@ def plan(
         return Plan(spec.min_replicas, None, at_max=False)
     floor = max(spec.min_replicas, 1)
     if spec.capacity.requests_per_second_per_replica is not None:
-        floor = max(floor, math.ceil(rate / spec.capacity.requests_per_second_per_replica - 1e-9))
+        floor = max(floor, math.ceil(rate / (spec.capacity.requests_per_second_per_replica * margin) - 1e-9))
     if observed_seconds is None or ready_replicas <= 0:
         # Traffic but no latency to fit (e.g. woken from zero): the floor is all that is known.
         replicas = min(floor, spec.max_replicas)
@@ -176,9 +179,16 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
     planning = rate if snapshot.recent_rps is None else max(rate, snapshot.recent_rps)
     ready, mean = snapshot.ready_replicas, snapshot.mean_seconds
     wanted = plan(spec, observed, rate, ready, mean_seconds=mean, planning_rps=planning)
-    if wanted.replicas < current:
-        # Fewer replicas must hold a stricter target: the fit's error must not turn into a flap.
-        wanted = plan(spec, observed, rate, ready, SCALE_DOWN_MARGIN, mean_seconds=mean, planning_rps=planning)
+    if wanted.replicas < current and not wanted.at_max:
+        # Fewer replicas must hold a stricter target: the fit's error must not turn into a flap. The stricter
+        # plan only says how far down: where no count under the current one holds it (it may be under the
+        # service's own latency, which no count reaches), hold; it is never a reason to scale up.
+        stricter = plan(spec, observed, rate, ready, SCALE_DOWN_MARGIN, mean_seconds=mean, planning_rps=planning)
+        wanted = (
+            stricter
+            if stricter.replicas < current and not stricter.at_max
+            else Plan(current, None, False, fewer=wanted.replicas)
+        )
     since_scale = math.inf if snapshot.last_scale_time is None else snapshot.now - snapshot.last_scale_time
     settling = (
         wanted.replicas > current
@@ -242,6 +252,12 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
     elif wanted.replicas != current:
         reason, replicas = Reason.STABILIZING, current
         words = f"holding {current} replicas: plan wants {wanted.replicas}, the stabilisation window disagrees"
+    elif wanted.fewer is not None:
+        reason, replicas = Reason.STEADY, current
+        words = (
+            f"holding {current} replicas: {wanted.fewer} would be predicted to hold the target, but not the"
+            f" scale-down margin ({SCALE_DOWN_MARGIN:.0%} of it)"
+        )
     else:
         reason, replicas = Reason.STEADY, current
         words = f"holding {current} replicas (predicted {_ms(wanted.predicted_seconds)})"

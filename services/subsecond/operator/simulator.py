@@ -6,7 +6,9 @@ replicas added by a policy serve only after a start-up delay. Every ``interval``
 what the operator would read from Prometheus (the P95, mean and completion rate over the last ``window``
 seconds, the completion rate over the last 30 s, the ready replicas) and sets a replica count.
 
-Policies: ``operator`` is :func:`subsecond.operator.decision.decide`; ``baseline`` scales in
+Policies: ``operator`` is :func:`subsecond.operator.decision.decide` with the default spec; two more
+operator rows change one setting each (:data:`POLICIES`): ``objective.headroom: 0.4``, and a capacity hint
+of 7 req/s per replica (about half of what one replica serves: room for a 2x jump). ``baseline`` scales in
 proportion to observed P95 / threshold, like a latency-driven HPA (10 % tolerance, 300 s scale-down
 stabilisation). Reported per run: SLO attainment (share of 15 s slots whose P95 held the threshold),
 replica-minutes, scaling actions and reversals (an action against the previous one within 10 min).
@@ -20,10 +22,12 @@ import argparse
 import heapq
 import json
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -189,15 +193,29 @@ def simulate(
     return run
 
 
-def default_spec() -> SLOSpec:
-    return SLOSpec.parse(
-        {
-            "scaleTargetRef": {"kind": "Deployment", "name": "simulated"},
-            "objective": {"thresholdMs": 300, "metric": "simulated_request_duration_seconds"},
-            "minReplicas": 1,
-            "maxReplicas": 30,
-        }
-    )
+def default_spec(*, headroom: float | None = None, requests_per_second_per_replica: float | None = None) -> SLOSpec:
+    """The simulated service's LatencySLO: the CRD's defaults, or one of them changed."""
+    objective: dict[str, object] = {"thresholdMs": 300, "metric": "simulated_request_duration_seconds"}
+    if headroom is not None:
+        objective["headroom"] = headroom
+    spec: dict[str, object] = {
+        "scaleTargetRef": {"kind": "Deployment", "name": "simulated"},
+        "objective": objective,
+        "minReplicas": 1,
+        "maxReplicas": 30,
+    }
+    if requests_per_second_per_replica is not None:
+        spec["capacity"] = {"requestsPerSecondPerReplica": requests_per_second_per_replica}
+    return SLOSpec.parse(spec)
+
+
+# (label, the decision that scales: "operator" or "baseline", its spec's settings); one run of each per profile.
+POLICIES: tuple[tuple[str, str, dict[str, float]], ...] = (
+    ("operator", "operator", {}),
+    ("operator (headroom 0.4)", "operator", {"headroom": 0.4}),
+    ("operator (7 req/s per replica)", "operator", {"requests_per_second_per_replica": 7.0}),
+    ("baseline", "baseline", {}),
+)
 
 
 def _plot(runs: list[Run], path: Path, threshold_ms: float) -> None:
@@ -207,22 +225,38 @@ def _plot(runs: list[Run], path: Path, threshold_ms: float) -> None:
     import matplotlib.pyplot as plt
 
     profiles = sorted({r.profile for r in runs}, key=list(PROFILES).index)
-    figure, axes = plt.subplots(2, len(profiles), figsize=(4 * len(profiles), 6), sharex=True, squeeze=False)
+    figure, axes = plt.subplots(2, len(profiles), figsize=(4 * len(profiles), 6.5), sharex=True, squeeze=False)
+    colours = {label: f"C{i}" for i, (label, _, _) in enumerate(POLICIES)}
     for column, profile in enumerate(profiles):
         for run in (r for r in runs if r.profile == profile):
             minutes = [t / 60 for t in run.times]
-            axes[0][column].step(minutes, run.replicas, where="post", label=run.policy)
-            axes[1][column].plot(minutes, [math.nan if p is None else p for p in run.p95_ms], label=run.policy)
+            baseline = run.policy == "baseline"
+            colour, style = ("0.3", ":") if baseline else (colours.get(run.policy, "C9"), "-")
+            line = {"color": colour, "linestyle": style, "linewidth": 1.2, "label": run.policy}
+            axes[0][column].step(minutes, run.replicas, where="post", **line)
+            axes[1][column].plot(minutes, [math.nan if p is None else p for p in run.p95_ms], alpha=0.8, **line)
         axes[0][column].set_title(profile)
         axes[1][column].axhline(threshold_ms, color="red", linestyle="--", linewidth=1)
         axes[1][column].set_yscale("log")
         axes[1][column].set_xlabel("minutes")
     axes[0][0].set_ylabel("replicas")
     axes[1][0].set_ylabel("P95 per 15 s (ms)")
-    axes[0][0].legend()
-    figure.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _job(job: tuple[str, str, str, dict[str, float], float, float, Service, int]) -> Run:
+    profile, label, policy, settings, duration, rps, service, seed = job
+    started = time.perf_counter()
+    run = simulate(
+        default_spec(**settings), profile, policy, duration=duration, base_rps=rps, service=service, seed=seed
+    )
+    run.policy = label
+    print(f"  {profile:8s} {label:30s} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,16 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for simulator.json/png")
     args = parser.parse_args(argv)
-    spec, service, runs = default_spec(), Service(), []
+    service = Service()
     profiles = [p for p in args.profiles.split(",") if p]
-    for profile in profiles:
-        for policy in ("operator", "baseline"):
-            started = time.perf_counter()
-            run = simulate(
-                spec, profile, policy, duration=args.minutes * 60, base_rps=args.rps, service=service, seed=args.seed
-            )
-            runs.append(run)
-            print(f"  {profile:8s} {policy:8s} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    jobs = [
+        (profile, *policy, args.minutes * 60, args.rps, service, args.seed)
+        for profile in profiles
+        for policy in POLICIES
+    ]
+    # The runs are independent (each seeds its own generator): one process each, results in order.
+    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        runs = list(pool.map(_job, jobs))
     header = "| profile | policy | attainment | replica-minutes | actions | flaps |"
     lines = [header, "|---|---|---:|---:|---:|---:|"]
     lines += [
@@ -257,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "settings": {"minutes": args.minutes, "rps": args.rps, "seed": args.seed, "service": asdict(service)},
+        "policies": {label: {"decision": policy, "spec": settings} for label, policy, settings in POLICIES},
         "runs": [asdict(r) for r in runs],
     }
     (args.out / "simulator.json").write_text(json.dumps(summary))
-    _plot(runs, args.out / "simulator.png", spec.objective.threshold_seconds * 1000)
+    _plot(runs, args.out / "simulator.png", default_spec().objective.threshold_seconds * 1000)
     print(f"wrote {args.out / 'simulator.json'} and {args.out / 'simulator.png'}", file=sys.stderr)
     return 0
 
