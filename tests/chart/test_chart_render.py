@@ -378,3 +378,13 @@ def test_pod_disruption_budgets_cover_each_workload(rendered: dict[str, list[Man
     }
     assert budgets == {*SERVICES, "redis", "qdrant"}
     assert not find(rendered["minimal-cpu"], "PodDisruptionBudget")
+
+
+@pytest.mark.parametrize("profile", ["default", "production-external"])
+def test_inner_services_are_headless_so_the_router_spreads_over_their_pods(
+    rendered: dict[str, list[Manifest]], profile: str
+) -> None:
+    services = {s["metadata"]["name"]: s["spec"] for s in find(rendered[profile], "Service")}
+    assert services[name_of("router")].get("clusterIP") != "None"
+    for inner in ("cache", "embedding", "generation"):
+        assert services[name_of(inner)]["clusterIP"] == "None", inner

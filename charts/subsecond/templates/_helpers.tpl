@@ -260,7 +260,7 @@ spec:
         {{- end }}
 {{- end }}
 
-{{/* The ClusterIP Service of one Python service: gRPC and metrics, plus any extra ports. */}}
+{{/* The Service of one Python service: gRPC and metrics, plus any extra ports (headless but the router's). */}}
 {{- define "subsecond.service" -}}
 {{- $values := index .root.Values .component }}
 apiVersion: v1
@@ -275,6 +275,11 @@ metadata:
   {{- end }}
 spec:
   type: {{ dig "service" "type" "ClusterIP" $values }}
+  {{- if ne .component "router" }}
+  {{- /* Inner services are headless: their name resolves to every ready pod, and the router's
+  round-robin channels spread over them (a virtual IP would pin each router to one pod). */}}
+  clusterIP: None
+  {{- end }}
   selector:
     {{- include "subsecond.selectorLabels" . | nindent 4 }}
   ports:

@@ -1,4 +1,7 @@
-"""Client channels between services: bounded retries on UNAVAILABLE declared in the service config."""
+"""Client channels between services: bounded retries on UNAVAILABLE declared in the service config,
+and round-robin over every address the target resolves to (in a cluster the inner services are
+headless, so their name resolves to one address per pod; servers recycle connections every minute
+so that clients resolve it again and reach new pods)."""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ def open_channel(target: str, service_names: list[str]) -> grpc.aio.Channel:
         options=[
             ("grpc.service_config", retry_service_config(service_names)),
             ("grpc.enable_retries", 1),
+            ("grpc.lb_policy_name", "round_robin"),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
         ],

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 # Requests larger than this are refused by gRPC itself (a prompt is text; 4 MiB is generous).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A client connection is asked to go away after a minute (streams in flight get five more to
+# finish), so that clients resolve the service's name again and spread over replicas added since:
+# a long-lived HTTP/2 connection otherwise pins a client to the pods it first found.
+MAX_CONNECTION_AGE_MS = 60_000
+MAX_CONNECTION_AGE_GRACE_MS = 300_000
 
 
 @dataclass
@@ -71,6 +76,8 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ]
     )
     definition.register(server)
