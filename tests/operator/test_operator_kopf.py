@@ -41,7 +41,6 @@ NAMESPACE, TARGET, SLO = "default", "subsecond-router", "router-p95"
 DEPLOYMENTS = "apps/v1/deployments"
 LATENCYSLOS = "subsecond.dev/v1alpha1/latencyslos"
 
-pytestmark = pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="needs Debian's prometheus binary")
 
 
 def _free_port() -> int:
@@ -123,6 +122,8 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, exporter: Exporter) -> Iterator[Prometheus]:
+    if not Path(PROMETHEUS).exists():
+        pytest.fail("prometheus not found: install Debian's prometheus package (.ci/run does)")
     running = Prometheus(tmp_path, exporter.port)
     yield running
     running.stop()
