@@ -16,12 +16,17 @@ class PrometheusError(RuntimeError):
     """Prometheus could not be reached or refused the query."""
 
 
+def _series(objective: Objective, suffix: str, window: str) -> str:
+    """``rate(<metric>_<suffix>{<selector>}[<window>])``."""
+    matchers = "{" + objective.selector + "}" if objective.selector else ""
+    return f"rate({objective.metric}_{suffix}{matchers}[{window}])"
+
+
 def latency_query(objective: Objective) -> str:
     """PromQL for the objective's percentile in seconds, over all series the selector matches."""
     if objective.query:
         return objective.query
-    matchers = "{" + objective.selector + "}" if objective.selector else ""
-    buckets = f"rate({objective.metric}_bucket{matchers}[{objective.window}])"
+    buckets = _series(objective, "bucket", objective.window)
     return f"histogram_quantile({objective.percentile:g}, sum by (le) ({buckets}))"
 
 
@@ -29,8 +34,7 @@ def rate_query(objective: Objective) -> str:
     """PromQL for the requests per second the target completes."""
     if objective.rate_query:
         return objective.rate_query
-    matchers = "{" + objective.selector + "}" if objective.selector else ""
-    return f"sum(rate({objective.metric}_count{matchers}[{objective.window}]))"
+    return f"sum({_series(objective, 'count', objective.window)})"
 
 
 def mean_query(objective: Objective) -> str | None:
@@ -38,9 +42,7 @@ def mean_query(objective: Objective) -> str | None:
     the percentile comes from a ``query`` override or there is no metric."""
     if objective.query or not objective.metric:
         return None
-    matchers = "{" + objective.selector + "}" if objective.selector else ""
-    rates = [f"sum(rate({objective.metric}_{part}{matchers}[{objective.window}]))" for part in ("sum", "count")]
-    return " / ".join(rates)
+    return f"sum({_series(objective, 'sum', objective.window)}) / sum({_series(objective, 'count', objective.window)})"
 
 
 def recent_rate_query(objective: Objective) -> str | None:
@@ -48,8 +50,7 @@ def recent_rate_query(objective: Objective) -> str | None:
     a metric, or when the objective's window is not longer than the recent one."""
     if objective.rate_query or not objective.metric or objective.window_seconds <= RECENT_WINDOW_SECONDS:
         return None
-    matchers = "{" + objective.selector + "}" if objective.selector else ""
-    return f"sum(rate({objective.metric}_count{matchers}[{RECENT_WINDOW_SECONDS}s]))"
+    return f"sum({_series(objective, 'count', f'{RECENT_WINDOW_SECONDS}s')})"
 
 
 @dataclass(frozen=True)

@@ -110,20 +110,18 @@ def fit_to_tier(turns: Sequence[Turn], requested_max_tokens: int, limits: TierLi
     kept = list(turns)
     trimmed = 0
     size = sum(estimate_tokens(turn.content) for turn in kept)
-    while size > limits.prompt_tokens:
-        # The oldest turn that is neither a system message nor the last one.
+
+    def drop_oldest() -> int:
+        """Drops the oldest turn that is neither a system message nor the last one; its tokens (0: none left)."""
         oldest = next((i for i, turn in enumerate(kept[:-1]) if turn.role != "system"), None)
-        if oldest is None:
-            break
-        dropped = kept.pop(oldest)
-        cost = estimate_tokens(dropped.content)
+        return 0 if oldest is None else estimate_tokens(kept.pop(oldest).content)
+
+    while size > limits.prompt_tokens and (cost := drop_oldest()):
         trimmed += cost
         size -= cost
     # A history must not start (after its system messages) with an assistant turn.
-    while (first := next((i for i, t in enumerate(kept[:-1]) if t.role != "system"), None)) is not None and kept[
-        first
-    ].role == "assistant":
-        trimmed += estimate_tokens(kept.pop(first).content)
+    while next((t.role for t in kept[:-1] if t.role != "system"), None) == "assistant":
+        trimmed += drop_oldest()
     return Fitted(
         turns=tuple(kept),
         max_tokens=max_tokens,
