@@ -32,7 +32,7 @@ from subsecond.cache.entries import (
 from subsecond.cache.guard import accept_semantic
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.vectors import EdgeVectorIndex, VectorEntry, VectorIndex, open_vector_index
-from subsecond.kit.breaker import Breaker
+from subsecond.kit.failopen import Breaker
 from subsecond.kit.channels import open_channel
 from subsecond.kit.metrics import FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition

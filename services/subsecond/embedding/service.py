@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from subsecond.embedding.batching import MicroBatcher, Vectors
 from subsecond.embedding.onnx_model import OnnxEmbedder
 from subsecond.embedding.settings import EmbeddingSettings
-from subsecond.kit.breaker import Breaker
+from subsecond.kit.failopen import Breaker
 from subsecond.kit.metrics import BATCH_SIZES, FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc

@@ -15,6 +15,10 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from subsecond.v1 import types_pb2
+
+# The roles a chat turn may have, everywhere a conversation is accepted.
+ROLES = frozenset({"system", "user", "assistant"})
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -29,6 +33,15 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+
+    @classmethod
+    def from_proto(cls, message: types_pb2.SamplingParams) -> Sampling:
+        """The one reading of ``SamplingParams``: ``top_p`` 0 means 1; an unset seed is None."""
+        return cls(
+            temperature=message.temperature,
+            top_p=message.top_p or 1.0,
+            seed=message.seed if message.HasField("seed") else None,
+        )
 
     def canonical(self) -> dict[str, float | int | None]:
         # Rounded so that 0.7 sent as a float32 and as a float64 are the same parameter.

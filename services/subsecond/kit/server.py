@@ -1,8 +1,8 @@
 """The gRPC server shell every service runs in.
 
-It owns what services have in common: binding the port, ``grpc.health.v1`` (NOT_SERVING
-while warming up and while draining), server reflection, the Prometheus metrics endpoint,
-and graceful shutdown on SIGTERM/SIGINT. A service only supplies its servicers and the
+It owns what services have in common: binding the port, errors mapped to status codes
+(``kit.errors``), ``grpc.health.v1`` (NOT_SERVING while warming up and while draining), server
+reflection, the Prometheus metrics endpoint, and graceful shutdown on SIGTERM/SIGINT. A service only supplies its servicers and the
 start-up/shutdown work that is its own.
 """
 
@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from subsecond.kit.errors import StatusInterceptor
 from subsecond.kit.logs import configure_logging
 from subsecond.kit.settings import ServerSettings, SettingsError
 
@@ -73,6 +74,7 @@ class RunningServer:
 async def start_server(settings: ServerSettings, definition: ServiceDefinition) -> RunningServer:
     """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up."""
     server = grpc.aio.server(
+        interceptors=[StatusInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),

@@ -1,0 +1,136 @@
+"""What went wrong, said once: domain errors raised by every service, and the one place that turns
+them into a gRPC status.
+
+A servicer (or anything it calls) raises one of the errors below with a message a person can act
+on; :class:`StatusInterceptor`, installed by the kit's server shell, ends the call with that error's
+status code and message. An unexpected exception becomes ``INTERNAL`` and is logged with its
+traceback; the caller never sees the exception's text. Servicers never call ``context.abort``.
+The HTTP front door maps the same errors through :attr:`ServiceError.code`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """An error the caller is meant to read; subclasses fix the status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServiceError):
+    """The request is wrong; the message names the field and what would be right."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhausted(ServiceError):
+    """A limit was reached (per tenant, or the service's capacity); retrying later may succeed."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ServiceError):
+    """A backend this call needs cannot be reached now."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(ServiceError):
+    """A backend answered with something it should not have (a failed model, a broken stream)."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+def from_downstream(error: grpc.aio.AioRpcError, what: str) -> ServiceError:
+    """A failed call to another service as this service's error: the caller's deadline and an
+    unreachable backend keep their codes; a refusal keeps its code and message; anything else is
+    INTERNAL. ``what`` names the backend, e.g. ``"generation"``."""
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"deadline exceeded while waiting for {what}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"{what} unavailable: {error.details()}")
+    for kind in (InvalidArgument, ResourceExhausted, Unauthenticated):
+        if code == kind.code:
+            return kind(error.details() or f"{what} refused the call")
+    return Internal(f"{what} failed ({code.name}): {error.details()}")
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+async def _end(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(error, ServiceError):
+        await context.abort(error.code, error.message)
+    log.error("unexpected error", exc_info=error, extra={"method": method})
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the service logged it")
+
+
+def _unary(behavior: Behavior, method: str) -> Behavior:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _end(error, context, method)
+
+    return call
+
+
+def _stream(behavior: Behavior, method: str) -> Behavior:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _end(error, context, method)
+
+    return call
+
+
+class StatusInterceptor(grpc.aio.ServerInterceptor):
+    """Ends every call that raised with the status its error names (see the module's docstring)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_unary(handler.unary_unary, method))  # type: ignore[attr-defined]
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=_unary(handler.stream_unary, method))  # type: ignore[attr-defined]
+        # A streaming handler is an async generator, or a coroutine that writes with ``context.write``.
+        if handler.unary_stream is not None:
+            wrap = _stream if inspect.isasyncgenfunction(handler.unary_stream) else _unary
+            return handler._replace(unary_stream=wrap(handler.unary_stream, method))  # type: ignore[attr-defined]
+        wrap = _stream if inspect.isasyncgenfunction(handler.stream_stream) else _unary
+        return handler._replace(stream_stream=wrap(handler.stream_stream, method))  # type: ignore[attr-defined]
