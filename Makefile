@@ -69,6 +69,7 @@ lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Docke
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
+	$(VENV)/bin/shellcheck images/triton/build-engines images/triton/launch-triton
 
 bench: prepare ## Benchmark the stack (started by each benchmark itself): serving path, then latency features; writes benchmarks/results/
 	$(PY) benchmarks/serving.py
