@@ -30,8 +30,23 @@ def helm_binary() -> str:
     return found
 
 
+# The one value values.yaml cannot default: the engines volume's ReadWriteMany storage class, which
+# depends on the cloud (bare defaults are refused, see test_chart_triton.py).
+DEFAULT_ARGS = ["--set", "triton.engines.pvc.storageClassName=efs-sc"]
+
+
 def profile_args(profile: str) -> list[str]:
-    return [] if profile == "default" else ["-f", str(CHART / "ci" / f"{profile}-values.yaml")]
+    return DEFAULT_ARGS if profile == "default" else ["-f", str(CHART / "ci" / f"{profile}-values.yaml")]
+
+
+def profile_values(profile: str) -> dict[str, Any]:
+    """A profile's own values file (not merged with values.yaml)."""
+    values: dict[str, Any] = yaml.safe_load((CHART / "ci" / f"{profile}-values.yaml").read_text())
+    return values
+
+
+# Profiles that run Triton on GPUs, with their tensor-parallel size.
+GPU_PROFILES = {p: profile_values(p)["triton"]["tensorParallelSize"] for p in PROFILES if p.startswith("gpu-")}
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:

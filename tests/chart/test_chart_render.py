@@ -12,6 +12,8 @@ import yaml
 from chart_render import (
     ALL_PROFILES,
     CHART,
+    DEFAULT_ARGS,
+    GPU_PROFILES,
     NAMESPACE,
     PROFILES,
     Manifest,
@@ -32,11 +34,11 @@ GRPC_PORTS = {"router": 50051, "cache": 50052, "embedding": 50053, "generation":
 KUBERNETES_VERSIONS = ["1.28.0", "1.37.0"]
 # Kinds outside the Kubernetes API schemas: checked structurally below.
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "subsecond.dev/")
-GPU_PROFILES = {"gpu-1": 1, "gpu-2": 2, "gpu-4": 4, "gpu-8": 8}
 
 
 def test_the_required_profiles_exist() -> None:
     assert {"minimal-cpu", "production-external", "gpu-4", "everything-off"} <= set(PROFILES)
+    assert set(GPU_PROFILES.values()) == {1, 2, 4, 8}
 
 
 @pytest.mark.parametrize("profile", ALL_PROFILES)
@@ -298,7 +300,7 @@ def test_static_routes_only_when_configured(rendered: dict[str, list[Manifest]],
     rules = [{"name": "greeting", "match": "^hello$", "answer": "Hello!"}]
     values = tmp_path / "routes.yaml"
     values.write_text(yaml.safe_dump({"router": {"staticRoutes": rules}}))
-    manifests = template("-f", str(values))
+    manifests = template(*DEFAULT_ARGS, "-f", str(values))
     config = one(manifests, "ConfigMap", f"{name_of('router')}-static-routes")
     assert yaml.safe_load(config["data"]["routes.yaml"]) == rules
     spec = pod_spec(one(manifests, "Deployment", name_of("router")))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_render import CHART, template_error
+from chart_render import CHART, DEFAULT_ARGS, template_error
 from params_table import README, params, render_table, table_in_readme
 
 
@@ -43,7 +43,7 @@ def test_schema_refuses_bad_values(tmp_path: Path, values: dict[str, object], me
 
 
 def test_template_refuses_a_default_tier_that_is_no_model() -> None:
-    error = template_error("--set", "router.defaultTier=large")
+    error = template_error(*DEFAULT_ARGS, "--set", "router.defaultTier=large")
     assert 'router.defaultTier "large" is not a tier of generation.models (small)' in error
 
 
