@@ -2,8 +2,8 @@
 
 It owns what services have in common: binding the port, errors mapped to status codes
 (``kit.errors``), ``grpc.health.v1`` (NOT_SERVING while warming up and while draining), server
-reflection, the Prometheus metrics endpoint, and graceful shutdown on SIGTERM/SIGINT. A service only supplies its servicers and the
-start-up/shutdown work that is its own.
+reflection, the Prometheus metrics endpoint, and graceful shutdown on SIGTERM/SIGINT. A service
+only supplies its servicers and the start-up/shutdown work that is its own.
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""Errors become gRPC status in one place: a real server on loopback whose handlers raise."""
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from subsecond.kit import errors
+from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
+from subsecond.kit.settings import ServerSettings
+
+SETTINGS = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, shutdown_grace_seconds=1, log_level="INFO")
+SERVICE = "test.Errors"
+
+RAISED: dict[bytes, Exception] = {
+    b"invalid": errors.InvalidArgument("prompt: must not be blank"),
+    b"unauthenticated": errors.Unauthenticated("unknown x-api-key"),
+    b"exhausted": errors.ResourceExhausted("tenant t has 64 streams open"),
+    b"unavailable": errors.Unavailable("generation unavailable"),
+    b"deadline": errors.DeadlineExceeded("deadline exceeded while generating"),
+    b"internal": errors.Internal("model small failed"),
+    b"bug": KeyError("a secret detail"),
+}
+
+
+async def _unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    if request in RAISED:
+        raise RAISED[request]
+    return b"ok:" + request
+
+
+async def _stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    yield b"first"
+    if request in RAISED:
+        raise RAISED[request]
+    yield b"last"
+
+
+def _register(server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+                    "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+                },
+            )
+        ]
+    )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    running = await start_server(SETTINGS, ServiceDefinition(names=[SERVICE], register=_register))
+    yield running
+    await running.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "details"),
+    [
+        (b"invalid", grpc.StatusCode.INVALID_ARGUMENT, "prompt: must not be blank"),
+        (b"unauthenticated", grpc.StatusCode.UNAUTHENTICATED, "unknown x-api-key"),
+        (b"exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED, "tenant t has 64 streams open"),
+        (b"unavailable", grpc.StatusCode.UNAVAILABLE, "generation unavailable"),
+        (b"deadline", grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while generating"),
+        (b"internal", grpc.StatusCode.INTERNAL, "model small failed"),
+        (b"bug", grpc.StatusCode.INTERNAL, "internal error; the service logged it"),
+    ],
+)
+async def test_each_error_ends_both_kinds_of_call_with_its_status(
+    server: RunningServer, kind: bytes, code: grpc.StatusCode, details: str
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as unary:
+            await channel.unary_unary(f"/{SERVICE}/Unary")(kind, timeout=5)
+        received = []
+        with pytest.raises(grpc.aio.AioRpcError) as stream:
+            async for message in channel.unary_stream(f"/{SERVICE}/Stream")(kind, timeout=5):
+                received.append(message)
+    for raised in (unary.value, stream.value):
+        assert raised.code() == code
+        assert raised.details() == details
+    assert received == [b"first"]  # what was sent before the error still arrived
+
+
+async def test_calls_that_do_not_raise_are_untouched(server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        assert await channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=5) == b"ok:x"
+        assert [m async for m in channel.unary_stream(f"/{SERVICE}/Stream")(b"x", timeout=5)] == [b"first", b"last"]
+
+
+async def test_an_unexpected_exception_is_logged_with_its_traceback(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary(f"/{SERVICE}/Unary")(b"bug", timeout=5)
+    logged = [record for record in caplog.records if record.name == "subsecond.kit.errors"]
+    assert logged and logged[0].exc_info is not None and isinstance(logged[0].exc_info[1], KeyError)
+
+
+class _Refusal(grpc.aio.AioRpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "message"),
+    [
+        (grpc.StatusCode.DEADLINE_EXCEEDED, errors.DeadlineExceeded, "deadline exceeded while waiting for cache"),
+        (grpc.StatusCode.UNAVAILABLE, errors.Unavailable, "cache unavailable: connection refused"),
+        (grpc.StatusCode.INVALID_ARGUMENT, errors.InvalidArgument, "connection refused"),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, errors.ResourceExhausted, "connection refused"),
+        (grpc.StatusCode.UNKNOWN, errors.Internal, "cache failed (UNKNOWN): connection refused"),
+    ],
+)
+def test_a_downstream_failure_keeps_the_codes_a_caller_can_act_on(
+    code: grpc.StatusCode, kind: type[errors.ServiceError], message: str
+) -> None:
+    error = errors.from_downstream(_Refusal(code, "connection refused"), "cache")
+    assert type(error) is kind
+    assert error.message == message
