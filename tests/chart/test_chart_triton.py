@@ -177,7 +177,7 @@ def test_a_model_too_large_for_its_gpus_is_refused(tmp_path: Path) -> None:
     def seventy_b(quantization: str, products: list[str]) -> list[str]:
         """values.yaml's defaults serving Llama 3.1 70B alone, on one GPU."""
         engines = {"models": {"llama-3.1-70b-instruct": {"parametersBillions": 70.6}}, "quantization": quantization}
-        values = {"generation": {"models": {"small": "llama-3.1-70b-instruct"}}}
+        values: dict[str, Any] = {"generation": {"models": {"small": "llama-3.1-70b-instruct"}}}
         values["triton"] = {"gpuProducts": products, "engines": engines}
         return [*DEFAULT_ARGS, *values_args(tmp_path, values, base=None)]
 
@@ -315,3 +315,13 @@ def test_an_upgrade_makes_a_new_job_only_for_new_engines(tmp_path: Path, rendere
         assert job["metadata"]["name"] != name, engines
     kept = {"triton": {"engines": {"build": {"ttlSecondsAfterFinished": 3600}}}}
     assert build_job(template(*values_args(tmp_path, kept)))["spec"]["ttlSecondsAfterFinished"] == 3600
+
+
+@pytest.mark.parametrize("profile", list(GPU_PROFILES))
+def test_production_combines_with_every_gpu_profile(profile: str) -> None:
+    """The README's install: production-external, then a GPU profile; the existing claim wins over creating one."""
+    manifests = template(
+        "-f", str(CHART / "ci" / "production-external-values.yaml"), "-f", str(CHART / "ci" / f"{profile}-values.yaml")
+    )
+    assert not find(manifests, "PersistentVolumeClaim")
+    assert volume(pod_spec(build_job(manifests)), "engines")["persistentVolumeClaim"]["claimName"] == "llm-engines"
