@@ -1,13 +1,14 @@
 import pytest
 
 from subsecond.cache.entries import (
-    InvalidQuery,
     decode_answer,
     encode_answer,
+    parse_owner,
     parse_query,
     tenant_prefix,
     usable,
 )
+from subsecond.kit.errors import InvalidArgument
 from subsecond.v1 import cache_pb2, types_pb2
 
 
@@ -47,9 +48,26 @@ def test_system_prompt_changes_the_scope() -> None:
     ],
 )
 def test_invalid_queries_name_the_field(bad: cache_pb2.CacheQuery, field: str) -> None:
-    with pytest.raises(InvalidQuery) as error:
+    with pytest.raises(InvalidArgument) as error:
         parse_query(bad)
-    assert str(error.value).startswith(field + ":")
+    assert error.value.message.startswith(field + ":")
+
+
+def test_an_owner_may_leave_the_model_out_but_not_widen_the_key_pattern() -> None:
+    assert parse_owner(cache_pb2.CacheQuery(tenant="t")) == ("t", "")
+    assert parse_owner(cache_pb2.CacheQuery(tenant="t", model="small")) == ("t", "small")
+    for bad, field in [("*", "query.tenant"), ("t", "query.model")]:
+        with pytest.raises(InvalidArgument) as error:
+            parse_owner(cache_pb2.CacheQuery(tenant=bad, model="s*" if bad == "t" else ""))
+        assert error.value.message.startswith(field + ":")
+
+
+def test_top_p_zero_means_one_in_the_key() -> None:
+    """The sampling rule is the kit's: top_p 0 and 1 are the same request."""
+    unset = query(("user", "q"))
+    one = query(("user", "q"))
+    one.sampling.top_p = 1.0
+    assert parse_query(unset).exact_key == parse_query(one).exact_key
 
 
 def test_answer_round_trip() -> None:

@@ -8,7 +8,6 @@ import pytest
 from subsecond.embedding.export import export_model
 from subsecond.embedding.onnx_model import MODEL_FILE, OnnxEmbedder
 
-MODEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models" / "all-minilm-l6-v2"
 DIMENSIONS = 384
 
 TEXTS = [
@@ -18,11 +17,6 @@ TEXTS = [
     "",
     "A somewhat longer question about configuring two-factor authentication on a shared family account?",
 ]
-
-
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    return export_model(MODEL_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -8,17 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from subsecond.kit.prompt_identity import Sampling, Turn, context_digest, normalise_text, request_digest
+from subsecond.kit.errors import InvalidArgument
+from subsecond.kit.prompt_identity import ROLES, Sampling, Turn, context_digest, normalise_text, request_digest
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import cache_pb2, types_pb2
 
 KEY_PREFIX = "subsecond:v1:ans"
-ROLES = frozenset({"system", "user", "assistant"})
-
-
-class InvalidQuery(ValueError):
-    """The request names a field that is wrong; the message says which and why."""
-
 
 @dataclass(frozen=True)
 class Query:
@@ -52,34 +47,31 @@ def tenant_prefix(tenant: str, model: str = "") -> str:
     return f"{KEY_PREFIX}:{tenant}:{model + ':' if model else ''}"
 
 
-def parse_query(message: cache_pb2.CacheQuery) -> Query:
+def parse_owner(message: cache_pb2.CacheQuery) -> tuple[str, str]:
+    """The tenant and model a query names, checked; the model may be empty (every model), since
+    they go into a key pattern a name must not widen."""
     if not NAME_PATTERN.match(message.tenant):
-        raise InvalidQuery("query.tenant: a simple name (letters, digits, . _ -) is required")
-    if not NAME_PATTERN.match(message.model):
-        raise InvalidQuery("query.model: a model tier name (or auto) is required")
-    return Query(
-        message.tenant,
-        message.model,
-        parse_turns(message.messages, "query.messages"),
-        parse_sampling(message.sampling),
-    )
+        raise InvalidArgument("query.tenant: a simple name (letters, digits, . _ -) is required")
+    if message.model and not NAME_PATTERN.match(message.model):
+        raise InvalidArgument(f"query.model: {message.model!r} is not a model tier name (or auto)")
+    return message.tenant, message.model
 
 
-def parse_turns(messages: Sequence[types_pb2.ChatMessage], field: str) -> tuple[Turn, ...]:
+def parse_query(message: cache_pb2.CacheQuery) -> Query:
+    tenant, model = parse_owner(message)
+    if not model:
+        raise InvalidArgument("query.model: a model tier name (or auto) is required")
+    return Query(tenant, model, _turns(message.messages), Sampling.from_proto(message.sampling))
+
+
+def _turns(messages: Sequence[types_pb2.ChatMessage]) -> tuple[Turn, ...]:
     if not messages:
-        raise InvalidQuery(f"{field}: at least one message is required")
+        raise InvalidArgument("query.messages: at least one message is required")
     for i, message in enumerate(messages):
         if message.role not in ROLES:
-            raise InvalidQuery(f"{field}[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}")
+            allowed = ", ".join(sorted(ROLES))
+            raise InvalidArgument(f"query.messages[{i}].role: {message.role!r} is not one of {allowed}")
     return tuple(Turn(m.role, m.content) for m in messages)
-
-
-def parse_sampling(message: types_pb2.SamplingParams) -> Sampling:
-    return Sampling(
-        temperature=message.temperature,
-        top_p=message.top_p or 1.0,
-        seed=message.seed if message.HasField("seed") else None,
-    )
 
 
 def encode_answer(answer: cache_pb2.CachedAnswer) -> bytes:

@@ -1,19 +1,19 @@
-"""The Cache servicer: exact tier in Redis, semantic tier in Qdrant, fail-open on any backend.
+"""The Cache servicer: exact tier in Redis, semantic tier in Qdrant, fail-open on each backend.
 
 Lookup: the exact key first; on a miss, for single-turn prompts, embed the prompt, search the
 tenant's and model's vectors of the same scope, and accept the best neighbour that passes the
 similarity threshold and the false-hit guard and whose answer is still in Redis (an expired
-answer's vector is deleted). A backend that fails is skipped for a short cool-down, and the
-lookup reports a miss with ``bypassed`` naming it: the router then generates as usual.
+answer's vector is deleted). A backend that fails with its own errors (kit.failopen) is skipped
+for a short cool-down, and the lookup reports a miss with ``bypassed`` naming it: the router then
+generates as usual. Any other exception is a bug and ends the call as INTERNAL. Refusals raise
+kit.errors' domain errors; the server shell turns them into status codes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar
 
 import grpc
 import redis.asyncio as redis
@@ -21,19 +21,26 @@ from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
 from subsecond.cache.entries import (
-    InvalidQuery,
     Query,
     decode_answer,
     encode_answer,
+    parse_owner,
     parse_query,
     tenant_prefix,
     usable,
 )
 from subsecond.cache.guard import accept_semantic
 from subsecond.cache.settings import CacheSettings
-from subsecond.cache.vectors import EdgeVectorIndex, VectorEntry, VectorIndex, open_vector_index
-from subsecond.kit.failopen import Breaker
+from subsecond.cache.vectors import (
+    VECTOR_STORE_FAILURES,
+    EdgeVectorIndex,
+    VectorEntry,
+    VectorIndex,
+    open_vector_index,
+)
 from subsecond.kit.channels import open_channel
+from subsecond.kit.errors import InvalidArgument, Unavailable
+from subsecond.kit.failopen import BackendDown, FailOpen
 from subsecond.kit.metrics import FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, embedding_pb2, embedding_pb2_grpc, types_pb2
@@ -60,22 +67,13 @@ EXPIRED_VECTORS = Counter("subsecond_cache_expired_vectors_total", "Vectors dele
 EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 # all-MiniLM-L6-v2's output size: the semantic tier's vectors.
 EMBEDDING_DIMENSIONS = 384
-T = TypeVar("T")
-
-# What counts as "the backend is down" (fail open) rather than a bug. The vector store may be
-# Qdrant Edge in-process or a Qdrant server behind qdrant-client, whose transports raise many
-# exception types; any failure there skips the semantic tier.
-_FAILURES: dict[str, type[BaseException] | tuple[type[BaseException], ...]] = {
-    "redis": (RedisError, OSError),
-    "embedding": grpc.aio.AioRpcError,
-    "qdrant": Exception,
-}
 
 
-class BackendDown(Exception):
-    def __init__(self, backend: str) -> None:
-        super().__init__(backend)
-        self.backend = backend
+def _backend(name: str, failures: tuple[type[BaseException], ...]) -> FailOpen:
+    """One fail-open backend, counted under its name in the bypass and hop metrics."""
+    return FailOpen(
+        name, failures, on_bypass=BYPASSES.labels(name).inc, on_duration=HOP_SECONDS.labels(name).observe
+    )
 
 
 class CacheService(cache_pb2_grpc.CacheServicer):
@@ -89,14 +87,18 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self._vectors = vectors
         self._channel = open_channel(settings.embedding_url, [EMBEDDER])
         self._embedder = embedding_pb2_grpc.EmbedderStub(self._channel)
-        self._breakers = {name: Breaker() for name in ("redis", "qdrant", "embedding")}
+        # Only each backend's own errors mean "it is down": anything else is a bug and ends the
+        # call as INTERNAL (kit.errors), never as a silent bypass.
+        self._redis_backend = _backend("redis", (RedisError, OSError))
+        self._vector_backend = _backend("qdrant", VECTOR_STORE_FAILURES)
+        self._embedding_backend = _backend("embedding", (grpc.aio.AioRpcError,))
 
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def Lookup(
         self, request: cache_pb2.LookupRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.LookupResponse:
-        query = await self._parse(request.query, context)
+        query = parse_query(request.query)
         started = time.perf_counter()
         try:
             response = await self._lookup(query, request)
@@ -112,30 +114,24 @@ class CacheService(cache_pb2_grpc.CacheServicer):
     async def Store(
         self, request: cache_pb2.StoreRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.StoreResponse:
-        query = await self._parse(request.query, context)
+        query = parse_query(request.query)
         answer = request.answer
         if answer.finish_reason != types_pb2.FINISH_REASON_STOP:
             STORES.labels("refused").inc()
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "answer.finish_reason: only answers that finished normally (STOP) are cached",
-            )
+            raise InvalidArgument("answer.finish_reason: only answers that finished normally (STOP) are cached")
         if not "".join(answer.chunks).strip():
             STORES.labels("refused").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "answer.chunks: an empty answer is not cached")
+            raise InvalidArgument("answer.chunks: an empty answer is not cached")
         stored = cache_pb2.CachedAnswer()
         stored.CopyFrom(answer)
         stored.created_at = time.time()
         key = query.exact_key
+        ttl = request.ttl_seconds or self._settings.default_ttl_seconds
         try:
-            await self._redis_call(
-                lambda: self._redis.set(
-                    key, encode_answer(stored), ex=request.ttl_seconds or self._settings.default_ttl_seconds
-                )
-            )
+            await self._redis_backend.call(lambda: self._redis.set(key, encode_answer(stored), ex=ttl))
         except BackendDown as down:
             STORES.labels("bypassed").inc()
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{down.backend} unavailable; answer not cached")
+            raise Unavailable(f"{down.backend} unavailable; answer not cached") from down
         indexed = await self._index(query, key)
         STORES.labels("stored").inc()
         return cache_pb2.StoreResponse(key=key, semantic_indexed=indexed)
@@ -143,39 +139,26 @@ class CacheService(cache_pb2_grpc.CacheServicer):
     async def Invalidate(
         self, request: cache_pb2.InvalidateRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.InvalidateResponse:
+        """One entry when the query has messages, else all of a tenant's (or one model's)."""
         try:
-            if request.messages:
-                query = parse_query(
-                    cache_pb2.CacheQuery(
-                        tenant=request.tenant,
-                        model=request.model,
-                        messages=request.messages,
-                        sampling=request.sampling,
-                    )
-                )
-                removed = await self._redis_call(lambda: self._redis.delete(query.exact_key))
-                await self._vector_call(lambda: self._vectors.delete([query.exact_key]))
-                return cache_pb2.InvalidateResponse(removed=removed)
-            if not request.tenant:
-                raise InvalidQuery("tenant: required")
-            removed = 0
-            async for key in self._redis.scan_iter(match=tenant_prefix(request.tenant, request.model) + "*", count=500):
-                removed += await self._redis_call(partial(self._redis.delete, key))
-            await self._vector_call(
-                lambda: self._vectors.delete_where(tenant=request.tenant, model=request.model or None)
-            )
-            return cache_pb2.InvalidateResponse(removed=removed)
-        except InvalidQuery as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except (BackendDown, RedisError, OSError) as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot invalidate now: {error}")
-        raise AssertionError("unreachable")
+            if request.query.messages:
+                key = parse_query(request.query).exact_key
+                removed = await self._redis_backend.call(lambda: self._redis.delete(key))
+                await self._vector_backend.call(lambda: self._vectors.delete([key]))
+            else:
+                tenant, model = parse_owner(request.query)
+                removed = await self._redis_backend.call(lambda: self._delete_matching(tenant_prefix(tenant, model)))
+                await self._vector_backend.call(lambda: self._vectors.delete_where(tenant=tenant, model=model or None))
+        except BackendDown as down:
+            # Unlike a lookup, an invalidation that skipped a store did not do what was asked.
+            raise Unavailable(f"{down.backend} unavailable; invalidate again later") from down
+        return cache_pb2.InvalidateResponse(removed=removed)
 
     # -- lookup ---------------------------------------------------------------------------------
 
     async def _lookup(self, query: Query, request: cache_pb2.LookupRequest) -> cache_pb2.LookupResponse:
         now = time.time()
-        raw = await self._redis_call(lambda: self._redis.get(query.exact_key))
+        raw = await self._redis_backend.call(lambda: self._redis.get(query.exact_key))
         if raw is not None and (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_EXACT)) is not None:
             return hit
         text = query.semantic_text
@@ -183,7 +166,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             return cache_pb2.LookupResponse(hit=False)
         vector = await self._embed(text)
         miss = cache_pb2.LookupResponse(hit=False, embedding=vector if request.want_embedding else ())
-        neighbours = await self._vector_call(
+        neighbours = await self._vector_backend.call(
             lambda: self._vectors.search(
                 vector,
                 tenant=query.tenant,
@@ -197,10 +180,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             if not decision.hit:
                 SEMANTIC_REJECTS.labels(decision.reason).inc()
                 continue
-            raw = await self._redis_call(partial(self._redis.get, neighbour.redis_key))
+            raw = await self._redis_backend.call(partial(self._redis.get, neighbour.redis_key))
             if raw is None:  # the answer expired: the vector is stale
                 EXPIRED_VECTORS.inc()
-                await self._vector_call(partial(self._vectors.delete, [neighbour.point_id]))
+                await self._vector_backend.call(partial(self._vectors.delete, [neighbour.point_id]))
                 continue
             if (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_SEMANTIC, neighbour.score)) is not None:
                 return hit
@@ -213,7 +196,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             return False
         try:
             vector = await self._embed(text)
-            await self._vector_call(
+            await self._vector_backend.call(
                 lambda: self._vectors.upsert(
                     VectorEntry(
                         point_id=key,
@@ -232,40 +215,15 @@ class CacheService(cache_pb2_grpc.CacheServicer):
 
     # -- backends -------------------------------------------------------------------------------
 
-    async def _parse(self, message: cache_pb2.CacheQuery, context: grpc.aio.ServicerContext) -> Query:
-        try:
-            return parse_query(message)
-        except InvalidQuery as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        raise AssertionError("unreachable")
-
-    async def _call(self, backend: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Runs one backend call, timing it; a failure opens that backend's breaker and raises
-        BackendDown, which callers turn into a bypass (fail open)."""
-        breaker = self._breakers[backend]
-        if not breaker.available():
-            BYPASSES.labels(backend).inc()
-            raise BackendDown(backend)
-        started = time.perf_counter()
-        try:
-            return await call()
-        except _FAILURES[backend] as error:
-            breaker.failed()
-            BYPASSES.labels(backend).inc()
-            log.warning("backend failed, bypassing", extra={"backend": backend, "error": repr(error)})
-            raise BackendDown(backend) from error
-        finally:
-            HOP_SECONDS.labels(backend).observe(time.perf_counter() - started)
-
-    async def _redis_call(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await self._call("redis", call)
-
-    async def _vector_call(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await self._call("qdrant", call)
+    async def _delete_matching(self, prefix: str) -> int:
+        """Deletes every exact-tier key under prefix; how many there were."""
+        removed = 0
+        async for key in self._redis.scan_iter(match=prefix + "*", count=500):
+            removed += await self._redis.delete(key)
+        return removed
 
     async def _embed(self, text: str) -> list[float]:
-        response = await self._call(
-            "embedding",
+        response = await self._embedding_backend.call(
             lambda: self._embedder.Embed(
                 embedding_pb2.EmbedRequest(texts=[text]), timeout=self._settings.embedding_timeout_seconds
             ),

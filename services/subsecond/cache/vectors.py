@@ -14,6 +14,9 @@ are stored and indexed as well, for invalidation (delete_where). Qdrant wants UU
 point ids, so a string id (the answer's Redis key) is mapped to a deterministic UUID (uuid5):
 storing the same key again overwrites the same point. The string id travels in the payload, so
 searches hand it back unchanged.
+
+:data:`VECTOR_STORE_FAILURES` are the errors that mean "the store is down" (the cache fails open on
+them); any other exception out of an index is a bug and is not to be taken for an outage.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import qdrant_edge as edge
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 # Namespace of the point UUIDs. Changing it orphans every stored vector: never change it.
 _POINT_NAMESPACE = uuid.UUID("5b0e8c1e-3f7a-4d52-9a61-0c6f2d9e4b17")
@@ -43,6 +48,25 @@ _POINT_ID = "point_id"
 _REDIS_KEY = "redis_key"
 _PROMPT = "prompt"
 _RETURNED_FIELDS = [_POINT_ID, _REDIS_KEY, _PROMPT]
+
+T = TypeVar("T")
+
+
+class EdgeEngineError(Exception):
+    """The Qdrant Edge engine failed (storage, I/O, a closed shard)."""
+
+
+# What a store raises when it is down rather than called wrongly: Qdrant Edge's engine errors;
+# a Qdrant server's error answers (UnexpectedResponse), its rate limiting (ResourceExhaustedResponse)
+# and requests that got no answer (ResponseHandlingException: qdrant-client wraps every error of its
+# HTTP transport in it, a refused connection or a timeout); OSError from a local store's files.
+VECTOR_STORE_FAILURES: tuple[type[BaseException], ...] = (
+    EdgeEngineError,
+    UnexpectedResponse,
+    ResourceExhaustedResponse,
+    ResponseHandlingException,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +164,18 @@ def _neighbour(payload: Mapping[str, Any] | None, score: float) -> Neighbour:
     )
 
 
+def _engine(call: Callable[[], T]) -> T:
+    """Runs one call into an Edge shard, telling the engine's errors from ours: the binding raises
+    a plain ``Exception`` for every engine error, and a specific type (TypeError, ValueError, ...)
+    only when it is called wrongly, which is a bug here."""
+    try:
+        return call()
+    except Exception as error:
+        if type(error) is Exception:
+            raise EdgeEngineError(str(error)) from error
+        raise
+
+
 def _check_limit(limit: int) -> None:
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
@@ -204,24 +240,24 @@ class EdgeVectorIndex:
             filter=self._filter(_partition(tenant, model, scope)),
             with_payload=edge.PayloadSelector.Include(_RETURNED_FIELDS),
         )
-        return [_neighbour(point.payload, point.score) for point in self._shard.query(request)]
+        return [_neighbour(point.payload, point.score) for point in _engine(lambda: self._shard.query(request))]
 
     async def upsert(self, entry: VectorEntry) -> None:
         point = edge.Point(point_uuid(entry.point_id), _floats(entry.vector, self._dimensions), _payload(entry))
-        self._shard.update(edge.UpdateOperation.upsert_points([point]))
+        _engine(lambda: self._shard.update(edge.UpdateOperation.upsert_points([point])))
 
     async def delete(self, point_ids: Sequence[str]) -> None:
         if point_ids:
             ids: list[edge.PointId] = [point_uuid(point_id) for point_id in point_ids]
-            self._shard.update(edge.UpdateOperation.delete_points(ids))
+            _engine(lambda: self._shard.update(edge.UpdateOperation.delete_points(ids)))
 
     async def delete_where(self, *, tenant: str, model: str | None) -> None:
         conditions = self._filter(_owned_by(tenant, model))
-        self._shard.update(edge.UpdateOperation.delete_points_by_filter(conditions))
+        _engine(lambda: self._shard.update(edge.UpdateOperation.delete_points_by_filter(conditions)))
 
     async def count(self) -> int:
         """How many points the shard holds."""
-        return self._shard.count(edge.CountRequest(exact=True))
+        return _engine(lambda: self._shard.count(edge.CountRequest(exact=True)))
 
     async def optimize(self) -> bool:
         """Merges segments and builds the HNSW index; True if anything changed.
@@ -231,7 +267,7 @@ class EdgeVectorIndex:
         (3-18 s for 10,000 points, 2 minutes for 50,000, on a busy two-core machine): run it while
         the service is not serving, at start-up.
         """
-        return self._shard.optimize()
+        return _engine(self._shard.optimize)
 
     async def close(self) -> None:
         self._shard.flush()

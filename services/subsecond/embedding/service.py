@@ -1,7 +1,13 @@
-"""The Embedder servicer: micro-batched ONNX embeddings with a Redis embedding cache."""
+"""The Embedder servicer: micro-batched ONNX embeddings with a Redis embedding cache.
+
+The cache is optional: when Redis fails with its own errors (kit.failopen) it is skipped for a
+short cool-down and texts go to the model. A bad request raises kit.errors' InvalidArgument; the
+server shell turns it into a status code.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -15,7 +21,8 @@ from redis.exceptions import RedisError
 from subsecond.embedding.batching import MicroBatcher, Vectors
 from subsecond.embedding.onnx_model import OnnxEmbedder
 from subsecond.embedding.settings import EmbeddingSettings
-from subsecond.kit.failopen import Breaker
+from subsecond.kit.errors import InvalidArgument
+from subsecond.kit.failopen import BackendDown, FailOpen
 from subsecond.kit.metrics import BATCH_SIZES, FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
@@ -57,7 +64,7 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
             if settings.redis_url
             else None
         )
-        self._breaker = Breaker()
+        self._cache = FailOpen("redis", (RedisError, OSError), on_bypass=CACHE_BYPASS.inc)
 
     def _key(self, text: str) -> str:
         return f"subsecond:v1:emb:{self._model.name}:{hashlib.sha256(text.encode()).hexdigest()}"
@@ -67,12 +74,9 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
     ) -> embedding_pb2.EmbedResponse:
         texts = list(request.texts)
         if not texts:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "texts: give at least one text")
+            raise InvalidArgument("texts: give at least one text")
         if len(texts) > self._settings.max_texts_per_request:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"texts: {len(texts)} texts, at most {self._settings.max_texts_per_request} per call",
-            )
+            raise InvalidArgument(f"texts: {len(texts)} texts, at most {self._settings.max_texts_per_request} per call")
         with REQUEST_SECONDS.time():
             vectors, cached = await self._embed(texts)
         return embedding_pb2.EmbedResponse(
@@ -98,34 +102,23 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
         return result, len(texts) - len(missing)
 
     async def _cache_get(self, texts: Sequence[str]) -> list[Vectors | None]:
-        if self._redis is None or not self._breaker.available():
+        if self._redis is None:
             return [None] * len(texts)
+        redis_client = self._redis
         try:
-            raw = await self._redis.mget([self._key(text) for text in texts])
-        except (RedisError, OSError):
-            self._bypass()
+            raw = await self._cache.call(lambda: redis_client.mget([self._key(text) for text in texts]))
+        except BackendDown:
             return [None] * len(texts)
         return [np.frombuffer(value, dtype=np.float32) if isinstance(value, bytes) else None for value in raw]
 
     async def _cache_set(self, texts: Sequence[str], vectors: Vectors) -> None:
-        if self._redis is None or not self._breaker.available():
+        if self._redis is None:
             return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for text, vector in zip(texts, vectors, strict=True):
-                    pipe.set(
-                        self._key(text),
-                        vector.astype(np.float32).tobytes(),
-                        ex=self._settings.cache_ttl_seconds,
-                    )
-                await pipe.execute()
-        except (RedisError, OSError):
-            self._bypass()
-
-    def _bypass(self) -> None:
-        CACHE_BYPASS.inc()
-        self._breaker.failed()
-        log.warning("embedding cache unavailable, bypassing", extra={"redis": self._settings.redis_url})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for text, vector in zip(texts, vectors, strict=True):
+                pipe.set(self._key(text), vector.astype(np.float32).tobytes(), ex=self._settings.cache_ttl_seconds)
+            with contextlib.suppress(BackendDown):  # the vectors are computed; not caching them is fine
+                await self._cache.call(pipe.execute)
 
     async def warm_up(self) -> None:
         """Runs the model once so the first request does not pay for lazy initialisation."""

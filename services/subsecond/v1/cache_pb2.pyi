@@ -98,16 +98,10 @@ class StoreResponse(_message.Message):
     def __init__(self, key: _Optional[str] = ..., semantic_indexed: _Optional[bool] = ...) -> None: ...
 
 class InvalidateRequest(_message.Message):
-    __slots__ = ("tenant", "model", "messages", "sampling")
-    TENANT_FIELD_NUMBER: _ClassVar[int]
-    MODEL_FIELD_NUMBER: _ClassVar[int]
-    MESSAGES_FIELD_NUMBER: _ClassVar[int]
-    SAMPLING_FIELD_NUMBER: _ClassVar[int]
-    tenant: str
-    model: str
-    messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
-    sampling: _types_pb2.SamplingParams
-    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: CacheQuery
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ...) -> None: ...
 
 class InvalidateResponse(_message.Message):
     __slots__ = ("removed",)

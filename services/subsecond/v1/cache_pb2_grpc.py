@@ -70,7 +70,7 @@ class CacheServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Invalidate(self, request, context):
-        """Removes one entry (messages given) or every entry of a tenant (and model, if given).
+        """Removes one entry (query.messages given) or every entry of a tenant (and model, if given).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

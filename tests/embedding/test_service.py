@@ -1,0 +1,112 @@
+"""The Embedder servicer in-process, in the kit's server shell on a loopback port, with the real
+int8 model and a real redis-server as its embedding cache: what it refuses, what bounds a call,
+and that a Redis outage costs the cache, never an embedding."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+import pytest
+import redis.asyncio as redis
+from prometheus_client import REGISTRY
+
+from subsecond.embedding.service import definition
+from subsecond.embedding.settings import EmbeddingSettings
+from subsecond.kit.server import start_server
+from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
+
+if TYPE_CHECKING:
+    from redis_server import RedisServer  # tests/cache/redis_server.py, loaded by conftest
+
+MAX_TEXTS = 4
+
+
+@pytest.fixture
+async def embedder(redis_server: RedisServer, model_dir: Path) -> AsyncIterator[embedding_pb2_grpc.EmbedderStub]:
+    """The service as `python -m subsecond.embedding` builds it."""
+    settings = EmbeddingSettings.from_env(
+        {
+            "SUBSECOND_EMBEDDING_PORT": "0",
+            "SUBSECOND_EMBEDDING_METRICS_PORT": "0",
+            "SUBSECOND_EMBEDDING_MODEL_DIR": str(model_dir),
+            "SUBSECOND_EMBEDDING_REDIS_URL": redis_server.url,
+            "SUBSECOND_EMBEDDING_MAX_TEXTS_PER_REQUEST": str(MAX_TEXTS),
+        }
+    )
+    running = await start_server(settings.server, definition(settings))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield embedding_pb2_grpc.EmbedderStub(channel)
+    finally:
+        await running.stop(0)
+
+
+def rows(response: embedding_pb2.EmbedResponse) -> np.ndarray:
+    return np.array([list(embedding.values) for embedding in response.embeddings], dtype=np.float32)
+
+
+async def test_texts_are_embedded_once_then_served_from_the_redis_cache(
+    embedder: embedding_pb2_grpc.EmbedderStub, redis_server: RedisServer
+) -> None:
+    texts = ["How do I reset my password?", "What is the capital of France?"]
+
+    first = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))
+    again = await embedder.Embed(embedding_pb2.EmbedRequest(texts=[texts[1], "Something new"]))
+
+    assert (first.model, first.dimensions, first.cached) == ("all-MiniLM-L6-v2", 384, 0)
+    vectors = rows(first)
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert again.cached == 1
+    np.testing.assert_array_equal(rows(again)[0], vectors[1])
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert len(await client.keys("subsecond:v1:emb:all-MiniLM-L6-v2:*")) == 3
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ([], "texts: give at least one text"),
+        (["a"] * (MAX_TEXTS + 1), f"texts: {MAX_TEXTS + 1} texts, at most {MAX_TEXTS} per call"),
+    ],
+)
+async def test_a_call_without_texts_or_with_too_many_is_refused(
+    embedder: embedding_pb2_grpc.EmbedderStub, texts: list[str], message: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == message
+
+
+async def test_a_very_long_text_is_cut_at_the_models_limit_not_refused(
+    embedder: embedding_pb2_grpc.EmbedderStub,
+) -> None:
+    """Each "word" is one token: both texts are cut at max_seq_length (256) tokens, to the same
+    tokens, so the cost of a text is bounded whatever its length."""
+    response = await embedder.Embed(embedding_pb2.EmbedRequest(texts=["word " * 50_000, "word " * 400]))
+    very_long, long = rows(response)
+    np.testing.assert_allclose(very_long, long, atol=1e-5)
+
+
+async def test_with_redis_down_texts_are_still_embedded(
+    embedder: embedding_pb2_grpc.EmbedderStub, redis_server: RedisServer
+) -> None:
+    texts = ["How do I reset my password?"]
+    cached = (await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))).embeddings[0].values
+    redis_server.stop()
+    bypasses = REGISTRY.get_sample_value("subsecond_embedding_cache_bypass_total") or 0.0
+
+    response = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))
+
+    assert response.cached == 0
+    np.testing.assert_allclose(response.embeddings[0].values, cached, atol=1e-6)
+    # The read failed, and the write was skipped while Redis is marked down.
+    assert REGISTRY.get_sample_value("subsecond_embedding_cache_bypass_total") == bypasses + 2
