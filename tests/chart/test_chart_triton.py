@@ -215,7 +215,7 @@ def test_gpu_memory_can_be_given_for_a_product_the_chart_does_not_know(tmp_path:
 
 
 def test_fp8_is_refused_before_ada_and_accepted_on_hopper(tmp_path: Path) -> None:
-    fp8 = {"engines": {"quantization": "fp8", "calibrationDataset": "calibration/cnn_dailymail"}}
+    fp8 = {"engines": {"quantization": "fp8", "calibrationDataset": "calibration/chat-samples"}}
     ampere = {"triton": {**fp8, "gpuProducts": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB"]}}
     error = template_error(*values_args(tmp_path, ampere))
     assert "values don't meet the specifications of the schema" in error
@@ -227,7 +227,7 @@ def test_fp8_is_refused_before_ada_and_accepted_on_hopper(tmp_path: Path) -> Non
     for spec in (generation_pod(manifests), pod_spec(build_job(manifests))):
         env = env_of(container(spec, "triton"))
         assert env["QUANTIZATION"] == "fp8"
-        assert env["CALIBRATION_DATASET"] == "/checkpoints/calibration/cnn_dailymail"
+        assert env["CALIBRATION_DATASET"] == "/checkpoints/calibration/chat-samples"
 
 
 @pytest.mark.parametrize("quantization", ["fp8", "int4_awq"])
@@ -235,8 +235,9 @@ def test_calibrated_quantization_without_a_dataset_is_refused(tmp_path: Path, qu
     values = {"triton": {"gpuProducts": ["NVIDIA-H200"], "engines": {"quantization": quantization}}}
     error = template_error(*values_args(tmp_path, values))
     assert "at '/triton/engines'" in error and "calibrationDataset" in error
-    escaping = {"triton": {"engines": {"quantization": quantization, "calibrationDataset": "../etc"}}}
-    assert "at '/triton/engines/calibrationDataset'" in template_error(*values_args(tmp_path, escaping))
+    for refused in ("../etc", "/checkpoints/calibration", "calibration/cnn_dailymail"):
+        values = {"triton": {"engines": {"quantization": quantization, "calibrationDataset": refused}}}
+        assert "at '/triton/engines/calibrationDataset'" in template_error(*values_args(tmp_path, values)), refused
 
 
 def test_weight_only_int8_needs_no_calibration(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ other 20 % and more is what the KV caches, activations and CUDA context get.
 
 {{/*
 The environment both Triton containers get, the build Job's and the serving pod's, with the same
-values (images/triton/README.md: the interface of build-engines and launch-triton).
+values (the interface of images/triton/build-engines and launch-triton, images/README.md).
 */}}
 {{- define "subsecond.triton.sharedEnv" -}}
 {{- $triton := .Values.triton }}
