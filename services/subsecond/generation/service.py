@@ -1,28 +1,29 @@
 """The Generator servicer: one Triton streaming request per call, each chunk forwarded as it arrives.
 
-The request speaks TensorRT-LLM's ``ensemble`` interface (``text_input``, ``max_tokens``,
-``stream``, ``temperature``, ``top_p``, ``random_seed`` -> ``text_output``). The conversation is
-sent as ``text_input`` in JSON (a list of {role, content}); the model applies its own chat template.
+The conversation is rendered with the model's own chat template (``prompts``) and sent as
+``text_input`` with TensorRT-LLM's other ensemble inputs, shaped as the entry model declares
+(``entry_model``); only ``text_output`` is read back. Errors are raised as the kit's domain errors;
+the server shell turns them into gRPC status codes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
-import numpy as np
-import tritonclient.grpc.aio as triton
 from prometheus_client import Counter, Gauge, Histogram
-from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
-from tritonclient.utils import InferenceServerException
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from subsecond.generation.chat_template import ChatTemplateError
+from subsecond.generation.entry_model import EntryModel, TextDeltas, is_final, text_output
+from subsecond.generation.prompts import ModelPrompt
 from subsecond.generation.settings import GenerationSettings
+from subsecond.kit.errors import Internal, InvalidArgument, ResourceExhausted, from_downstream
 from subsecond.kit.metrics import REQUEST_SECONDS
+from subsecond.kit.prompt_identity import ROLES, Sampling
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import generation_pb2, generation_pb2_grpc, types_pb2
 
@@ -44,64 +45,48 @@ STREAMS = Counter("subsecond_generation_streams_total", "Generation streams by o
 TOKENS = Counter("subsecond_generation_tokens_total", "Tokens processed, prompt or completion.", ["model", "kind"])
 IN_FLIGHT = Gauge("subsecond_generation_streams_in_flight", "Streams being generated now.")
 
-_OUTPUTS = ["text_output", "num_input_tokens", "num_output_tokens"]
-
-
-def _tensor(name: str, dtype: str, value: Any) -> InferInput:
-    array = np.array([value], dtype=object if dtype == "BYTES" else None)
-    if dtype != "BYTES":
-        array = array.astype({"INT32": np.int32, "FP32": np.float32, "UINT64": np.uint64, "BOOL": np.bool_}[dtype])
-    tensor = InferInput(name, [1], dtype)
-    tensor.set_data_from_numpy(array)
-    return tensor
-
-
-def triton_inputs(request: generation_pb2.GenerationRequest) -> list[InferInput]:
-    conversation = json.dumps([{"role": m.role, "content": m.content} for m in request.messages], ensure_ascii=False)
-    inputs = [
-        _tensor("text_input", "BYTES", conversation.encode()),
-        _tensor("max_tokens", "INT32", request.max_tokens),
-        _tensor("stream", "BOOL", True),
-        _tensor("temperature", "FP32", request.sampling.temperature),
-        _tensor("top_p", "FP32", request.sampling.top_p or 1.0),
-    ]
-    if request.sampling.HasField("seed"):
-        inputs.append(_tensor("random_seed", "UINT64", request.sampling.seed))
-    return inputs
-
-
-def _scalar(result: InferResult, name: str) -> int | None:
-    array = result.as_numpy(name)
-    return None if array is None else int(array.reshape(-1)[0])
-
-
-def _is_final(result: InferResult) -> bool:
-    parameters = result.get_response().parameters
-    return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
-
-
 class GeneratorService(generation_pb2_grpc.GeneratorServicer):
     def __init__(self, settings: GenerationSettings) -> None:
         self._settings = settings
-        self._client = triton.InferenceServerClient(settings.triton_url)
+        # Triton's own generated stub: tritonclient's aio client cannot ask for the empty final response.
+        self._channel = grpc.aio.insecure_channel(settings.triton_url)
+        self._triton = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._slots = asyncio.Semaphore(settings.max_concurrent_streams)
+        self._prompts = {
+            model: ModelPrompt.load(settings.tokenizer_root / model) for model in sorted(set(settings.models.values()))
+        }
+        # Filled at warm-up from each model's configuration in Triton.
+        self._entries: dict[str, EntryModel] = {}
 
     async def wait_until_ready(self) -> None:
-        """Start-up: wait (NOT_SERVING meanwhile) until Triton reports every configured model ready."""
+        """Start-up: wait (NOT_SERVING meanwhile) until Triton reports every configured model ready, then
+        read each model's configuration and refuse to serve (ContractError) one that does not take
+        what this service sends."""
         deadline = time.monotonic() + self._settings.startup_timeout_seconds
-        pending = set(self._settings.models.values())
+        pending = set(self._prompts)
         while pending:
             for model in sorted(pending):
                 try:
-                    if await self._client.is_model_ready(model):
+                    if (await self._triton.ModelReady(service_pb2.ModelReadyRequest(name=model), timeout=5)).ready:
                         pending.discard(model)
-                except InferenceServerException:
+                except grpc.aio.AioRpcError:
                     pass
             if pending:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"Triton at {self._settings.triton_url} never made {sorted(pending)} ready")
                 await asyncio.sleep(0.5)
-        log.info("triton models ready", extra={"models": dict(self._settings.models)})
+        for model in self._prompts:
+            reply = await self._triton.ModelConfig(service_pb2.ModelConfigRequest(name=model), timeout=10)
+            self._entries[model] = EntryModel.from_config(reply.config)
+        log.info(
+            "triton models ready",
+            extra={
+                "models": {
+                    model: {"batched": entry.batched, "cumulative_text": entry.cumulative}
+                    for model, entry in self._entries.items()
+                }
+            },
+        )
 
     async def Generate(
         self, request: generation_pb2.GenerationRequest, context: grpc.aio.ServicerContext
@@ -109,92 +94,95 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
         model = self._settings.models.get(request.model)
         if model is None:
             known = ", ".join(sorted(self._settings.models))
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"model: unknown tier {request.model!r}; known: {known}"
-            )
-            return
+            raise InvalidArgument(f"model: unknown tier {request.model!r}; known: {known}")
         if not request.messages:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "messages: give at least one message")
+            raise InvalidArgument("messages: give at least one message")
+        for index, message in enumerate(request.messages):
+            if message.role not in ROLES:
+                raise InvalidArgument(f"messages[{index}].role: {message.role!r} is not one of {sorted(ROLES)}")
         if request.max_tokens <= 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_tokens: must be positive")
+            raise InvalidArgument("max_tokens: must be positive")
+        try:
+            text = self._prompts[model].render([{"role": m.role, "content": m.content} for m in request.messages])
+        except ChatTemplateError as error:
+            raise InvalidArgument(f"messages: model {request.model}: {error}") from error
         if self._slots.locked():
             STREAMS.labels(request.model, "refused").inc()
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "generation is at capacity; retry shortly")
+            raise ResourceExhausted(
+                f"generation is at capacity ({self._settings.max_concurrent_streams} streams); retry shortly"
+            )
         async with self._slots:
             IN_FLIGHT.inc()
             try:
-                async for chunk in self._stream(request, model, context):
+                async for chunk in self._stream(request, model, text, context):
                     yield chunk
             finally:
                 IN_FLIGHT.dec()
 
     async def _stream(
-        self, request: generation_pb2.GenerationRequest, model: str, context: grpc.aio.ServicerContext
+        self, request: generation_pb2.GenerationRequest, model: str, text: str, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
         started = time.perf_counter()
+        entry = self._entries[model]
         finished = asyncio.Event()
 
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield {
-                "model_name": model,
-                "inputs": triton_inputs(request),
-                "outputs": [InferRequestedOutput(name) for name in _OUTPUTS],
-            }
+        async def requests() -> AsyncIterator[service_pb2.ModelInferRequest]:
+            yield entry.request(text, request.max_tokens, Sampling.from_proto(request.sampling))
             await finished.wait()  # keep the stream open until the final response
 
-        remaining = context.time_remaining()
-        responses = self._client.stream_infer(requests(), stream_timeout=remaining)
+        responses = self._triton.ModelStreamInfer(requests(), timeout=context.time_remaining())
+        # Counted in a worker thread while the model reads the prompt; needed only for the last chunk.
+        prompt_tokens = asyncio.ensure_future(asyncio.to_thread(self._prompts[model].count, text))
+        deltas = TextDeltas(entry.cumulative)
         outcome = "cancelled"
-        tokens = 0
+        completion_tokens = 0
         try:
-            async for result, error in responses:
-                if error is not None:
+            async for response in responses:
+                if response.error_message:
                     outcome = "error"
-                    await context.abort(grpc.StatusCode.INTERNAL, f"model {model} failed: {error.message()}")
-                assert result is not None
-                text = result.as_numpy("text_output")
-                piece = b"".join(text.reshape(-1)).decode("utf-8", errors="replace") if text is not None else ""
-                if piece:
-                    if tokens == 0:
-                        FIRST_TOKEN_SECONDS.labels(request.model).observe(time.perf_counter() - started)
-                    tokens += 1
-                if not _is_final(result):
+                    raise Internal(f"model {model} failed: {response.error_message}")
+                raw = text_output(response.infer_response)
+                piece = ""
+                if raw is not None:
+                    piece, advanced = deltas.feed(raw)
+                    if advanced:
+                        if completion_tokens == 0:
+                            FIRST_TOKEN_SECONDS.labels(request.model).observe(time.perf_counter() - started)
+                        completion_tokens += 1
+                if not is_final(response.infer_response):
                     if piece:
                         yield generation_pb2.GenerationChunk(text=piece)
                     continue
-                completion = _scalar(result, "num_output_tokens") or tokens
-                prompt = _scalar(result, "num_input_tokens") or 0
                 reason = (
-                    types_pb2.FINISH_REASON_LENGTH if completion >= request.max_tokens else types_pb2.FINISH_REASON_STOP
+                    types_pb2.FINISH_REASON_LENGTH
+                    if completion_tokens >= request.max_tokens
+                    else types_pb2.FINISH_REASON_STOP
                 )
                 outcome = "length" if reason == types_pb2.FINISH_REASON_LENGTH else "stop"
+                prompt = await prompt_tokens
                 TOKENS.labels(request.model, "prompt").inc(prompt)
-                TOKENS.labels(request.model, "completion").inc(completion)
+                TOKENS.labels(request.model, "completion").inc(completion_tokens)
                 yield generation_pb2.GenerationChunk(
-                    text=piece,
+                    text=piece + deltas.finish(),
                     done=generation_pb2.GenerationDone(
-                        finish_reason=reason, prompt_tokens=prompt, completion_tokens=completion
+                        finish_reason=reason, prompt_tokens=prompt, completion_tokens=completion_tokens
                     ),
                 )
                 return
             outcome = "error"
-            await context.abort(grpc.StatusCode.INTERNAL, f"model {model} closed the stream without a final response")
+            raise Internal(f"model {model} closed the stream without a final response")
         except grpc.aio.AioRpcError as error:
             outcome = "error"
-            code = error.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                await context.abort(code, "deadline exceeded while generating")
-            if code == grpc.StatusCode.UNAVAILABLE:
-                await context.abort(code, f"Triton unreachable at {self._settings.triton_url}")
-            await context.abort(grpc.StatusCode.INTERNAL, f"Triton error {code.name}: {error.details()}")
+            raise from_downstream(error, f"Triton at {self._settings.triton_url} (model {model})") from error
         finally:
             finished.set()
             responses.cancel()  # no-op after a final response; cancels Triton's request otherwise
+            prompt_tokens.cancel()
             STREAMS.labels(request.model, outcome).inc()
             STREAM_SECONDS.labels(request.model).observe(time.perf_counter() - started)
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._channel.close()
 
 
 def definition(settings: GenerationSettings) -> ServiceDefinition:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from subsecond.generation.chat_template import ChatTemplate, ChatTemplateError
 from subsecond.kit.settings import EnvReader, ServerSettings
 
 
@@ -13,8 +15,11 @@ class GenerationSettings:
     server: ServerSettings
     # Triton's gRPC endpoint.
     triton_url: str
-    # Model tier -> Triton model name (a TensorRT-LLM `ensemble`, or the embedded `smollm2`).
+    # Model tier -> Triton model name (the TensorRT-LLM entry model, or the embedded `smollm2`).
     models: Mapping[str, str]
+    # <root>/<Triton model>/ holds that model's tokenizer files: its chat template (applied here,
+    # since TensorRT-LLM tokenizes text_input as given) and tokenizer.json (prompt token counts).
+    tokenizer_root: Path
     # Streams served at once; more are refused with RESOURCE_EXHAUSTED (backpressure).
     max_concurrent_streams: int
     # How long start-up waits for Triton to report every model ready.
@@ -27,9 +32,15 @@ class GenerationSettings:
             server=ServerSettings.read(env, default_port=50054, default_metrics_port=9464),
             triton_url=env.text("TRITON_URL", "127.0.0.1:8001"),
             models=env.mapping("MODELS", {"small": "smollm2"}),
+            tokenizer_root=Path(env.text("TOKENIZER_ROOT", "/opt/subsecond/tokenizers")),
             max_concurrent_streams=env.integer("MAX_CONCURRENT_STREAMS", 64, minimum=1),
             startup_timeout_seconds=env.number("STARTUP_TIMEOUT_SECONDS", 600.0, minimum=1.0),
         )
         env.check(bool(settings.models), "SUBSECOND_GENERATION_MODELS: name at least one tier=triton_model")
+        for model in sorted(set(settings.models.values())):
+            try:
+                ChatTemplate.load(settings.tokenizer_root / model)
+            except ChatTemplateError as error:
+                env.check(False, f"SUBSECOND_GENERATION_TOKENIZER_ROOT: model {model}: {error}")
         env.done()
         return settings

@@ -24,6 +24,7 @@ import tritonclient.grpc.aio as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from subsecond.stack.redis import find_redis_server, redis_argv
+from subsecond.stack.tokenizers import write_tokenizer_root
 from subsecond.stack.triton import ensure_tritonserver, triton_process_spec
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class StackConfig:
     model_dir: Path = REPO / ".cache" / "models" / "all-minilm-l6-v2"
     tools_dir: Path = REPO / ".cache" / "tools"
     model_repository: Path = REPO / "model_repository"
+    # The embedded models' tokenizer files (chat templates), written from their GGUFs at start.
+    tokenizer_root: Path = REPO / ".cache" / "tokenizers"
     # Embeddings of the labelled tier examples (built by `subsecond prepare`) for model "auto".
     tier_embeddings: Path = REPO / ".cache" / "models" / "tier-examples-embeddings.json"
     static_routes: Path = REPO / "examples" / "static-routes.yaml"
@@ -109,6 +112,7 @@ class Stack:
             "SUBSECOND_GENERATION_TRITON_URL": f"127.0.0.1:{ports.triton_grpc}",
             # Two tiers, both served by the one Triton: SmolLM2-135M (small) and Gemma 3 270M (large).
             "SUBSECOND_GENERATION_MODELS": "small=smollm2,large=gemma3",
+            "SUBSECOND_GENERATION_TOKENIZER_ROOT": str(self.config.tokenizer_root),
             "SUBSECOND_CACHE_PORT": str(ports.cache),
             "SUBSECOND_CACHE_METRICS_PORT": str(ports.cache_metrics),
             "SUBSECOND_CACHE_REDIS_URL": self.redis_url,
@@ -133,6 +137,7 @@ class Stack:
 
     async def start(self) -> None:
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_tokenizer_root, self.config.tokenizer_root, self.config.model_repository)
         try:
             self.start_redis()
             self._start_triton()

@@ -1,0 +1,51 @@
+"""A model's prompt side, from its tokenizer directory: the conversation rendered with its chat template,
+and the number of tokens that text is.
+
+TensorRT-LLM's ensemble returns no token counts, so the prompt's are counted here with the model's
+own ``tokenizer.json`` (the Hugging Face ``tokenizers`` library, the same tokenizer the ensemble's
+preprocessing runs). A tokenizer directory without ``tokenizer.json`` gets an estimate of one token
+per four bytes of UTF-8, the usual figure for English text with a BPE vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from subsecond.generation.chat_template import ChatTemplate
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+_BYTES_PER_TOKEN = 4
+
+
+class ModelPrompt:
+    def __init__(self, template: ChatTemplate, tokenizer: Tokenizer | None) -> None:
+        self.template = template
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelPrompt:
+        tokenizer_path = directory / TOKENIZER_FILE
+        tokenizer = Tokenizer.from_file(str(tokenizer_path)) if tokenizer_path.is_file() else None
+        if tokenizer is None:
+            log.warning("no %s in %s: prompt tokens are estimated from the text's length", TOKENIZER_FILE, directory)
+        return cls(ChatTemplate.load(directory), tokenizer)
+
+    @property
+    def counts_exactly(self) -> bool:
+        return self._tokenizer is not None
+
+    def render(self, messages: Sequence[Mapping[str, str]]) -> str:
+        return self.template.render(messages)
+
+    def count(self, text: str) -> int:
+        """Tokens in ``text`` as rendered (its special tokens already written out, none added)."""
+        if self._tokenizer is None:
+            return math.ceil(len(text.encode("utf-8")) / _BYTES_PER_TOKEN)
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
