@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from qdrant_client import AsyncQdrantClient
+from redis_server import free_port
 
 from subsecond.cache.vectors import (
+    VECTOR_STORE_FAILURES,
     ClientVectorIndex,
+    EdgeEngineError,
     EdgeVectorIndex,
     VectorEntry,
     open_vector_index,
@@ -300,3 +303,39 @@ async def test_open_vector_index_picks_the_implementation_from_the_url(tmp_path:
 
     with pytest.raises(ValueError, match="vector index url"):
         open_vector_index("qdrant.local:6333", path=tmp_path, collection="c", dimensions=4, api_key=None)
+
+
+async def test_an_edge_engine_failure_is_one_of_the_store_failures(tmp_path: Path) -> None:
+    """A shard the engine cannot serve (here, closed under the index) fails with the engine's
+    error, which the cache fails open on."""
+    index = EdgeVectorIndex(tmp_path / "shard", DIMENSIONS)
+    await index.close()
+
+    for operation in (
+        index.search(axis(0), tenant="acme", model="small", scope="s1", limit=1),
+        index.upsert(entry("k1", axis(0))),
+        index.delete(["k1"]),
+        index.delete_where(tenant="acme", model=None),
+        index.count(),
+    ):
+        with pytest.raises(EdgeEngineError, match="not initialized") as error:
+            await operation
+        assert isinstance(error.value, VECTOR_STORE_FAILURES)
+
+
+async def test_a_wrong_call_into_an_index_is_not_a_store_failure(index: Index) -> None:
+    """A bug (a tenant that is not a string) must not pass for an outage."""
+    with pytest.raises(Exception) as error:  # of any type, as long as it is not an outage
+        await index.upsert(entry("k1", axis(0), tenant=object()))  # type: ignore[arg-type]
+    assert not isinstance(error.value, VECTOR_STORE_FAILURES)
+
+
+# qdrant-client checks the server's version on a thread when it connects, and warns when no server answers.
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
+async def test_a_qdrant_server_nobody_listens_on_is_a_store_failure() -> None:
+    index = ClientVectorIndex.connect(f"http://127.0.0.1:{free_port()}", collection="c", dimensions=DIMENSIONS)
+    try:
+        with pytest.raises(VECTOR_STORE_FAILURES):
+            await index.search(axis(0), tenant="acme", model="small", scope="s1", limit=1)
+    finally:
+        await index.close()
