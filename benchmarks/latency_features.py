@@ -99,11 +99,15 @@ async def bench_workflow(stub: router_pb2_grpc.RouterStub, runs: int) -> dict[st
         # The same steps alone, one after another, with the prompts they had in the workflow.
         alone: dict[str, float] = {}
         for step in request.steps:
-            prompt = render(step.prompt, request.inputs, {name: "".join(pieces) for name, pieces in outputs.items()})
+            prompt = render(
+                step.request.prompt, request.inputs, {name: "".join(pieces) for name, pieces in outputs.items()}
+            )
             t0 = time.perf_counter()
             await timed(
                 stub,
-                router_pb2.GenerateRequest(prompt=prompt, model=step.model, max_tokens=step.max_tokens, cache=BYPASS),
+                router_pb2.GenerateRequest(
+                    prompt=prompt, model=step.request.model, max_tokens=step.request.max_tokens, cache=BYPASS
+                ),
             )
             alone[step.id] = time.perf_counter() - t0
         totals.append(summary_event.total_seconds)

@@ -24,18 +24,20 @@ def triton_requests(stack: Stack) -> float:
     return metric_at(port, "nv_inference_request_success") + metric_at(port, "nv_inference_request_failure")
 
 
+def step(step_id: str, prompt: str, max_tokens: int = 0) -> router_pb2.WorkflowStep:
+    return router_pb2.WorkflowStep(id=step_id, request=router_pb2.GenerateRequest(prompt=prompt, max_tokens=max_tokens))
+
+
 def onboarding(tag: str) -> router_pb2.WorkflowRequest:
     """The shipped example: two independent steps, then one that reads both."""
     return router_pb2.WorkflowRequest(
         inputs={"message": f"I want to track my runs ({tag})", "profile": "Ana, 34, runs three times a week"},
         steps=[
-            router_pb2.WorkflowStep(
-                id="intent", prompt="In a few words, what does this user want? {{inputs.message}}", max_tokens=16
-            ),
-            router_pb2.WorkflowStep(id="profile", prompt="Summarise in one line: {{inputs.profile}}", max_tokens=16),
-            router_pb2.WorkflowStep(
-                id="welcome",
-                prompt="Write one welcome sentence. Intent: {{steps.intent}}. Profile: {{steps.profile}}",
+            step("intent", "In a few words, what does this user want? {{inputs.message}}", max_tokens=16),
+            step("profile", "Summarise in one line: {{inputs.profile}}", max_tokens=16),
+            step(
+                "welcome",
+                "Write one welcome sentence. Intent: {{steps.intent}}. Profile: {{steps.profile}}",
                 max_tokens=24,
             ),
         ],
@@ -62,13 +64,10 @@ async def test_a_bad_workflow_is_refused_naming_the_step_and_nothing_runs(
 ) -> None:
     before = triton_requests(stack)
     cycle = router_pb2.WorkflowRequest(
-        steps=[
-            router_pb2.WorkflowStep(id="a", prompt="{{steps.b}}"),
-            router_pb2.WorkflowStep(id="b", prompt="{{steps.a}}"),
-        ]
+        steps=[step("a", "{{steps.b}}"), step("b", "{{steps.a}}")]
     )
     bad_tier = onboarding("x")
-    bad_tier.steps[1].model = "huge"
+    bad_tier.steps[1].request.model = "huge"
     for request, message in ((cycle, "step a: dependency cycle"), (bad_tier, "step profile: model: unknown tier")):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             async for _ in router.RunWorkflow(request, timeout=30):

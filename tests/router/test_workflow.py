@@ -1,8 +1,10 @@
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
+from subsecond.kit.errors import ResourceExhausted
 from subsecond.router.workflow import (
     Plan,
     Step,
@@ -13,13 +15,21 @@ from subsecond.router.workflow import (
     render,
     run_workflow,
 )
-from subsecond.v1 import router_pb2
+from subsecond.v1 import router_pb2, types_pb2
 
 
 def workflow(*steps: dict[str, object], inputs: dict[str, str] | None = None) -> router_pb2.WorkflowRequest:
+    """Steps given as ``{"id": ..., "prompt": ..., "depends_on": [...]}``: the prompt goes in the step's request."""
     return router_pb2.WorkflowRequest(
         inputs=inputs or {},
-        steps=[router_pb2.WorkflowStep(**step) for step in steps],  # type: ignore[arg-type]
+        steps=[
+            router_pb2.WorkflowStep(
+                id=step["id"],  # type: ignore[arg-type]
+                request=router_pb2.GenerateRequest(prompt=step["prompt"]),  # type: ignore[arg-type]
+                depends_on=step.get("depends_on", []),  # type: ignore[arg-type]
+            )
+            for step in steps
+        ],
     )
 
 
@@ -66,6 +76,24 @@ def test_bad_workflows_are_refused_naming_the_step(request_: router_pb2.Workflow
     with pytest.raises(WorkflowError) as refused:
         plan_workflow(request_, max_steps=8)
     assert str(refused.value).startswith(message)
+
+
+def test_a_step_with_messages_is_refused() -> None:
+    step = router_pb2.WorkflowStep(
+        id="a",
+        request=router_pb2.GenerateRequest(prompt="x", messages=[types_pb2.ChatMessage(role="user", content="y")]),
+    )
+    with pytest.raises(WorkflowError, match="step a: messages: a step has a prompt template"):
+        plan_workflow(router_pb2.WorkflowRequest(steps=[step]), max_steps=8)
+
+
+def test_a_failed_step_keeps_its_status_and_hides_unexpected_errors() -> None:
+    refused = StepFailed("a", ResourceExhausted("generation is at capacity"))
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.message == "step a failed: generation is at capacity; the other steps were cancelled"
+    bug = StepFailed("b", KeyError("a secret detail"))
+    assert bug.code == grpc.StatusCode.INTERNAL
+    assert bug.message == "step b failed: internal error; the other steps were cancelled"
 
 
 def test_render_replaces_references() -> None:

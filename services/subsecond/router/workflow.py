@@ -6,33 +6,41 @@ naming the step at fault, before anything runs. ``run_workflow`` starts every st
 the steps it reads have finished, so independent steps overlap; it streams each step's events
 as they happen and ends with a summary that sets the workflow's time against its critical path
 and against running the steps one after another. When a step fails, or the caller goes away,
-the steps still running are cancelled.
+the steps still running are cancelled; the failure is the step's own status, its message
+naming the step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from subsecond.kit.errors import Internal, InvalidArgument, ServiceError
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import router_pb2
+
+log = logging.getLogger(__name__)
 
 # {{inputs.NAME}} or {{steps.ID}}, with optional spaces inside the braces.
 _REFERENCE = re.compile(r"\{\{\s*(inputs|steps)\.([A-Za-z0-9_-]+)\s*\}\}")
 
 
-class WorkflowError(Exception):
+class WorkflowError(InvalidArgument):
     """A workflow refused before anything ran; the message names the step."""
 
 
-class StepFailed(Exception):
-    """A step failed while running; the other steps have been cancelled."""
+class StepFailed(ServiceError):
+    """A step failed while running and the other steps have been cancelled: the step's own status
+    (INTERNAL for an unexpected error, whose text the caller does not see)."""
 
-    def __init__(self, step: str, error: BaseException) -> None:
-        super().__init__(f"step {step} failed: {error}")
+    def __init__(self, step: str, error: Exception) -> None:
+        reason = error.message if isinstance(error, ServiceError) else "internal error"
+        super().__init__(f"step {step} failed: {reason}; the other steps were cancelled")
+        self.code = error.code if isinstance(error, ServiceError) else Internal.code
         self.step = step
         self.error = error
 
@@ -62,14 +70,16 @@ def plan_workflow(request: router_pb2.WorkflowRequest, *, max_steps: int) -> Pla
             raise WorkflowError(f"steps[{i}].id: {spec.id!r} is not a simple name ([A-Za-z0-9_-])")
         if spec.id in ids:
             raise WorkflowError(f"step {spec.id}: the id is used twice")
-        if not spec.prompt.strip():
+        if not spec.request.prompt.strip():
             raise WorkflowError(f"step {spec.id}: prompt must not be blank")
+        if spec.request.messages:
+            raise WorkflowError(f"step {spec.id}: messages: a step has a prompt template, not messages")
         ids.append(spec.id)
     known = set(ids)
     steps: dict[str, Step] = {}
     for spec in request.steps:
         depends_on: list[str] = []
-        for kind, name in _REFERENCE.findall(spec.prompt):
+        for kind, name in _REFERENCE.findall(spec.request.prompt):
             if kind == "inputs" and name not in request.inputs:
                 raise WorkflowError(f"step {spec.id}: prompt reads input {name!r}, which the request does not give")
             if kind == "steps" and name not in known:
@@ -154,12 +164,14 @@ async def run_workflow(plan: Plan, run_step: StepRunner) -> AsyncIterator[router
         emit(step.id, started_event=router_pb2.StepStarted(depends_on=step.depends_on))
         texts: list[str] = []
         try:
-            async for response in run_step(step, render(step.spec.prompt, plan.inputs, outputs)):
+            async for response in run_step(step, render(step.spec.request.prompt, plan.inputs, outputs)):
                 texts.append(response.text)
                 emit(step.id, chunk=response)
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            if not isinstance(error, ServiceError):
+                log.error("workflow step %s failed", step.id, exc_info=error)
             raise StepFailed(step.id, error) from error
         durations[step.id] = time.perf_counter() - began
         outputs[step.id] = "".join(texts)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from subsecond.v1 import types_pb2 as subsecond_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19subsecond/v1/router.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/types.proto\"M\n\x0b\x43\x61\x63hePolicy\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.subsecond.v1.CacheMode\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\r\"\xa9\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12(\n\x05\x63\x61\x63he\x18\x06 \x01(\x0b\x32\x19.subsecond.v1.CachePolicy\x12(\n\x08\x63hunking\x18\x07 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x12\x0c\n\x04task\x18\x08 \x01(\t\x12$\n\x06replay\x18\t \x01(\x0e\x32\x14.subsecond.v1.Replay\"W\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12&\n\x04\x64one\x18\x03 \x01(\x0b\x32\x18.subsecond.v1.Completion\"\xf3\x02\n\nCompletion\x12)\n\tserved_by\x18\x01 \x01(\x0e\x32\x16.subsecond.v1.ServedBy\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x19\n\x11\x63\x61\x63he_age_seconds\x18\x03 \x01(\x01\x12#\n\x1btime_to_first_chunk_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\r\x12\x31\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\r\n\x05model\x18\t \x01(\t\x12\x11\n\tcoalesced\x18\n \x01(\x08\x12\x13\n\x0btier_reason\x18\x0b \x01(\t\x12\x1d\n\x15trimmed_prompt_tokens\x18\x0c \x01(\r\x12\x14\n\x0cstatic_route\x18\r \x01(\t\"\xc9\x01\n\x0cWorkflowStep\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12(\n\x05\x63\x61\x63he\x18\x06 \x01(\x0b\x32\x19.subsecond.v1.CachePolicy\x12\x0c\n\x04task\x18\x07 \x01(\t\x12\x12\n\ndepends_on\x18\x08 \x03(\t\"\xd0\x01\n\x0fWorkflowRequest\x12\x39\n\x06inputs\x18\x01 \x03(\x0b\x32).subsecond.v1.WorkflowRequest.InputsEntry\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.subsecond.v1.WorkflowStep\x12(\n\x08\x63hunking\x18\x03 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x0bStepStarted\x12\x12\n\ndepends_on\x18\x01 \x03(\t\"z\n\x0fWorkflowSummary\x12\x15\n\rtotal_seconds\x18\x01 \x01(\x01\x12\x1d\n\x15\x63ritical_path_seconds\x18\x02 \x01(\x01\x12\x1a\n\x12sequential_seconds\x18\x03 \x01(\x01\x12\x15\n\rcritical_path\x18\x04 \x03(\t\"\xcb\x01\n\rWorkflowEvent\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x12\n\nat_seconds\x18\x02 \x01(\x01\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.subsecond.v1.StepStartedH\x00\x12/\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1e.subsecond.v1.GenerateResponseH\x00\x12\x30\n\x07summary\x18\x05 \x01(\x0b\x32\x1d.subsecond.v1.WorkflowSummaryH\x00\x42\x07\n\x05\x65vent\"\x19\n\x17ListStaticRoutesRequest\"H\n\x0bStaticRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05regex\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\"E\n\x18ListStaticRoutesResponse\x12)\n\x06routes\x18\x01 \x03(\x0b\x32\x19.subsecond.v1.StaticRoute*N\n\tCacheMode\x12\x12\n\x0e\x43\x41\x43HE_MODE_USE\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x16\n\x12\x43\x41\x43HE_MODE_REFRESH\x10\x02*5\n\x08\x43hunking\x12\x12\n\x0e\x43HUNKING_TOKEN\x10\x00\x12\x15\n\x11\x43HUNKING_SENTENCE\x10\x01*.\n\x06Replay\x12\x12\n\x0eREPLAY_AT_ONCE\x10\x00\x12\x10\n\x0cREPLAY_PACED\x10\x01\x32\x85\x02\n\x06Router\x12K\n\x08Generate\x12\x1d.subsecond.v1.GenerateRequest\x1a\x1e.subsecond.v1.GenerateResponse0\x01\x12K\n\x0bRunWorkflow\x12\x1d.subsecond.v1.WorkflowRequest\x1a\x1b.subsecond.v1.WorkflowEvent0\x01\x12\x61\n\x10ListStaticRoutes\x12%.subsecond.v1.ListStaticRoutesRequest\x1a&.subsecond.v1.ListStaticRoutesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19subsecond/v1/router.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/types.proto\"M\n\x0b\x43\x61\x63hePolicy\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.subsecond.v1.CacheMode\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\r\"\xa9\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12(\n\x05\x63\x61\x63he\x18\x06 \x01(\x0b\x32\x19.subsecond.v1.CachePolicy\x12(\n\x08\x63hunking\x18\x07 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x12\x0c\n\x04task\x18\x08 \x01(\t\x12$\n\x06replay\x18\t \x01(\x0e\x32\x14.subsecond.v1.Replay\"W\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12&\n\x04\x64one\x18\x03 \x01(\x0b\x32\x18.subsecond.v1.Completion\"\xf3\x02\n\nCompletion\x12)\n\tserved_by\x18\x01 \x01(\x0e\x32\x16.subsecond.v1.ServedBy\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x19\n\x11\x63\x61\x63he_age_seconds\x18\x03 \x01(\x01\x12#\n\x1btime_to_first_chunk_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\r\x12\x31\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\r\n\x05model\x18\t \x01(\t\x12\x11\n\tcoalesced\x18\n \x01(\x08\x12\x13\n\x0btier_reason\x18\x0b \x01(\t\x12\x1d\n\x15trimmed_prompt_tokens\x18\x0c \x01(\r\x12\x14\n\x0cstatic_route\x18\r \x01(\t\"\x96\x01\n\x0cWorkflowStep\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x07request\x18\t \x01(\x0b\x32\x1d.subsecond.v1.GenerateRequest\x12\x12\n\ndepends_on\x18\x08 \x03(\tJ\x04\x08\x02\x10\x08R\x06promptR\x05modelR\nmax_tokensR\x08samplingR\x05\x63\x61\x63heR\x04task\"\xd0\x01\n\x0fWorkflowRequest\x12\x39\n\x06inputs\x18\x01 \x03(\x0b\x32).subsecond.v1.WorkflowRequest.InputsEntry\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.subsecond.v1.WorkflowStep\x12(\n\x08\x63hunking\x18\x03 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x0bStepStarted\x12\x12\n\ndepends_on\x18\x01 \x03(\t\"z\n\x0fWorkflowSummary\x12\x15\n\rtotal_seconds\x18\x01 \x01(\x01\x12\x1d\n\x15\x63ritical_path_seconds\x18\x02 \x01(\x01\x12\x1a\n\x12sequential_seconds\x18\x03 \x01(\x01\x12\x15\n\rcritical_path\x18\x04 \x03(\t\"\xcb\x01\n\rWorkflowEvent\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x12\n\nat_seconds\x18\x02 \x01(\x01\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.subsecond.v1.StepStartedH\x00\x12/\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1e.subsecond.v1.GenerateResponseH\x00\x12\x30\n\x07summary\x18\x05 \x01(\x0b\x32\x1d.subsecond.v1.WorkflowSummaryH\x00\x42\x07\n\x05\x65vent\"\x19\n\x17ListStaticRoutesRequest\"H\n\x0bStaticRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05regex\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\"E\n\x18ListStaticRoutesResponse\x12)\n\x06routes\x18\x01 \x03(\x0b\x32\x19.subsecond.v1.StaticRoute*N\n\tCacheMode\x12\x12\n\x0e\x43\x41\x43HE_MODE_USE\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x16\n\x12\x43\x41\x43HE_MODE_REFRESH\x10\x02*5\n\x08\x43hunking\x12\x12\n\x0e\x43HUNKING_TOKEN\x10\x00\x12\x15\n\x11\x43HUNKING_SENTENCE\x10\x01*.\n\x06Replay\x12\x12\n\x0eREPLAY_AT_ONCE\x10\x00\x12\x10\n\x0cREPLAY_PACED\x10\x01\x32\x85\x02\n\x06Router\x12K\n\x08Generate\x12\x1d.subsecond.v1.GenerateRequest\x1a\x1e.subsecond.v1.GenerateResponse0\x01\x12K\n\x0bRunWorkflow\x12\x1d.subsecond.v1.WorkflowRequest\x1a\x1b.subsecond.v1.WorkflowEvent0\x01\x12\x61\n\x10ListStaticRoutes\x12%.subsecond.v1.ListStaticRoutesRequest\x1a&.subsecond.v1.ListStaticRoutesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKFLOWREQUEST_INPUTSENTRY']._loaded_options = None
   _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_options = b'8\001'
-  _globals['_CACHEMODE']._serialized_start=1863
-  _globals['_CACHEMODE']._serialized_end=1941
-  _globals['_CHUNKING']._serialized_start=1943
-  _globals['_CHUNKING']._serialized_end=1996
-  _globals['_REPLAY']._serialized_start=1998
-  _globals['_REPLAY']._serialized_end=2044
+  _globals['_CACHEMODE']._serialized_start=1812
+  _globals['_CACHEMODE']._serialized_end=1890
+  _globals['_CHUNKING']._serialized_start=1892
+  _globals['_CHUNKING']._serialized_end=1945
+  _globals['_REPLAY']._serialized_start=1947
+  _globals['_REPLAY']._serialized_end=1993
   _globals['_CACHEPOLICY']._serialized_start=69
   _globals['_CACHEPOLICY']._serialized_end=146
   _globals['_GENERATEREQUEST']._serialized_start=149
@@ -49,23 +49,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETION']._serialized_start=538
   _globals['_COMPLETION']._serialized_end=909
   _globals['_WORKFLOWSTEP']._serialized_start=912
-  _globals['_WORKFLOWSTEP']._serialized_end=1113
-  _globals['_WORKFLOWREQUEST']._serialized_start=1116
-  _globals['_WORKFLOWREQUEST']._serialized_end=1324
-  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_start=1279
-  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_end=1324
-  _globals['_STEPSTARTED']._serialized_start=1326
-  _globals['_STEPSTARTED']._serialized_end=1359
-  _globals['_WORKFLOWSUMMARY']._serialized_start=1361
-  _globals['_WORKFLOWSUMMARY']._serialized_end=1483
-  _globals['_WORKFLOWEVENT']._serialized_start=1486
-  _globals['_WORKFLOWEVENT']._serialized_end=1689
-  _globals['_LISTSTATICROUTESREQUEST']._serialized_start=1691
-  _globals['_LISTSTATICROUTESREQUEST']._serialized_end=1716
-  _globals['_STATICROUTE']._serialized_start=1718
-  _globals['_STATICROUTE']._serialized_end=1790
-  _globals['_LISTSTATICROUTESRESPONSE']._serialized_start=1792
-  _globals['_LISTSTATICROUTESRESPONSE']._serialized_end=1861
-  _globals['_ROUTER']._serialized_start=2047
-  _globals['_ROUTER']._serialized_end=2308
+  _globals['_WORKFLOWSTEP']._serialized_end=1062
+  _globals['_WORKFLOWREQUEST']._serialized_start=1065
+  _globals['_WORKFLOWREQUEST']._serialized_end=1273
+  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_start=1228
+  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_end=1273
+  _globals['_STEPSTARTED']._serialized_start=1275
+  _globals['_STEPSTARTED']._serialized_end=1308
+  _globals['_WORKFLOWSUMMARY']._serialized_start=1310
+  _globals['_WORKFLOWSUMMARY']._serialized_end=1432
+  _globals['_WORKFLOWEVENT']._serialized_start=1435
+  _globals['_WORKFLOWEVENT']._serialized_end=1638
+  _globals['_LISTSTATICROUTESREQUEST']._serialized_start=1640
+  _globals['_LISTSTATICROUTESREQUEST']._serialized_end=1665
+  _globals['_STATICROUTE']._serialized_start=1667
+  _globals['_STATICROUTE']._serialized_end=1739
+  _globals['_LISTSTATICROUTESRESPONSE']._serialized_start=1741
+  _globals['_LISTSTATICROUTESRESPONSE']._serialized_end=1810
+  _globals['_ROUTER']._serialized_start=1996
+  _globals['_ROUTER']._serialized_end=2257
 # @@protoc_insertion_point(module_scope)

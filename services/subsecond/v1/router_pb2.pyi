@@ -102,24 +102,14 @@ class Completion(_message.Message):
     def __init__(self, served_by: _Optional[_Union[_types_pb2.ServedBy, str]] = ..., similarity: _Optional[float] = ..., cache_age_seconds: _Optional[float] = ..., time_to_first_chunk_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., coalesced: _Optional[bool] = ..., tier_reason: _Optional[str] = ..., trimmed_prompt_tokens: _Optional[int] = ..., static_route: _Optional[str] = ...) -> None: ...
 
 class WorkflowStep(_message.Message):
-    __slots__ = ("id", "prompt", "model", "max_tokens", "sampling", "cache", "task", "depends_on")
+    __slots__ = ("id", "request", "depends_on")
     ID_FIELD_NUMBER: _ClassVar[int]
-    PROMPT_FIELD_NUMBER: _ClassVar[int]
-    MODEL_FIELD_NUMBER: _ClassVar[int]
-    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    SAMPLING_FIELD_NUMBER: _ClassVar[int]
-    CACHE_FIELD_NUMBER: _ClassVar[int]
-    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     id: str
-    prompt: str
-    model: str
-    max_tokens: int
-    sampling: _types_pb2.SamplingParams
-    cache: CachePolicy
-    task: str
+    request: GenerateRequest
     depends_on: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., cache: _Optional[_Union[CachePolicy, _Mapping]] = ..., task: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WorkflowRequest(_message.Message):
     __slots__ = ("inputs", "steps", "chunking")

@@ -65,7 +65,8 @@ class RouterServicer:
     def Generate(self, request, context):
         """Streams an answer. Every message carries a text chunk; the last one also carries `done`.
         Errors: INVALID_ARGUMENT (bad request, names the field), UNAUTHENTICATED (unknown key),
-        DEADLINE_EXCEEDED, UNAVAILABLE (generation unreachable).
+        RESOURCE_EXHAUSTED (the tenant's stream limit, or generation at capacity), DEADLINE_EXCEEDED,
+        UNAVAILABLE (generation unreachable), INTERNAL (generation failed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,120 @@
+"""Generation on a cache miss: one generation stream per set of identical concurrent requests, each
+chunk forwarded as it arrives, and a normal finish written through to the cache.
+
+Requests that would get interchangeable answers (tenant, tier, normalised conversation, sampling,
+the fitted ``max_tokens`` and whether the answer may be stored) join one *flight*
+(``coalescing.py``); the first starts it. The flight writes through only a generation that
+finished with ``FINISH_REASON_STOP``, after its last chunk went out; a cancelled, failed or
+truncated one is never stored. A failed generation reaches every listener as the kit's error for
+it (``from_downstream``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from subsecond.kit.errors import Internal, from_downstream
+from subsecond.kit.prompt_identity import request_digest
+from subsecond.router.admission import Admitted, chat_messages
+from subsecond.router.answers import Answer, Outcome, Piece
+from subsecond.router.cache_client import CacheClient
+from subsecond.router.coalescing import Coalescer
+from subsecond.router.context import Deadline, Tasks
+from subsecond.router.metrics import COALESCED, HOP_DURATION, STORES, TIER_CHOICES, TOKENS_SAVED
+from subsecond.router.sizing import Fitted, TierChoice
+from subsecond.v1 import cache_pb2, generation_pb2, generation_pb2_grpc, router_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Generation:
+    def __init__(self, stub: generation_pb2_grpc.GeneratorStub, cache: CacheClient, tasks: Tasks) -> None:
+        self._stub = stub
+        self._cache = cache
+        self._tasks = tasks
+        self._flights: Coalescer[generation_pb2.GenerationChunk] = Coalescer()
+
+    async def answer(self, request: Admitted, choice: TierChoice, fitted: Fitted, deadline: Deadline) -> Answer:
+        """The answer of the tier ``choice`` names to the ``fitted`` request, from a new flight or a running one."""
+        store = request.cache_mode != router_pb2.CACHE_MODE_BYPASS
+        digest = request_digest(request.tenant, request.tier, request.turns, request.sampling)
+        key = f"{digest}:{choice.tier}:{fitted.max_tokens}:{store}"
+        flight, leader = self._flights.join(
+            key, lambda: self._generate(request, choice.tier, fitted, deadline.remaining(), store)
+        )
+        if leader:
+            TIER_CHOICES.labels(choice.tier, choice.reason).inc()
+            TOKENS_SAVED.labels(choice.tier, "prompt").inc(fitted.trimmed_prompt_tokens)
+            TOKENS_SAVED.labels(choice.tier, "completion").inc(fitted.capped_max_tokens)
+        else:
+            COALESCED.inc()
+        try:
+            async for chunk in flight.listen():
+                if not chunk.HasField("done"):
+                    yield Piece(chunk.text)
+                    continue
+                yield Piece(
+                    chunk.text,
+                    Outcome(
+                        served_by=types_pb2.SERVED_BY_GENERATED,
+                        model=choice.tier,
+                        finish_reason=chunk.done.finish_reason,
+                        prompt_tokens=chunk.done.prompt_tokens,
+                        completion_tokens=chunk.done.completion_tokens,
+                        tier_reason=choice.reason,
+                        coalesced=not leader,
+                        trimmed_prompt_tokens=fitted.trimmed_prompt_tokens,
+                    ),
+                )
+        except grpc.aio.AioRpcError as error:
+            failure = from_downstream(error, "generation")
+            if isinstance(failure, Internal):
+                log.error("generation failed: %s %s", error.code().name, error.details())
+            raise failure from error
+
+    async def _generate(
+        self, request: Admitted, tier: str, fitted: Fitted, budget_seconds: float, store: bool
+    ) -> AsyncIterator[generation_pb2.GenerationChunk]:
+        """The flight's body: one generation stream, then the write-through of a normal finish."""
+        call = self._stub.Generate(
+            generation_pb2.GenerationRequest(
+                model=tier,
+                messages=chat_messages(fitted.turns),
+                max_tokens=fitted.max_tokens,
+                sampling=request.sampling_params(),
+            ),
+            timeout=budget_seconds,
+        )
+        started = first = time.perf_counter()
+        chunks: list[str] = []
+        offsets: list[float] = []
+        try:
+            async for chunk in call:
+                if chunk.text:
+                    now = time.perf_counter()
+                    if not chunks:
+                        HOP_DURATION.labels("generation_first_chunk").observe(now - started)
+                        first = now
+                    chunks.append(chunk.text)
+                    offsets.append(now - first)
+                yield chunk
+                if chunk.HasField("done"):
+                    if store and chunk.done.finish_reason == types_pb2.FINISH_REASON_STOP:
+                        answer = cache_pb2.CachedAnswer(
+                            chunks=chunks,
+                            prompt_tokens=chunk.done.prompt_tokens,
+                            completion_tokens=chunk.done.completion_tokens,
+                            finish_reason=chunk.done.finish_reason,
+                            chunk_offsets_seconds=offsets,
+                            model=tier,
+                        )
+                        self._tasks.spawn(self._cache.store(request, answer))
+                    else:
+                        STORES.labels("skipped").inc()
+                    return
+        finally:
+            call.cancel()  # a no-op after the last chunk; cancels the generation otherwise

@@ -1,0 +1,62 @@
+"""The router's Prometheus metrics. Their names and labels are an interface: the README's table,
+dashboards and alerts read them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from subsecond.kit.metrics import FAST_SECONDS, REQUEST_SECONDS
+from subsecond.v1 import types_pb2
+
+# The ``served_by`` label of an answer.
+SERVED_BY = {
+    types_pb2.SERVED_BY_EXACT: "exact",
+    types_pb2.SERVED_BY_SEMANTIC: "semantic",
+    types_pb2.SERVED_BY_GENERATED: "generated",
+    types_pb2.SERVED_BY_STATIC: "static",
+}
+REQUEST_DURATION = Histogram(
+    "subsecond_router_request_duration_seconds",
+    "Whole Generate calls (and workflow steps).",
+    ["served_by"],
+    buckets=REQUEST_SECONDS,
+)
+FIRST_CHUNK = Histogram(
+    "subsecond_router_time_to_first_chunk_seconds",
+    "From a Generate call (or workflow step) starting to its first chunk leaving.",
+    ["served_by"],
+    buckets=REQUEST_SECONDS,
+)
+HOP_DURATION = Histogram(
+    "subsecond_router_hop_duration_seconds",
+    "Router's downstream hops: cache_lookup, generation_first_chunk, cache_store.",
+    ["hop"],
+    buckets=FAST_SECONDS,
+)
+WORKFLOW_DURATION = Histogram(
+    "subsecond_router_workflow_duration_seconds", "Whole RunWorkflow calls that finished.", buckets=REQUEST_SECONDS
+)
+REQUESTS = Counter("subsecond_router_requests_total", "Generate calls by final status code.", ["code"])
+WORKFLOWS = Counter("subsecond_router_workflows_total", "RunWorkflow calls by final status code.", ["code"])
+CACHE_BYPASS = Counter(
+    "subsecond_router_cache_bypass_total",
+    "Lookups that skipped the cache, by reason: the cache service failed, or one of its backends did.",
+    ["reason"],
+)
+COALESCED = Counter("subsecond_router_coalesced_requests_total", "Misses that joined an identical running generation.")
+STORES = Counter(
+    "subsecond_router_cache_stores_total", "Write-throughs by result: stored, skipped, failed.", ["result"]
+)
+TOKENS = Counter("subsecond_router_tokens_total", "Tokens of answers served, by model and kind.", ["model", "kind"])
+TOKENS_SAVED = Counter(
+    "subsecond_router_tokens_saved_total",
+    "Tokens generation was not asked for: history trimmed (prompt) or max_tokens capped (completion).",
+    ["model", "kind"],
+)
+TIER_CHOICES = Counter(
+    "subsecond_router_tier_choices_total",
+    "Tiers that generated an answer, and the rule that chose them.",
+    ["model", "reason"],
+)
+STATIC_ANSWERS = Counter("subsecond_router_static_answers_total", "Requests answered by a static route.", ["route"])
+IN_FLIGHT = Gauge("subsecond_router_streams_in_flight", "Generate streams open now.")

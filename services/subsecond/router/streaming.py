@@ -1,0 +1,70 @@
+"""An answer as the client's stream: its text rechunked as the client asked, each piece sent the
+moment it is ready, and a final message carrying the ``Completion`` (built here, once, from the
+answer's outcome and this stream's timings)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from subsecond.kit.errors import Internal
+from subsecond.router.answers import Answer, Outcome
+from subsecond.router.chunking import SentenceChunker
+from subsecond.router.metrics import FIRST_CHUNK, REQUEST_DURATION, SERVED_BY, TOKENS
+from subsecond.v1 import router_pb2
+
+
+class Rechunker:
+    """Turns the pieces of an answer into the chunks the client asked for."""
+
+    def __init__(self, chunking: int) -> None:
+        self._sentences = SentenceChunker() if chunking == router_pb2.CHUNKING_SENTENCE else None
+
+    def feed(self, text: str) -> list[str]:
+        if self._sentences is None:
+            return [text] if text else []
+        return self._sentences.feed(text)
+
+    def last(self, text: str) -> tuple[list[str], str]:
+        """For the answer's final text: the chunks to send before the final message, and the text
+        the final message carries (in token mode, all of it: one message fewer)."""
+        if self._sentences is None:
+            return [], text
+        return self._sentences.feed(text), self._sentences.flush()
+
+
+async def respond(answer: Answer, chunking: int, started: float) -> AsyncIterator[router_pb2.GenerateResponse]:
+    """Streams ``answer``; ``started`` is when the call (or workflow step) began, for the timings."""
+    rechunker = Rechunker(chunking)
+    index = 0
+    first_at: float | None = None
+    async for piece in answer:
+        if piece.outcome is None:
+            chunks, tail = rechunker.feed(piece.text), ""
+        else:
+            chunks, tail = rechunker.last(piece.text)
+        for text in chunks:
+            if first_at is None:
+                first_at = time.perf_counter()
+            yield router_pb2.GenerateResponse(text=text, index=index)
+            index += 1
+        if piece.outcome is not None:
+            done = _completion(piece.outcome, started, first_at)
+            yield router_pb2.GenerateResponse(text=tail, index=index, done=done)
+            return
+    raise Internal("the answer ended before its last chunk")
+
+
+def _completion(outcome: Outcome, started: float, first_at: float | None) -> router_pb2.Completion:
+    now = time.perf_counter()
+    completion = outcome.completion(
+        time_to_first_chunk_seconds=(first_at if first_at is not None else now) - started,
+        total_seconds=now - started,
+    )
+    label = SERVED_BY[outcome.served_by]
+    FIRST_CHUNK.labels(label).observe(completion.time_to_first_chunk_seconds)
+    REQUEST_DURATION.labels(label).observe(completion.total_seconds)
+    if outcome.model:
+        TOKENS.labels(outcome.model, "prompt").inc(outcome.prompt_tokens)
+        TOKENS.labels(outcome.model, "completion").inc(outcome.completion_tokens)
+    return completion
