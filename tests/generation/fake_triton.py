@@ -104,13 +104,15 @@ def check_request(config: model_config_pb2.ModelConfig, request: service_pb2.Mod
                 f"[request id: <id_unknown>] unexpected shape for input '{tensor.name}' for model '{config.name}'. "
                 f"Expected {expected}, got {_shape_text(shape)}.{note}"
             )
+    # Triton counts inputs: fewer than the required ones is refused here; a required one missing among
+    # enough others reaches the model, which must check it itself.
     given = {tensor.name for tensor in request.inputs}
-    missing = [name for name, spec in declared.items() if not spec.optional and name not in given]
-    if missing:
+    required = [name for name, spec in declared.items() if not spec.optional]
+    if len(given) < len(required):
+        missing = [name for name in required if name not in given]
         return (
-            f"[request id: <id_unknown>] expected {len(declared) - sum(s.optional for s in declared.values())} "
-            f"inputs but got {len(given)} inputs for model '{config.name}'. Got input(s) {sorted(given)}, "
-            f"but missing required input(s) {missing}."
+            f"[request id: <id_unknown>] expected {len(required)} inputs but got {len(given)} inputs for model "
+            f"'{config.name}'. Got input(s) {sorted(given)}, but missing required input(s) {missing}."
         )
     outputs = {tensor.name for tensor in config.output}
     for output in request.outputs:

@@ -207,7 +207,8 @@ async def test_a_request_without_text_input_is_rejected(
 
     ((response),) = await _stream(triton, request)
 
-    assert "missing required input(s) ['text_input']" in response.error_message
+    # Enough other inputs pass Triton's count check: the model itself refuses the request.
+    assert "text_input and max_tokens are required" in response.error_message
 
 
 async def test_a_bad_input_value_gets_an_error_from_the_model(

