@@ -3,7 +3,7 @@
 The stand-in speaks the part of Triton's HTTP API the smoke command uses: generate_stream (server-sent
 events, cumulative text_output as the BLS entry model sends with accumulate_tokens; one event when the
 request does not stream) and /metrics. It answers each burst request (those with min_length) after
-`delay` seconds with max_tokens words, and records what it was sent and how many requests it held at
+`delay` seconds with max_tokens words (or an error event), and records what it was sent and how many it held at
 once. The tokenizer is a real `tokenizers` word-level tokenizer over the stand-in's words, so token counts
 are exact; nvidia-smi, where a test needs one, is a stand-in script on PATH.
 """
@@ -52,6 +52,7 @@ class FakeTriton(BaseHTTPRequestHandler):
     chunks: ClassVar[list[str]] = CHUNKS
     gpu_gib: ClassVar[list[float]] = [40.0, 40.0]
     delay: ClassVar[float] = 0.0
+    burst_error: ClassVar[str] = ""
     bodies: ClassVar[list[dict[str, Any]]] = []
     in_flight: ClassVar[int] = 0
     most_in_flight: ClassVar[int] = 0
@@ -76,11 +77,14 @@ class FakeTriton(BaseHTTPRequestHandler):
             words = SMOKE_MODULE.FILLER
             text = " ".join(words[i % len(words)] for i in range(body["max_tokens"]))
             outputs = [" ".join(text.split()[:n]) for n in (1, body["max_tokens"] // 2, body["max_tokens"])]
+            if self.burst_error:
+                outputs = []
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for text in outputs if body["stream"] else outputs[-1:]:
-            self.wfile.write(f"data: {json.dumps({'text_output': text})}\n\n".encode())
+        events = [{"text_output": text} for text in (outputs if body["stream"] else outputs[-1:])]
+        for event in events or [{"error": self.burst_error}]:
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
 
     def do_GET(self) -> None:
         used = enumerate(self.gpu_gib)
@@ -103,7 +107,7 @@ def triton() -> Iterator[str]:
     server.server_close()
     FakeTriton.bodies.clear()
     FakeTriton.most_in_flight = 0
-    FakeTriton.chunks, FakeTriton.gpu_gib, FakeTriton.delay = CHUNKS, [40.0, 40.0], 0.0
+    FakeTriton.chunks, FakeTriton.gpu_gib, FakeTriton.delay, FakeTriton.burst_error = CHUNKS, [40.0, 40.0], 0.0, ""
 
 
 def smoke(
@@ -188,6 +192,14 @@ def test_burst_far_below_the_published_figure_fails(triton: str, tmp_path: Path)
     assert (match[1], match[5], match[6]) == ("FAIL", "<", "0.2")
     assert "engine quantization fp8" in result.stdout and "power limit" in result.stdout
     assert "ok TP ranks: 1 of 1 GPU(s)" in result.stdout
+
+
+def test_a_failing_burst_fails_once_and_the_rest_is_not_sent(triton: str, tmp_path: Path) -> None:
+    FakeTriton.gpu_gib, FakeTriton.delay, FakeTriton.burst_error = [40.0], 0.2, "Executor failed"
+    result = smoke(triton, tokenizer(tmp_path), 1, *BURST[:1], "40", *BURST[2:], *H100_8B)
+    assert result.returncode == 1
+    assert "ok small: TTFT" in result.stdout and "FAIL small burst: Executor failed" in result.stdout
+    assert len(burst_bodies()) < 40  # the requests queued behind the first failure are cancelled
 
 
 @pytest.mark.parametrize(
