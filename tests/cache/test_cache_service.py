@@ -15,11 +15,12 @@ import pytest
 import redis.asyncio as redis
 from fake_embedder import FakeEmbedder, towards
 from prometheus_client import REGISTRY
+from qdrant_client import AsyncQdrantClient
 from redis_server import RedisServer, free_port
 
 from subsecond.cache.service import EMBEDDING_DIMENSIONS, CacheService, definition
 from subsecond.cache.settings import CacheSettings
-from subsecond.cache.vectors import EdgeVectorIndex, Neighbour
+from subsecond.cache.vectors import ClientVectorIndex, EdgeVectorIndex, Neighbour, VectorIndex
 from subsecond.kit.server import ServiceDefinition, start_server
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
 
@@ -342,16 +343,27 @@ async def test_a_failed_backend_is_skipped_for_its_cool_down_then_tried_again(
     assert found.hit and not found.bypassed
 
 
-# qdrant-client checks the server's version on a thread when it connects, and warns when no server answers.
-@pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
+def with_index(cache_settings: CacheSettings, index: VectorIndex) -> ServiceDefinition:
+    """The service over a vector index the test opened itself."""
+    service = CacheService(cache_settings, index)
+    return ServiceDefinition(
+        names=[cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name],
+        register=lambda server: cache_pb2_grpc.add_CacheServicer_to_server(service, server),
+        close=service.close,
+    )
+
+
 async def test_a_qdrant_server_nobody_listens_on_is_a_bypass(
     redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> None:
     fake_embedder.vectors.update({QUESTION: towards(0), PARAPHRASE: towards(15)})
-    cache_settings = settings(
-        redis_server.url, fake_embedder, tmp_path, VECTOR_URL=f"http://127.0.0.1:{free_port()}"
-    )
-    async with serving(cache_settings, definition(cache_settings)) as cache:
+    cache_settings = settings(redis_server.url, fake_embedder, tmp_path)
+    # Without the client's version check: it runs on a thread that would outlive the test, warning
+    # that no server answered.
+    client = AsyncQdrantClient(url=f"http://127.0.0.1:{free_port()}", check_compatibility=False)
+    unreachable = ClientVectorIndex(client, "prompts", EMBEDDING_DIMENSIONS)
+
+    async with serving(cache_settings, with_index(cache_settings, unreachable)) as cache:
         stored = await cache.Store(store(QUESTION, "Canberra."))
         exact = await cache.Lookup(lookup(QUESTION))
         semantic = await cache.Lookup(lookup(PARAPHRASE))
@@ -376,15 +388,10 @@ async def test_a_bug_in_the_vector_index_is_an_internal_error_not_a_bypass(
 ) -> None:
     fake_embedder.vectors[QUESTION] = towards(0)
     cache_settings = settings(redis_server.url, fake_embedder, tmp_path)
-    service = CacheService(cache_settings, BrokenIndex(tmp_path / "broken", EMBEDDING_DIMENSIONS))
-    broken = ServiceDefinition(
-        names=["subsecond.v1.Cache"],
-        register=lambda server: cache_pb2_grpc.add_CacheServicer_to_server(service, server),
-        close=service.close,
-    )
+    broken = BrokenIndex(tmp_path / "broken", EMBEDDING_DIMENSIONS)
     bypasses = metric("subsecond_cache_bypass_total", backend="qdrant")
 
-    async with serving(cache_settings, broken) as cache:
+    async with serving(cache_settings, with_index(cache_settings, broken)) as cache:
         error = await refused(cache.Lookup(lookup(QUESTION)))
         after = await cache.Lookup(lookup(QUESTION, semantic=False))
 
