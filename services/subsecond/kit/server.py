@@ -102,7 +102,14 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
     metrics_port = metrics_http.server_port
     await server.start()
     if definition.warm_up is not None:
-        await definition.warm_up()
+        try:
+            await definition.warm_up()
+        except BaseException:
+            # A service that cannot warm up never serves: release its port and metrics endpoint.
+            await server.stop(None)
+            metrics_http.shutdown()
+            metrics_http.server_close()
+            raise
     for name in ("", *definition.names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", extra={"port": port, "metrics_port": metrics_port, "services": list(definition.names)})
