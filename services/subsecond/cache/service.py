@@ -11,7 +11,6 @@ kit.errors' domain errors; the server shell turns them into status codes.
 
 from __future__ import annotations
 
-import logging
 import time
 from functools import partial
 
@@ -44,8 +43,6 @@ from subsecond.kit.failopen import BackendDown, FailOpen
 from subsecond.kit.metrics import FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, embedding_pb2, embedding_pb2_grpc, types_pb2
-
-log = logging.getLogger(__name__)
 
 LOOKUP_SECONDS = Histogram(
     "subsecond_cache_lookup_duration_seconds", "Lookup latency by result.", ["result"], buckets=FAST_SECONDS

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 from collections.abc import Sequence
 
 import grpc
@@ -26,8 +25,6 @@ from subsecond.kit.failopen import BackendDown, FailOpen
 from subsecond.kit.metrics import BATCH_SIZES, FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
-
-log = logging.getLogger(__name__)
 
 REQUEST_SECONDS = Histogram("subsecond_embedding_request_duration_seconds", "Embed call latency.", buckets=FAST_SECONDS)
 BATCH_TEXTS = Histogram("subsecond_embedding_batch_size_texts", "Texts per model call.", buckets=BATCH_SIZES)
