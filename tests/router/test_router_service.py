@@ -471,7 +471,8 @@ async def test_generation_down_is_unavailable(own_stack: Stack) -> None:
 
 async def test_downstream_calls_carry_the_callers_deadline(stack: Stack) -> None:
     await answer(stack, router_pb2.GenerateRequest(prompt="Quick"), deadline_seconds=3)
-    assert 0 < stack.generator.budgets[0] <= 3
+    # The caller's 3 s (give or take the clocks' rounding), not DEFAULT_DEADLINE_SECONDS' 60.
+    assert 0 < stack.generator.budgets[0] < 3.5
 
 
 # -- workflows -------------------------------------------------------------------------------------
