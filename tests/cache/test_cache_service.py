@@ -283,6 +283,26 @@ async def test_invalidate_removes_one_entry_then_a_tenants_model_then_the_tenant
     assert await hits() == [False, False, False, True]
 
 
+async def test_an_invalidation_in_the_old_shape_is_refused_not_widened(
+    cache: cache_pb2_grpc.CacheStub, fake_embedder: FakeEmbedder
+) -> None:
+    """InvalidateRequest's fields 1-4 were tenant, model, messages and sampling, numbered as
+    CacheQuery's are: an old client's request is a CacheQuery's bytes. It has no `query` now, and
+    must be refused rather than read as "every entry of no tenant"."""
+    fake_embedder.vectors[QUESTION] = towards(0)
+    await cache.Store(store(QUESTION, "Canberra."))
+    old_shape = query(QUESTION).SerializeToString()
+    request = cache_pb2.InvalidateRequest.FromString(old_shape)
+    assert not request.HasField("query")
+    assert request.SerializeToString() == old_shape  # sent as the old client sent it
+
+    error = await refused(cache.Invalidate(request))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("query.tenant:")
+    assert (await cache.Lookup(lookup(QUESTION, semantic=False))).hit
+
+
 # -- failing open ----------------------------------------------------------------------------------
 
 
