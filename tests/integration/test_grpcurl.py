@@ -57,7 +57,10 @@ def test_the_onboarding_workflow_from_json_and_a_refused_one(stack: Stack) -> No
     assert ran.returncode == 0, ran.stderr
     summary = messages(ran.stdout)[-1]["summary"]
     assert summary["critical_path"][-1] == "welcome"  # type: ignore[index]
-    cycle = '{"steps": [{"id": "a", "prompt": "{{steps.b}}"}, {"id": "b", "prompt": "{{steps.a}}"}]}'
+    cycle = (
+        '{"steps": [{"id": "a", "request": {"prompt": "{{steps.b}}"}}, '
+        '{"id": "b", "request": {"prompt": "{{steps.a}}"}}]}'
+    )
     refused = grpcurl(stack, "subsecond.v1.Router/RunWorkflow", data=cycle)
     assert refused.returncode != 0
     assert "InvalidArgument" in refused.stderr

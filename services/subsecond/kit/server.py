@@ -67,8 +67,13 @@ class RunningServer:
         await self.server.stop(grace)
         if self.definition.close is not None:
             await self.definition.close()
-        self._metrics_http.shutdown()
-        self._metrics_http.server_close()
+        await _close_metrics(self._metrics_http)
+
+
+async def _close_metrics(http: WSGIServer) -> None:
+    # shutdown() waits for serve_forever's next poll (up to half a second): not on the event loop.
+    await asyncio.to_thread(http.shutdown)
+    http.server_close()
 
 
 async def start_server(settings: ServerSettings, definition: ServiceDefinition) -> RunningServer:
@@ -107,8 +112,7 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
         except BaseException:
             # A service that cannot warm up never serves: release its port and metrics endpoint.
             await server.stop(None)
-            metrics_http.shutdown()
-            metrics_http.server_close()
+            await _close_metrics(metrics_http)
             raise
     for name in ("", *definition.names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
