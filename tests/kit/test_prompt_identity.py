@@ -1,4 +1,15 @@
-from subsecond.kit.prompt_identity import Sampling, Turn, context_digest, normalise_text, request_digest
+import pytest
+
+from subsecond.kit.errors import InvalidArgument
+from subsecond.kit.prompt_identity import (
+    Sampling,
+    Turn,
+    check_roles,
+    context_digest,
+    normalise_text,
+    request_digest,
+)
+from subsecond.v1 import types_pb2
 
 USER = (Turn("user", "What is 2 + 2?"),)
 
@@ -44,3 +55,17 @@ def test_context_digest_ignores_the_final_turn_only() -> None:
     assert context_digest("m", (Turn("user", "a"),), Sampling()) != context_digest(
         "m", (system, Turn("user", "a")), Sampling()
     )
+
+
+def test_roles_are_checked_in_one_place_naming_the_field() -> None:
+    messages = [types_pb2.ChatMessage(role="user", content="hi"), types_pb2.ChatMessage(role="robot", content="x")]
+    refused = r"^query\.messages\[1\]\.role: 'robot' is not one of assistant, system, user$"
+    with pytest.raises(InvalidArgument, match=refused):
+        check_roles(messages, "query.messages")
+    check_roles(messages[:1], "messages")  # a known role passes
+
+
+def test_sampling_reads_top_p_zero_as_one_and_an_unset_seed_as_none() -> None:
+    assert Sampling.from_proto(types_pb2.SamplingParams(temperature=0.5)) == Sampling(0.5, 1.0, None)
+    seeded = Sampling.from_proto(types_pb2.SamplingParams(top_p=0.9, seed=0))
+    assert (seeded.top_p, seeded.seed) == (pytest.approx(0.9), 0)

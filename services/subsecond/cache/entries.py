@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from subsecond.kit.errors import InvalidArgument
-from subsecond.kit.prompt_identity import ROLES, Sampling, Turn, context_digest, normalise_text, request_digest
+from subsecond.kit.prompt_identity import Sampling, Turn, check_roles, context_digest, normalise_text, request_digest
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import cache_pb2, types_pb2
 
@@ -67,10 +67,7 @@ def parse_query(message: cache_pb2.CacheQuery) -> Query:
 def _turns(messages: Sequence[types_pb2.ChatMessage]) -> tuple[Turn, ...]:
     if not messages:
         raise InvalidArgument("query.messages: at least one message is required")
-    for i, message in enumerate(messages):
-        if message.role not in ROLES:
-            allowed = ", ".join(sorted(ROLES))
-            raise InvalidArgument(f"query.messages[{i}].role: {message.role!r} is not one of {allowed}")
+    check_roles(messages, "query.messages")
     return tuple(Turn(m.role, m.content) for m in messages)
 
 

@@ -23,7 +23,7 @@ from subsecond.generation.prompts import ModelPrompt
 from subsecond.generation.settings import GenerationSettings
 from subsecond.kit.errors import Internal, InvalidArgument, ResourceExhausted, from_downstream
 from subsecond.kit.metrics import REQUEST_SECONDS
-from subsecond.kit.prompt_identity import ROLES, Sampling
+from subsecond.kit.prompt_identity import Sampling, check_roles
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import generation_pb2, generation_pb2_grpc, types_pb2
 
@@ -97,9 +97,7 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
             raise InvalidArgument(f"model: unknown tier {request.model!r}; known: {known}")
         if not request.messages:
             raise InvalidArgument("messages: give at least one message")
-        for index, message in enumerate(request.messages):
-            if message.role not in ROLES:
-                raise InvalidArgument(f"messages[{index}].role: {message.role!r} is not one of {sorted(ROLES)}")
+        check_roles(request.messages, "messages")
         if request.max_tokens <= 0:
             raise InvalidArgument("max_tokens: must be positive")
         try:

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from subsecond.kit.errors import InvalidArgument
 from subsecond.v1 import types_pb2
 
 # The roles a chat turn may have, everywhere a conversation is accepted.
@@ -46,6 +47,13 @@ class Sampling:
     def canonical(self) -> dict[str, float | int | None]:
         # Rounded so that 0.7 sent as a float32 and as a float64 are the same parameter.
         return {"temperature": round(self.temperature, 4), "top_p": round(self.top_p, 4), "seed": self.seed}
+
+
+def check_roles(messages: Sequence[types_pb2.ChatMessage], field: str) -> None:
+    """Refuses (INVALID_ARGUMENT, naming ``field[i].role``) a message whose role is not one of ROLES."""
+    for i, message in enumerate(messages):
+        if message.role not in ROLES:
+            raise InvalidArgument(f"{field}[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}")
 
 
 def normalise_text(text: str) -> str:

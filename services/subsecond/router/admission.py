@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from subsecond.kit.errors import InvalidArgument, Unauthenticated
-from subsecond.kit.prompt_identity import ROLES, Sampling, Turn
+from subsecond.kit.prompt_identity import Sampling, Turn, check_roles
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import router_pb2, types_pb2
@@ -75,11 +75,8 @@ def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tup
             raise InvalidArgument("prompt: must not be blank")
         turns: tuple[Turn, ...] = (Turn("user", request.prompt),)
     elif request.messages:
+        check_roles(request.messages, "messages")
         for i, message in enumerate(request.messages):
-            if message.role not in ROLES:
-                raise InvalidArgument(
-                    f"messages[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}"
-                )
             if not message.content.strip():
                 raise InvalidArgument(f"messages[{i}].content: must not be blank")
         if request.messages[-1].role != "user":
