@@ -1,4 +1,4 @@
-"""Fixtures of the cache tests: a real redis-server and a stand-in embedding service."""
+"""Fixtures of the cache tests: a stand-in embedding service (the real redis-server is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from fake_embedder import FakeEmbedder
-from redis_server import redis_server
-
-__all__ = ["fake_embedder", "redis_server"]
 
 
 @pytest.fixture

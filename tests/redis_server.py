@@ -1,6 +1,5 @@
 """A real redis-server per test, on a free loopback port: it starts in milliseconds, and stopping it
-is how the tests take Redis down. Shared by the cache and embedding servicer tests (each conftest
-exposes the fixture)."""
+is how the tests take Redis down. tests/conftest.py exposes the fixture to every test."""
 
 from __future__ import annotations
 
