@@ -29,7 +29,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def service_metric_names() -> set[str]:
     """Every subsecond_* metric the services declare."""
     names: set[str] = set()
-    for path in (REPO / "services" / "subsecond").glob("*/service.py"):
+    for path in (REPO / "services" / "subsecond").glob("*/*.py"):
         names |= set(re.findall(r'"(subsecond_[a-z0-9_]+)"', path.read_text()))
     return names
 
