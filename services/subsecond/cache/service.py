@@ -264,9 +264,10 @@ def definition(settings: CacheSettings) -> ServiceDefinition:
         if isinstance(vectors, EdgeVectorIndex):
             await vectors.optimize()
 
-    return ServiceDefinition(
-        names=[cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name],
-        register=lambda server: cache_pb2_grpc.add_CacheServicer_to_server(service, server),
+    return ServiceDefinition.for_servicer(
+        cache_pb2.DESCRIPTOR.services_by_name["Cache"],
+        cache_pb2_grpc.add_CacheServicer_to_server,
+        service,
         warm_up=warm_up,
         close=service.close,
     )

@@ -129,9 +129,10 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
 
 def definition(settings: EmbeddingSettings) -> ServiceDefinition:
     service = EmbedderService(settings)
-    return ServiceDefinition(
-        names=[embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name],
-        register=lambda server: embedding_pb2_grpc.add_EmbedderServicer_to_server(service, server),
+    return ServiceDefinition.for_servicer(
+        embedding_pb2.DESCRIPTOR.services_by_name["Embedder"],
+        embedding_pb2_grpc.add_EmbedderServicer_to_server,
+        service,
         warm_up=service.warm_up,
         close=service.close,
     )

@@ -185,9 +185,10 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
 
 def definition(settings: GenerationSettings) -> ServiceDefinition:
     service = GeneratorService(settings)
-    return ServiceDefinition(
-        names=[generation_pb2.DESCRIPTOR.services_by_name["Generator"].full_name],
-        register=lambda server: generation_pb2_grpc.add_GeneratorServicer_to_server(service, server),
+    return ServiceDefinition.for_servicer(
+        generation_pb2.DESCRIPTOR.services_by_name["Generator"],
+        generation_pb2_grpc.add_GeneratorServicer_to_server,
+        service,
         warm_up=service.wait_until_ready,
         close=service.close,
     )

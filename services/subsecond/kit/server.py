@@ -14,11 +14,12 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 import grpc
 import prometheus_client
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -50,6 +51,25 @@ class ServiceDefinition:
     warm_up: Callable[[], Awaitable[None]] | None = None
     # Runs after the server has drained (closing clients and pools).
     close: Callable[[], Awaitable[None]] | None = None
+
+    @classmethod
+    def for_servicer(
+        cls,
+        service: ServiceDescriptor,
+        add_to_server: Callable[[Any, grpc.aio.Server], None],
+        servicer: object,
+        *,
+        warm_up: Callable[[], Awaitable[None]] | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> ServiceDefinition:
+        """One generated servicer for one proto service: ``service`` is its descriptor,
+        ``add_to_server`` the generated ``add_<Name>Servicer_to_server``."""
+        return cls(
+            names=[service.full_name],
+            register=lambda server: add_to_server(servicer, server),
+            warm_up=warm_up,
+            close=close,
+        )
 
 
 @dataclass

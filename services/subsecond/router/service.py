@@ -153,8 +153,9 @@ def definition(settings: RouterSettings) -> ServiceDefinition:
         await cache_channel.close()
         await generation_channel.close()
 
-    return ServiceDefinition(
-        names=[router_pb2.DESCRIPTOR.services_by_name["Router"].full_name],
-        register=lambda server: router_pb2_grpc.add_RouterServicer_to_server(service, server),
+    return ServiceDefinition.for_servicer(
+        router_pb2.DESCRIPTOR.services_by_name["Router"],
+        router_pb2_grpc.add_RouterServicer_to_server,
+        service,
         close=close,
     )
