@@ -23,21 +23,23 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 import redis.asyncio as redis
-import tritonclient.grpc.aio as triton
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from subsecond.generation.service import triton_inputs
+from subsecond.generation.entry_model import EntryModel, is_final
+from subsecond.generation.prompts import ModelPrompt
+from subsecond.kit.prompt_identity import Sampling
 from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import (
     cache_pb2,
     cache_pb2_grpc,
     embedding_pb2,
     embedding_pb2_grpc,
-    generation_pb2,
     router_pb2,
     router_pb2_grpc,
     types_pb2,
@@ -188,7 +190,13 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             ) | {"duplicate_pairs_probed": len(pairs), "share_that_hit": round(len(hitting) / len(pairs), 3)}
 
             # Misses: time to first chunk through the router, and straight to Triton, interleaved.
-            client = triton.InferenceServerClient(f"127.0.0.1:{stack.config.ports.triton_grpc}")
+            # Triton called as the generation service calls it: the model's chat template, its entry model's shapes.
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.config.ports.triton_grpc}")
+            client = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            config = await client.ModelConfig(service_pb2.ModelConfigRequest(name="smollm2"))
+            direct_model = DirectModel(
+                EntryModel.from_config(config.config), ModelPrompt.load(stack.config.tokenizer_root / "smollm2")
+            )
             router_ttft, bypass_ttft, triton_ttft = [], [], []
             log.info("misses: %d pairs (router, then Triton directly)", args.misses)
             for i in range(args.misses):
@@ -196,7 +204,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
                 question = f"({uuid.uuid4().hex[:8]}) Tell me a fact about the number {i + 17}."
                 direct = f"({uuid.uuid4().hex[:8]}) Tell me a fact about the number {i + 17}."
                 if i % 2:  # alternate which goes first
-                    triton_ttft.append(await triton_first_token(client, direct))
+                    triton_ttft.append(await triton_first_token(client, direct_model, direct))
                 t0 = time.perf_counter()
                 first, _, served = await first_and_total(router, prompt(question, max_tokens=8), t0)
                 if served != types_pb2.SERVED_BY_GENERATED:
@@ -207,8 +215,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
                 t0 = time.perf_counter()
                 bypass_ttft.append((await first_and_total(router, bypass, t0))[0])
                 if not i % 2:
-                    triton_ttft.append(await triton_first_token(client, direct))
-            await client.close()
+                    triton_ttft.append(await triton_first_token(client, direct_model, direct))
+            await channel.close()
             results["miss_time_to_first_chunk"] = summary(router_ttft)
             results["miss_time_to_first_chunk_cache_bypassed"] = summary(bypass_ttft)
             results["triton_direct_time_to_first_token"] = summary(triton_ttft)
@@ -229,26 +237,32 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
-async def triton_first_token(client: triton.InferenceServerClient, question: str) -> float:
-    request = generation_pb2.GenerationRequest(
-        model="small", messages=[types_pb2.ChatMessage(role="user", content=question)], max_tokens=8
-    )
+@dataclass(frozen=True)
+class DirectModel:
+    entry: EntryModel
+    prompt: ModelPrompt
+
+
+async def triton_first_token(
+    client: service_pb2_grpc.GRPCInferenceServiceStub, model: DirectModel, question: str
+) -> float:
+    text = model.prompt.render([{"role": "user", "content": question}])
+    request = model.entry.request(text, 8, Sampling())
     finished = asyncio.Event()
 
     async def requests():  # type: ignore[no-untyped-def]
-        yield {"model_name": "smollm2", "inputs": triton_inputs(request)}
+        yield request
         await finished.wait()
 
     t0 = time.perf_counter()
     first = None
-    responses = client.stream_infer(requests())
-    async for result, error in responses:
-        if error is not None:
-            raise RuntimeError(error)
+    responses = client.ModelStreamInfer(requests())
+    async for response in responses:
+        if response.error_message:
+            raise RuntimeError(response.error_message)
         if first is None:
             first = time.perf_counter() - t0
-        parameters = result.get_response().parameters
-        if "triton_final_response" in parameters and parameters["triton_final_response"].bool_param:
+        if is_final(response.infer_response):
             break
     finished.set()
     responses.cancel()
