@@ -1,8 +1,12 @@
 """A real redis-server per test, on a free loopback port: it starts in milliseconds, and stopping it
-is how the tests take Redis down. tests/conftest.py exposes the fixture to every test."""
+is how the tests take Redis down. tests/conftest.py exposes the fixture to every test.
+
+The fixture's server keeps nothing on disk (each test has its own, thrown away after it, and no fsync
+slows it down); tests of persistence build a ``RedisServer(..., persistent=True)`` as the stack runs it."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -23,11 +27,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process; stop() and start() again keep its port (its data is lost)."""
+    """One redis-server process; stop() and start() again keep its port (and its data only if persistent)."""
 
-    def __init__(self, binary: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, *, persistent: bool = False) -> None:
         self._binary = binary
         self._workdir = workdir
+        self._persistent = persistent
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -37,7 +42,9 @@ class RedisServer:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            redis_argv(self._binary, self.port, self._workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            redis_argv(self._binary, self.port, self._workdir, persistent=self._persistent),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
@@ -55,9 +62,10 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not answer on port {self.port} in {START_TIMEOUT_SECONDS} s")
             time.sleep(0.005)
 
-    def stop(self) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM: Redis shuts down cleanly (and syncs its file); SIGKILL: a crash."""
         if self._process is not None:
-            self._process.terminate()
+            self._process.send_signal(sig)
             self._process.wait(timeout=10)
             if self._process.stderr:
                 self._process.stderr.close()

@@ -22,14 +22,24 @@ def find_redis_server() -> Path:
     )
 
 
-def redis_argv(binary: Path, port: int, workdir: Path) -> list[str]:
-    """A throwaway cache server on loopback: no persistence, evicts least-recently-used keys when full."""
+def redis_argv(binary: Path, port: int, workdir: Path, *, persistent: bool) -> list[str]:
+    """A cache server on loopback that evicts the least recently used keys when full.
+
+    ``persistent``: every write goes to an append-only file in ``workdir``, fsynced once a second, and a
+    restart replays it. Redis hands each write to the kernel before it replies, so a killed server loses
+    no acknowledged answer; only a machine that goes down loses up to the last second. No RDB snapshots:
+    the append-only file is the one copy (Redis forks only to compact it). Otherwise the server keeps
+    nothing: a restart empties it.
+    """
+    durability = (
+        ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
+    )
     return [
         str(binary),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--save", "",
-        "--appendonly", "no",
+        *durability,
         "--dir", str(workdir),
         "--maxmemory", "512mb",
         "--maxmemory-policy", "allkeys-lru",

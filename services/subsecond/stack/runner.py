@@ -161,7 +161,9 @@ class Stack:
     def start_redis(self) -> None:
         workdir = self.config.run_dir / "redis"
         workdir.mkdir(parents=True, exist_ok=True)
-        self._spawn("redis", redis_argv(find_redis_server(), self.config.ports.redis, workdir), dict(os.environ))
+        # Persistent: the answers cached before a restart of the stack (or of Redis alone) are still there.
+        argv = redis_argv(find_redis_server(), self.config.ports.redis, workdir, persistent=True)
+        self._spawn("redis", argv, dict(os.environ))
 
     def _start_triton(self) -> None:
         root = ensure_tritonserver(self.config.tools_dir)
