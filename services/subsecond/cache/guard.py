@@ -38,6 +38,7 @@ import functools
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -53,6 +54,11 @@ from itertools import pairwise
 # QQP leaves its cross-line duplicates unlabelled, so the hard-negative rate is an upper bound.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.75
+
+# Named operating points an operator can give a tenant or a model instead of a cosine
+# (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS), chosen by benchmarks/semantic_tier.py by a stated rule
+# each; its output prints the rates expected at each.
+OPERATING_POINTS = {"strict": 0.85, "default": DEFAULT_SIMILARITY_THRESHOLD, "loose": 0.70}
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,27 @@ def accept_semantic(query: str, candidate: str, similarity: float, threshold: fl
     return SemanticDecision(hit=True, reason="accepted")
 
 
+def accept_candidates(
+    query: str, candidates: Sequence[tuple[str, float]], threshold: float
+) -> list[SemanticDecision]:
+    """:func:`accept_semantic` for each (prompt, similarity) of a query's neighbours, in one call: the
+    service runs this in a worker thread, once per lookup."""
+    return [accept_semantic(query, prompt, similarity, threshold) for prompt, similarity in candidates]
+
+
+def operating_point(point: str) -> float:
+    """A threshold given as a cosine ("0.8") or as the name of one of OPERATING_POINTS ("strict")."""
+    if point in OPERATING_POINTS:
+        return OPERATING_POINTS[point]
+    try:
+        threshold = float(point)
+    except ValueError:
+        raise ValueError(f"use a cosine or one of {', '.join(OPERATING_POINTS)}") from None
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError("a cosine is in [-1, 1]")
+    return threshold
+
+
 def false_hit_reason(query: str, candidate: str) -> str | None:
     """A short code naming why the two prompts would need different answers, or None if none is seen."""
     a, b = _analyse(query), _analyse(candidate)
@@ -88,11 +115,14 @@ def false_hit_reason(query: str, candidate: str) -> str | None:
         return "time"
     if _negation_differs(a, b):
         return "negation"
-    if _swapped_around_anchor(a.keys, b.keys):
+    keys = _Aligned.of(a.keys, b.keys)
+    if max(len(keys.a), len(keys.b)) > MAX_DIFFERING_WORDS:
+        return "extent"
+    if _swapped_around_anchor(keys):
         return "direction"
     if _unmatched(a.entities, b) and _unmatched(b.entities, a):
         return "entity"
-    if _single_substitution(a.content, b.content):
+    if _single_substitution(_Aligned.of(a.content, b.content)):
         return "substitution"
     return None
 
@@ -223,6 +253,11 @@ _VOWELS = "aeiou"
 _LONG_WORD = 8  # from this length, any one-letter slip is a typo
 # Share of two prompts' words that must line up, in order, for them to read as the same sentence.
 _ALIGNED = 0.8
+# The most words, after their common beginning and end, in which two prompts may differ for the
+# guard to judge them: the order-sensitive checks cost the square of this (times the number of
+# word pairs tried), never of the prompts' length. Prompts that differ in more than this refuse
+# ("extent"): a rewrite that long is not a near duplicate whatever the cosine says.
+MAX_DIFFERING_WORDS = 40
 
 _UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -518,15 +553,52 @@ def _opposite_particles(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return False
 
 
-def _swapped_around_anchor(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+@dataclass(frozen=True)
+class _Aligned:
+    """Two word sequences without their common beginning and end: what the order-sensitive checks
+    compare. ``shared`` counts the words cut off on each side, so that a ratio over the remainders
+    is the ratio over the whole sequences, at the cost of the remainders alone."""
+
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    shared: int
+
+    @classmethod
+    def of(cls, a: tuple[str, ...], b: tuple[str, ...]) -> _Aligned:
+        start = 0
+        while start < min(len(a), len(b)) and a[start] == b[start]:
+            start += 1
+        end = 0
+        while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+            end += 1
+        return cls(a[start : len(a) - end], b[start : len(b) - end], start + end)
+
+    def ratio(self, a: tuple[str, ...]) -> float:
+        """difflib's similarity ratio of the whole sequences, with ``a`` in place of the first remainder."""
+        matcher = difflib.SequenceMatcher(a=a, b=self.b, autojunk=False)
+        return self._share(sum(block.size for block in matcher.get_matching_blocks()), len(a))
+
+    def ratio_bound(self) -> float:
+        """An upper bound of :meth:`ratio` for any reordering of the first remainder: the words shared,
+        in any order."""
+        return self._share(sum((Counter(self.a) & Counter(self.b)).values()), len(self.a))
+
+    def _share(self, matched: int, length_a: int) -> float:
+        total = length_a + len(self.b) + 2 * self.shared
+        return 2 * (matched + self.shared) / total if total else 1.0
+
+
+def _swapped_around_anchor(keys: _Aligned) -> bool:
     """Two content words x, y on either side of a word z, x..z..y in one prompt and y..z..x in the
     other, such that swapping x and y back lines the prompts up (most of their words in the same
     order). A symmetric word between them in both ("A and B" is "B and A") makes the order moot.
     Articles are left out: "a student teaches the professor" swaps roles with "the professor
-    teaches a student"."""
-    a = tuple(key for key in a if key not in _ARTICLES)
-    b = tuple(key for key in b if key not in _ARTICLES)
-    if difflib.SequenceMatcher(a=a, b=b, autojunk=False).quick_ratio() < _ALIGNED:
+    teaches a student". Only the differing middles are searched (at most MAX_DIFFERING_WORDS words
+    each, so the search is bounded whatever the prompts' length)."""
+    a = tuple(key for key in keys.a if key not in _ARTICLES)
+    b = tuple(key for key in keys.b if key not in _ARTICLES)
+    aligned = _Aligned(a, b, keys.shared)
+    if aligned.ratio_bound() < _ALIGNED:
         return False  # swapping two words keeps the words, so it cannot line these prompts up
     counts_a, counts_b = Counter(a), Counter(b)
     once_a = {key: i for i, key in enumerate(a) if counts_a[key] == 1}
@@ -541,16 +613,22 @@ def _swapped_around_anchor(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
                 continue
             if between_a & between_b:
                 swapped = tuple(y if key == x else x if key == y else key for key in a)
-                if difflib.SequenceMatcher(a=swapped, b=b, autojunk=False).ratio() >= _ALIGNED:
+                if aligned.ratio(swapped) >= _ALIGNED:
                     return True
     return False
 
 
 def _unmatched(entities: frozenset[str], other: _Prompt) -> bool:
-    """Whether some entity of one prompt is nowhere in the other, allowing for a typo or a demonym."""
-    keys = set(other.keys)
+    """Whether some entity of one prompt is nowhere in the other, allowing for a typo or a demonym.
+    Only words with the entity's first letter can be either, so only those are compared."""
+    by_initial: dict[str, list[str]] = {}
+    for key in set(other.keys):
+        by_initial.setdefault(key[:1], []).append(key)
     return any(
-        entity not in keys and not any(_typo_of(entity, key) or _demonym_of(entity, key) for key in keys)
+        not any(
+            key == entity or _typo_of(entity, key) or _demonym_of(entity, key)
+            for key in by_initial.get(entity[:1], ())
+        )
         for entity in entities
     )
 
@@ -564,17 +642,17 @@ def _demonym_of(x: str, y: str) -> bool:
     return common >= 5 and len(shorter) - common <= 1 and longer[common:] in _DEMONYM_ENDINGS
 
 
-def _single_substitution(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+def _single_substitution(content: _Aligned) -> bool:
     """Whether the content words are the same, in the same order, but for one swapped for another that
     is neither a typo, a demonym nor another degree of it."""
-    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    matcher = difflib.SequenceMatcher(a=content.a, b=content.b, autojunk=False)
     changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
     if len(changes) != 1:
         return False
     tag, i1, i2, j1, j2 = changes[0]
     if tag != "replace" or i2 - i1 != 1 or j2 - j1 != 1:
         return False
-    x, y = a[i1], b[j1]
+    x, y = content.a[i1], content.b[j1]
     return not (_typo_of(x, y) or _demonym_of(x, y) or _base_forms(x) & _base_forms(y))
 
 

@@ -11,7 +11,9 @@ kit.errors' domain errors; the server shell turns them into status codes.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import grpc
@@ -28,7 +30,7 @@ from subsecond.cache.entries import (
     tenant_prefix,
     usable,
 )
-from subsecond.cache.guard import accept_semantic
+from subsecond.cache.guard import accept_candidates
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.vectors import (
     VECTOR_STORE_FAILURES,
@@ -89,6 +91,9 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self._redis_backend = _backend("redis", (RedisError, OSError))
         self._vector_backend = _backend("qdrant", VECTOR_STORE_FAILURES)
         self._embedding_backend = _backend("embedding", (grpc.aio.AioRpcError,))
+        # The guard is CPU work (bounded, see guard.MAX_DIFFERING_WORDS): a few threads run it so that
+        # the event loop keeps answering health checks and exact hits meanwhile.
+        self._guard_pool = ThreadPoolExecutor(settings.guard_workers, thread_name_prefix="cache-guard")
 
     # -- RPCs -----------------------------------------------------------------------------------
 
@@ -172,8 +177,14 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 limit=self._settings.semantic_candidates,
             )
         )
-        for neighbour in neighbours:
-            decision = accept_semantic(text, neighbour.prompt, neighbour.score, self._settings.similarity_threshold)
+        decisions = await asyncio.get_running_loop().run_in_executor(
+            self._guard_pool,
+            accept_candidates,
+            text,
+            [(neighbour.prompt, neighbour.score) for neighbour in neighbours],
+            self._settings.threshold_for(query.tenant, query.model),
+        )
+        for neighbour, decision in zip(neighbours, decisions, strict=True):
             if not decision.hit:
                 SEMANTIC_REJECTS.labels(decision.reason).inc()
                 continue
@@ -231,6 +242,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         await self._channel.close()
         await self._vectors.close()
         await self._redis.aclose()
+        self._guard_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _hit(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from subsecond.cache.guard import DEFAULT_SIMILARITY_THRESHOLD
+from subsecond.cache.guard import DEFAULT_SIMILARITY_THRESHOLD, operating_point
 from subsecond.kit.settings import EnvReader, ServerSettings
 
 
@@ -28,6 +28,16 @@ class CacheSettings:
     similarity_threshold: float
     # Neighbours checked against the threshold and guard, best first.
     semantic_candidates: int
+    # Threads that run the guard, off the event loop (a health check or an exact hit never waits on it).
+    guard_workers: int
+    # Per-tenant ("acme") or per-tenant-and-model ("acme/large") thresholds, over similarity_threshold.
+    similarity_thresholds: Mapping[str, float]
+
+    def threshold_for(self, tenant: str, model: str) -> float:
+        """The most specific threshold set for this tenant and model: tenant/model, tenant, the default."""
+        return self.similarity_thresholds.get(
+            f"{tenant}/{model}", self.similarity_thresholds.get(tenant, self.similarity_threshold)
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CacheSettings:
@@ -46,6 +56,8 @@ class CacheSettings:
             semantic_enabled=env.flag("SEMANTIC_ENABLED", True),
             similarity_threshold=env.number("SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD, maximum=1.0),
             semantic_candidates=env.integer("SEMANTIC_CANDIDATES", 3, minimum=1, maximum=50),
+            guard_workers=env.integer("GUARD_WORKERS", 2, minimum=1, maximum=16),
+            similarity_thresholds=_thresholds(env),
         )
         env.check(
             settings.vector_url in {"edge", "memory"} or settings.vector_url.startswith(("http://", "https://")),
@@ -53,3 +65,15 @@ class CacheSettings:
         )
         env.done()
         return settings
+
+
+def _thresholds(env: EnvReader) -> dict[str, float]:
+    """``SIMILARITY_THRESHOLDS``: ``tenant=point`` or ``tenant/model=point`` pairs, a point being a
+    cosine or a name of guard.OPERATING_POINTS (``acme=strict,acme/small=0.8``)."""
+    thresholds: dict[str, float] = {}
+    for owner, point in env.mapping("SIMILARITY_THRESHOLDS", {}).items():
+        try:
+            thresholds[owner] = operating_point(point)
+        except ValueError as error:
+            env.check(False, f"SUBSECOND_CACHE_SIMILARITY_THRESHOLDS: {owner}={point!r}: {error}")
+    return thresholds
