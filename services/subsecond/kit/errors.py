@@ -41,9 +41,16 @@ class Unauthenticated(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """A limit was reached (per tenant, or the service's capacity); retrying later may succeed."""
+    """A limit was reached (per tenant, or the service's capacity); retrying later may succeed.
+
+    ``retry_after_seconds``, when given, reaches the caller as the trailing metadata
+    ``retry-after-ms`` (whole milliseconds), so a client backs off by the service's estimate."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Unavailable(ServiceError):
@@ -81,6 +88,9 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
 async def _end(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(error, ResourceExhausted) and error.retry_after_seconds is not None:
+        retry_after_ms = str(max(1, round(error.retry_after_seconds * 1000)))
+        await context.abort(error.code, error.message, trailing_metadata=(("retry-after-ms", retry_after_ms),))
     if isinstance(error, ServiceError):
         await context.abort(error.code, error.message)
     log.error("unexpected error", exc_info=error, extra={"method": method})

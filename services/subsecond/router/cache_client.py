@@ -1,9 +1,17 @@
 """The router's side of the cache service: look up (failing open), replay a hit, write through.
 
-The cache is optional on the request path: a lookup that fails, or is skipped while the kit's
-breaker is open after a failure, is a miss counted in ``subsecond_router_cache_bypass_total``
-(reason ``cache_service``), and the request is generated. A hit is replayed as an answer like a
-generation's (``answers.py``): at once, or with the gaps the model left between its chunks.
+The cache is optional on the request path. A lookup goes to the router's near cache first
+(``near_cache.py``: a fresh copy of what the cache answered this exact request), then to the cache
+service with at most ``CACHE_TIMEOUT_MS``. A lookup that fails, or finds Redis down behind the
+cache (so nothing can be served), opens a breaker (``kit.failopen``): for ``CACHE_BREAKER_COOLDOWN_MS``
+the cache service is skipped, then one trial lookup decides whether it is back. While the cache
+cannot answer, the near cache's older copies are served (stale, up to ``NEAR_CACHE_STALE_SECONDS``);
+a request that has one never waits for the trial, which then runs in the background. Anything
+else is a miss counted in ``subsecond_router_cache_bypass_total``, and the request is generated
+(within the bypass budget, ``tenants.py``).
+
+A hit is replayed as an answer like a generation's (``answers.py``): at once, or with the gaps
+the model left between its chunks.
 """
 
 from __future__ import annotations
@@ -14,52 +22,102 @@ import time
 
 import grpc
 
-from subsecond.kit.failopen import BackendDown, FailOpen
+from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
+from subsecond.kit.prompt_identity import request_digest
 from subsecond.router.admission import AUTO, Admitted, chat_messages
 from subsecond.router.answers import Answer, Outcome, Piece
-from subsecond.router.context import Deadline
+from subsecond.router.context import Deadline, Tasks
 from subsecond.router.metrics import CACHE_BYPASS, HOP_DURATION, STORES
+from subsecond.router.near_cache import NearCache
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
+# The cache service's ``bypassed`` for Redis: every answer lives there, so the cache can serve nothing.
+_REDIS = "redis"
+
+
+class RedisDown(Exception):
+    """The cache service answered, but without Redis behind it: as good as down."""
+
 
 class CacheClient:
-    def __init__(self, stub: cache_pb2_grpc.CacheStub, settings: RouterSettings) -> None:
+    def __init__(self, stub: cache_pb2_grpc.CacheStub, settings: RouterSettings, tasks: Tasks) -> None:
         self._stub = stub
         self._settings = settings
+        self._tasks = tasks
+        self._near = NearCache(settings.near_cache)
         self._lookups = FailOpen(
             "cache_service",
-            failures=(grpc.aio.AioRpcError,),
-            on_bypass=CACHE_BYPASS.labels("cache_service").inc,
+            failures=(grpc.aio.AioRpcError, RedisDown),
             on_duration=HOP_DURATION.labels("cache_lookup").observe,
+            breaker=Breaker(settings.cache_breaker_cooldown_seconds),
         )
+        # What failed last, counted as the reason of the bypasses while the breaker is open.
+        self._down = "cache_service"
 
     async def lookup(self, request: Admitted, deadline: Deadline) -> cache_pb2.LookupResponse | None:
         """The cache's answer (a hit or a miss, with the prompt's embedding for "auto"); None when
-        the cache service failed or is being skipped."""
+        the cache could not answer and the near cache had nothing for this request."""
+        key = request_digest(request.tenant, request.tier, request.turns, request.sampling)
+        max_tokens = self._lookup_max_tokens(request)
+
+        def near(*, stale: bool) -> cache_pb2.LookupResponse | None:
+            return self._near.get(key, max_tokens=max_tokens, max_age_seconds=request.max_age_seconds, stale=stale)
+
+        fresh = near(stale=False)
+        if fresh is not None:
+            return fresh
         lookup = cache_pb2.LookupRequest(
             query=self._query(request),
-            max_tokens=self._lookup_max_tokens(request),
+            max_tokens=max_tokens,
             max_age_seconds=request.max_age_seconds,
             semantic=True,
             want_embedding=request.tier == AUTO,
         )
+        if not self._lookups.closed and (stale := near(stale=True)) is not None:
+            CACHE_BYPASS.labels(self._down).inc()
+            if self._lookups.available():
+                self._tasks.spawn(self._trial(key, lookup))
+            return stale
         timeout = min(deadline.remaining(), self._settings.cache_timeout_seconds)
         try:
-            response: cache_pb2.LookupResponse = await self._lookups.call(
-                lambda: self._stub.Lookup(lookup, timeout=timeout)
-            )
+            response = await self._lookups.call(lambda: self._ask(lookup, timeout))
         except BackendDown:
-            return None
+            CACHE_BYPASS.labels(self._down).inc()
+            return near(stale=True)
         if response.bypassed:
             CACHE_BYPASS.labels(response.bypassed).inc()
+        if response.hit:
+            self._near.put(key, response)
         return response
 
+    async def _ask(self, lookup: cache_pb2.LookupRequest, seconds: float) -> cache_pb2.LookupResponse:
+        try:
+            response: cache_pb2.LookupResponse = await self._stub.Lookup(lookup, timeout=seconds)
+        except grpc.aio.AioRpcError:
+            self._down = "cache_service"
+            raise
+        if response.bypassed == _REDIS:
+            self._down = _REDIS
+            raise RedisDown()
+        return response
+
+    async def _trial(self, key: str, lookup: cache_pb2.LookupRequest) -> None:
+        """The breaker's trial lookup for a request already answered from the near cache."""
+        try:
+            response = await self._lookups.call(lambda: self._ask(lookup, self._settings.cache_timeout_seconds))
+        except BackendDown:
+            return
+        if response.hit:
+            self._near.put(key, response)
+
     async def store(self, request: Admitted, answer: cache_pb2.CachedAnswer) -> None:
-        """Writes a finished generation through; a failure is counted and logged, never raised
-        (the client has its answer already)."""
+        """Writes a finished generation through (and into the near cache); a failure is counted and
+        logged, never raised (the client has its answer already)."""
+        key = request_digest(request.tenant, request.tier, request.turns, request.sampling)
+        self._near.put(key, cache_pb2.LookupResponse(hit=True, tier=cache_pb2.CACHE_TIER_EXACT, answer=answer))
         store = cache_pb2.StoreRequest(query=self._query(request), answer=answer)
         with HOP_DURATION.labels("cache_store").time():
             try:

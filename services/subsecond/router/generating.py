@@ -7,6 +7,11 @@ the fitted ``max_tokens`` and whether the answer may be stored) join one *flight
 finished with ``FINISH_REASON_STOP``, after its last chunk went out; a cancelled, failed or
 truncated one is never stored. A failed generation reaches every listener as the kit's error for
 it (``from_downstream``).
+
+Each new flight takes a slot under the limits of ``tenants.py`` (per tenant, in all, and for
+generations the cache's outage caused); joining a running flight takes none. Over a limit, or
+while the generation service says it is at capacity, a miss is refused at once with
+RESOURCE_EXHAUSTED and a retry hint.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from subsecond.kit.errors import Internal, from_downstream
+from subsecond.kit.errors import Internal, ResourceExhausted, from_downstream
 from subsecond.kit.prompt_identity import request_digest
 from subsecond.router.admission import Admitted, chat_messages
 from subsecond.router.answers import Answer, Outcome, Piece
@@ -26,26 +31,36 @@ from subsecond.router.coalescing import Coalescer
 from subsecond.router.context import Deadline, Tasks
 from subsecond.router.metrics import COALESCED, HOP_DURATION, STORES, TIER_CHOICES, TOKENS_SAVED
 from subsecond.router.sizing import Fitted, TierChoice
+from subsecond.router.tenants import GenerationSlots, Slot
 from subsecond.v1 import cache_pb2, generation_pb2, generation_pb2_grpc, router_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
 
 class Generation:
-    def __init__(self, stub: generation_pb2_grpc.GeneratorStub, cache: CacheClient, tasks: Tasks) -> None:
+    def __init__(
+        self, stub: generation_pb2_grpc.GeneratorStub, cache: CacheClient, tasks: Tasks, slots: GenerationSlots
+    ) -> None:
         self._stub = stub
         self._cache = cache
         self._tasks = tasks
+        self._slots = slots
         self._flights: Coalescer[generation_pb2.GenerationChunk] = Coalescer()
 
-    async def answer(self, request: Admitted, choice: TierChoice, fitted: Fitted, deadline: Deadline) -> Answer:
-        """The answer of the tier ``choice`` names to the ``fitted`` request, from a new flight or a running one."""
+    async def answer(
+        self, request: Admitted, choice: TierChoice, fitted: Fitted, deadline: Deadline, *, bypassed: bool
+    ) -> Answer:
+        """The answer of the tier ``choice`` names to the ``fitted`` request, from a new flight or a
+        running one; ``bypassed``: the cache could not be asked (for the bypass budget)."""
         store = request.cache_mode != router_pb2.CACHE_MODE_BYPASS
         digest = request_digest(request.tenant, request.tier, request.turns, request.sampling)
         key = f"{digest}:{choice.tier}:{fitted.max_tokens}:{store}"
-        flight, leader = self._flights.join(
-            key, lambda: self._generate(request, choice.tier, fitted, deadline.remaining(), store)
-        )
+
+        def start() -> AsyncIterator[generation_pb2.GenerationChunk]:
+            slot = self._slots.take(request.tenant, bypassed=bypassed)
+            return self._generate(request, choice.tier, fitted, deadline.remaining(), store, slot)
+
+        flight, leader = self._flights.join(key, start)
         if leader:
             TIER_CHOICES.labels(choice.tier, choice.reason).inc()
             TOKENS_SAVED.labels(choice.tier, "prompt").inc(fitted.trimmed_prompt_tokens)
@@ -72,14 +87,18 @@ class Generation:
                 )
         except grpc.aio.AioRpcError as error:
             failure = from_downstream(error, "generation")
+            if isinstance(failure, ResourceExhausted):
+                self._slots.saturated()
+                failure = self._slots.refusal(failure.message)
             if isinstance(failure, Internal):
                 log.error("generation failed: %s %s", error.code().name, error.details())
             raise failure from error
 
     async def _generate(
-        self, request: Admitted, tier: str, fitted: Fitted, budget_seconds: float, store: bool
+        self, request: Admitted, tier: str, fitted: Fitted, budget_seconds: float, store: bool, slot: Slot
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
-        """The flight's body: one generation stream, then the write-through of a normal finish."""
+        """The flight's body: one generation stream, then the write-through of a normal finish; the
+        flight's slot is released when it ends."""
         call = self._stub.Generate(
             generation_pb2.GenerationRequest(
                 model=tier,
@@ -118,3 +137,4 @@ class Generation:
                     return
         finally:
             call.cancel()  # a no-op after the last chunk; cancels the generation otherwise
+            slot.release()

@@ -60,3 +60,20 @@ TIER_CHOICES = Counter(
 )
 STATIC_ANSWERS = Counter("subsecond_router_static_answers_total", "Requests answered by a static route.", ["route"])
 IN_FLIGHT = Gauge("subsecond_router_streams_in_flight", "Generate streams open now.")
+NEAR_CACHE_HITS = Counter(
+    "subsecond_router_near_cache_hits_total",
+    "Lookups answered by the router's near cache: fresh (the cache not asked) or stale (the cache could not answer).",
+    ["freshness"],
+)
+NEAR_CACHE_ENTRIES = Gauge("subsecond_router_near_cache_entries", "Answers held in the router's near cache.")
+NEAR_CACHE_EVICTIONS = Counter(
+    "subsecond_router_near_cache_evictions_total",
+    "Answers dropped from the near cache: size (entries or bytes over the limit) or expired.",
+    ["reason"],
+)
+GENERATIONS_REFUSED = Counter(
+    "subsecond_router_generations_refused_total",
+    "Misses refused at once with RESOURCE_EXHAUSTED, by the limit reached: tenant, total, bypassed, saturated.",
+    ["limit"],
+)
+GENERATIONS_IN_FLIGHT = Gauge("subsecond_router_generations_in_flight", "Generations this router is running now.")

@@ -45,7 +45,9 @@ class Answerer:
         else:
             choice = self._tier(request, lookup)
             fitted = fit_to_tier(request.turns, request.max_tokens, self._settings.tier_limits[choice.tier])
-            answer = self._generation.answer(request, choice, fitted, deadline)
+            # A miss the cache could not vouch for (down, or part of it down): counted against the bypass budget.
+            bypassed = request.cache_mode == router_pb2.CACHE_MODE_USE and (lookup is None or bool(lookup.bypassed))
+            answer = self._generation.answer(request, choice, fitted, deadline, bypassed=bypassed)
         async for piece in answer:
             yield piece
 

@@ -22,7 +22,7 @@ from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import InvalidArgument, ServiceError
 from subsecond.kit.prompt_identity import Turn
 from subsecond.kit.server import ServiceDefinition
-from subsecond.router.admission import Admitted, admit, resolve_tenant
+from subsecond.router.admission import Admitted, admit
 from subsecond.router.cache_client import CacheClient
 from subsecond.router.context import Deadline, Tasks
 from subsecond.router.generating import Generation
@@ -30,7 +30,7 @@ from subsecond.router.metrics import IN_FLIGHT, REQUESTS, WORKFLOW_DURATION, WOR
 from subsecond.router.pipeline import Answerer
 from subsecond.router.settings import RouterSettings
 from subsecond.router.streaming import respond
-from subsecond.router.tenants import TenantStreams
+from subsecond.router.tenants import GenerationSlots
 from subsecond.router.workflow import Step, WorkflowError, plan_workflow, run_workflow
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, generation_pb2, generation_pb2_grpc, router_pb2, router_pb2_grpc
 
@@ -65,7 +65,6 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def __init__(self, settings: RouterSettings, answerer: Answerer) -> None:
         self._settings = settings
         self._answerer = answerer
-        self._tenants = TenantStreams(settings.tenant_max_streams)
 
     async def Generate(
         self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -75,9 +74,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
         try:
             with _counted(REQUESTS):
                 admitted = admit(request, _metadata(context), self._settings)
-                with self._tenants.stream(admitted.tenant):
-                    async for response in self._respond(admitted, self._deadline(context), started):
-                        yield response
+                async for response in self._respond(admitted, self._deadline(context), started):
+                    yield response
         finally:
             IN_FLIGHT.dec()
 
@@ -99,9 +97,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 admitted = replace(steps[step.id], turns=(Turn("user", prompt),))
                 return self._respond(admitted, deadline, time.perf_counter())
 
-            with self._tenants.stream(resolve_tenant(metadata, self._settings)):
-                async for event in run_workflow(plan, run_step):
-                    yield event
+            async for event in run_workflow(plan, run_step):
+                yield event
             WORKFLOW_DURATION.observe(time.perf_counter() - started)
 
     async def ListStaticRoutes(
@@ -143,8 +140,9 @@ def definition(settings: RouterSettings) -> ServiceDefinition:
     cache_channel = open_channel(settings.cache_url, [CACHE_SERVICE])
     generation_channel = open_channel(settings.generation_url, [GENERATOR_SERVICE])
     tasks = Tasks()
-    cache = CacheClient(cache_pb2_grpc.CacheStub(cache_channel), settings)
-    generation = Generation(generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks)
+    cache = CacheClient(cache_pb2_grpc.CacheStub(cache_channel), settings, tasks)
+    slots = GenerationSlots(settings.generation_limits)
+    generation = Generation(generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks, slots)
     service = RouterService(settings, Answerer(settings, cache, generation))
 
     async def close() -> None:

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from subsecond.kit.settings import NAME_PATTERN, EnvReader, ServerSettings
+from subsecond.router.near_cache import NearCacheLimits
 from subsecond.router.sizing import AutoPolicy, TierLimits, centroid
 from subsecond.router.static_routes import Rule, StaticRoutesError, load_routes
+from subsecond.router.tenants import GenerationLimits
 
 SMALL_TASKS = ("classify", "extract", "label", "yes_no", "route", "short_answer")
 LARGE_TASKS = ("write", "draft", "explain", "summarize", "code")
@@ -30,11 +32,15 @@ class RouterSettings:
     default_max_tokens: int
     max_tokens_limit: int
     max_prompt_chars: int
-    # Streams one tenant may hold open at once; more get RESOURCE_EXHAUSTED.
-    tenant_max_streams: int
+    # Generations at once: per tenant, in all, and started because the cache could not answer (tenants.py).
+    generation_limits: GenerationLimits
     # Budget for calls without a deadline, and the cap on a cache lookup (then it fails open).
     default_deadline_seconds: float
     cache_timeout_seconds: float
+    # How long the cache service is skipped after a failure before one trial lookup (kit.failopen).
+    cache_breaker_cooldown_seconds: float
+    # The router's own copy of recent cache answers (near_cache.py).
+    near_cache: NearCacheLimits
     # Per tier: max_tokens default and cap, and the prompt-token budget a chat history is trimmed to.
     tier_limits: Mapping[str, TierLimits]
     # The policy of model "auto" (see sizing.py).
@@ -86,9 +92,21 @@ class RouterSettings:
             default_max_tokens=default_max_tokens,
             max_tokens_limit=max_tokens_limit,
             max_prompt_chars=env.integer("MAX_PROMPT_CHARS", 32_000, minimum=1),
-            tenant_max_streams=env.integer("TENANT_MAX_STREAMS", 64, minimum=1),
+            generation_limits=GenerationLimits(
+                per_tenant=env.integer("TENANT_MAX_STREAMS", 64, minimum=1),
+                total=env.integer("MAX_GENERATIONS", 64, minimum=1),
+                bypassed=env.integer("BYPASS_MAX_GENERATIONS", 8, minimum=0),
+                retry_after_seconds=env.number("RETRY_AFTER_MS", 1000.0, minimum=1.0) / 1000.0,
+            ),
             default_deadline_seconds=env.number("DEFAULT_DEADLINE_SECONDS", 60.0, minimum=0.1),
             cache_timeout_seconds=env.number("CACHE_TIMEOUT_MS", 150.0, minimum=1.0) / 1000.0,
+            cache_breaker_cooldown_seconds=env.number("CACHE_BREAKER_COOLDOWN_MS", 500.0, minimum=1.0) / 1000.0,
+            near_cache=NearCacheLimits(
+                max_entries=env.integer("NEAR_CACHE_ENTRIES", 10_000, minimum=0),
+                max_bytes=env.integer("NEAR_CACHE_MB", 64, minimum=0) * 1024 * 1024,
+                fresh_seconds=env.number("NEAR_CACHE_FRESH_SECONDS", 1.0, minimum=0.0),
+                stale_seconds=env.number("NEAR_CACHE_STALE_SECONDS", 60.0, minimum=0.0),
+            ),
             tier_limits=tier_limits,
             auto=AutoPolicy(
                 small=env.text("AUTO_SMALL_TIER", default_tier),
@@ -106,6 +124,10 @@ class RouterSettings:
         env.check(settings.auto.small in tiers, "SUBSECOND_ROUTER_AUTO_SMALL_TIER must be one of TIERS")
         env.check(settings.auto.large in tiers, "SUBSECOND_ROUTER_AUTO_LARGE_TIER must be one of TIERS")
         env.check(settings.default_tier in settings.tiers, "SUBSECOND_ROUTER_DEFAULT_TIER must be one of TIERS")
+        env.check(
+            settings.near_cache.fresh_seconds <= settings.near_cache.stale_seconds,
+            "SUBSECOND_ROUTER_NEAR_CACHE_FRESH_SECONDS must not exceed NEAR_CACHE_STALE_SECONDS",
+        )
         env.check(
             settings.default_max_tokens <= settings.max_tokens_limit,
             "SUBSECOND_ROUTER_DEFAULT_MAX_TOKENS must not exceed MAX_TOKENS_LIMIT",

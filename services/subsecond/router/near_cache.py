@@ -1,0 +1,106 @@
+"""The near cache: the cache's recent answers kept in the router, so that they are still served
+when the cache service or Redis cannot answer.
+
+An entry is the cache's answer to one exact request (tenant, model, normalised conversation,
+sampling: ``kit.prompt_identity.request_digest``, the identity the cache's exact tier uses), filled
+from the cache's hits (exact or semantic: what the cache answered *this* request) and from this
+router's write-throughs. It is served in two ways:
+
+- *fresh* (younger than ``fresh_seconds``): before the cache service is asked at all;
+- *stale* (younger than ``stale_seconds``): only while the cache cannot answer (its breaker is open,
+  the lookup failed, or Redis is down behind it).
+
+Invalidation does not reach it (the cache's ``Invalidate`` goes to the cache service): an entry that
+was invalidated or replaced elsewhere is served at most ``fresh_seconds`` longer while the cache is
+up, and what it was before the outage while the cache is down. Its size is bounded by entries and
+by bytes, the least recently used going first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from subsecond.router.metrics import NEAR_CACHE_ENTRIES, NEAR_CACHE_EVICTIONS, NEAR_CACHE_HITS
+from subsecond.v1 import cache_pb2
+
+
+@dataclass(frozen=True)
+class NearCacheLimits:
+    max_entries: int
+    max_bytes: int
+    fresh_seconds: float
+    stale_seconds: float
+
+
+@dataclass(frozen=True)
+class _Entry:
+    hit: cache_pb2.LookupResponse
+    # When the answer was created, on the near cache's clock (the cache reports an age, not a time).
+    created: float
+    stored: float
+    size: int
+
+
+class NearCache:
+    def __init__(self, limits: NearCacheLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+
+    def get(
+        self, key: str, *, max_tokens: int, max_age_seconds: int, stale: bool
+    ) -> cache_pb2.LookupResponse | None:
+        """The entry for ``key`` as a hit, with its age now; ``stale`` allows entries past their
+        freshness. None when there is none, or the caller's ``max_tokens`` or ``max_age_seconds``
+        rule it out (the cache service's rules)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        held = now - entry.stored
+        if held > self._limits.stale_seconds:
+            self._remove(key, "expired")
+            return None
+        if not stale and held > self._limits.fresh_seconds:
+            return None
+        age = now - entry.created
+        answer = entry.hit.answer
+        if (max_tokens and answer.completion_tokens > max_tokens) or (max_age_seconds and age > max_age_seconds):
+            return None
+        self._entries.move_to_end(key)
+        NEAR_CACHE_HITS.labels("fresh" if held <= self._limits.fresh_seconds else "stale").inc()
+        hit = cache_pb2.LookupResponse()
+        hit.CopyFrom(entry.hit)
+        hit.age_seconds = age
+        return hit
+
+    def put(self, key: str, hit: cache_pb2.LookupResponse) -> None:
+        """Keeps ``hit`` (a hit of the cache, or a write-through as an exact hit of age 0)."""
+        kept = cache_pb2.LookupResponse(
+            hit=True, tier=hit.tier, answer=hit.answer, similarity=hit.similarity, age_seconds=hit.age_seconds
+        )
+        size = kept.ByteSize()
+        if size > self._limits.max_bytes:
+            return
+        if key in self._entries:
+            self._remove(key, None)
+        now = self._clock()
+        self._entries[key] = _Entry(kept, created=now - hit.age_seconds, stored=now, size=size)
+        self._bytes += size
+        while len(self._entries) > self._limits.max_entries or self._bytes > self._limits.max_bytes:
+            self._remove(next(iter(self._entries)), "size")
+        NEAR_CACHE_ENTRIES.set(len(self._entries))
+
+    def _remove(self, key: str, reason: str | None) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= entry.size
+        if reason is not None:
+            NEAR_CACHE_EVICTIONS.labels(reason).inc()
+        NEAR_CACHE_ENTRIES.set(len(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
