@@ -42,6 +42,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from subsecond.cache.normalise import normalise
+
 # Chosen by benchmarks/semantic_tier.py (results in benchmarks/results/semantic_tier.json) on the
 # labelled dev pairs of ../shared/data, embedded with the serving model (int8 ONNX all-MiniLM-L6-v2).
 # Rule: of the thresholds (0.60..0.98) that meet every target with the guard (near-miss false hits
@@ -118,7 +120,7 @@ def false_hit_reason(query: str, candidate: str) -> str | None:
     keys = _Aligned.of(a.keys, b.keys)
     if max(len(keys.a), len(keys.b)) > MAX_DIFFERING_WORDS:
         return "extent"
-    if _swapped_around_anchor(keys):
+    if a.routes & {(target, source) for source, target in b.routes} or _swapped_around_anchor(keys):
         return "direction"
     if _unmatched(a.entities, b) and _unmatched(b.entities, a):
         return "entity"
@@ -177,6 +179,10 @@ _STOPWORDS = _stems(
 _NEGATORS = _stems("not no never without none nothing nobody nowhere neither nor avoid skip")
 
 _ARTICLES = frozenset({"a", "an", "the"})
+# Words that lead to the target of a route ("to", "into"), and how many words before one its source
+# may be: "convert this JSON file to YAML".
+_ROUTE_MARKERS = frozenset({"to", "into", "toward", "towards"})
+_ROUTE_REACH = 3
 # Relations that read the same in both directions: "A and B" is "B and A".
 _SYMMETRIC = _stems("and or vs versus between nor & /")
 
@@ -251,6 +257,7 @@ _CAPITALISED_TIME_WORDS = _stems("march may august")
 _DEMONYM_ENDINGS = frozenset({"n", "an", "ian", "es", "ese", "ish", "i"})
 _VOWELS = "aeiou"
 _LONG_WORD = 8  # from this length, any one-letter slip is a typo
+_SHORT_TERM = 5  # mixed-case words this short keep their case: units and symbols
 # Share of two prompts' words that must line up, in order, for them to read as the same sentence.
 _ALIGNED = 0.8
 # The most words, after their common beginning and end, in which two prompts may differ for the
@@ -314,12 +321,13 @@ class _Prompt:
     numbers: tuple[tuple[str, int], ...]  # each number, canonically spelled, and how often it occurs
     times: frozenset[str]
     negators: int
+    routes: frozenset[tuple[str, str]]  # (source, target) of each "from X to Y", "X into Y", "to Y from X"
 
 
 @functools.lru_cache(maxsize=1024)
 def _analyse(text: str) -> _Prompt:
     """Reads one prompt once; a query compared with several cached neighbours is analysed once."""
-    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+    text = normalise(unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'"))
     numbers: Counter[str] = Counter()
 
     def clock(match: re.Match[str]) -> str:
@@ -339,6 +347,8 @@ def _analyse(text: str) -> _Prompt:
         key = _stem(raw.lower())
         if raw.isupper() and len(raw) > 1 and key in _STOPWORDS and not shouting:
             key = raw  # "US" is not "us"
+        elif len(raw) <= _SHORT_TERM and any(char.isupper() for char in raw[1:]) and not raw.isupper():
+            key = raw  # units and terms told apart by case alone: "GBps" is not "Gbps", "mWh" not "MWh"
         negators += negated or key in _NEGATORS
         initial = not words or any(mark in text[previous_end : match.start()] for mark in _SENTENCE_ENDS)
         words.append(_Word(raw, key, _looks_like_entity(raw, initial, shouting)))
@@ -372,7 +382,36 @@ def _analyse(text: str) -> _Prompt:
         numbers=tuple(sorted(numbers.items())),
         times=times,
         negators=negators,
+        routes=_routes(words),
     )
+
+
+def _routes(words: list[_Word]) -> frozenset[tuple[str, str]]:
+    """The (source, target) pairs the prompt names, whatever the wording: "from X to Y", "to Y from
+    X", "X to Y", "X into Y". The target is the first word after "to"/"into"; the source the first
+    after the nearest "from" in the same prompt, else the nearest name (an entity) among the few words
+    before "to", else the word just before it. Articles are skipped."""
+    keys = [word.key for word in words]
+    froms = [i for i, key in enumerate(keys) if key == "from"]
+    routes = set()
+    for i, key in enumerate(keys):
+        if key not in _ROUTE_MARKERS or (target := _word_after(words, i)) is None:
+            continue
+        if froms:
+            source = _word_after(words, min(froms, key=lambda j: abs(j - i)))
+        else:
+            before = [word for word in words[max(0, i - _ROUTE_REACH) : i] if word.key not in _ARTICLES]
+            named = [word.key for word in before if word.entity]
+            source = named[-1] if named else (before[-1].key if before else None)
+        if source is not None and source != target and source not in _STOPWORDS:
+            routes.add((source, target))
+    return frozenset(routes)
+
+
+def _word_after(words: list[_Word], i: int) -> str | None:
+    """The first word after position i that is not an article, or None if that is a stopword."""
+    following = next((word.key for word in words[i + 1 :] if word.key not in _ARTICLES), None)
+    return None if following is None or following in _STOPWORDS else following
 
 
 def _split_clitic(raw: str) -> tuple[str, bool]:

@@ -1,0 +1,156 @@
+"""Rewrites a prompt so that equal meanings read alike before the guard compares two prompts.
+
+The guard compares words; these rewrites make the common ways of writing the same thing the same
+words, so that the guard does not refuse a paraphrase for its spelling:
+
+- fractions in digits, glyphs or words become decimals ("1/2", "½", "half a" -> "0.5");
+- negations written without the apostrophe get it back ("dont" -> "don't");
+- abbreviations and their expansions meet on the abbreviation ("the Internal Revenue Service" ->
+  "the IRS", "California" -> "CA"): US states, agencies, finance, medical and computing terms;
+- British spellings become American ("analyse" -> "analyze", "organise" -> "organize");
+- a few adjectives become one of their synonyms, in every degree ("quickest" -> "fastest"), and
+  "least"/"less" + an adjective becomes its opposite's superlative or comparative ("least
+  expensive" -> "cheapest"), so that neither reads as a negation.
+
+Each table is closed and written here from general knowledge of English, not from any data set.
+Every rewrite is a regular-expression pass over the text: linear in the prompt's length.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NEGATED_WITHOUT_APOSTROPHE = re.compile(
+    r"\b(do|does|did|is|are|was|were|has|have|had|should|would|could|must|need)nt\b", re.IGNORECASE
+)
+_CANT_WONT = re.compile(r"\b(ca|wo)nt\b", re.IGNORECASE)
+
+_FRACTION_DIGITS = re.compile(r"\b(\d{1,2})\s*[/\u2044]\s*(\d{1,2})\b")
+# Fractions in words, longest first; "a"/"of a" after them is the article of the measured thing.
+_FRACTION_WORDS = [
+    (r"three quarters|three fourths", "0.75"),
+    (r"two thirds", "0.667"),
+    (r"one half|a half|half", "0.5"),
+    (r"one third|a third", "0.333"),
+    (r"one quarter|a quarter|one fourth|a fourth", "0.25"),
+]
+_FRACTION_PHRASE = re.compile(
+    r"\b(" + "|".join(words for words, _ in _FRACTION_WORDS) + r")(?:\s+of)?(?:\s+an?\b)?", re.IGNORECASE
+)
+_FRACTION_VALUE = {variant: value for words, value in _FRACTION_WORDS for variant in words.split("|")}
+
+# (abbreviation, expansions): written in prompts either way.
+_ABBREVIATIONS = """
+    AL:Alabama AK:Alaska AZ:Arizona AR:Arkansas CA:California CO:Colorado CT:Connecticut DE:Delaware
+    FL:Florida GA:Georgia HI:Hawaii ID:Idaho IL:Illinois IN:Indiana IA:Iowa KS:Kansas KY:Kentucky
+    LA:Louisiana ME:Maine MD:Maryland MA:Massachusetts MI:Michigan MN:Minnesota MS:Mississippi
+    MO:Missouri MT:Montana NE:Nebraska NV:Nevada NH:New_Hampshire NJ:New_Jersey NM:New_Mexico
+    NY:New_York NC:North_Carolina ND:North_Dakota OH:Ohio OK:Oklahoma OR:Oregon PA:Pennsylvania
+    RI:Rhode_Island SC:South_Carolina SD:South_Dakota TN:Tennessee TX:Texas UT:Utah VT:Vermont
+    VA:Virginia WA:Washington_state WV:West_Virginia WI:Wisconsin WY:Wyoming DC:Washington_DC
+    US:United_States|United_States_of_America|USA|U.S.|U.S.A. UK:United_Kingdom|U.K. EU:European_Union
+    UN:United_Nations NYC:New_York_City LA:Los_Angeles
+    IRS:Internal_Revenue_Service FDA:Food_and_Drug_Administration EPA:Environmental_Protection_Agency
+    CDC:Centers_for_Disease_Control|Centers_for_Disease_Control_and_Prevention
+    FBI:Federal_Bureau_of_Investigation
+    CIA:Central_Intelligence_Agency NASA:National_Aeronautics_and_Space_Administration
+    DMV:Department_of_Motor_Vehicles SEC:Securities_and_Exchange_Commission WHO:World_Health_Organization
+    NHS:National_Health_Service FAA:Federal_Aviation_Administration SSA:Social_Security_Administration
+    ROI:return_on_investment APR:annual_percentage_rate APY:annual_percentage_yield
+    ETF:exchange-traded_fund|exchange_traded_fund
+    IPO:initial_public_offering GDP:gross_domestic_product CPI:consumer_price_index
+    IRA:individual_retirement_account HSA:health_savings_account CD:certificate_of_deposit
+    BP:blood_pressure UTI:urinary_tract_infection ADHD:attention_deficit_hyperactivity_disorder
+    MRI:magnetic_resonance_imaging BMI:body_mass_index ER:emergency_room ICU:intensive_care_unit
+    COPD:chronic_obstructive_pulmonary_disease IBS:irritable_bowel_syndrome OCD:obsessive-compulsive_disorder
+    PTSD:post-traumatic_stress_disorder STD:sexually_transmitted_disease
+    AI:artificial_intelligence ML:machine_learning OS:operating_system CPU:central_processing_unit
+    GPU:graphics_processing_unit PC:personal_computer VPN:virtual_private_network
+    RAM:random-access_memory|random_access_memory SSD:solid-state_drive|solid_state_drive
+    API:application_programming_interface FAQ:frequently_asked_questions ASAP:as_soon_as_possible
+"""
+_EXPANSIONS: dict[str, str] = {}
+for _entry in _ABBREVIATIONS.split():
+    _short, _, _longs = _entry.partition(":")
+    for _long in _longs.split("|"):
+        _EXPANSIONS[_long.replace("_", " ").lower()] = _short
+_EXPANSION = re.compile(
+    r"(?<![\w.])(" + "|".join(re.escape(long) for long in sorted(_EXPANSIONS, key=len, reverse=True)) + r")(?![\w])",
+    re.IGNORECASE,
+)
+
+# British -ise/-yse verbs; the -ise words that are not such verbs keep their spelling.
+_BRITISH_ISE = re.compile(r"\b(\w{3,})(is|ys)(e|ed|es|ing|ation|ations|er|ers)\b", re.IGNORECASE)
+_ISE_WORDS = frozenset(
+    [
+        "advert",
+        "comprom",
+        "desp",
+        "dev",
+        "disgu",
+        "enterpr",
+        "exerc",
+        "expert",
+        "franch",
+        "merchand",
+        "otherw",
+        "likew",
+        "prem",
+        "prom",
+        "rev",
+        "superv",
+        "telev",
+        "surpr",
+        "adv",
+        "cru",
+        "pra",
+        "appra",
+    ]
+)
+
+# Synonyms met on one form, in each degree: (canonical base, comparative, superlative), others.
+_SYNONYMS = [
+    (("fast", "faster", "fastest"), ("quick", "quicker", "quickest"), ("rapid", "more rapid", "most rapid")),
+    (("easy", "easier", "easiest"), ("simple", "simpler", "simplest")),
+    (
+        ("cheap", "cheaper", "cheapest"),
+        ("inexpensive", "less expensive", "least expensive"),
+        ("low-cost", "lower-cost", "lowest-cost"),
+    ),
+    (("hard", "harder", "hardest"), ("difficult", "more difficult", "most difficult")),
+    (("big", "bigger", "biggest"), ("large", "larger", "largest")),
+]
+_SYNONYM_OF = {
+    variant: canonical[degree]
+    for canonical, *variants in _SYNONYMS
+    for forms in variants
+    for degree, variant in enumerate(forms)
+}
+_SYNONYM = re.compile(
+    r"\b(" + "|".join(sorted(map(re.escape, _SYNONYM_OF), key=len, reverse=True)) + r")\b", re.IGNORECASE
+)
+
+
+def normalise(text: str) -> str:
+    """The prompt with the rewrites above applied; case is kept where nothing was rewritten."""
+    text = _NEGATED_WITHOUT_APOSTROPHE.sub(lambda m: m.group(1) + "n't", text)
+    text = _CANT_WONT.sub(lambda m: m.group(1) + "n't", text)
+    text = _FRACTION_DIGITS.sub(_fraction, text)
+    text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
+    text = _EXPANSION.sub(lambda m: _EXPANSIONS[" ".join(m.group(1).lower().split())], text)
+    text = _BRITISH_ISE.sub(_americanise, text)
+    return _SYNONYM.sub(lambda m: _SYNONYM_OF[m.group(1).lower()], text)
+
+
+def _fraction(match: re.Match[str]) -> str:
+    numerator, denominator = int(match.group(1)), int(match.group(2))
+    if not 0 < numerator < denominator <= 16:
+        return match.group()  # "24/7", "9/11": not a fraction
+    return f"{numerator / denominator:.3f}".rstrip("0")
+
+
+def _americanise(match: re.Match[str]) -> str:
+    stem, middle, ending = match.groups()
+    if stem.lower() in _ISE_WORDS or (middle.lower() == "is" and len(stem) < 4):
+        return match.group()
+    return stem + ("iz" if middle.lower() == "is" else "yz") + ending

@@ -1,0 +1,74 @@
+"""The normaliser (cache/normalise.py) on its own and through the guard, and the operating points an
+operator chooses per tenant and model."""
+
+import pytest
+
+from subsecond.cache.guard import false_hit_reason
+from subsecond.cache.normalise import normalise
+from subsecond.cache.settings import CacheSettings
+from subsecond.kit.settings import SettingsError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Add 1/2 cup of flour", "Add 0.5 cup of flour"),
+        ("Add half a cup of flour", "Add 0.5 cup of flour"),
+        ("three quarters of a mile", "0.75 mile"),
+        ("open 24/7", "open 24/7"),
+        ("Why dont cats swim?", "Why don't cats swim?"),
+        ("What does the Internal Revenue Service do?", "What does the IRS do?"),
+        ("Sales tax in california", "Sales tax in CA"),
+        ("How do I analyse and organise data?", "How do I analyze and organize data?"),
+        ("Is exercise a promise?", "Is exercise a promise?"),
+        ("the least expensive and quickest way", "the cheapest and fastest way"),
+    ],
+)
+def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate"),
+    [
+        ("How many calories are in 1/2 cup of rice?", "How many calories are in half a cup of rice?"),
+        ("What is the minimum wage in TX?", "What is the minimum wage in Texas?"),
+        ("How is ROI calculated?", "How is return on investment calculated?"),
+        ("What is the cheapest way to learn French?", "What is the least expensive way to learn French?"),
+        ("What is the quickest way to boil an egg?", "What's the fastest way to boil an egg?"),
+    ],
+)
+def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
+    assert false_hit_reason(query, candidate) is None
+    assert false_hit_reason(candidate, query) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate", "reason"),
+    [
+        ("Why do people eat late?", "Why dont people eat late?", "negation"),
+        ("How many calories are in half a cup of rice?", "How many calories are in one cup of rice?", "number"),
+        ("Explain Gbps to a beginner.", "Explain GBps to a beginner.", "entity"),
+        ("How do I migrate from MySQL to Postgres?", "Steps to move to MySQL from Postgres", "direction"),
+        ("Convert this JSON file to YAML.", "How can I turn YAML into JSON?", "direction"),
+    ],
+)
+def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:
+    assert false_hit_reason(query, candidate) == reason
+    assert false_hit_reason(candidate, query) == reason
+
+
+def test_thresholds_per_tenant_and_model_override_the_default() -> None:
+    settings = CacheSettings.from_env(
+        {"SUBSECOND_CACHE_SIMILARITY_THRESHOLDS": "acme=strict,acme/small=0.8,beta=loose"}
+    )
+    assert settings.threshold_for("acme", "small") == 0.8
+    assert settings.threshold_for("acme", "large") == settings.similarity_thresholds["acme"] > 0.8
+    assert settings.threshold_for("beta", "small") < settings.similarity_threshold
+    assert settings.threshold_for("other", "small") == settings.similarity_threshold
+
+
+@pytest.mark.parametrize("value", ["acme=lax", "acme=1.5"])
+def test_a_threshold_that_is_neither_a_point_nor_a_cosine_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="SIMILARITY_THRESHOLDS"):
+        CacheSettings.from_env({"SUBSECOND_CACHE_SIMILARITY_THRESHOLDS": value})
