@@ -8,6 +8,7 @@ import pytest
 from subsecond.kit import errors
 from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import ServerSettings
+from subsecond.v1 import types_pb2
 
 SETTINGS = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, shutdown_grace_seconds=1, log_level="INFO")
 SERVICE = "test.Errors"
@@ -36,7 +37,21 @@ async def _stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIte
     yield b"last"
 
 
+async def _echo(request: types_pb2.ChatMessage, context: grpc.aio.ServicerContext) -> types_pb2.ChatMessage:
+    return request
+
+
+async def _echo_stream(
+    request: types_pb2.ChatMessage, context: grpc.aio.ServicerContext
+) -> AsyncIterator[types_pb2.ChatMessage]:
+    yield request
+
+
 def _register(server: grpc.aio.Server) -> None:
+    decoded = {
+        "request_deserializer": types_pb2.ChatMessage.FromString,
+        "response_serializer": types_pb2.ChatMessage.SerializeToString,
+    }
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(
@@ -44,6 +59,8 @@ def _register(server: grpc.aio.Server) -> None:
                 {
                     "Unary": grpc.unary_unary_rpc_method_handler(_unary),
                     "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+                    "Echo": grpc.unary_unary_rpc_method_handler(_echo, **decoded),
+                    "EchoStream": grpc.unary_stream_rpc_method_handler(_echo_stream, **decoded),
                 },
             )
         ]
@@ -99,6 +116,32 @@ async def test_an_unexpected_exception_is_logged_with_its_traceback(
             await channel.unary_unary(f"/{SERVICE}/Unary")(b"bug", timeout=5)
     logged = [record for record in caplog.records if record.name == "subsecond.kit.errors"]
     assert logged and logged[0].exc_info is not None and isinstance(logged[0].exc_info[1], KeyError)
+
+
+# Hand-made bytes for a ChatMessage: field 2 (content) as a string of invalid UTF-8, and a field 2
+# that announces 16 bytes and carries 2.
+INVALID_UTF8 = b"\x12\x02\xff\xfe"
+TRUNCATED = b"\x12\x10ab"
+
+
+@pytest.mark.parametrize("raw", [INVALID_UTF8, TRUNCATED], ids=["invalid-utf8", "truncated"])
+async def test_bytes_that_are_not_the_request_message_are_invalid_argument_and_log_no_traceback(
+    server: RunningServer, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as unary:
+            await channel.unary_unary(f"/{SERVICE}/Echo")(raw, timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as stream:
+            async for _ in channel.unary_stream(f"/{SERVICE}/EchoStream")(raw, timeout=5):
+                pass
+        # A message that parses still reaches the handler.
+        whole = types_pb2.ChatMessage(role="user", content="hi")
+        echoed = await channel.unary_unary(f"/{SERVICE}/Echo")(whole.SerializeToString(), timeout=5)
+    for refused in (unary.value, stream.value):
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (refused.details() or "").startswith(f"request: not a valid subsecond.v1.ChatMessage ({len(raw)} bytes)")
+    assert types_pb2.ChatMessage.FromString(echoed) == whole
+    assert not [record for record in caplog.records if record.exc_info is not None or record.levelname == "ERROR"]
 
 
 class _Refusal(grpc.aio.AioRpcError):

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from subsecond.kit.errors import ResourceExhausted
+from subsecond.kit.errors import InvalidArgument, ResourceExhausted
 from subsecond.router.workflow import (
     Plan,
     Step,
@@ -13,6 +13,7 @@ from subsecond.router.workflow import (
     critical_path,
     plan_workflow,
     render,
+    rendered_size,
     run_workflow,
 )
 from subsecond.v1 import router_pb2, types_pb2
@@ -33,6 +34,7 @@ def workflow(*steps: dict[str, object], inputs: dict[str, str] | None = None) ->
     )
 
 
+LIMITS = {"max_steps": 8, "max_prompt_chars": 1000, "max_input_chars": 2000}
 ONBOARDING = workflow(
     {"id": "intent", "prompt": "What does this user want? {{inputs.message}}"},
     {"id": "profile", "prompt": "Summarise: {{ inputs.profile }}"},
@@ -42,11 +44,11 @@ ONBOARDING = workflow(
 
 
 def test_dependencies_come_from_references_and_depends_on() -> None:
-    plan = plan_workflow(ONBOARDING, max_steps=8)
+    plan = plan_workflow(ONBOARDING, **LIMITS)
     assert [step.id for step in plan.steps] == ["intent", "profile", "welcome"]
     assert plan.steps[2].depends_on == ("intent", "profile")
     explicit = workflow({"id": "b", "prompt": "x", "depends_on": ["a"]}, {"id": "a", "prompt": "y"})
-    assert [step.id for step in plan_workflow(explicit, max_steps=8).steps] == ["a", "b"]
+    assert [step.id for step in plan_workflow(explicit, **LIMITS).steps] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,13 @@ def test_dependencies_come_from_references_and_depends_on() -> None:
         (workflow({"id": "a", "prompt": "{{steps.ghost}}"}), "step a: prompt reads step 'ghost'"),
         (workflow({"id": "a", "prompt": "x", "depends_on": ["ghost"]}), "step a: depends_on names step 'ghost'"),
         (workflow({"id": "a", "prompt": "{{steps.a}}"}), "step a: depends on itself"),
+        (workflow({"id": "a", "prompt": "x"}, inputs={"big": "y" * 2001}), "inputs: 2001 characters together"),
+        (workflow({"id": "a", "prompt": "x" * 1001}), "step a: prompt: 1001 characters, at most 1000"),
+        # 60 references to a 600-character input: refused by counting, before a 36,000-character prompt is built.
+        (
+            workflow({"id": "a", "prompt": "{{inputs.m}}" * 60}, inputs={"m": "z" * 600}),
+            "step a: prompt: 36000 characters with the inputs it reads, at most 1000",
+        ),
         (
             workflow(
                 {"id": "a", "prompt": "{{steps.c}}"},
@@ -74,7 +83,7 @@ def test_dependencies_come_from_references_and_depends_on() -> None:
 )
 def test_bad_workflows_are_refused_naming_the_step(request_: router_pb2.WorkflowRequest, message: str) -> None:
     with pytest.raises(WorkflowError) as refused:
-        plan_workflow(request_, max_steps=8)
+        plan_workflow(request_, **LIMITS)
     assert str(refused.value).startswith(message)
 
 
@@ -84,7 +93,7 @@ def test_a_step_with_messages_is_refused() -> None:
         request=router_pb2.GenerateRequest(prompt="x", messages=[types_pb2.ChatMessage(role="user", content="y")]),
     )
     with pytest.raises(WorkflowError, match="step a: messages: a step has a prompt template"):
-        plan_workflow(router_pb2.WorkflowRequest(steps=[step]), max_steps=8)
+        plan_workflow(router_pb2.WorkflowRequest(steps=[step]), **LIMITS)
 
 
 def test_a_failed_step_keeps_its_status_and_hides_unexpected_errors() -> None:
@@ -97,11 +106,17 @@ def test_a_failed_step_keeps_its_status_and_hides_unexpected_errors() -> None:
 
 
 def test_render_replaces_references() -> None:
-    assert render("{{inputs.x}} and {{ steps.y }}", {"x": "1"}, {"y": "2"}) == "1 and 2"
+    assert render("{{inputs.x}} and {{ steps.y }}", {"x": "1"}, {"y": "2"}, max_chars=7) == "1 and 2"
+
+
+def test_render_refuses_a_prompt_the_steps_outputs_make_too_long() -> None:
+    assert rendered_size("{{steps.y}}" * 3, {}, {"y": "abcd"}) == 12
+    with pytest.raises(InvalidArgument, match="rendered prompt: 12 characters, at most 11"):
+        render("{{steps.y}}" * 3, {}, {"y": "abcd"}, max_chars=11)
 
 
 def test_critical_path_is_the_longest_chain() -> None:
-    plan = plan_workflow(ONBOARDING, max_steps=8)
+    plan = plan_workflow(ONBOARDING, **LIMITS)
     seconds, path = critical_path({"intent": 1.0, "profile": 3.0, "welcome": 2.0}, plan)
     assert seconds == 5.0
     assert path == ["profile", "welcome"]
@@ -133,7 +148,7 @@ async def collect(plan: Plan, run: object) -> list[router_pb2.WorkflowEvent]:
 
 
 async def test_independent_steps_overlap_and_the_dependent_one_waits() -> None:
-    plan = plan_workflow(ONBOARDING, max_steps=8)
+    plan = plan_workflow(ONBOARDING, **LIMITS)
     log: list[str] = []
     prompts, run = fake_runner({"intent": 0.05, "profile": 0.1, "welcome": 0.05}, log=log)
     events = await collect(plan, run)
@@ -151,7 +166,7 @@ async def test_independent_steps_overlap_and_the_dependent_one_waits() -> None:
 
 
 async def test_a_failing_step_cancels_the_others_and_is_named() -> None:
-    plan = plan_workflow(ONBOARDING, max_steps=8)
+    plan = plan_workflow(ONBOARDING, **LIMITS)
     log: list[str] = []
     _, run = fake_runner({"intent": 0.01, "profile": 5.0, "welcome": 0.01}, fail="intent", log=log)
     with pytest.raises(StepFailed) as failed:
@@ -162,7 +177,7 @@ async def test_a_failing_step_cancels_the_others_and_is_named() -> None:
 
 
 async def test_closing_the_stream_cancels_running_steps() -> None:
-    plan = plan_workflow(ONBOARDING, max_steps=8)
+    plan = plan_workflow(ONBOARDING, **LIMITS)
     log: list[str] = []
     _, run = fake_runner({"intent": 5.0, "profile": 5.0, "welcome": 0.01}, log=log)
     events = run_workflow(plan, run)  # type: ignore[arg-type]

@@ -5,6 +5,9 @@ A servicer (or anything it calls) raises one of the errors below with a message 
 on; :class:`StatusInterceptor`, installed by the kit's server shell, ends the call with that error's
 status code and message. An unexpected exception becomes ``INTERNAL`` and is logged with its
 traceback; the caller never sees the exception's text. Servicers never call ``context.abort``.
+A request whose bytes are not the message the method takes (truncated, or invalid UTF-8 in a
+string) is ``INVALID_ARGUMENT`` before the servicer runs, with nothing logged: left to gRPC, its
+deserializer's failure was ``UNKNOWN`` with a traceback in the log.
 The HTTP front door maps the same errors through :attr:`ServiceError.code`.
 """
 
@@ -16,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,35 @@ def from_downstream(error: grpc.aio.AioRpcError, what: str) -> ServiceError:
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+Deserializer = Callable[[bytes], Any]
+
+
+class _Undecodable:
+    """Stands in for a request that did not parse; the wrapped handler refuses it (see _refused)."""
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def _decoding(deserializer: Deserializer | None) -> Deserializer | None:
+    """``deserializer`` (a message class's ``FromString``) returning an ``_Undecodable`` instead of raising."""
+    if deserializer is None:
+        return None
+    kind = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = kind.full_name if kind is not None else "request message"
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return _Undecodable(InvalidArgument(f"request: not a valid {name} ({len(data)} bytes): {error}"))
+
+    return decode
+
+
+def _refused(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise request.error
 
 
 async def _end(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
@@ -100,6 +133,7 @@ async def _end(error: BaseException, context: grpc.aio.ServicerContext, method: 
 def _unary(behavior: Behavior, method: str) -> Behavior:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _refused(request)
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -112,6 +146,7 @@ def _unary(behavior: Behavior, method: str) -> Behavior:
 def _stream(behavior: Behavior, method: str) -> Behavior:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
+            _refused(request)
             async for response in behavior(request, context):
                 yield response
         except grpc.aio.AbortError:
@@ -134,6 +169,10 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        if not handler.request_streaming:
+            handler = handler._replace(  # type: ignore[attr-defined]
+                request_deserializer=_decoding(handler.request_deserializer)
+            )
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_unary(handler.unary_unary, method))  # type: ignore[attr-defined]
         if handler.stream_unary is not None:

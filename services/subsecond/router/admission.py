@@ -1,7 +1,9 @@
 """Admission: a pure translation of a GenerateRequest and its caller into a validated request.
 
 Everything here is checked before anything else happens: a bad field is ``InvalidArgument``
-naming the field, a missing or unknown key ``Unauthenticated``.
+naming the field, a missing or unknown key ``Unauthenticated``. The sizes are checked before
+anything walks the request's text (the number of messages before their roles, the characters
+before any other look at them), so a refusal costs the same whatever was sent.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from subsecond.kit.errors import InvalidArgument, Unauthenticated
 from subsecond.kit.prompt_identity import Sampling, Turn, check_roles
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.router.settings import RouterSettings
+from subsecond.router.sizing import fixed_prompt_tokens, too_long
 from subsecond.v1 import router_pb2, types_pb2
 
 API_KEY_HEADER = "x-api-key"
@@ -70,6 +73,11 @@ def resolve_tenant(metadata: Mapping[str, str], settings: RouterSettings) -> str
 def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tuple[Turn, ...]:
     if request.prompt and request.messages:
         raise InvalidArgument("prompt, messages: set exactly one of them, not both")
+    if len(request.messages) > settings.max_messages:
+        raise InvalidArgument(f"messages: {len(request.messages)} messages, at most {settings.max_messages}")
+    size = len(request.prompt) + sum(len(message.content) for message in request.messages)
+    if size > settings.max_prompt_chars:
+        raise InvalidArgument(f"prompt: {size} characters, at most {settings.max_prompt_chars} (MAX_PROMPT_CHARS)")
     if request.prompt:
         if not request.prompt.strip():
             raise InvalidArgument("prompt: must not be blank")
@@ -84,10 +92,18 @@ def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tup
         turns = tuple(Turn(m.role, m.content) for m in request.messages)
     else:
         raise InvalidArgument("prompt: set prompt or messages")
-    size = sum(len(turn.content) for turn in turns)
-    if size > settings.max_prompt_chars:
-        raise InvalidArgument(f"prompt: {size} characters, at most {settings.max_prompt_chars}")
     return turns
+
+
+def _check_fits(turns: Sequence[Turn], tier: str, settings: RouterSettings) -> None:
+    """Refuses a prompt that no trimming fits into the tier's budget (for "auto": the larger of its
+    two tiers'; the tier it then chooses is checked again after the lookup), before any lookup."""
+    tiers = (settings.auto.small, settings.auto.large) if tier == AUTO else (tier,)
+    widest = max(tiers, key=lambda name: settings.tier_limits[name].prompt_tokens)
+    budget = settings.tier_limits[widest].prompt_tokens
+    tokens = fixed_prompt_tokens(turns)
+    if tokens > budget:
+        raise too_long(tokens, widest, budget)
 
 
 def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], settings: RouterSettings) -> Admitted:
@@ -101,6 +117,7 @@ def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], sett
         raise InvalidArgument(
             f"model: unknown tier {request.model!r}; use auto or one of {', '.join(settings.tiers)}"
         )
+    _check_fits(turns, tier, settings)
     if request.max_tokens > settings.max_tokens_limit:
         raise InvalidArgument(f"max_tokens: {request.max_tokens} is over the limit of {settings.max_tokens_limit}")
     sampling = request.sampling

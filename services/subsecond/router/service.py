@@ -85,15 +85,16 @@ class RouterService(router_pb2_grpc.RouterServicer):
         started = time.perf_counter()
         with _counted(WORKFLOWS):
             metadata = _metadata(context)
-            plan = plan_workflow(request, max_steps=self._settings.workflow_max_steps)
+            plan = plan_workflow(
+                request,
+                max_steps=self._settings.workflow_max_steps,
+                max_prompt_chars=self._settings.max_prompt_chars,
+                max_input_chars=self._settings.workflow_max_input_chars,
+            )
             steps = {step.id: self._admit_step(step, request.chunking, metadata) for step in plan.steps}
             deadline = self._deadline(context)
 
             def run_step(step: Step, prompt: str) -> AsyncIterator[router_pb2.GenerateResponse]:
-                if len(prompt) > self._settings.max_prompt_chars:
-                    raise InvalidArgument(
-                        f"rendered prompt: {len(prompt)} characters, at most {self._settings.max_prompt_chars}"
-                    )
                 admitted = replace(steps[step.id], turns=(Turn("user", prompt),))
                 return self._respond(admitted, deadline, time.perf_counter())
 

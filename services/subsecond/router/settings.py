@@ -31,7 +31,9 @@ class RouterSettings:
     default_tier: str
     default_max_tokens: int
     max_tokens_limit: int
+    # Bounds on a request, checked before any work: characters of the whole conversation, and its messages.
     max_prompt_chars: int
+    max_messages: int
     # Generations at once: per tenant, in all, and started because the cache could not answer (tenants.py).
     generation_limits: GenerationLimits
     # Budget for calls without a deadline, and the cap on a cache lookup (then it fails open).
@@ -48,6 +50,8 @@ class RouterSettings:
     # Rules answered without the model, checked before the cache (see static_routes.py).
     static_routes: tuple[Rule, ...]
     workflow_max_steps: int
+    # Characters of a workflow's inputs together, checked before any step is rendered.
+    workflow_max_input_chars: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RouterSettings:
@@ -92,6 +96,7 @@ class RouterSettings:
             default_max_tokens=default_max_tokens,
             max_tokens_limit=max_tokens_limit,
             max_prompt_chars=env.integer("MAX_PROMPT_CHARS", 32_000, minimum=1),
+            max_messages=env.integer("MAX_MESSAGES", 256, minimum=1),
             generation_limits=GenerationLimits(
                 per_tenant=env.integer("TENANT_MAX_STREAMS", 64, minimum=1),
                 total=env.integer("MAX_GENERATIONS", 64, minimum=1),
@@ -120,6 +125,7 @@ class RouterSettings:
             ),
             static_routes=_static_routes(env, env.text("STATIC_ROUTES_FILE", "")),
             workflow_max_steps=env.integer("WORKFLOW_MAX_STEPS", 16, minimum=1, maximum=256),
+            workflow_max_input_chars=env.integer("WORKFLOW_MAX_INPUT_CHARS", 64_000, minimum=1),
         )
         env.check(settings.auto.small in tiers, "SUBSECOND_ROUTER_AUTO_SMALL_TIER must be one of TIERS")
         env.check(settings.auto.large in tiers, "SUBSECOND_ROUTER_AUTO_LARGE_TIER must be one of TIERS")

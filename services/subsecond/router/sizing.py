@@ -13,7 +13,9 @@
 
 ``fit_to_tier`` is the prompt economy: ``max_tokens`` defaults to the tier's default and is capped
 at its limit, and a chat history over the tier's prompt budget loses its oldest turns (system
-messages and the last user turn always stay). Token counts are estimated at four characters a
+messages and the last user turn always stay); it is linear in the number of turns. What trimming
+cannot remove (``fixed_prompt_tokens``) over the budget is the caller's error (``too_long``), so
+no prompt longer than the tier's context ever reaches generation. Token counts are estimated at four characters a
 token, the usual rule of thumb for English with BPE tokenisers; the router does not hold the
 models' tokenisers.
 """
@@ -24,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from subsecond.kit.errors import InvalidArgument
 from subsecond.kit.prompt_identity import Turn
 
 
@@ -95,10 +98,26 @@ def centroid(vectors: Sequence[Sequence[float]]) -> tuple[float, ...]:
     return tuple(x / norm for x in mean)
 
 
+def fixed_prompt_tokens(turns: Sequence[Turn]) -> int:
+    """Estimated tokens no trimming removes: the system messages and the last turn."""
+    return sum(estimate_tokens(turn.content) for turn in turns[:-1] if turn.role == "system") + estimate_tokens(
+        turns[-1].content
+    )
+
+
+def too_long(tokens: int, tier: str, budget: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"prompt: about {tokens} tokens (at 4 characters a token) after trimming the history, over the "
+        f"{tier} tier's limit of {budget} (TIER_PROMPT_TOKENS)"
+    )
+
+
 @dataclass(frozen=True)
 class Fitted:
     turns: tuple[Turn, ...]
     max_tokens: int
+    # Estimated prompt tokens of the turns kept.
+    prompt_tokens: int
     # Estimated prompt tokens of the turns dropped, and completion tokens no longer asked for.
     trimmed_prompt_tokens: int
     capped_max_tokens: int
@@ -107,24 +126,23 @@ class Fitted:
 def fit_to_tier(turns: Sequence[Turn], requested_max_tokens: int, limits: TierLimits) -> Fitted:
     wanted = requested_max_tokens or limits.default_max_tokens
     max_tokens = min(wanted, limits.max_tokens)
-    kept = list(turns)
-    trimmed = 0
-    size = sum(estimate_tokens(turn.content) for turn in kept)
-
-    def drop_oldest() -> int:
-        """Drops the oldest turn that is neither a system message nor the last one; its tokens (0: none left)."""
-        oldest = next((i for i, turn in enumerate(kept[:-1]) if turn.role != "system"), None)
-        return 0 if oldest is None else estimate_tokens(kept.pop(oldest).content)
-
-    while size > limits.prompt_tokens and (cost := drop_oldest()):
-        trimmed += cost
-        size -= cost
+    costs = [estimate_tokens(turn.content) for turn in turns]
+    size = sum(costs)
+    # The turns trimming may drop, oldest first: neither a system message nor the last turn.
+    droppable = [i for i, turn in enumerate(turns[:-1]) if turn.role != "system"]
+    dropped = 0
+    while dropped < len(droppable) and size > limits.prompt_tokens:
+        size -= costs[droppable[dropped]]
+        dropped += 1
     # A history must not start (after its system messages) with an assistant turn.
-    while next((t.role for t in kept[:-1] if t.role != "system"), None) == "assistant":
-        trimmed += drop_oldest()
+    while dropped < len(droppable) and turns[droppable[dropped]].role == "assistant":
+        size -= costs[droppable[dropped]]
+        dropped += 1
+    gone = set(droppable[:dropped])
     return Fitted(
-        turns=tuple(kept),
+        turns=tuple(turn for i, turn in enumerate(turns) if i not in gone),
         max_tokens=max_tokens,
-        trimmed_prompt_tokens=trimmed,
+        prompt_tokens=size,
+        trimmed_prompt_tokens=sum(costs) - size,
         capped_max_tokens=wanted - max_tokens,
     )

@@ -2,12 +2,16 @@
 
 ``plan_workflow`` is pure: it checks the request (step names, references, cycles, size) and
 returns the steps in an order that respects their dependencies, or raises ``WorkflowError``
-naming the step at fault, before anything runs. ``run_workflow`` starts every step the moment
-the steps it reads have finished, so independent steps overlap; it streams each step's events
-as they happen and ends with a summary that sets the workflow's time against its critical path
-and against running the steps one after another. When a step fails, or the caller goes away,
-the steps still running are cancelled; the failure is the step's own status, its message
-naming the step.
+naming the step at fault, before anything runs. Sizes are checked before anything is rendered:
+the inputs together, each template, and each template with the inputs it reads (counted, not
+built), so a rendered prompt is bounded by construction; a step's prompt that would grow past the
+limit with the outputs of the steps it reads is refused before it is built.
+
+``run_workflow`` starts every step the moment the steps it reads have finished, so independent
+steps overlap; it streams each step's events as they happen and ends with a summary that sets
+the workflow's time against its critical path and against running the steps one after another.
+When a step fails, or the caller goes away, the steps still running are cancelled; the failure
+is the step's own status, its message naming the step.
 """
 
 from __future__ import annotations
@@ -57,19 +61,32 @@ class Plan:
     # In an order where every step comes after the steps it depends on.
     steps: tuple[Step, ...]
     inputs: Mapping[str, str]
+    # The longest prompt a step may be rendered to.
+    max_prompt_chars: int
 
 
-def plan_workflow(request: router_pb2.WorkflowRequest, *, max_steps: int) -> Plan:
+def plan_workflow(
+    request: router_pb2.WorkflowRequest, *, max_steps: int, max_prompt_chars: int, max_input_chars: int
+) -> Plan:
     if not request.steps:
         raise WorkflowError("steps: a workflow needs at least one step")
     if len(request.steps) > max_steps:
         raise WorkflowError(f"steps: {len(request.steps)} steps, at most {max_steps}")
+    input_chars = sum(len(value) for value in request.inputs.values())
+    if input_chars > max_input_chars:
+        raise WorkflowError(
+            f"inputs: {input_chars} characters together, at most {max_input_chars} (WORKFLOW_MAX_INPUT_CHARS)"
+        )
     ids: list[str] = []
     for i, spec in enumerate(request.steps):
         if not NAME_PATTERN.match(spec.id):
             raise WorkflowError(f"steps[{i}].id: {spec.id!r} is not a simple name ([A-Za-z0-9_-])")
         if spec.id in ids:
             raise WorkflowError(f"step {spec.id}: the id is used twice")
+        if len(spec.request.prompt) > max_prompt_chars:
+            raise WorkflowError(
+                f"step {spec.id}: prompt: {len(spec.request.prompt)} characters, at most {max_prompt_chars}"
+            )
         if not spec.request.prompt.strip():
             raise WorkflowError(f"step {spec.id}: prompt must not be blank")
         if spec.request.messages:
@@ -93,8 +110,13 @@ def plan_workflow(request: router_pb2.WorkflowRequest, *, max_steps: int) -> Pla
                 depends_on.append(name)
         if spec.id in depends_on:
             raise WorkflowError(f"step {spec.id}: depends on itself")
+        size = rendered_size(spec.request.prompt, request.inputs, {})
+        if size > max_prompt_chars:
+            raise WorkflowError(
+                f"step {spec.id}: prompt: {size} characters with the inputs it reads, at most {max_prompt_chars}"
+            )
         steps[spec.id] = Step(spec.id, spec, tuple(depends_on))
-    return Plan(steps=_topological(steps, ids), inputs=dict(request.inputs))
+    return Plan(steps=_topological(steps, ids), inputs=dict(request.inputs), max_prompt_chars=max_prompt_chars)
 
 
 def _topological(steps: Mapping[str, Step], ids: Sequence[str]) -> tuple[Step, ...]:
@@ -114,8 +136,22 @@ def _topological(steps: Mapping[str, Step], ids: Sequence[str]) -> tuple[Step, .
     return tuple(ordered)
 
 
-def render(template: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> str:
-    """The step's prompt with its references replaced (they were checked by ``plan_workflow``)."""
+def rendered_size(template: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> int:
+    """The length ``render`` would give, without building it; a reference to a step not in ``outputs``
+    counts as empty."""
+    size = len(template)
+    for reference in _REFERENCE.finditer(template):
+        values = inputs if reference.group(1) == "inputs" else outputs
+        size += len(values.get(reference.group(2), "")) - len(reference.group())
+    return size
+
+
+def render(template: str, inputs: Mapping[str, str], outputs: Mapping[str, str], *, max_chars: int) -> str:
+    """The step's prompt with its references replaced (they were checked by ``plan_workflow``); one
+    that would be longer than ``max_chars`` is refused before it is built."""
+    size = rendered_size(template, inputs, outputs)
+    if size > max_chars:
+        raise InvalidArgument(f"rendered prompt: {size} characters, at most {max_chars}")
     return _REFERENCE.sub(lambda m: (inputs if m.group(1) == "inputs" else outputs)[m.group(2)], template)
 
 
@@ -164,7 +200,8 @@ async def run_workflow(plan: Plan, run_step: StepRunner) -> AsyncIterator[router
         emit(step.id, started_event=router_pb2.StepStarted(depends_on=step.depends_on))
         texts: list[str] = []
         try:
-            async for response in run_step(step, render(step.spec.request.prompt, plan.inputs, outputs)):
+            prompt = render(step.spec.request.prompt, plan.inputs, outputs, max_chars=plan.max_prompt_chars)
+            async for response in run_step(step, prompt):
                 texts.append(response.text)
                 emit(step.id, chunk=response)
         except asyncio.CancelledError:
