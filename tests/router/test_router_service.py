@@ -95,6 +95,8 @@ class FakeCache(cache_pb2_grpc.CacheServicer):
     def reset(self) -> None:
         self.hit: cache_pb2.LookupResponse | None = None
         self.fail: grpc.StatusCode | None = None
+        # When set, a lookup waits for it (a stopped cache service: the connection is up, nothing answers).
+        self.hold: asyncio.Event | None = None
         self.lookups: list[cache_pb2.LookupRequest] = []
         self.stores: list[cache_pb2.StoreRequest] = []
 
@@ -106,6 +108,8 @@ class FakeCache(cache_pb2_grpc.CacheServicer):
         self, request: cache_pb2.LookupRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.LookupResponse:
         self.lookups.append(request)
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail is not None:
             await context.abort(self.fail, "scripted failure")
         return self.hit or cache_pb2.LookupResponse(hit=False)
@@ -124,6 +128,8 @@ class Stack:
     generator: FakeGenerator
     cache_server: grpc.aio.Server
     generation_server: grpc.aio.Server
+    # Where the cache server listens (to start a new one there, as a restarted cache service).
+    cache_port: int
 
 
 async def _serve(register: Callable[[grpc.aio.Server], None]) -> tuple[grpc.aio.Server, int]:
@@ -162,7 +168,7 @@ async def running_stack(folder: Path, router_env: dict[str, str]) -> AsyncIterat
     running: RunningServer = await start_server(settings.server, definition(settings))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield Stack(router_pb2_grpc.RouterStub(channel), cache, generator, cache_server, generation_server)
+        yield Stack(router_pb2_grpc.RouterStub(channel), cache, generator, cache_server, generation_server, cache_port)
     finally:
         await channel.close()
         await running.stop(0)
