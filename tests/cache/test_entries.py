@@ -1,6 +1,8 @@
 import pytest
 
 from subsecond.cache.entries import (
+    MAX_QUERY_CHARS,
+    MAX_QUERY_MESSAGES,
     decode_answer,
     encode_answer,
     parse_owner,
@@ -45,12 +47,14 @@ def test_system_prompt_changes_the_scope() -> None:
         (query(("user", "q"), model=""), "query.model"),
         (query(), "query.messages"),
         (query(("wizard", "q")), "query.messages[0].role"),
+        (query(*[("user", "q")] * (MAX_QUERY_MESSAGES + 1)), f"query.messages: {MAX_QUERY_MESSAGES + 1} messages"),
+        (query(("user", "q" * (MAX_QUERY_CHARS + 1))), f"query.messages: {MAX_QUERY_CHARS + 1} characters"),
     ],
 )
 def test_invalid_queries_name_the_field(bad: cache_pb2.CacheQuery, field: str) -> None:
     with pytest.raises(InvalidArgument) as error:
         parse_query(bad)
-    assert error.value.message.startswith(field + ":")
+    assert error.value.message.startswith(field if " " in field else field + ":")
 
 
 def test_an_owner_may_leave_the_model_out_but_not_widen_the_key_pattern() -> None:
@@ -59,7 +63,7 @@ def test_an_owner_may_leave_the_model_out_but_not_widen_the_key_pattern() -> Non
     for bad, field in [("*", "query.tenant"), ("t", "query.model")]:
         with pytest.raises(InvalidArgument) as error:
             parse_owner(cache_pb2.CacheQuery(tenant=bad, model="s*" if bad == "t" else ""))
-        assert error.value.message.startswith(field + ":")
+        assert error.value.message.startswith(field if " " in field else field + ":")
 
 
 def test_top_p_zero_means_one_in_the_key() -> None:

@@ -14,6 +14,11 @@ from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import cache_pb2, types_pb2
 
 KEY_PREFIX = "subsecond:v1:ans"
+# Bounds on a query, checked before anything reads its messages (their roles, the key's hash, the
+# guard): above what any router admits (its MAX_MESSAGES and MAX_PROMPT_CHARS defaults are 256 and
+# 32,000), so they only stop a caller that is not a router.
+MAX_QUERY_MESSAGES = 4096
+MAX_QUERY_CHARS = 1_000_000
 
 @dataclass(frozen=True)
 class Query:
@@ -67,6 +72,11 @@ def parse_query(message: cache_pb2.CacheQuery) -> Query:
 def _turns(messages: Sequence[types_pb2.ChatMessage]) -> tuple[Turn, ...]:
     if not messages:
         raise InvalidArgument("query.messages: at least one message is required")
+    if len(messages) > MAX_QUERY_MESSAGES:
+        raise InvalidArgument(f"query.messages: {len(messages)} messages, at most {MAX_QUERY_MESSAGES}")
+    size = sum(len(message.content) for message in messages)
+    if size > MAX_QUERY_CHARS:
+        raise InvalidArgument(f"query.messages: {size} characters, at most {MAX_QUERY_CHARS}")
     check_roles(messages, "query.messages")
     return tuple(Turn(m.role, m.content) for m in messages)
 

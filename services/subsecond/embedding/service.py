@@ -69,11 +69,15 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
-        texts = list(request.texts)
-        if not texts:
+        if not request.texts:
             raise InvalidArgument("texts: give at least one text")
-        if len(texts) > self._settings.max_texts_per_request:
-            raise InvalidArgument(f"texts: {len(texts)} texts, at most {self._settings.max_texts_per_request} per call")
+        if len(request.texts) > self._settings.max_texts_per_request:
+            raise InvalidArgument(
+                f"texts: {len(request.texts)} texts, at most {self._settings.max_texts_per_request} per call"
+            )
+        # Cut before anything reads the text (the cache key's hash, the tokenizer): past MAX_TEXT_CHARS
+        # lies nothing the model would read, so the embedding is the same and its cost is bounded.
+        texts = [text[: self._settings.max_text_chars] for text in request.texts]
         with REQUEST_SECONDS.time():
             vectors, cached = await self._embed(texts)
         return embedding_pb2.EmbedResponse(

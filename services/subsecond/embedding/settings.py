@@ -22,6 +22,10 @@ class EmbeddingSettings:
     threads: int
     # Most texts one Embed call may carry.
     max_texts_per_request: int
+    # Characters of a text the tokenizer reads; the rest is cut off before tokenizing. The model
+    # reads at most 256 tokens (about 900-1,300 characters of English), and the tokenizer's time is
+    # linear in the whole text: a 3.9 MB text held the worker 2.5 s before it was cut.
+    max_text_chars: int
     # Redis URL for the embedding cache; empty disables it.
     redis_url: str
     cache_ttl_seconds: int
@@ -37,6 +41,7 @@ class EmbeddingSettings:
             max_wait_seconds=env.number("MAX_WAIT_MS", 0.0, maximum=1000.0) / 1000.0,
             threads=env.integer("THREADS", 1, minimum=1, maximum=64),
             max_texts_per_request=env.integer("MAX_TEXTS_PER_REQUEST", 256, minimum=1),
+            max_text_chars=env.integer("MAX_TEXT_CHARS", 4096, minimum=1024),
             redis_url=env.text("REDIS_URL", "redis://127.0.0.1:6390/0"),
             cache_ttl_seconds=env.integer("CACHE_TTL_SECONDS", 7 * 24 * 3600, minimum=1),
             redis_timeout_seconds=env.number("REDIS_TIMEOUT_MS", 50.0, minimum=1.0) / 1000.0,

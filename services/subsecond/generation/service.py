@@ -100,6 +100,10 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
         check_roles(request.messages, "messages")
         if request.max_tokens <= 0:
             raise InvalidArgument("max_tokens: must be positive")
+        if request.max_tokens > self._settings.max_tokens_limit:
+            raise InvalidArgument(
+                f"max_tokens: {request.max_tokens} is over the limit of {self._settings.max_tokens_limit}"
+            )
         try:
             text = self._prompts[model].render([{"role": m.role, "content": m.content} for m in request.messages])
         except ChatTemplateError as error:

@@ -20,6 +20,9 @@ class GenerationSettings:
     # <root>/<Triton model>/ holds that model's tokenizer files: its chat template (applied here,
     # since TensorRT-LLM tokenizes text_input as given) and tokenizer.json (prompt token counts).
     tokenizer_root: Path
+    # The most tokens a request may ask for (more is INVALID_ARGUMENT): a bound on what one call may
+    # hold a model for, whatever the caller (the router caps its clients lower, per tier).
+    max_tokens_limit: int
     # Streams served at once; more are refused with RESOURCE_EXHAUSTED (backpressure).
     max_concurrent_streams: int
     # How long start-up waits for Triton to report every model ready.
@@ -33,6 +36,7 @@ class GenerationSettings:
             triton_url=env.text("TRITON_URL", "127.0.0.1:8001"),
             models=env.mapping("MODELS", {"small": "smollm2"}),
             tokenizer_root=Path(env.text("TOKENIZER_ROOT", "/opt/subsecond/tokenizers")),
+            max_tokens_limit=env.integer("MAX_TOKENS_LIMIT", 4096, minimum=1),
             max_concurrent_streams=env.integer("MAX_CONCURRENT_STREAMS", 64, minimum=1),
             startup_timeout_seconds=env.number("STARTUP_TIMEOUT_SECONDS", 600.0, minimum=1.0),
         )
