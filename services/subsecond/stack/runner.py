@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import IO
 
 import grpc
+import redis.asyncio as redis
 import tritonclient.grpc.aio as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.exceptions import RedisError
 
 from subsecond.stack.redis import find_redis_server, redis_argv
 from subsecond.stack.tokenizers import write_tokenizer_root
@@ -244,7 +246,36 @@ class Stack:
         return process.popen.returncode
 
     def signal(self, name: str, sig: int) -> None:
+        """Sends ``sig`` to the process (SIGSTOP and SIGCONT: a process that hangs, then resumes)."""
         self._processes[name].popen.send_signal(sig)
+
+    def kill_process(self, name: str) -> None:
+        """SIGKILL to the process's whole group, as a crash: nothing shuts down in order. Start it
+        again with ``restart_redis`` or ``restart_service``."""
+        process = self._processes.pop(name)
+        os.killpg(process.popen.pid, signal.SIGKILL)
+        process.popen.wait()
+        process.log_file.close()
+
+    async def restart_redis(self) -> None:
+        """Starts Redis again in its working directory (it replays its append-only file) and waits
+        until it answers."""
+        self.start_redis()
+        deadline = time.monotonic() + self.config.startup_timeout_seconds
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            while True:
+                self._check_alive("redis")
+                try:
+                    if await client.ping():
+                        return
+                except RedisError:  # not listening yet, or still loading its file
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Redis did not answer in time; see {self.config.run_dir}/redis.log")
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
 
     async def stop(self) -> None:
         """Stops everything, front to back, so no request is cut by a backend going first."""
