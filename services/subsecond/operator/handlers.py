@@ -28,6 +28,7 @@ from subsecond.operator.metrics import (
     PREDICTED_SECONDS,
     SCALINGS,
 )
+from subsecond.operator.predelete import FINALIZER
 from subsecond.operator.prometheus import PrometheusClient, PrometheusError, Reading
 from subsecond.operator.settings import OperatorSettings
 from subsecond.operator.spec import SLOSpec, SpecError
@@ -120,7 +121,12 @@ class Shell:
                 ERRORS.labels("kubernetes").inc()
                 raise kopf.TemporaryError(str(error), delay=self.backoff(retry)) from error
         new_status = slo_status.decided(
-            status, snapshot, decision, generation=generation, prometheus_error=prometheus_error
+            status,
+            snapshot,
+            decision,
+            generation=generation,
+            prometheus_error=prometheus_error,
+            why_missing=reading.why_missing(),
         )
         patch.status.update(new_status)
         _announce(body, status, new_status, snapshot, decision)
@@ -176,6 +182,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Events are the operator's own (decisions, conditions), not kopf's handler log lines.
         settings.posting.level = logging.CRITICAL
+        # Named here because the pre-delete hook removes this one finalizer if the operator cannot.
+        settings.persistence.finalizer = FINALIZER
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -1,4 +1,5 @@
-"""The few Kubernetes calls the operator makes besides kopf's own: read the target, patch its /scale.
+"""The few Kubernetes calls the operator makes besides kopf's own: read the target, patch its /scale, and
+(in the pre-delete hook) list, delete and release LatencySLOs.
 
 Credentials come from kopf's login (service account in a pod, kubeconfig elsewhere), so the
 operator and kopf talk to the same API server as the same identity.
@@ -84,6 +85,33 @@ class KubernetesClient:
         return TargetState(
             replicas=int(body.get("spec", {}).get("replicas", 1)),
             ready_replicas=int(body.get("status", {}).get("readyReplicas", 0)),
+        )
+
+    def _slos(self, namespace: str) -> str:
+        return f"{self._server}/apis/subsecond.dev/v1alpha1/namespaces/{namespace}/latencyslos"
+
+    async def list_slos(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The LatencySLOs in a namespace whose labels match the selector (all of them if it is empty)."""
+        params = {"labelSelector": label_selector} if label_selector else {}
+        body = await self._call("GET", self._slos(namespace), params=params)
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+    async def delete_slo(self, namespace: str, name: str) -> None:
+        """Asks for deletion; an object with finalizers stays (``deletionTimestamp`` set) until they are removed."""
+        try:
+            await self._call("DELETE", f"{self._slos(namespace)}/{name}")
+        except KubernetesError as error:
+            if "HTTP 404" not in str(error):  # already gone
+                raise
+
+    async def set_finalizers(self, namespace: str, name: str, finalizers: list[str]) -> None:
+        """Replaces the object's finalizers (a merge patch replaces the whole list)."""
+        await self._call(
+            "PATCH",
+            f"{self._slos(namespace)}/{name}",
+            json={"metadata": {"finalizers": finalizers}},
+            headers={"Content-Type": "application/merge-patch+json"},
         )
 
     async def scale(self, namespace: str, target: TargetRef, replicas: int) -> None:

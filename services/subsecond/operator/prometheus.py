@@ -60,6 +60,18 @@ class Reading:
     rate_rps: float | None
     mean_seconds: float | None = None  # the window's mean latency, when it can be queried
     recent_rps: float | None = None  # the completion rate over the recent window, when it can be queried
+    # The percentile and rate queries that matched no series at all (not NaN: no series), to say why in status.
+    unmatched: tuple[str, ...] = ()
+
+    def why_missing(self) -> str | None:
+        """Why the percentile or rate is missing, when no series matched: the likely cause, for status and Events."""
+        if not self.unmatched:
+            return None
+        return (
+            f"no series match {' nor '.join(self.unmatched)}: Prometheus scrapes no such histogram with these labels"
+            " (the chart's selectors match series scraped through its ServiceMonitors: serviceMonitor.enabled, and"
+            " serviceMonitor.labels your Prometheus selects by; or check the metric name and objective.selector)"
+        )
 
 
 class PrometheusClient:
@@ -70,6 +82,10 @@ class PrometheusClient:
 
     async def scalar(self, query: str) -> float | None:
         """The single value of an instant query; None if it has no sample or is NaN."""
+        return (await self._instant(query))[0]
+
+    async def _instant(self, query: str) -> tuple[float | None, bool]:
+        """The single value of an instant query (None if it has no sample or is NaN), and whether any series matched."""
         started = time.perf_counter()
         try:
             async with self._session.get(self._url, params={"query": query}, timeout=self._timeout) as response:
@@ -85,19 +101,22 @@ class PrometheusClient:
         if data["resultType"] == "scalar":
             value = float(data["result"][1])
         elif not data["result"]:
-            return None
+            return None, False
         elif len(data["result"]) > 1:
             raise PrometheusError(f"query {query!r} returned {len(data['result'])} series; it must return one")
         else:
             value = float(data["result"][0]["value"][1])
-        return None if math.isnan(value) else value
+        return (None if math.isnan(value) else value), True
 
     async def read(self, objective: Objective) -> Reading:
-        latency, rate = await self.scalar(latency_query(objective)), await self.scalar(rate_query(objective))
+        queries = latency_query(objective), rate_query(objective)
+        (latency, latency_matched), (rate, rate_matched) = [await self._instant(q) for q in queries]
+        matched = latency_matched, rate_matched
         mean, recent = mean_query(objective), recent_rate_query(objective)
         return Reading(
             latency,
             rate,
             None if mean is None else await self.scalar(mean),
             None if recent is None else await self.scalar(recent),
+            unmatched=tuple(query for query, found in zip(queries, matched, strict=True) if not found),
         )

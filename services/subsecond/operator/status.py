@@ -66,18 +66,22 @@ def decided(
     *,
     generation: int,
     prometheus_error: str | None,
+    why_missing: str | None = None,
 ) -> dict[str, Any]:
-    """The status after a decision (``decision.replicas`` is already patched when it differs)."""
+    """The status after a decision (``decision.replicas`` is already patched when it differs); ``why_missing``
+    says why metrics are missing, when the reading knows (no series matched)."""
     now = snapshot.now
     scaled = decision.replicas != snapshot.current_replicas
+    message = decision.message
     if prometheus_error is not None:
         degraded = (True, PROMETHEUS_UNAVAILABLE, prometheus_error)
     elif not decision.metrics_available:
-        degraded = (True, Reason.METRICS_UNAVAILABLE.value, decision.message)
+        message = decision.message if why_missing is None else f"{decision.message}; {why_missing}"
+        degraded = (True, Reason.METRICS_UNAVAILABLE.value, message)
     else:
         degraded = (False, "MetricsAvailable", "latency and request rate read from Prometheus")
-    ready = (not degraded[0], decision.reason.value, decision.message)
-    at_max = (decision.at_max, Reason.AT_MAX.value if decision.at_max else "ObjectiveHeld", decision.message)
+    ready = (not degraded[0], decision.reason.value, message)
+    at_max = (decision.at_max, Reason.AT_MAX.value if decision.at_max else "ObjectiveHeld", message)
     return {
         "observedGeneration": generation,
         "observedLatencyMs": _ms(snapshot.observed_seconds),
@@ -87,7 +91,7 @@ def decided(
         "readyReplicas": snapshot.ready_replicas,
         "desiredReplicas": decision.replicas,
         "reason": decision.reason.value,
-        "message": decision.message,
+        "message": message,
         "lastDecisionTime": iso(now),
         "lastScaleTime": iso(now) if scaled else previous.get("lastScaleTime"),
         "recommendations": [{"time": iso(r.time), "replicas": r.replicas} for r in decision.recommendations],
