@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis prepare tools up test test-unit proto proto-check lint bench simulate clean
+.PHONY: help install redis prepare tools up test test-unit proto proto-check lint bench chaos simulate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Docke
 bench: prepare ## Benchmark the stack (started by each benchmark itself): serving path, then latency features; writes benchmarks/results/
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/latency_features.py
+
+chaos: prepare ## Faults under load (issue 17's table): stop, kill and restart Redis and the cache under traffic; writes benchmarks/results/chaos.json
+	$(PY) benchmarks/chaos.py
 
 simulate: install ## Simulate the LatencySLO operator against a reactive baseline; writes benchmarks/results/simulator.*
 	$(PY) -m subsecond.operator.simulator --out benchmarks/results
