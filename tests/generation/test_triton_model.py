@@ -6,6 +6,7 @@ template applied, ``[1, 1]`` tensors, the empty final response enabled), so that
 are held to TensorRT-LLM's ensemble contract.
 """
 
+import asyncio
 import contextlib
 import json
 import os
@@ -27,13 +28,14 @@ from subsecond.generation.chat_template import ChatTemplate
 from subsecond.generation.entry_model import EntryModel, is_final, text_output
 from subsecond.kit.prompt_identity import Sampling
 from subsecond.stack.tokenizers import write_tokenizer_root
-from subsecond.stack.triton import ensure_tritonserver, triton_process_spec
+from subsecond.stack.triton import ensure_tritonserver, new_shm_prefix, remove_shm_regions, triton_process_spec
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "smollm2"
 # Every model of the repository: the small and the large tier of the embedded default.
 MODELS = ("smollm2", "gemma3")
 PROMPT = "What is the capital of France?"
+LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 60
 READY_TIMEOUT_S = 120.0
 
 Stub = service_pb2_grpc.GRPCInferenceServiceStub
@@ -48,7 +50,10 @@ def triton_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start tritonserver with the repository's models; yield its gRPC address; stop it and its stubs."""
     root = ensure_tritonserver(REPO / ".cache" / "tools")
     grpc_port, http_port, metrics_port = _free_ports(3)
-    argv, env = triton_process_spec(root, REPO / "model_repository", grpc_port, http_port, metrics_port)
+    shm_prefix = new_shm_prefix()
+    argv, env = triton_process_spec(
+        root, REPO / "model_repository", grpc_port, http_port, metrics_port, shm_prefix=shm_prefix
+    )
     log_path = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     with log_path.open("w") as log:
         # Its own process group, so that teardown reaches the Python backend stubs it forks too.
@@ -59,6 +64,7 @@ def triton_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         _stop(server)
+        remove_shm_regions(shm_prefix)  # what the stubs leave if the group kill was needed
 
 
 @pytest.fixture(scope="session")
@@ -196,6 +202,33 @@ async def test_cancelling_a_stream_stops_its_generation(
     for _ in range(2):
         assert len(_pieces(await _stream(triton, _request(entries[MODEL], templates[MODEL], max_tokens=5)))) == 5
     assert time.monotonic() - started < 0.5 * 1889 * seconds_per_token
+
+
+async def test_a_cancelled_long_prompt_frees_its_instance_within_a_chunk(
+    triton: Stub, entries: Entries
+) -> None:
+    # gemma3 has one instance: a request sent after the cancel runs on the instance that was reading the prompt.
+    model = "gemma3"
+
+    def long_prompt(label: str) -> service_pb2.ModelInferRequest:
+        # About 650 tokens; each prompt starts differently, so none reuses what another left in the context.
+        return entries[model].request(f"{label}: " + LONG_TEXT, 1, Sampling())
+
+    started = time.monotonic()
+    assert len(_pieces(await _stream(triton, long_prompt("First")))) == 1
+    whole_prompt_seconds = time.monotonic() - started
+    assert whole_prompt_seconds > 2.0, "the prompt is read too fast for the test to tell a cancel from its end"
+
+    call = triton.ModelStreamInfer(_one(long_prompt("Second")))
+    await asyncio.sleep(0.5)  # the request is in the instance, reading its prompt
+    call.cancel()
+    cancelled = time.monotonic()
+    short = entries[model].request("Say hello.", 3, Sampling())
+    answered = _pieces(await _stream(triton, short))
+
+    assert answered
+    # Read whole, the second prompt would hold the instance for about whole_prompt_seconds - 0.5 s more.
+    assert time.monotonic() - cancelled < 0.5 * whole_prompt_seconds
 
 
 async def test_a_request_without_text_input_is_rejected(

@@ -6,7 +6,8 @@ so that a request's tensors are ``[1, 1]``, decoupled) and, like TensorRT-LLM's 
 tokenizes ``text_input`` exactly as given: the generation service has already applied the chat
 template. Streamed, each response carries the text of one token (a delta of whole characters);
 the request ends with an empty response flagged final, as TensorRT-LLM's models end theirs.
-A cancelled request stops between two tokens. ``execute`` returns only when its generation is done:
+A cancelled request stops within one chunk of its prompt (the prompt is read ``prefill_chunk_tokens``
+at a time, see ``_prefill``) or between two generated tokens. ``execute`` returns only when its generation is done:
 an instance owns one llama.cpp model (which is not thread-safe) and runs one generation at a time,
 and Triton sends a request that arrives meanwhile to another instance that is free (config.pbtxt's
 ``instance_group``) rather than queueing it behind a busy one.
@@ -24,6 +25,10 @@ from llama_cpp import Llama
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # TensorRT-LLM's ensemble batches requests: every tensor has a batch dimension (of 1 per request).
 MAX_BATCH_SIZE = 64
+# Prompt tokens read between two checks for cancellation, unless config.pbtxt says otherwise: llama.cpp
+# cannot be interrupted inside one evaluation, and a long prompt read whole kept a cancelled request's
+# instance busy for seconds. Smaller chunks answer a cancel sooner but read prompts more slowly.
+PREFILL_CHUNK_TOKENS = 64
 
 
 def _optional_scalar(request, name, default):
@@ -99,6 +104,7 @@ class TritonPythonModel:
         self._bos = self._llm.token_bos() if add_bos else None
         eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", errors="ignore")
         self._stops = [stop for stop in [eos, *parameters.get("stop", "").split("|")] if stop]
+        self._chunk = int(parameters.get("prefill_chunk_tokens", PREFILL_CHUNK_TOKENS))
 
     def execute(self, requests):
         for request in requests:
@@ -128,6 +134,9 @@ class TritonPythonModel:
             tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
             if self._bos is not None and tokens[:1] != [self._bos]:
                 tokens.insert(0, self._bos)
+            if not self._prefill(tokens, request):
+                sender.send(flags=FINAL)  # cancelled while reading the prompt: nothing generated
+                return
             pieces = self._llm.create_completion(
                 tokens,
                 max_tokens=limit,
@@ -157,3 +166,27 @@ class TritonPythonModel:
             sender.send(
                 pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generation failed: {error}")), flags=FINAL
             )
+
+    def _prefill(self, tokens, request):
+        """Read all but the prompt's last token into the context, a chunk at a time; False if cancelled meanwhile.
+
+        What the context already holds from the previous request (a shared system prompt, say) is kept and
+        not read again. ``create_completion`` then finds the whole prompt but its last token in the context,
+        reads that token and samples: llama-cpp-python's ``generate`` reuses the longest prefix it shares
+        with the context (0.3.36).
+        """
+        llm = self._llm
+        if len(tokens) >= llm.n_ctx():  # what create_completion would refuse, before reading any of it
+            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {llm.n_ctx()}")
+        head = tokens[:-1]
+        kept = 0
+        for held, wanted in zip(llm.input_ids[: llm.n_tokens], head, strict=False):  # the shorter decides
+            if held != wanted:
+                break
+            kept += 1
+        llm.n_tokens = kept  # eval() drops what the context holds past this point before it reads on
+        for start in range(kept, len(head), self._chunk):
+            if request.is_cancelled():
+                return False
+            llm.eval(head[start : start + self._chunk])
+        return True

@@ -8,6 +8,7 @@ Each process logs to ``<run_dir>/<name>.log``; every service is waited on throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -27,12 +28,22 @@ from redis.exceptions import RedisError
 
 from subsecond.stack.redis import find_redis_server, redis_argv
 from subsecond.stack.tokenizers import write_tokenizer_root
-from subsecond.stack.triton import ensure_tritonserver, triton_process_spec
+from subsecond.stack.triton import (
+    EXIT_TIMEOUT_SECONDS,
+    ensure_tritonserver,
+    new_shm_prefix,
+    remove_shm_regions,
+    triton_process_spec,
+)
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
 SERVICES = ("embedding", "generation", "cache", "router")
+# Seconds from SIGTERM to SIGKILL: a service drains its streams (its own grace period comes first);
+# Triton cuts what is in flight after EXIT_TIMEOUT_SECONDS and then needs a moment to unload its models.
+STOP_SECONDS = {"triton": EXIT_TIMEOUT_SECONDS + 3.0}
+DEFAULT_STOP_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -142,10 +153,10 @@ class Stack:
         await asyncio.to_thread(write_tokenizer_root, self.config.tokenizer_root, self.config.model_repository)
         try:
             self.start_redis()
-            self._start_triton()
+            self.start_triton()
             for service in SERVICES:
                 self._spawn_service(service)
-            await self._wait_triton()
+            await self.wait_triton()
             for service in SERVICES:
                 await self.wait_serving(service)
         except BaseException:
@@ -167,13 +178,35 @@ class Stack:
         argv = redis_argv(find_redis_server(), self.config.ports.redis, workdir, persistent=True)
         self._spawn("redis", argv, dict(os.environ))
 
-    def _start_triton(self) -> None:
+    def start_triton(self) -> None:
+        """Starts Triton with shared-memory regions of its own, after removing any a killed one left here."""
         root = ensure_tritonserver(self.config.tools_dir)
+        self._remove_triton_leftovers()
+        prefix = new_shm_prefix()
+        # Recorded before the start: if this runner dies with Triton, the next start in this run_dir cleans up.
+        self._triton_shm_record.write_text(prefix)
         ports = self.config.ports
         argv, env = triton_process_spec(
-            root, self.config.model_repository, ports.triton_grpc, ports.triton_http, ports.triton_metrics
+            root,
+            self.config.model_repository,
+            ports.triton_grpc,
+            ports.triton_http,
+            ports.triton_metrics,
+            shm_prefix=prefix,
         )
         self._spawn("triton", argv, env)
+
+    @property
+    def _triton_shm_record(self) -> Path:
+        return self.config.run_dir / "triton-shm-prefix"
+
+    def _remove_triton_leftovers(self) -> None:
+        """Removes the ``/dev/shm`` regions of the last Triton started in this run_dir (it no longer runs)."""
+        record = self._triton_shm_record
+        if record.is_file():
+            if removed := remove_shm_regions(record.read_text().strip()):
+                log.warning("removed %d shared-memory regions a stopped Triton left in /dev/shm", len(removed))
+            record.unlink()
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log_file = (self.config.run_dir / f"{name}.log").open("ab")
@@ -189,7 +222,7 @@ class Stack:
             tail = Path(process.log_file.name).read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{name} exited with code {process.popen.returncode}; end of its log:\n{tail}")
 
-    async def _wait_triton(self) -> None:
+    async def wait_triton(self) -> None:
         deadline = time.monotonic() + self.config.startup_timeout_seconds
         client = triton.InferenceServerClient(f"127.0.0.1:{self.config.ports.triton_grpc}")
         try:
@@ -225,15 +258,18 @@ class Stack:
                     )
                 await asyncio.sleep(0.2)
 
-    def stop_process(self, name: str, *, timeout: float = 20.0) -> int | None:
+    def stop_process(self, name: str, *, timeout: float | None = None) -> int | None:
         """SIGTERM to the process, then SIGKILL to its whole group after ``timeout``; returns the exit code.
 
         Only the process itself gets SIGTERM: Triton shuts its backend stubs down in order, and
-        stubs signalled at the same time would leave it waiting for models that never unload.
+        stubs signalled at the same time would leave it waiting for models that never unload. Once Triton
+        is gone (stopped, killed or crashed), any stub left in its group is killed and its shared memory removed.
         """
         process = self._processes.pop(name, None)
         if process is None:
             return None
+        if timeout is None:
+            timeout = STOP_SECONDS.get(name, DEFAULT_STOP_SECONDS)
         if process.popen.poll() is None:
             process.popen.terminate()
             try:
@@ -242,6 +278,10 @@ class Stack:
                 log.warning("%s did not stop in %.0f s; killing it", name, timeout)
                 os.killpg(process.popen.pid, signal.SIGKILL)
                 process.popen.wait()
+        if name == "triton":
+            with contextlib.suppress(ProcessLookupError):  # the group is empty when every stub exited
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            self._remove_triton_leftovers()
         process.log_file.close()
         return process.popen.returncode
 

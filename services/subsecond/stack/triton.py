@@ -30,9 +30,11 @@ How the Python backend runs a model outside the NGC container:
   wins; everything else is shared.
 """
 
+import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -52,6 +54,10 @@ STUB_NUMPY = "numpy==1.26.4"
 _PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 # Written last: its presence means the tree is complete, with the stub and environment for this Python.
 _MARKER = f".complete-nvidia-pytriton-{PYTRITON_VERSION}-py{_PYTHON_VERSION}"
+# How long Triton lets requests in flight finish after SIGTERM (its default, 30 s, outlives any orchestrator's
+# patience); a generation still running then is cut, and its caller sees the stream fail.
+EXIT_TIMEOUT_SECONDS = 2
+SHM_DIR = Path("/dev/shm")
 
 
 def ensure_tritonserver(tools_dir: Path) -> Path:
@@ -83,16 +89,24 @@ def ensure_tritonserver(tools_dir: Path) -> Path:
 
 
 def triton_process_spec(
-    triton_root: Path, model_repository: Path, grpc_port: int, http_port: int, metrics_port: int
+    triton_root: Path,
+    model_repository: Path,
+    grpc_port: int,
+    http_port: int,
+    metrics_port: int,
+    *,
+    shm_prefix: str,
 ) -> tuple[list[str], dict[str, str]]:
     """Return the argv and the environment that start ``tritonserver`` serving ``model_repository``.
 
     Endpoints listen on loopback only. Every model in the repository is loaded at start-up (explicit
     model control, no polling); a model that fails to load stops the server (``--exit-on-error``), and
-    the server reports ready only once all its models are (``--strict-readiness``). The Python backend's
-    shared-memory regions are named after the gRPC port, so that two servers on one machine never share
-    one. The environment is this process's, with this interpreter's ``LIBDIR`` first on ``LD_LIBRARY_PATH``
-    and the model's Python environment first on ``PATH`` (see the module's docstring).
+    the server reports ready only once all its models are (``--strict-readiness``). On SIGTERM it waits
+    at most ``EXIT_TIMEOUT_SECONDS`` for requests in flight, then unloads its models and exits. The Python
+    backend's shared-memory regions in ``/dev/shm`` start with ``shm_prefix`` (see ``new_shm_prefix``), so
+    that two servers never share one and ``remove_shm_regions`` finds what a killed server left. The
+    environment is this process's, with this interpreter's ``LIBDIR`` first on ``LD_LIBRARY_PATH`` and the
+    model's Python environment first on ``PATH`` (see the module's docstring).
     """
     argv = [
         str(triton_root / "bin" / "tritonserver"),
@@ -101,7 +115,8 @@ def triton_process_spec(
         "--load-model=*",
         f"--backend-directory={triton_root / 'backends'}",
         f"--cache-directory={triton_root / 'caches'}",
-        f"--backend-config=python,shm-region-prefix-name=subsecond-triton-{grpc_port}-",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
         "--grpc-address=127.0.0.1",
         f"--grpc-port={grpc_port}",
         "--http-address=127.0.0.1",
@@ -119,6 +134,29 @@ def triton_process_spec(
     env["LD_LIBRARY_PATH"] = _prepend_path(libpython_dir, env.get("LD_LIBRARY_PATH"))
     env["PATH"] = _prepend_path(str(_model_python(triton_root) / "bin"), env.get("PATH"))
     return argv, env
+
+
+def new_shm_prefix() -> str:
+    """A prefix for one server's shared-memory regions, unique to it (the Python backend adds a UUID per region)."""
+    return f"subsecond-triton-{secrets.token_hex(4)}-"
+
+
+def remove_shm_regions(prefix: str) -> list[str]:
+    """Remove the ``/dev/shm`` regions named ``prefix...``; returns their names.
+
+    A server that exits cleanly removes its own regions; one that is killed (or whose stubs are) leaves them,
+    each as large as the backend's shared-memory pool, until the machine restarts. Only for a server that is
+    no longer running: its processes keep what they mapped, but a region removed under a live server cannot
+    be opened by the stubs it starts afterwards.
+    """
+    if not prefix.startswith("subsecond-triton-"):  # never a pattern that could match someone else's regions
+        raise ValueError(f"not a subsecond shared-memory prefix: {prefix!r}")
+    removed = []
+    for region in SHM_DIR.glob(f"{prefix}*"):
+        with contextlib.suppress(FileNotFoundError):
+            region.unlink()
+            removed.append(region.name)
+    return removed
 
 
 def _download_wheel(download_dir: Path) -> Path:
