@@ -324,7 +324,7 @@ def test_operator_has_the_least_rbac(rendered: dict[str, list[Manifest]]) -> Non
     role = one(manifests, "Role", name_of("operator"))
     rules = {(r["apiGroups"][0], tuple(r["resources"])): r["verbs"] for r in role["rules"]}
     assert rules == {
-        ("subsecond.dev", ("latencyslos",)): ["get", "list", "watch", "patch"],
+        ("subsecond.dev", ("latencyslos",)): ["get", "list", "watch", "patch", "delete"],
         ("subsecond.dev", ("latencyslos/status",)): ["get", "patch", "update"],
         ("apps", ("deployments", "statefulsets")): ["get", "list", "watch"],
         ("apps", ("deployments/scale", "statefulsets/scale")): ["get", "patch", "update"],
