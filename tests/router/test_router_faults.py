@@ -116,6 +116,27 @@ async def test_the_near_cache_answers_fresh_copies_itself_and_stale_ones_only_wh
     assert (await served(own_stack, "Something new"))[1] == types_pb2.SERVED_BY_GENERATED
 
 
+@pytest.mark.parametrize(
+    "router_env", [{"NEAR_CACHE_FRESH_SECONDS": "0", "NEAR_CACHE_WAIT_MS": "20", "CACHE_TIMEOUT_MS": "2000"}]
+)
+async def test_a_request_with_a_near_copy_waits_for_a_slow_cache_only_briefly(own_stack: Stack) -> None:
+    cache = own_stack.cache
+    cache.hit = EXACT_HIT
+    await served(own_stack, "Capital?")
+    changed = cache_pb2.LookupResponse()
+    changed.CopyFrom(EXACT_HIT)
+    changed.answer.chunks[:] = ["Lyon", " now."]
+    cache.hit = changed
+    assert (await served(own_stack, "Capital?"))[0] == "Lyon now."  # the cache answered in time: its answer
+
+    cache.hold = asyncio.Event()  # the cache stops answering; its breaker has not noticed yet
+    answered, how, seconds = await served(own_stack, "Capital?")
+    assert (answered, how) == ("Lyon now.", types_pb2.SERVED_BY_EXACT)
+    assert seconds < 0.5  # 20 ms of waiting, not the lookup's 2 s
+    assert len(cache.lookups) == 3  # asked, then left to finish in the background
+    cache.hold.set()
+
+
 @pytest.mark.parametrize("router_env", [{"NEAR_CACHE_FRESH_SECONDS": "0"}])
 async def test_a_write_through_fills_the_near_cache(own_stack: Stack) -> None:
     first, how, _ = await served(own_stack, "Write me")

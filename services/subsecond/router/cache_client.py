@@ -5,10 +5,11 @@ The cache is optional on the request path. A lookup goes to the router's near ca
 service with at most ``CACHE_TIMEOUT_MS``. A lookup that fails, or finds Redis down behind the
 cache (so nothing can be served), opens a breaker (``kit.failopen``): for ``CACHE_BREAKER_COOLDOWN_MS``
 the cache service is skipped, then one trial lookup decides whether it is back. While the cache
-cannot answer, the near cache's older copies are served (stale, up to ``NEAR_CACHE_STALE_SECONDS``);
-a request that has one never waits for the trial, which then runs in the background. Anything
-else is a miss counted in ``subsecond_router_cache_bypass_total``, and the request is generated
-(within the bypass budget, ``tenants.py``).
+cannot answer, or takes longer than ``NEAR_CACHE_WAIT_MS``, the near cache's older copies are
+served (stale, up to ``NEAR_CACHE_STALE_SECONDS``) and the lookup finishes in the background; a
+request that has one never waits for the breaker's trial either. Anything else is a miss counted
+in ``subsecond_router_cache_bypass_total``, and the request is generated (within the bypass
+budget, ``tenants.py``).
 
 A hit is replayed as an answer like a generation's (``answers.py``): at once, or with the gaps
 the model left between its chunks.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 
 import grpc
 
@@ -27,8 +29,8 @@ from subsecond.kit.prompt_identity import request_digest
 from subsecond.router.admission import AUTO, Admitted, chat_messages
 from subsecond.router.answers import Answer, Outcome, Piece
 from subsecond.router.context import Deadline, Tasks
-from subsecond.router.metrics import CACHE_BYPASS, HOP_DURATION, STORES
-from subsecond.router.near_cache import NearCache
+from subsecond.router.metrics import CACHE_BYPASS, HOP_DURATION, NEAR_CACHE_HITS, STORES
+from subsecond.router.near_cache import NearCache, NearHit
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, types_pb2
 
@@ -62,13 +64,9 @@ class CacheClient:
         the cache could not answer and the near cache had nothing for this request."""
         key = request_digest(request.tenant, request.tier, request.turns, request.sampling)
         max_tokens = self._lookup_max_tokens(request)
-
-        def near(*, stale: bool) -> cache_pb2.LookupResponse | None:
-            return self._near.get(key, max_tokens=max_tokens, max_age_seconds=request.max_age_seconds, stale=stale)
-
-        fresh = near(stale=False)
-        if fresh is not None:
-            return fresh
+        near = self._near.get(key, max_tokens=max_tokens, max_age_seconds=request.max_age_seconds)
+        if near is not None and near.fresh:
+            return _served(near)
         lookup = cache_pb2.LookupRequest(
             query=self._query(request),
             max_tokens=max_tokens,
@@ -76,17 +74,26 @@ class CacheClient:
             semantic=True,
             want_embedding=request.tier == AUTO,
         )
-        if not self._lookups.closed and (stale := near(stale=True)) is not None:
+        seconds = min(deadline.remaining(), self._settings.cache_timeout_seconds)
+        if near is not None and not self._lookups.closed:
             CACHE_BYPASS.labels(self._down).inc()
-            if self._lookups.available():
-                self._tasks.spawn(self._trial(key, lookup))
-            return stale
-        timeout = min(deadline.remaining(), self._settings.cache_timeout_seconds)
+            if self._lookups.available():  # the trial is due: made for the near cache, nobody waits for it
+                self._tasks.spawn(self._keep(key, self._lookups.call(lambda: self._ask(lookup, seconds))))
+            return _served(near)
+        asking = asyncio.ensure_future(self._lookups.call(lambda: self._ask(lookup, seconds)))
+        if near is not None:
+            try:
+                await asyncio.wait({asking}, timeout=self._settings.near_cache.wait_seconds)
+            finally:
+                if not asking.done():  # slow (or this call was cancelled): the lookup ends on its own
+                    self._tasks.spawn(self._keep(key, asking))
+            if not asking.done():
+                return _served(near)
         try:
-            response = await self._lookups.call(lambda: self._ask(lookup, timeout))
+            response = await asking
         except BackendDown:
             CACHE_BYPASS.labels(self._down).inc()
-            return near(stale=True)
+            return _served(near) if near is not None else None
         if response.bypassed:
             CACHE_BYPASS.labels(response.bypassed).inc()
         if response.hit:
@@ -104,10 +111,11 @@ class CacheClient:
             raise RedisDown()
         return response
 
-    async def _trial(self, key: str, lookup: cache_pb2.LookupRequest) -> None:
-        """The breaker's trial lookup for a request already answered from the near cache."""
+    async def _keep(self, key: str, lookup: Awaitable[cache_pb2.LookupResponse]) -> None:
+        """A lookup nobody waits for any more (the near cache answered): its hit refreshes the near
+        cache, and its outcome moves the breaker."""
         try:
-            response = await self._lookups.call(lambda: self._ask(lookup, self._settings.cache_timeout_seconds))
+            response = await lookup
         except BackendDown:
             return
         if response.hit:
@@ -143,6 +151,11 @@ class CacheClient:
             messages=chat_messages(request.turns),
             sampling=request.sampling_params(),
         )
+
+
+def _served(near: NearHit) -> cache_pb2.LookupResponse:
+    NEAR_CACHE_HITS.labels("fresh" if near.fresh else "stale").inc()
+    return near.response
 
 
 def replay(request: Admitted, hit: cache_pb2.LookupResponse) -> Answer:

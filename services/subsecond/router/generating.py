@@ -29,9 +29,17 @@ from subsecond.router.answers import Answer, Outcome, Piece
 from subsecond.router.cache_client import CacheClient
 from subsecond.router.coalescing import Coalescer
 from subsecond.router.context import Deadline, Tasks
-from subsecond.router.metrics import COALESCED, HOP_DURATION, STORES, TIER_CHOICES, TOKENS_SAVED
+from subsecond.router.metrics import (
+    COALESCED,
+    GENERATIONS_IN_FLIGHT,
+    GENERATIONS_REFUSED,
+    HOP_DURATION,
+    STORES,
+    TIER_CHOICES,
+    TOKENS_SAVED,
+)
 from subsecond.router.sizing import Fitted, TierChoice
-from subsecond.router.tenants import GenerationSlots, Slot
+from subsecond.router.tenants import GenerationLimits, GenerationSlots, Slot
 from subsecond.v1 import cache_pb2, generation_pb2, generation_pb2_grpc, router_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -39,12 +47,16 @@ log = logging.getLogger(__name__)
 
 class Generation:
     def __init__(
-        self, stub: generation_pb2_grpc.GeneratorStub, cache: CacheClient, tasks: Tasks, slots: GenerationSlots
+        self, stub: generation_pb2_grpc.GeneratorStub, cache: CacheClient, tasks: Tasks, limits: GenerationLimits
     ) -> None:
         self._stub = stub
         self._cache = cache
         self._tasks = tasks
-        self._slots = slots
+        self._slots = GenerationSlots(
+            limits,
+            on_refused=lambda limit: GENERATIONS_REFUSED.labels(limit).inc(),
+            on_running=GENERATIONS_IN_FLIGHT.set,
+        )
         self._flights: Coalescer[generation_pb2.GenerationChunk] = Coalescer()
 
     async def answer(

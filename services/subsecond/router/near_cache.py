@@ -8,12 +8,15 @@ router's write-throughs. It is served in two ways:
 
 - *fresh* (younger than ``fresh_seconds``): before the cache service is asked at all;
 - *stale* (younger than ``stale_seconds``): only while the cache cannot answer (its breaker is open,
-  the lookup failed, or Redis is down behind it).
+  the lookup failed, or Redis is down behind it), or is slow to: a request that has a stale copy
+  waits at most ``wait_seconds`` for the cache (whose exact hits take a few milliseconds), then
+  takes the copy while the lookup finishes in the background. A cache that stops answering thus
+  costs such a request ``wait_seconds``, not the whole lookup timeout.
 
 Invalidation does not reach it (the cache's ``Invalidate`` goes to the cache service): an entry that
-was invalidated or replaced elsewhere is served at most ``fresh_seconds`` longer while the cache is
-up, and what it was before the outage while the cache is down. Its size is bounded by entries and
-by bytes, the least recently used going first.
+was invalidated or replaced elsewhere is served at most ``fresh_seconds`` longer while the cache
+answers within ``wait_seconds``, and as it was before the outage while the cache is down or slow.
+Its size is bounded by entries and by bytes, the least recently used going first.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from subsecond.router.metrics import NEAR_CACHE_ENTRIES, NEAR_CACHE_EVICTIONS, NEAR_CACHE_HITS
+from subsecond.router.metrics import NEAR_CACHE_ENTRIES, NEAR_CACHE_EVICTIONS
 from subsecond.v1 import cache_pb2
 
 
@@ -33,6 +36,15 @@ class NearCacheLimits:
     max_bytes: int
     fresh_seconds: float
     stale_seconds: float
+    wait_seconds: float
+
+
+@dataclass(frozen=True)
+class NearHit:
+    """A near-cache answer as the cache's hit (its age as of now), and whether it is still fresh."""
+
+    response: cache_pb2.LookupResponse
+    fresh: bool
 
 
 @dataclass(frozen=True)
@@ -51,12 +63,9 @@ class NearCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
 
-    def get(
-        self, key: str, *, max_tokens: int, max_age_seconds: int, stale: bool
-    ) -> cache_pb2.LookupResponse | None:
-        """The entry for ``key`` as a hit, with its age now; ``stale`` allows entries past their
-        freshness. None when there is none, or the caller's ``max_tokens`` or ``max_age_seconds``
-        rule it out (the cache service's rules)."""
+    def get(self, key: str, *, max_tokens: int, max_age_seconds: int) -> NearHit | None:
+        """The entry for ``key``, fresh or stale; None when there is none, or the caller's
+        ``max_tokens`` or ``max_age_seconds`` rule it out (the cache service's rules)."""
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -65,18 +74,15 @@ class NearCache:
         if held > self._limits.stale_seconds:
             self._remove(key, "expired")
             return None
-        if not stale and held > self._limits.fresh_seconds:
-            return None
         age = now - entry.created
         answer = entry.hit.answer
         if (max_tokens and answer.completion_tokens > max_tokens) or (max_age_seconds and age > max_age_seconds):
             return None
         self._entries.move_to_end(key)
-        NEAR_CACHE_HITS.labels("fresh" if held <= self._limits.fresh_seconds else "stale").inc()
         hit = cache_pb2.LookupResponse()
         hit.CopyFrom(entry.hit)
         hit.age_seconds = age
-        return hit
+        return NearHit(hit, fresh=held <= self._limits.fresh_seconds)
 
     def put(self, key: str, hit: cache_pb2.LookupResponse) -> None:
         """Keeps ``hit`` (a hit of the cache, or a write-through as an exact hit of age 0)."""

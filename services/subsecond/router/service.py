@@ -30,7 +30,6 @@ from subsecond.router.metrics import IN_FLIGHT, REQUESTS, WORKFLOW_DURATION, WOR
 from subsecond.router.pipeline import Answerer
 from subsecond.router.settings import RouterSettings
 from subsecond.router.streaming import respond
-from subsecond.router.tenants import GenerationSlots
 from subsecond.router.workflow import Step, WorkflowError, plan_workflow, run_workflow
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, generation_pb2, generation_pb2_grpc, router_pb2, router_pb2_grpc
 
@@ -142,8 +141,9 @@ def definition(settings: RouterSettings) -> ServiceDefinition:
     generation_channel = open_channel(settings.generation_url, [GENERATOR_SERVICE])
     tasks = Tasks()
     cache = CacheClient(cache_pb2_grpc.CacheStub(cache_channel), settings, tasks)
-    slots = GenerationSlots(settings.generation_limits)
-    generation = Generation(generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks, slots)
+    generation = Generation(
+        generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks, settings.generation_limits
+    )
     service = RouterService(settings, Answerer(settings, cache, generation))
 
     async def close() -> None:

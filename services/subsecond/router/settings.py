@@ -111,6 +111,7 @@ class RouterSettings:
                 max_bytes=env.integer("NEAR_CACHE_MB", 64, minimum=0) * 1024 * 1024,
                 fresh_seconds=env.number("NEAR_CACHE_FRESH_SECONDS", 1.0, minimum=0.0),
                 stale_seconds=env.number("NEAR_CACHE_STALE_SECONDS", 60.0, minimum=0.0),
+                wait_seconds=env.number("NEAR_CACHE_WAIT_MS", 25.0, minimum=0.0) / 1000.0,
             ),
             tier_limits=tier_limits,
             auto=AutoPolicy(

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from subsecond.kit.errors import ResourceExhausted
-from subsecond.router.metrics import GENERATIONS_IN_FLIGHT, GENERATIONS_REFUSED
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,20 @@ class Slot:
 
 
 class GenerationSlots:
-    def __init__(self, limits: GenerationLimits, clock: Callable[[], float] = time.monotonic) -> None:
+    """``on_refused`` gets the name of each limit that refused a miss, ``on_running`` the number of
+    generations running whenever it changes (for the service's metrics)."""
+
+    def __init__(
+        self,
+        limits: GenerationLimits,
+        *,
+        on_refused: Callable[[str], None] = lambda limit: None,
+        on_running: Callable[[int], None] = lambda running: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limits = limits
+        self._on_refused = on_refused
+        self._on_running = on_running
         self._clock = clock
         self._tenants: Counter[str] = Counter()
         self._total = 0
@@ -63,7 +74,7 @@ class GenerationSlots:
         self._tenants[tenant] += 1
         self._total += 1
         self._bypassed += bypassed
-        GENERATIONS_IN_FLIGHT.set(self._total)
+        self._on_running(self._total)
 
         def release() -> None:
             self._tenants[tenant] -= 1
@@ -71,7 +82,7 @@ class GenerationSlots:
                 del self._tenants[tenant]
             self._total -= 1
             self._bypassed -= bypassed
-            GENERATIONS_IN_FLIGHT.set(self._total)
+            self._on_running(self._total)
 
         return Slot(release)
 
@@ -83,5 +94,5 @@ class GenerationSlots:
         return ResourceExhausted(message, retry_after_seconds=self._limits.retry_after_seconds)
 
     def _refuse(self, limit: str, why: str) -> None:
-        GENERATIONS_REFUSED.labels(limit).inc()
+        self._on_refused(limit)
         raise self.refusal(f"{why}; retry later")
