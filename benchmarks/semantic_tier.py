@@ -61,12 +61,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from subsecond.cache.guard import DEFAULT_SIMILARITY_THRESHOLD, accept_semantic, false_hit_reason
+from subsecond.cache.guard import (
+    DEFAULT_SIMILARITY_THRESHOLD,
+    OPERATING_POINTS,
+    _analyse,
+    accept_semantic,
+    false_hit_reason,
+)
 
 log = logging.getLogger("semantic_tier")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data" / "semantic"
 DEFAULT_MODEL_DIR = REPO_ROOT / ".cache" / "models" / "all-minilm-l6-v2"
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 
@@ -74,9 +80,22 @@ DUPLICATES, PARAPHRASES, NEAR_MISSES, RANDOM = "duplicates", "paraphrases", "nea
 SAMPLED, HARD, HARD_TOP3 = "sampled_duplicates", "hard_negatives", "hard_negatives_top3"
 SERVICE_CANDIDATES = 3  # the service's default SEMANTIC_CANDIDATES: neighbours tried per lookup
 FILES = {
-    DUPLICATES: "qqp_duplicates_dev.jsonl",
-    PARAPHRASES: "paraphrase_dev.jsonl",
-    NEAR_MISSES: "nearmiss_dev.jsonl",
+    DUPLICATES: "shared/qqp_duplicates_dev.jsonl",
+    PARAPHRASES: "shared/paraphrase_dev.jsonl",
+    NEAR_MISSES: "shared/nearmiss_dev.jsonl",
+}
+# The generated pairs (data/semantic/generate.py): the dev split is tuned on, the held-out split never.
+GEN_NEAR, GEN_PARA, HELD_NEAR, HELD_PARA = (
+    "gen_near_misses",
+    "gen_paraphrases",
+    "heldout_near_misses",
+    "heldout_paraphrases",
+)
+SPLIT_FILES = {
+    GEN_NEAR: ("nearmiss.jsonl", "dev"),
+    GEN_PARA: ("paraphrase.jsonl", "dev"),
+    HELD_NEAR: ("nearmiss.jsonl", "heldout"),
+    HELD_PARA: ("paraphrase.jsonl", "heldout"),
 }
 # (set, "min" or "max", bound): hit rates at least the bound, false-hit rates at most.
 TARGETS = (
@@ -84,11 +103,15 @@ TARGETS = (
     (PARAPHRASES, "min", 0.70),
     (DUPLICATES, "min", 0.50),
     (RANDOM, "max", 0.001),
+    (GEN_NEAR, "max", 0.02),
+    (GEN_PARA, "min", 0.85),
 )
 COLUMNS = (
     (DUPLICATES, "dup hit"),
     (PARAPHRASES, "para hit"),
     (NEAR_MISSES, "near-miss FH"),
+    (GEN_PARA, "gen para"),
+    (GEN_NEAR, "gen NM FH"),
     (RANDOM, "random FH"),
     (SAMPLED, "sample dup"),
     (HARD, "hard-neg FH"),
@@ -116,10 +139,10 @@ class Scored:
     reason: str | None
 
 
-def load_pairs(path: Path) -> list[Pair]:
+def load_pairs(path: Path, split: str | None = None) -> list[Pair]:
     with path.open() as lines:
         rows = [json.loads(line) for line in lines if line.strip()]
-    return [Pair(row["a"], row["b"], row.get("kind", "")) for row in rows]
+    return [Pair(row["a"], row["b"], row.get("kind", "")) for row in rows if split is None or row["split"] == split]
 
 
 def random_pairs(duplicates: Sequence[Pair], count: int, seed: int) -> list[Pair]:
@@ -242,12 +265,62 @@ def check_against_accept_semantic(sets: dict[str, list[Scored]], row: dict[str, 
             raise AssertionError(f"{name}: accept_semantic serves {hits}/{len(scored)}, the sweep says otherwise")
 
 
-def wilson_upper(successes: int, total: int) -> float:
-    """Upper end of the 95 % Wilson interval of a proportion."""
+def wilson(successes: int, total: int) -> tuple[float, float]:
+    """The 95 % Wilson interval of a proportion."""
     share = successes / total
     centre = share + WILSON_Z**2 / (2 * total)
     spread = WILSON_Z * math.sqrt(share * (1 - share) / total + WILSON_Z**2 / (4 * total**2))
-    return (centre + spread) / (1 + WILSON_Z**2 / total)
+    scale = 1 + WILSON_Z**2 / total
+    return (centre - spread) / scale, (centre + spread) / scale
+
+
+def wilson_upper(successes: int, total: int) -> float:
+    return wilson(successes, total)[1]
+
+
+def at_point(sets: dict[str, list[Scored]], threshold: float) -> dict[str, dict[str, float]]:
+    """Each set's served share at one threshold with the guard, with its 95 % Wilson interval."""
+    rates = {}
+    for name, scored in sets.items():
+        served = sum(s.similarity >= threshold and not s.reason for s in scored)
+        low, high = wilson(served, len(scored))
+        rates[name] = {"served": served, "pairs": len(scored), "share": served / len(scored), "low": low, "high": high}
+    return rates
+
+
+def suggested_points(sets: dict[str, list[Scored]], thresholds: Sequence[float]) -> dict[str, float | None]:
+    """Operating points by stated rules on the tuned-on near misses (shared and generated dev pairs together):
+    ``strict``, the lowest threshold (most hits) whose near-miss false hits have a 95 % upper bound <= 2 %;
+    ``loose``, the lowest whose upper bound is <= 5 %."""
+    near = sets[NEAR_MISSES] + sets[GEN_NEAR]
+
+    def lowest(bound: float) -> float | None:
+        return next(
+            (
+                t
+                for t in thresholds
+                if wilson_upper(sum(s.similarity >= t and not s.reason for s in near), len(near)) <= bound
+            ),
+            None,
+        )
+
+    return {"strict": lowest(0.02), "loose": lowest(0.05)}
+
+
+def guard_cost(sets: dict[str, list[Scored]], limit: int = 5000) -> dict[str, float]:
+    """The guard's time per call, both prompts analysed afresh (no cache), on up to ``limit`` pairs."""
+    pairs = [s.pair for name in (NEAR_MISSES, GEN_NEAR, PARAPHRASES, GEN_PARA, DUPLICATES) for s in sets[name]][:limit]
+    times = []
+    for pair in pairs:
+        _analyse.cache_clear()
+        started = time.perf_counter()
+        false_hit_reason(pair.b, pair.a)
+        times.append(time.perf_counter() - started)
+    return {
+        "pairs": len(times),
+        "p50_us": float(np.percentile(times, 50) * 1e6),
+        "p99_us": float(np.percentile(times, 99) * 1e6),
+    }
 
 
 def guard_record(sets: dict[str, list[Scored]]) -> dict[str, Any]:
@@ -330,11 +403,18 @@ def plot(rows: Sequence[dict[str, Any]], chosen: float | None, path: Path) -> bo
         PARAPHRASES: "paraphrases",
         SAMPLED: "QQP duplicates, sampled lines",
         NEAR_MISSES: "near misses",
+        GEN_PARA: "generated paraphrases, dev",
+        HELD_PARA: "generated paraphrases, held out",
+        GEN_NEAR: "generated near misses, dev",
+        HELD_NEAR: "generated near misses, held out",
         RANDOM: "random pairs",
         HARD: "hard negatives (nearest other line)",
     }
     bounds = {name: bound for name, _, bound in TARGETS}
-    panels = ((hits, (DUPLICATES, PARAPHRASES, SAMPLED)), (false_hits, (NEAR_MISSES, RANDOM, HARD)))
+    panels = (
+        (hits, (DUPLICATES, PARAPHRASES, SAMPLED, GEN_PARA, HELD_PARA)),
+        (false_hits, (NEAR_MISSES, RANDOM, HARD, GEN_NEAR, HELD_NEAR)),
+    )
     for axis, names in panels:
         for index, name in enumerate(names):
             colour = f"C{index}"
@@ -395,6 +475,7 @@ def run(args: argparse.Namespace) -> None:
 
     began = time.perf_counter()
     sets_of_pairs = {name: load_pairs(args.data_dir / file) for name, file in FILES.items()}
+    sets_of_pairs |= {name: load_pairs(args.data_dir / file, split) for name, (file, split) in SPLIT_FILES.items()}
     sets_of_pairs[RANDOM] = random_pairs(sets_of_pairs[DUPLICATES], args.random_pairs, args.seed)
     log.info("pairs: %s", {name: len(pairs) for name, pairs in sets_of_pairs.items()})
 
@@ -464,6 +545,23 @@ def run(args: argparse.Namespace) -> None:
             f" {record['by_reason']}"
         )
     hard_reasons = Counter(s.reason for s in sets[HARD] if s.reason)
+    suggested = suggested_points(sets, thresholds)
+    points = {name: {"threshold": t, "rates": at_point(sets, t)} for name, t in OPERATING_POINTS.items()}
+    cost = guard_cost(sets)
+    print()
+    print(f"suggested points (rules in suggested_points): {suggested}; shipped: {OPERATING_POINTS}")
+    print("expected rates with the guard at each operating point (95 % Wilson interval; held-out never tuned on):")
+    for name, point in points.items():
+        print(f"  {name} ({point['threshold']:.2f}):")
+        for set_name, rate in point["rates"].items():
+            print(
+                f"    {set_name:<22} {rate['served']:>6}/{rate['pairs']:<6} {100 * rate['share']:6.2f} %"
+                f"  [{100 * rate['low']:.2f}, {100 * rate['high']:.2f}]"
+            )
+    print(
+        f"guard cost per call (both prompts analysed afresh, {cost['pairs']} pairs): p50 {cost['p50_us']:.0f} us,"
+        f" p99 {cost['p99_us']:.0f} us"
+    )
     print(
         f"  refuses {sum(hard_reasons.values())}/{len(sets[HARD])} hard negatives"
         f" ({100 * sum(hard_reasons.values()) / len(sets[HARD]):.1f} %): {dict(hard_reasons.most_common())}"
@@ -516,6 +614,15 @@ def run(args: argparse.Namespace) -> None:
             {"a": s.pair.a, "b": s.pair.b, "similarity": round(s.similarity, 4)}
             for s in sorted(hard_served, key=lambda s: -s.similarity)[:: max(1, len(hard_served) // 20)][:20]
         ],
+        "operating_points": points,
+        "suggested_points": {
+            "rule": (
+                "on the tuned-on near misses (shared and generated dev together): strict, the lowest threshold whose"
+                " false hits have a 95 % Wilson upper bound <= 2 %; loose, <= 5 %"
+            ),
+            **suggested,
+        },
+        "guard_cost": cost,
         "runtime_seconds": round(time.perf_counter() - began, 1),
         "sweep": rows,
     }
