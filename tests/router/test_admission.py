@@ -98,28 +98,3 @@ def test_sizes_are_refused_naming_their_limit() -> None:
     with pytest.raises(InvalidArgument, match=r"^prompt: 40000 characters, at most 32000 \(MAX_PROMPT_CHARS\)$"):
         admit(request(prompt="", messages=wide), {}, SETTINGS)
 
-
-TIERED = RouterSettings.from_env(
-    {
-        "SUBSECOND_ROUTER_TIERS": "small,large",
-        "SUBSECOND_ROUTER_AUTO_LARGE_TIER": "large",
-        "SUBSECOND_ROUTER_TIER_PROMPT_TOKENS": "small=100,large=1000",
-    }
-)
-
-
-def test_a_prompt_no_trimming_fits_into_the_tier_is_refused_naming_the_limit() -> None:
-    # 2,000 characters: about 500 tokens, over the small tier's 100 and under the large one's 1,000.
-    long = "x" * 2_000
-    with pytest.raises(InvalidArgument, match=r"^prompt: about 500 tokens .* over the small tier's limit of 100 \("):
-        admit(request(prompt=long, model="small"), {}, TIERED)
-    assert admit(request(prompt=long, model="large"), {}, TIERED).tier == "large"
-    # "auto" is refused only past its widest tier; the tier it then chooses is checked after the lookup.
-    assert admit(request(prompt=long, model="auto"), {}, TIERED).tier == "auto"
-    with pytest.raises(InvalidArgument, match=r"over the large tier's limit of 1000"):
-        admit(request(prompt="x" * 4_004, model="auto"), {}, TIERED)
-    # Old turns that trimming can drop do not count; the system message and the last turn do.
-    history = turns(("system", "s" * 200), ("user", "old " * 500), ("assistant", "a"), ("user", "now"))
-    assert admit(request(prompt="", messages=history, model="small"), {}, TIERED).tier == "small"
-    with pytest.raises(InvalidArgument, match=r"^prompt: about 101 tokens"):
-        admit(request(prompt="", messages=[*history[:-1], *turns(("user", "n" * 204))], model="small"), {}, TIERED)

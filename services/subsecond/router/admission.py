@@ -15,7 +15,6 @@ from subsecond.kit.errors import InvalidArgument, Unauthenticated
 from subsecond.kit.prompt_identity import Sampling, Turn, check_roles
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.router.settings import RouterSettings
-from subsecond.router.sizing import fixed_prompt_tokens, too_long
 from subsecond.v1 import router_pb2, types_pb2
 
 API_KEY_HEADER = "x-api-key"
@@ -95,17 +94,6 @@ def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tup
     return turns
 
 
-def _check_fits(turns: Sequence[Turn], tier: str, settings: RouterSettings) -> None:
-    """Refuses a prompt that no trimming fits into the tier's budget (for "auto": the larger of its
-    two tiers'; the tier it then chooses is checked again after the lookup), before any lookup."""
-    tiers = (settings.auto.small, settings.auto.large) if tier == AUTO else (tier,)
-    widest = max(tiers, key=lambda name: settings.tier_limits[name].prompt_tokens)
-    budget = settings.tier_limits[widest].prompt_tokens
-    tokens = fixed_prompt_tokens(turns)
-    if tokens > budget:
-        raise too_long(tokens, widest, budget)
-
-
 def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], settings: RouterSettings) -> Admitted:
     tenant = resolve_tenant(metadata, settings)
     turns = _turns(request, settings)
@@ -117,7 +105,6 @@ def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], sett
         raise InvalidArgument(
             f"model: unknown tier {request.model!r}; use auto or one of {', '.join(settings.tiers)}"
         )
-    _check_fits(turns, tier, settings)
     if request.max_tokens > settings.max_tokens_limit:
         raise InvalidArgument(f"max_tokens: {request.max_tokens} is over the limit of {settings.max_tokens_limit}")
     sampling = request.sampling

@@ -26,7 +26,15 @@ from subsecond.router.cache_client import CacheClient, replay
 from subsecond.router.context import Deadline
 from subsecond.router.generating import Generation
 from subsecond.router.settings import RouterSettings
-from subsecond.router.sizing import Signals, TierChoice, choose_tier, estimate_tokens, fit_to_tier, too_long
+from subsecond.router.sizing import (
+    Signals,
+    TierChoice,
+    choose_tier,
+    estimate_tokens,
+    fit_to_tier,
+    fixed_prompt_tokens,
+    too_long,
+)
 from subsecond.router.static_answers import static_answer
 from subsecond.v1 import cache_pb2, router_pb2
 
@@ -65,6 +73,7 @@ class Answerer:
             yield piece
 
     async def _cached_or_generated(self, request: Admitted, deadline: Deadline) -> Answer:
+        self._refuse_unfittable(request)
         lookup = None
         if request.cache_mode == router_pb2.CACHE_MODE_USE:
             lookup = await self._cache.lookup(request, deadline)
@@ -76,13 +85,24 @@ class Answerer:
             fitted = await _off_loop_if(
                 len(request.turns) > OFF_LOOP_TURNS, lambda: fit_to_tier(request.turns, request.max_tokens, limits)
             )
-            if fitted.prompt_tokens > limits.prompt_tokens:  # "auto" chose a tier narrower than admission's check
+            if fitted.prompt_tokens > limits.prompt_tokens:  # "auto" chose a tier narrower than the first check
                 raise too_long(fitted.prompt_tokens, choice.tier, limits.prompt_tokens)
             # A miss the cache could not vouch for (down, or part of it down): counted against the bypass budget.
             bypassed = request.cache_mode == router_pb2.CACHE_MODE_USE and (lookup is None or bool(lookup.bypassed))
             answer = self._generation.answer(request, choice, fitted, deadline, bypassed=bypassed)
         async for piece in answer:
             yield piece
+
+    def _refuse_unfittable(self, request: Admitted) -> None:
+        """Refuses, before the lookup, a prompt that no trimming fits into its tier's budget (for "auto",
+        the wider of its two tiers'; the tier it chooses is checked again once fitted). Only what goes to
+        a model is held to a budget: a static route reads any prompt admission let in."""
+        tiers = (self._settings.auto.small, self._settings.auto.large) if request.tier == AUTO else (request.tier,)
+        widest = max(tiers, key=lambda tier: self._settings.tier_limits[tier].prompt_tokens)
+        budget = self._settings.tier_limits[widest].prompt_tokens
+        tokens = fixed_prompt_tokens(request.turns)
+        if tokens > budget:
+            raise too_long(tokens, widest, budget)
 
     def _tier(self, request: Admitted, lookup: cache_pb2.LookupResponse | None) -> TierChoice:
         if request.tier != AUTO:
