@@ -105,3 +105,47 @@ def test_kind_cluster_config() -> None:
     assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     roles = [node["role"] for node in config["nodes"]]
     assert roles.count("control-plane") == 1 and roles.count("worker") >= 2
+
+
+def _buckets_of(metric: str) -> tuple[float, ...]:
+    """The bucket bounds a service declares for a histogram (``buckets=`` one of subsecond.kit.metrics's)."""
+    from subsecond.kit import metrics
+
+    for path in (REPO / "services" / "subsecond").glob("*/*.py"):
+        declared = re.search(rf'"{metric}",[^=]*?buckets=([A-Z_]+)', path.read_text())
+        if declared:
+            return tuple(getattr(metrics, declared[1]))
+    raise AssertionError(f"no service declares {metric}")
+
+
+def _matchers(expr: str, series: str) -> set[str]:
+    """The label matchers of ``series`` in a PromQL expression (none: an empty set)."""
+    found = re.search(rf"\b{series}(?:\{{((?:[^{{}}]|\$\{{\w+\}})*)\}})?\[", expr)  # Grafana's ${var} inside
+    assert found, (series, expr)
+    return {m.strip() for m in (found[1] or "").split(",") if m.strip()}
+
+
+@pytest.mark.parametrize("component", ["router", "cache", "embedding", "generation"])
+def test_latency_alerts_and_dashboard_read_each_latencyslos_objective(component: str) -> None:
+    """The burn-rate alerts count calls against the objective the operator scales to: the chart's default
+    LatencySLO (values.yaml), on the same histogram and matchers, its threshold a bucket bound, its budget
+    1 - percentile; the dashboard's P95 per service reads the same series."""
+    slo = yaml.safe_load((REPO / "charts" / "subsecond" / "values.yaml").read_text())[component]["latencySLO"]
+    rules = {
+        (rule["record"], rule["labels"]["component"]): rule["expr"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if rule.get("labels", {}).get("component") == component
+    }
+    metric, selector = slo["metric"], {m.strip() for m in slo["selector"].split(",") if m.strip()}
+    calls = rules["namespace_service_component:subsecond_latency_objective_calls:rate5m", component]
+    fast = rules["namespace_service_component:subsecond_latency_objective_fast:rate5m", component]
+    budget = rules["component:subsecond_latency_objective_budget:ratio", component]
+    assert _matchers(calls, f"{metric}_count") == selector
+    threshold = slo["thresholdMs"] / 1000
+    assert _matchers(fast, f"{metric}_bucket") == selector | {f'le="{threshold:g}"'}
+    assert threshold in _buckets_of(metric), f"{component}: thresholdMs is not a bucket bound of {metric}"
+    assert float(re.fullmatch(r"vector\((.+)\)", budget.strip())[1]) == pytest.approx(1 - slo["percentile"])  # type: ignore[index]
+    (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"] if "LatencySLO" in p["title"]]
+    exprs = [t["expr"] for t in panel["targets"] if f"{metric}_bucket" in t["expr"]]
+    assert len(exprs) == 1 and _matchers(exprs[0], f"{metric}_bucket") >= selector, exprs
