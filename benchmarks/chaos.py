@@ -141,6 +141,11 @@ def summarise(phase: Phase, outcomes: list[Outcome]) -> dict[str, object]:
         "exact_class_resource_exhausted": sum(o.code == "RESOURCE_EXHAUSTED" for o in exact_class),
         "wrong_answers": sum(o.wrong for o in inside),
         "exact_class": percentiles([o.seconds for o in exact_class if o.code == "OK"]),
+        # The slowest exact-class requests: when in the phase they started (s) and how long they took (ms).
+        "exact_class_slowest": [
+            (round(o.started - phase.start, 2), round(o.seconds * 1000, 1))
+            for o in sorted(exact_class, key=lambda o: o.seconds)[-3:]
+        ],
         "all": percentiles([o.seconds for o in inside if o.code == "OK"]),
         "note": phase.note,
     }
