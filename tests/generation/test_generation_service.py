@@ -243,6 +243,16 @@ async def test_a_bad_role_or_no_messages_is_invalid_argument(stack_of) -> None:
     assert empty.details() == "messages: give at least one message"
 
 
+async def test_max_tokens_over_the_limit_is_refused_before_triton_sees_it(stack_of) -> None:
+    running = await stack_of()
+
+    refused = await _error(running.stub, _request(max_tokens=2**31 - 1))
+
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.details() == "max_tokens: 2147483647 is over the limit of 4096"
+    assert running.fake.requests == []
+
+
 async def test_a_conversation_the_template_refuses_is_invalid_argument(stack_of, tokenizer_root: Path) -> None:
     config_path = tokenizer_root / MODEL / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
