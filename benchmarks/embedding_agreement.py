@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=REPO_ROOT.parent / "shared" / "data",
-        help="directory of the dev .jsonl files (default: ../shared/data from the repository root)",
+        default=REPO_ROOT / "benchmarks" / "data" / "semantic" / "shared",
+        help="directory of the dev .jsonl files (default: %(default)s, provenance in its README)",
     )
     parser.add_argument(
         "--model-dir",

@@ -47,7 +47,8 @@ from subsecond.v1 import (
 
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The labelled pairs, in the repository (benchmarks/data/semantic/README.md gives their provenance).
+DATA = Path(__file__).resolve().parent / "data" / "semantic" / "shared"
 
 
 def median_difference_ms(ours: list[float], baseline: list[float]) -> float:
