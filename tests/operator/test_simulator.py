@@ -7,8 +7,19 @@ import math
 
 import pytest
 
+from subsecond.operator.decision import Recommendation, Snapshot
 from subsecond.operator.queueing import MAX_FIXED_SHARE, ServiceModel, fit, mean_response, response_quantile
-from subsecond.operator.simulator import Service, default_spec, simulate
+from subsecond.operator.simulator import (
+    SERVICES,
+    Run,
+    Service,
+    best_baseline,
+    cpu_ratio,
+    default_spec,
+    hpa_replicas,
+    rate_ratio,
+    simulate,
+)
 
 SHORT = {"duration": 900.0, "base_rps": 40.0, "service": Service(), "seed": 3}
 
@@ -19,12 +30,10 @@ def test_simulator_is_deterministic() -> None:
     assert (first.replicas, first.p95_ms) == (second.replicas, second.p95_ms)
 
 
-def test_operator_holds_steady_load_without_flapping_and_with_fewer_replicas() -> None:
+def test_operator_holds_steady_load_without_flapping() -> None:
     operator = simulate(default_spec(), "steady", "operator", **SHORT)  # type: ignore[arg-type]
-    baseline = simulate(default_spec(), "steady", "baseline", **SHORT)  # type: ignore[arg-type]
     assert operator.flaps == 0 and operator.actions <= 2
     assert operator.attainment >= 0.99
-    assert operator.replica_minutes <= baseline.replica_minutes
 
 
 def test_operator_scales_up_through_a_step() -> None:
@@ -47,13 +56,11 @@ def test_headroom_under_the_service_own_latency_margin_holds_steady_load_still()
 STEP = {**SHORT, "duration": 1800.0, "seed": 7}
 
 
-def test_capacity_hint_for_a_jump_absorbs_a_step_with_fewer_replicas_than_the_baseline() -> None:
+def test_capacity_hint_for_a_jump_absorbs_a_step() -> None:
     """7 req/s per replica (about half a replica's capacity) provisions for a 2x step before it comes."""
     spec = default_spec(requests_per_second_per_replica=7.0)
     operator = simulate(spec, "step", "operator", **STEP)  # type: ignore[arg-type]
-    baseline = simulate(default_spec(), "step", "baseline", **STEP)  # type: ignore[arg-type]
     assert operator.attainment >= 0.99 and operator.flaps == 0
-    assert operator.replica_minutes <= baseline.replica_minutes
 
 
 def test_capacity_hint_does_not_flap_on_steady_load_at_its_boundary() -> None:
@@ -72,7 +79,7 @@ def _measured(servers: int, utilisations: tuple[float, ...]) -> dict[float, tupl
     measured = {}
     for utilisation in utilisations:
         rate = utilisation * servers / MEAN_SERVICE
-        run = simulate(spec, "steady", "baseline", duration=1200.0, base_rps=rate, service=service, seed=5)
+        run = simulate(spec, "steady", "hpa", duration=1200.0, base_rps=rate, service=service, seed=5)
         assert set(run.replicas) == {servers}
         p95s = sorted(p for p in run.p95_ms if p is not None)
         means = sorted(m for m in run.mean_ms if m is not None)
@@ -129,3 +136,52 @@ def test_fit_keeps_within_its_family() -> None:
     assert fit(0.95, 0.5, 10.0, 2, mean_seconds=0.6) == exponential  # a mean over the P95 is not a reading
     tight = fit(0.95, 0.101, 1.0, 2, mean_seconds=0.1)
     assert tight.fixed_seconds == pytest.approx(MAX_FIXED_SHARE * tight.mean_service_seconds)
+
+
+def _at(now: float, current: int, ready: int | None = None, rps: float | None = None) -> Snapshot:
+    return Snapshot(now, current, current if ready is None else ready, 0.1, rps)
+
+
+def test_hpa_keeps_its_tolerance_scale_up_policy_and_scale_down_window() -> None:
+    """The HPA's defaults: within 10 % of the target nothing moves; up by at most max(100 %, 4 pods) a period;
+    down only to the highest recommendation of the last 300 s."""
+    spec = dataclasses.replace(default_spec(), min_replicas=1, max_replicas=100)
+    history: list[Recommendation] = []
+    assert hpa_replicas(spec, _at(0.0, 10), 1.09, history) == 10
+    assert hpa_replicas(spec, _at(15.0, 2), 10.0, history) == 6  # wants 20: 2 + 4 pods
+    assert hpa_replicas(spec, _at(30.0, 10), 3.0, history) == 20  # wants 30: doubling
+    history.clear()
+    assert hpa_replicas(spec, _at(0.0, 10), 1.0, history) == 10
+    assert hpa_replicas(spec, _at(100.0, 10), 0.5, history) == 10  # 5 wanted, 10 recommended 100 s ago
+    assert hpa_replicas(spec, _at(301.0, 10), 0.5, history) == 5  # the 10 left the window
+    assert hpa_replicas(spec, _at(316.0, 5), None, history) == 5  # no metric: hold
+
+
+def test_baselines_read_cpu_with_starting_pods_idle_and_the_rate_per_replica() -> None:
+    assert cpu_ratio(_at(0.0, 4), 0.9) == pytest.approx(1.5)
+    assert cpu_ratio(_at(0.0, 4, ready=2), 0.9) == pytest.approx(0.75)  # two starting: counted at 0 % to go up
+    assert cpu_ratio(_at(0.0, 4, ready=2), 0.3) == pytest.approx(0.5)
+    single = SERVICES["single"]
+    assert rate_ratio(_at(0.0, 4, rps=4 * 0.6 * single.replica_rps), single) == pytest.approx(1.0)
+    runs = [
+        Run("step", "a", attainment=0.98, replica_minutes=500),
+        Run("step", "b", attainment=0.98, replica_minutes=400),
+    ]
+    assert best_baseline([*runs, Run("step", "c", attainment=0.9, replica_minutes=100)]).policy == "b"
+
+
+def test_batching_replica_serves_its_batch_at_the_latency_of_one() -> None:
+    """A batching replica at 7 of its 8 slots busy answers in about its service time (no queue); one serving one
+    request at a time at the same load per slot queues far more (Erlang C over 8 servers vs over 1)."""
+    batching = dataclasses.replace(SERVICES["batching"], load_factor=1.0, startup_seconds=0.0)
+    spec = dataclasses.replace(default_spec(concurrency_per_replica=8), min_replicas=1, max_replicas=1)
+    rate = 0.6 * batching.replica_rps
+    run = simulate(spec, "steady", "hpa", duration=600.0, base_rps=rate, service=batching, seed=5)
+    means = sorted(m for m in run.mean_ms if m is not None)
+    assert set(run.replicas) == {1}
+    assert means[len(means) // 2] / 1000 < batching.mean_service_seconds * 1.15
+    one_slot = dataclasses.replace(batching, concurrency=1, median_service_seconds=batching.median_service_seconds / 8)
+    spec_one = dataclasses.replace(default_spec(), min_replicas=1, max_replicas=1)
+    single = simulate(spec_one, "steady", "hpa", duration=600.0, base_rps=rate, service=one_slot, seed=5)
+    single_means = sorted(m for m in single.mean_ms if m is not None)
+    assert single_means[len(single_means) // 2] / 1000 > one_slot.mean_service_seconds * 1.4

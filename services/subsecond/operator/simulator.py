@@ -1,16 +1,20 @@
-"""A discrete-event model of a scaled service, to compare the operator's decision with a reactive baseline.
+"""A discrete-event model of a scaled service, to compare the operator's decision with the usual autoscalers.
 
 Requests arrive as a Poisson process whose rate follows a load profile; each takes a log-normal
-service time (a realistic tail: P95 about 2.3x the median) on the first free server of a FIFO pool;
-replicas added by a policy serve only after a start-up delay. Every ``interval`` seconds a policy sees
-what the operator would read from Prometheus (the P95, mean and completion rate over the last ``window``
-seconds, the completion rate over the last 30 s, the ready replicas) and sets a replica count.
+service time on the first free slot of a FIFO pool. A replica has ``concurrency`` slots: ``single`` serves
+one request at a time (P95 about 2.3x the median); ``batching`` serves 8 at once at the same per-request
+latency, as a server with in-flight batching does up to its batch size, and queues beyond. Replicas added by
+a policy serve only after a start-up delay. Every 15 s a policy sees what it would read from Prometheus or
+metrics-server (the P95, mean and completion rate over the last ``window`` seconds, the completion rate over
+the last 30 s, the busy share of the ready replicas' slots, the ready replicas) and sets a replica count.
 
-Policies: ``operator`` is :func:`subsecond.operator.decision.decide` with the default spec; two more
-operator rows change one setting each (:data:`POLICIES`): ``objective.headroom: 0.4``, and a capacity hint
-of 7 req/s per replica (about half of what one replica serves: room for a 2x jump). ``baseline`` scales in
-proportion to observed P95 / threshold, like a latency-driven HPA (10 % tolerance, 300 s scale-down
-stabilisation). Reported per run: SLO attainment (share of 15 s slots whose P95 held the threshold),
+Policies (:data:`POLICIES`): ``operator`` is :func:`subsecond.operator.decision.decide` with the default spec
+(and the service's concurrency, as the chart renders it); two more operator rows change one setting each:
+``objective.headroom: 0.4``, and a capacity hint of half what a replica serves (room for a 2x jump). Two
+baselines are the autoscalers a team would otherwise use, with the HPA's default behaviour
+(:func:`hpa_replicas`): ``hpa`` on CPU utilisation (target 60 %: the busy share of the slots), ``keda`` on the
+request rate per replica (target 60 % of what a replica serves, as KEDA's Prometheus scaler hands the HPA an
+average value). Reported per run: SLO attainment (share of 15 s slots whose P95 held the threshold),
 replica-minutes, scaling actions and reversals (an action against the previous one within 10 min).
 
 ``python -m subsecond.operator.simulator --help``; ``make simulate`` writes the table, a JSON and a PNG.
@@ -26,7 +30,6 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +46,24 @@ class Service:
     median_service_seconds: float = 0.06
     sigma: float = 0.5  # of the service time's logarithm
     startup_seconds: float = 30.0
+    concurrency: int = 1  # requests one replica serves at once at the same latency (a batch); more queue
+    load_factor: float = 1.0  # times the base rate: a batching replica serves many more requests
+
+    @property
+    def mean_service_seconds(self) -> float:
+        return self.median_service_seconds * math.exp(self.sigma**2 / 2)
+
+    @property
+    def replica_rps(self) -> float:
+        """Requests per second one replica completes when all its slots are busy."""
+        return self.concurrency / self.mean_service_seconds
+
+
+# The simulated services: a server of one request at a time, and a batching server (8 at once, 100 ms median).
+SERVICES = {
+    "single": Service(),
+    "batching": Service(median_service_seconds=0.1, sigma=0.3, concurrency=8, load_factor=10.0),
+}
 
 
 def profile_rate(name: str, t: float, duration: float, base: float) -> float:
@@ -67,6 +88,7 @@ PROFILES = ("steady", "step", "ramp", "spike", "diurnal")
 class Run:
     profile: str
     policy: str
+    service: str = "single"
     attainment: float = 0.0
     replica_minutes: float = 0.0
     actions: int = 0
@@ -94,41 +116,71 @@ def _rate(latencies: list[float], tick: float, seconds: float) -> float:
     return len(latencies) / min(seconds, tick)
 
 
-def baseline(spec: SLOSpec) -> Callable[[Snapshot, list[Recommendation]], int]:
-    """Reactive proportional scaling on the observed P95, like an HPA with a latency metric."""
+# The HorizontalPodAutoscaler's documented defaults (kubernetes.io, "Horizontal Pod Autoscaling", and the
+# autoscaling/v2 API's HPAScalingRules): no change while the usage ratio is within 10 % of 1; up by the larger of
+# 100 % and 4 pods per 15 s, without stabilisation; down to the highest recommendation of the last 300 s.
+HPA_TOLERANCE = 0.1
+HPA_UP_PODS = 4
+HPA_DOWN_WINDOW_SECONDS = 300.0
+# Both baselines aim at 60 % of a replica: CPU utilisation, or that share of the requests it serves.
+BASELINE_TARGET = 0.6
 
-    def policy(snapshot: Snapshot, history: list[Recommendation]) -> int:
-        current = snapshot.current_replicas
-        if snapshot.observed_seconds is None:
-            return current
-        ratio = snapshot.observed_seconds / spec.objective.threshold_seconds
-        wanted = current if abs(ratio - 1.0) <= 0.1 else math.ceil(current * ratio)
-        wanted = max(spec.min_replicas, min(spec.max_replicas, wanted))
-        history.append(Recommendation(snapshot.now, wanted))
-        window = [r.replicas for r in history if snapshot.now - r.time <= 300]
-        return wanted if wanted >= current else min(current, max(window))
 
-    return policy
+def hpa_replicas(spec: SLOSpec, snapshot: Snapshot, ratio: float | None, history: list[Recommendation]) -> int:
+    """The HPA's next count from its usage ratio (metric / target, averaged over the current replicas).
+
+    ``history`` keeps the recommendations for the scale-down window. No ratio (no metric yet): hold."""
+    current = snapshot.current_replicas
+    if ratio is None:
+        return current
+    wanted = current if abs(ratio - 1.0) <= HPA_TOLERANCE else math.ceil(current * ratio - 1e-9)
+    wanted = max(spec.min_replicas, min(spec.max_replicas, wanted))
+    history.append(Recommendation(snapshot.now, wanted))
+    if wanted > current:
+        return min(wanted, max(2 * current, current + HPA_UP_PODS))
+    window = [r.replicas for r in history if snapshot.now - r.time <= HPA_DOWN_WINDOW_SECONDS]
+    return min(current, max(window))
+
+
+def cpu_ratio(snapshot: Snapshot, busy_share: float | None) -> float | None:
+    """The HPA's CPU usage ratio: the ready replicas' utilisation over the target; to scale up, replicas not
+    ready yet count as idle (the HPA sets aside pods that are starting, then assumes 0 % for them)."""
+    if busy_share is None or snapshot.ready_replicas <= 0 or snapshot.current_replicas <= 0:
+        return None
+    ratio = busy_share / BASELINE_TARGET
+    if ratio > 1.0 + HPA_TOLERANCE and snapshot.ready_replicas < snapshot.current_replicas:
+        ratio *= snapshot.ready_replicas / snapshot.current_replicas
+    return ratio
+
+
+def rate_ratio(snapshot: Snapshot, service: Service) -> float | None:
+    """KEDA's ratio: requests per second per replica over its target (an external metric, no readiness rule)."""
+    if snapshot.arrival_rps is None or snapshot.current_replicas <= 0:
+        return None
+    return snapshot.arrival_rps / snapshot.current_replicas / (BASELINE_TARGET * service.replica_rps)
 
 
 def simulate(
     spec: SLOSpec, profile: str, policy: str, *, duration: float, base_rps: float, service: Service, seed: int
 ) -> Run:
-    rng = random.Random(seed)  # the same arrivals and service times for both policies
+    if policy not in {"operator", "hpa", "keda"}:
+        raise ValueError(f"unknown policy {policy!r}")
+    rng = random.Random(seed)  # the same arrivals and service times for every policy
     run = Run(profile, policy)
+    slots = service.concurrency
+    base_rps *= service.load_factor
     # Start at 60 % utilisation of the first arrival rate, as a service that has been running would.
-    mean_service = service.median_service_seconds * math.exp(service.sigma**2 / 2)
-    wanted = math.ceil(profile_rate(profile, 0.0, duration, base_rps) * mean_service / 0.6)
+    wanted = math.ceil(profile_rate(profile, 0.0, duration, base_rps) / service.replica_rps / 0.6)
     initial = min(spec.max_replicas, max(spec.min_replicas, wanted))
-    free: list[float] = [0.0] * initial  # when each server is next free (a new one: when ready)
+    free: list[float] = [0.0] * (initial * slots)  # when each slot is next free (a new replica's: when ready)
     heapq.heapify(free)
     finished: dict[int, list[float]] = {}  # latencies by the second they finished in
+    busy: dict[int, float] = {}  # slot-seconds of service by the second the request finished in
     history: list[Recommendation] = []
     recommendations: tuple[Recommendation, ...] = ()
     last_scale: float | None = None
     last_action: tuple[float, int] | None = None
     ready_at: list[float] = [0.0] * initial
-    decide_baseline = baseline(spec)
     mu = math.log(service.median_service_seconds)
     window_seconds = spec.objective.window_seconds
 
@@ -143,8 +195,11 @@ def simulate(
                 _finished(finished, tick, RECENT_WINDOW_SECONDS) if window_seconds > RECENT_WINDOW_SECONDS else None
             )
             slot = _finished(finished, tick, SLOT_SECONDS)
-            current = len(free)
+            current = len(free) // slots
             ready = sum(1 for r in ready_at if r <= tick)
+            covered = min(window_seconds, tick)
+            served = sum(busy.get(s, 0.0) for s in range(int(tick - covered), int(tick)))
+            busy_share = served / (covered * ready * slots) if ready else None
             slot_p95 = _p95(slot)
             snapshot = Snapshot(
                 tick,
@@ -160,8 +215,10 @@ def simulate(
             if policy == "operator":
                 decision = decide(spec, snapshot)
                 wanted, recommendations = decision.replicas, decision.recommendations
+            elif policy == "hpa":
+                wanted = hpa_replicas(spec, snapshot, cpu_ratio(snapshot, busy_share), history)
             else:
-                wanted = decide_baseline(snapshot, history)
+                wanted = hpa_replicas(spec, snapshot, rate_ratio(snapshot, service), history)
             if wanted != current:
                 direction = 1 if wanted > current else -1
                 if last_action is not None and last_action[1] != direction and tick - last_action[0] < FLAP_SECONDS:
@@ -169,18 +226,19 @@ def simulate(
                 run.actions += 1
                 last_action, last_scale = (tick, direction), tick
                 if wanted > current:
-                    for _ in range(wanted - current):
+                    for _ in range((wanted - current) * slots):
                         heapq.heappush(free, tick + service.startup_seconds)
-                        ready_at.append(tick + service.startup_seconds)
+                    ready_at += [tick + service.startup_seconds] * (wanted - current)
                 else:
-                    free = sorted(free)[:wanted]
+                    free = sorted(free)[: wanted * slots]
                     heapq.heapify(free)
                     ready_at = sorted(ready_at)[:wanted]
+            replicas = len(free) // slots
             run.times.append(tick)
-            run.replicas.append(len(free))
+            run.replicas.append(replicas)
             run.p95_ms.append(None if slot_p95 is None else slot_p95 * 1000)
             run.mean_ms.append(sum(slot) / len(slot) * 1000 if slot else None)
-            run.replica_minutes += len(free) * SLOT_SECONDS / 60.0
+            run.replica_minutes += replicas * SLOT_SECONDS / 60.0
             tick += SLOT_SECONDS
         if t >= duration:
             break
@@ -188,13 +246,19 @@ def simulate(
         end = start + serve
         heapq.heappush(free, end)
         finished.setdefault(int(end), []).append(end - t)
+        busy[int(end)] = busy.get(int(end), 0.0) + serve
     measured = [p for p in run.p95_ms if p is not None]
     run.attainment = sum(p <= spec.objective.threshold_seconds * 1000 for p in measured) / max(1, len(measured))
     return run
 
 
-def default_spec(*, headroom: float | None = None, requests_per_second_per_replica: float | None = None) -> SLOSpec:
-    """The simulated service's LatencySLO: the CRD's defaults, or one of them changed."""
+def default_spec(
+    *,
+    headroom: float | None = None,
+    requests_per_second_per_replica: float | None = None,
+    concurrency_per_replica: int = 1,
+) -> SLOSpec:
+    """The simulated service's LatencySLO: the CRD's defaults with the service's concurrency, or one of them changed."""
     objective: dict[str, object] = {"thresholdMs": 300, "metric": "simulated_request_duration_seconds"}
     if headroom is not None:
         objective["headroom"] = headroom
@@ -204,18 +268,39 @@ def default_spec(*, headroom: float | None = None, requests_per_second_per_repli
         "minReplicas": 1,
         "maxReplicas": 30,
     }
+    capacity: dict[str, object] = {"concurrencyPerReplica": concurrency_per_replica}
     if requests_per_second_per_replica is not None:
-        spec["capacity"] = {"requestsPerSecondPerReplica": requests_per_second_per_replica}
+        capacity["requestsPerSecondPerReplica"] = requests_per_second_per_replica
+    spec["capacity"] = capacity
     return SLOSpec.parse(spec)
 
 
-# (label, the decision that scales: "operator" or "baseline", its spec's settings); one run of each per profile.
-POLICIES: tuple[tuple[str, str, dict[str, float]], ...] = (
-    ("operator", "operator", {}),
-    ("operator (headroom 0.4)", "operator", {"headroom": 0.4}),
-    ("operator (7 req/s per replica)", "operator", {"requests_per_second_per_replica": 7.0}),
-    ("baseline", "baseline", {}),
+def service_spec(service: Service, setting: str) -> SLOSpec:
+    """The spec of a policy row for a service: ``default``, ``headroom`` (0.4), or ``hint`` (a capacity hint of
+    half what a replica serves: room for a 2x jump; 7 req/s for ``single``)."""
+    concurrency = service.concurrency
+    if setting == "headroom":
+        return default_spec(headroom=0.4, concurrency_per_replica=concurrency)
+    if setting == "hint":
+        hint = math.floor(service.replica_rps / 2)
+        return default_spec(requests_per_second_per_replica=hint, concurrency_per_replica=concurrency)
+    return default_spec(concurrency_per_replica=concurrency)
+
+
+# (label, the decision that scales: "operator", "hpa" or "keda", its spec's setting); one run each per profile.
+POLICIES: tuple[tuple[str, str, str], ...] = (
+    ("operator", "operator", "default"),
+    ("operator (headroom 0.4)", "operator", "headroom"),
+    ("operator (half-replica hint)", "operator", "hint"),
+    ("hpa (CPU 60 %)", "hpa", "default"),
+    ("keda (req/s per replica)", "keda", "default"),
 )
+BASELINES = {"hpa", "keda"}
+
+
+def best_baseline(runs: list[Run]) -> Run:
+    """The baseline with the highest attainment, then the fewest replica-minutes."""
+    return min(runs, key=lambda r: (-round(r.attainment, 4), r.replica_minutes))
 
 
 def _plot(runs: list[Run], path: Path, threshold_ms: float) -> None:
@@ -225,73 +310,121 @@ def _plot(runs: list[Run], path: Path, threshold_ms: float) -> None:
     import matplotlib.pyplot as plt
 
     profiles = sorted({r.profile for r in runs}, key=list(PROFILES).index)
-    figure, axes = plt.subplots(2, len(profiles), figsize=(4 * len(profiles), 6.5), sharex=True, squeeze=False)
+    services = [name for name in SERVICES if any(r.service == name for r in runs)]
+    rows = 2 * len(services)
+    figure, axes = plt.subplots(
+        rows, len(profiles), figsize=(4 * len(profiles), 3.2 * rows), sharex=True, squeeze=False
+    )
     colours = {label: f"C{i}" for i, (label, _, _) in enumerate(POLICIES)}
-    for column, profile in enumerate(profiles):
-        for run in (r for r in runs if r.profile == profile):
-            minutes = [t / 60 for t in run.times]
-            baseline = run.policy == "baseline"
-            colour, style = ("0.3", ":") if baseline else (colours.get(run.policy, "C9"), "-")
-            line = {"color": colour, "linestyle": style, "linewidth": 1.2, "label": run.policy}
-            axes[0][column].step(minutes, run.replicas, where="post", **line)
-            axes[1][column].plot(minutes, [math.nan if p is None else p for p in run.p95_ms], alpha=0.8, **line)
-        axes[0][column].set_title(profile)
-        axes[1][column].axhline(threshold_ms, color="red", linestyle="--", linewidth=1)
-        axes[1][column].set_yscale("log")
-        axes[1][column].set_xlabel("minutes")
-    axes[0][0].set_ylabel("replicas")
-    axes[1][0].set_ylabel("P95 per 15 s (ms)")
+    styles = {label: ":" if decision in BASELINES else "-" for label, decision, _ in POLICIES}
+    for row, service in enumerate(services):
+        replicas_axis, latency_axis = axes[2 * row], axes[2 * row + 1]
+        for column, profile in enumerate(profiles):
+            for run in (r for r in runs if r.profile == profile and r.service == service):
+                minutes = [t / 60 for t in run.times]
+                line = {"color": colours[run.policy], "linestyle": styles[run.policy], "linewidth": 1.2}
+                replicas_axis[column].step(minutes, run.replicas, where="post", label=run.policy, **line)
+                p95 = [math.nan if p is None else p for p in run.p95_ms]
+                latency_axis[column].plot(minutes, p95, alpha=0.8, **line)
+            replicas_axis[column].set_title(f"{service}: {profile}")
+            latency_axis[column].axhline(threshold_ms, color="red", linestyle="--", linewidth=1)
+            latency_axis[column].set_yscale("log")
+        replicas_axis[0].set_ylabel("replicas")
+        latency_axis[0].set_ylabel("P95 per 15 s (ms)")
+    for column in range(len(profiles)):
+        axes[-1][column].set_xlabel("minutes")
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
-    figure.savefig(path, dpi=90)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    figure.savefig(path, dpi=80)
     plt.close(figure)
 
 
-def _job(job: tuple[str, str, str, dict[str, float], float, float, Service, int]) -> Run:
-    profile, label, policy, settings, duration, rps, service, seed = job
+def _job(job: tuple[str, str, str, str, str, float, float, int]) -> Run:
+    service_name, profile, label, policy, setting, duration, rps, seed = job
+    service = SERVICES[service_name]
     started = time.perf_counter()
     run = simulate(
-        default_spec(**settings), profile, policy, duration=duration, base_rps=rps, service=service, seed=seed
+        service_spec(service, setting), profile, policy, duration=duration, base_rps=rps, service=service, seed=seed
     )
-    run.policy = label
-    print(f"  {profile:8s} {label:30s} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    run.policy, run.service = label, service_name
+    print(
+        f"  {service_name:8s} {profile:8s} {label:30s} done in {time.perf_counter() - started:.1f} s", file=sys.stderr
+    )
     return run
+
+
+def _row(run: Run) -> str:
+    return (
+        f"| {run.service} | {run.profile} | {run.policy} | {run.attainment * 100:.1f} % | {run.replica_minutes:.0f}"
+        f" | {run.actions} | {run.flaps} |"
+    )
+
+
+def _against_best(runs: list[Run]) -> list[str]:
+    """Per service and profile, the default operator against the best baseline."""
+    decisions = {label: decision for label, decision, _ in POLICIES}
+    lines = [
+        "| service | profile | best baseline | its attainment | its replica-minutes | operator attainment"
+        " | operator replica-minutes |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for service in SERVICES:
+        for profile in PROFILES:
+            these = [r for r in runs if r.service == service and r.profile == profile]
+            baselines = [r for r in these if decisions[r.policy] in BASELINES]
+            operator = [r for r in these if r.policy == POLICIES[0][0]]
+            if not baselines or not operator:
+                continue
+            best, ours = best_baseline(baselines), operator[0]
+            lines.append(
+                f"| {service} | {profile} | {best.policy} | {best.attainment * 100:.1f} % | {best.replica_minutes:.0f}"
+                f" | {ours.attainment * 100:.1f} % | {ours.replica_minutes:.0f} |"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m subsecond.operator.simulator",
-        description="Simulate a service under load profiles, scaled by the operator's decision and by a reactive "
-        "baseline; print attainment, replica-minutes, actions and flaps; write a JSON and a PNG.",
+        description="Simulate services under load profiles, scaled by the operator's decision and by an HPA on CPU "
+        "and KEDA on request rate; print attainment, replica-minutes, actions and flaps; write a JSON and a PNG.",
     )
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated: " + ", ".join(PROFILES))
+    parser.add_argument("--services", default=",".join(SERVICES), help="comma-separated: " + ", ".join(SERVICES))
     parser.add_argument("--minutes", type=float, default=60.0, help="length of each run (default 60)")
     parser.add_argument("--rps", type=float, default=40.0, help="base arrival rate, requests/s (default 40)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for simulator.json/png")
     args = parser.parse_args(argv)
-    service = Service()
     profiles = [p for p in args.profiles.split(",") if p]
+    services = [s for s in args.services.split(",") if s]
     jobs = [
-        (profile, *policy, args.minutes * 60, args.rps, service, args.seed)
+        (service, profile, *policy, args.minutes * 60, args.rps, args.seed)
+        for service in services
         for profile in profiles
         for policy in POLICIES
     ]
     # The runs are independent (each seeds its own generator): one process each, results in order.
     with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
         runs = list(pool.map(_job, jobs))
-    header = "| profile | policy | attainment | replica-minutes | actions | flaps |"
-    lines = [header, "|---|---|---:|---:|---:|---:|"]
-    lines += [
-        f"| {r.profile} | {r.policy} | {r.attainment * 100:.1f} % | {r.replica_minutes:.0f} | {r.actions} | {r.flaps} |"
-        for r in runs
+    lines = [
+        "| service | profile | policy | attainment | replica-minutes | actions | flaps |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
+    lines += [_row(r) for r in runs]
     print("\n".join(lines))
+    print()
+    print("\n".join(_against_best(runs)))
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
-        "settings": {"minutes": args.minutes, "rps": args.rps, "seed": args.seed, "service": asdict(service)},
-        "policies": {label: {"decision": policy, "spec": settings} for label, policy, settings in POLICIES},
+        "settings": {
+            "minutes": args.minutes,
+            "rps": args.rps,
+            "seed": args.seed,
+            "services": {name: asdict(SERVICES[name]) for name in services},
+        },
+        "policies": {label: {"decision": policy, "spec": setting} for label, policy, setting in POLICIES},
         "runs": [asdict(r) for r in runs],
     }
     (args.out / "simulator.json").write_text(json.dumps(summary))
