@@ -14,6 +14,7 @@ import pytest
 import test_router_service
 from test_router_service import Script, Stack, answer, counted, refused, text, until
 
+from subsecond.router.near_cache import NearCache, NearCacheLimits, NearHit
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, types_pb2
 
 # The servicer tests' fixtures: a router of its own per test, with the settings ``router_env`` names.
@@ -85,6 +86,40 @@ async def test_a_stopped_cache_holds_a_request_for_its_lookup_timeout_at_most(ow
 
 
 # -- the near cache -------------------------------------------------------------------------------
+
+
+def answer_of(text: str, tokens: int = 3) -> cache_pb2.LookupResponse:
+    return cache_pb2.LookupResponse(
+        hit=True,
+        tier=cache_pb2.CACHE_TIER_EXACT,
+        answer=cache_pb2.CachedAnswer(chunks=[text], completion_tokens=tokens, finish_reason=STOP),
+    )
+
+
+def test_the_near_cache_keeps_the_most_recently_used_within_its_entries_bytes_and_time() -> None:
+    now = [100.0]
+    limits = NearCacheLimits(max_entries=2, max_bytes=200, fresh_seconds=1.0, stale_seconds=10.0, wait_seconds=0.0)
+    near = NearCache(limits, clock=lambda: now[0])
+
+    def get(key: str) -> NearHit | None:
+        return near.get(key, max_tokens=0, max_age_seconds=0)
+
+    near.put("a", answer_of("A"))
+    near.put("b", answer_of("B"))
+    assert get("a") is not None  # a is now the most recently used
+    near.put("c", answer_of("C"))
+    assert (get("a") is not None, get("b"), get("c") is not None) == (True, None, True)
+
+    near.put("big", answer_of("x" * 300))  # over the byte limit on its own: not kept
+    assert get("big") is None and get("c") is not None
+
+    now[0] += 1.5
+    hit = get("c")
+    assert hit is not None and not hit.fresh and hit.response.age_seconds == pytest.approx(1.5)
+    assert near.get("c", max_tokens=2, max_age_seconds=0) is None  # longer than the caller allows
+    assert near.get("c", max_tokens=0, max_age_seconds=1) is None  # older than the caller allows
+    now[0] += 10.0
+    assert get("c") is None  # past NEAR_CACHE_STALE_SECONDS: gone
 
 
 @pytest.mark.parametrize("router_env", [{"NEAR_CACHE_FRESH_SECONDS": "0.2"}])

@@ -107,6 +107,3 @@ class NearCache:
         if reason is not None:
             NEAR_CACHE_EVICTIONS.labels(reason).inc()
         NEAR_CACHE_ENTRIES.set(len(self._entries))
-
-    def __len__(self) -> int:
-        return len(self._entries)
