@@ -78,7 +78,7 @@ bench: prepare ## Benchmark the stack (started by each benchmark itself): servin
 chaos: prepare ## Faults under load (issue 17's table): stop, kill and restart Redis and the cache under traffic; writes benchmarks/results/chaos.json
 	$(PY) benchmarks/chaos.py
 
-simulate: install ## Simulate the LatencySLO operator against a reactive baseline; writes benchmarks/results/simulator.*
+simulate: install ## Simulate the LatencySLO operator against an HPA on CPU and KEDA on req/s; writes benchmarks/results/simulator.*
 	$(PY) -m subsecond.operator.simulator --out benchmarks/results
 
 clean: ## Remove run state and caches (keeps .venv and the built models)
