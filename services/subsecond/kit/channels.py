@@ -15,7 +15,10 @@ import json
 
 import grpc
 
+from subsecond.kit.callers import token_interceptors
 from subsecond.kit.server import MAX_MESSAGE_BYTES
+from subsecond.kit.settings import ServerSettings
+from subsecond.kit.tls import channel_credentials
 
 RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -45,16 +48,21 @@ def retry_service_config(service_names: list[str], *, attempts: int = 3) -> str:
     )
 
 
-def open_channel(target: str, service_names: list[str]) -> grpc.aio.Channel:
-    """An insecure channel to another subsecond service (mTLS belongs to the mesh in a cluster)."""
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.service_config", retry_service_config(service_names)),
-            ("grpc.enable_retries", 1),
-            ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 30_000),
-            *RECONNECT_OPTIONS,
-        ],
-    )
+def open_channel(target: str, service_names: list[str], caller: ServerSettings | None = None) -> grpc.aio.Channel:
+    """A channel to another subsecond service, as the service whose settings ``caller`` are: TLS
+    when it has ``TLS_CA_FILE`` (presenting its own certificate, for mutual TLS), and its service
+    token on every call when it has ``SERVICE_TOKEN_FILE`` (kit.tls, kit.callers). Without
+    ``caller``, a plaintext channel that names no caller."""
+    options = [
+        ("grpc.service_config", retry_service_config(service_names)),
+        ("grpc.enable_retries", 1),
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        *RECONNECT_OPTIONS,
+    ]
+    interceptors = token_interceptors(caller.callers) if caller is not None else []
+    credentials = channel_credentials(caller.tls) if caller is not None else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

@@ -1,6 +1,7 @@
 """The gRPC server shell every service runs in.
 
-It owns what services have in common: binding the port, errors mapped to status codes
+It owns what services have in common: binding the port (TLS, and mutual TLS, when the service has
+certificates: kit.tls), who may call (kit.callers), errors mapped to status codes
 (``kit.errors``), ``grpc.health.v1`` (NOT_SERVING while warming up and while draining), server
 reflection, the Prometheus metrics endpoint, and graceful shutdown on SIGTERM/SIGINT. A service
 only supplies its servicers and the start-up/shutdown work that is its own.
@@ -24,9 +25,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from subsecond.kit.callers import caller_interceptor
 from subsecond.kit.errors import StatusInterceptor
 from subsecond.kit.logs import configure_logging
 from subsecond.kit.settings import ServerSettings, SettingsError
+from subsecond.kit.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +101,10 @@ async def _close_metrics(http: WSGIServer) -> None:
 
 async def start_server(settings: ServerSettings, definition: ServiceDefinition) -> RunningServer:
     """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up."""
+    # StatusInterceptor first: it wraps the caller check and so maps its refusals too.
+    callers = caller_interceptor(settings.callers, definition.names)
     server = grpc.aio.server(
-        interceptors=[StatusInterceptor()],
+        interceptors=[StatusInterceptor(), *([callers] if callers is not None else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
@@ -118,7 +123,9 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
         ],
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings.tls)
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
     for name in ("", *definition.names):
@@ -136,7 +143,16 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
             raise
     for name in ("", *definition.names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", extra={"port": port, "metrics_port": metrics_port, "services": list(definition.names)})
+    log.info(
+        "serving",
+        extra={
+            "port": port,
+            "metrics_port": metrics_port,
+            "services": list(definition.names),
+            "tls": "mutual" if settings.tls.client_ca_file else "server" if settings.tls.serves_tls else "off",
+            "allowed_callers": list(settings.callers.allowed),
+        },
+    )
     return RunningServer(server, health, port, metrics_port, definition, metrics_http)
 
 

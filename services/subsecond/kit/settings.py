@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -116,6 +117,21 @@ class EnvReader:
 
         return self._read(name, default, parse, "comma-separated names")
 
+    @property
+    def service(self) -> str:
+        """The service these settings belong to, from the prefix: ``SUBSECOND_CACHE_`` is ``cache``."""
+        return self._prefix.removeprefix("SUBSECOND_").strip("_").lower()
+
+    def path(self, name: str) -> Path | None:
+        """A file that must exist when set; unset or empty is None."""
+
+        def parse(raw: str) -> Path:
+            if not Path(raw).is_file():
+                raise ValueError("no such file")
+            return Path(raw)
+
+        return self._read(name, None, parse, "a readable file")
+
     def check(self, condition: bool, message: str) -> None:
         """Records a cross-field problem."""
         if not condition:
@@ -128,6 +144,71 @@ class EnvReader:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """Certificates of one service (``TLS_*``), read from files so that a rotated Secret is picked up.
+
+    ``cert_file``/``key_file`` are the service's own certificate: its server serves it, and its
+    channels present it as their client certificate. With ``client_ca_file`` the server requires a
+    client certificate signed by that CA (mutual TLS). With ``ca_file`` the service's channels speak
+    TLS and verify the servers they call against that CA."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    ca_file: Path | None = None
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.cert_file is not None
+
+    @classmethod
+    def read(cls, env: EnvReader) -> TlsSettings:
+        settings = cls(
+            cert_file=env.path("TLS_CERT_FILE"),
+            key_file=env.path("TLS_KEY_FILE"),
+            client_ca_file=env.path("TLS_CLIENT_CA_FILE"),
+            ca_file=env.path("TLS_CA_FILE"),
+        )
+        env.check(
+            (settings.cert_file is None) == (settings.key_file is None),
+            "TLS_CERT_FILE and TLS_KEY_FILE are set together or not at all",
+        )
+        env.check(
+            settings.client_ca_file is None or settings.cert_file is not None,
+            "TLS_CLIENT_CA_FILE (client certificates) needs TLS_CERT_FILE and TLS_KEY_FILE",
+        )
+        return settings
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    """Who may call this service's own RPCs (health checks and reflection stay open to anyone).
+
+    ``allowed`` names the callers accepted: a name in the client certificate's subject alternative
+    names under mutual TLS, or the name in a service token signed with the shared secret in
+    ``token_file`` (the local stack without TLS). Empty accepts every caller: the router's public
+    port, whose callers are authenticated by their API key instead. ``identity`` is the name this
+    service signs its own outgoing tokens with."""
+
+    identity: str = ""
+    allowed: tuple[str, ...] = ()
+    token_file: Path | None = None
+
+    @classmethod
+    def read(cls, env: EnvReader, tls: TlsSettings) -> CallerSettings:
+        settings = cls(
+            identity=env.text("IDENTITY", env.service),
+            allowed=env.names("ALLOWED_CALLERS", ()),
+            token_file=env.path("SERVICE_TOKEN_FILE"),
+        )
+        env.check(
+            not settings.allowed or tls.client_ca_file is not None or settings.token_file is not None,
+            "ALLOWED_CALLERS needs a way to identify callers: TLS_CLIENT_CA_FILE (mutual TLS) or SERVICE_TOKEN_FILE",
+        )
+        return settings
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """What every service's server shell needs."""
 
@@ -136,6 +217,8 @@ class ServerSettings:
     metrics_port: int
     shutdown_grace_seconds: float
     log_level: str
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    callers: CallerSettings = field(default_factory=CallerSettings)
 
     @classmethod
     def read(cls, env: EnvReader, *, default_port: int, default_metrics_port: int) -> ServerSettings:
@@ -144,7 +227,10 @@ class ServerSettings:
             level in {"DEBUG", "INFO", "WARNING", "ERROR"},
             f"LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR",
         )
+        tls = TlsSettings.read(env)
         return cls(
+            tls=tls,
+            callers=CallerSettings.read(env, tls),
             host=env.text("HOST", "127.0.0.1"),
             port=env.integer("PORT", default_port, maximum=65535),
             metrics_port=env.integer("METRICS_PORT", default_metrics_port, maximum=65535),

@@ -1,0 +1,219 @@
+"""TLS, mutual TLS and caller checks of the kit's server shell and channels: real handshakes
+between real gRPC servers and channels on loopback, with certificates of a throwaway CA.
+
+The servicer is a stand-in Embedder (it answers one fixed vector): what is tested is the shell
+around it, which treats every service's RPCs alike."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from subsecond.kit.callers import ServiceToken
+from subsecond.kit.channels import open_channel
+from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
+from subsecond.kit.settings import CallerSettings, EnvReader, ServerSettings, SettingsError, TlsSettings
+from subsecond.stack.certificates import StackCertificates, issue, write_certificates
+from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
+
+EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+PLAIN = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, shutdown_grace_seconds=1, log_level="INFO")
+
+
+class FixedEmbedder(embedding_pb2_grpc.EmbedderServicer):
+    async def Embed(
+        self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> embedding_pb2.EmbedResponse:
+        return embedding_pb2.EmbedResponse(embeddings=[embedding_pb2.Embedding(values=[1.0])], model="fixed")
+
+
+def _definition() -> ServiceDefinition:
+    return ServiceDefinition.for_servicer(
+        embedding_pb2.DESCRIPTOR.services_by_name["Embedder"],
+        embedding_pb2_grpc.add_EmbedderServicer_to_server,
+        FixedEmbedder(),
+    )
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> StackCertificates:
+    return write_certificates(tmp_path, ["embedding", "cache", "router"])
+
+
+def _settings(certificates: StackCertificates, service: str, *, mutual: bool = True) -> ServerSettings:
+    """A service's server settings read from the environment the stack gives it."""
+    env = EnvReader(certificates.environment(service, mutual=mutual), f"SUBSECOND_{service.upper()}_")
+    settings = ServerSettings.read(env, default_port=0, default_metrics_port=0)
+    env.done()
+    return settings
+
+
+@pytest.fixture
+async def embedding(certificates: StackCertificates) -> AsyncIterator[RunningServer]:
+    """An inner service with mutual TLS that accepts only the cache (as the stack's embedding does)."""
+    running = await start_server(_settings(certificates, "embedding"), _definition())
+    yield running
+    await running.stop(0)
+
+
+async def _embed(port: int, caller: ServerSettings | None) -> embedding_pb2.EmbedResponse:
+    channel = open_channel(f"127.0.0.1:{port}", [EMBEDDER], caller)
+    try:
+        return await embedding_pb2_grpc.EmbedderStub(channel).Embed(embedding_pb2.EmbedRequest(texts=["a"]), timeout=5)
+    finally:
+        await channel.close()
+
+
+async def test_the_allowed_caller_is_served_over_mutual_tls(
+    certificates: StackCertificates, embedding: RunningServer
+) -> None:
+    response = await _embed(embedding.port, _settings(certificates, "cache"))
+    assert response.model == "fixed"
+
+
+async def test_a_client_without_a_certificate_is_refused_in_the_handshake(
+    certificates: StackCertificates, embedding: RunningServer
+) -> None:
+    cache = _settings(certificates, "cache")
+    # Trusts the server's CA, presents no certificate and no token.
+    anonymous = dataclasses.replace(
+        cache, tls=TlsSettings(ca_file=certificates.ca_file), callers=CallerSettings(identity="cache")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _embed(embedding.port, anonymous)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_plaintext_client_cannot_reach_a_tls_server(embedding: RunningServer) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _embed(embedding.port, None)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_certificate_of_another_service_is_permission_denied(
+    certificates: StackCertificates, embedding: RunningServer
+) -> None:
+    """The router's certificate is genuine, but only the cache may embed."""
+    router = _settings(certificates, "router")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _embed(embedding.port, dataclasses.replace(router, callers=CallerSettings(identity="router")))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_certificate_of_another_ca_is_refused(
+    certificates: StackCertificates, embedding: RunningServer, tmp_path: Path
+) -> None:
+    (tmp_path / "stranger").mkdir()
+    stranger = issue(trustme.CA(), tmp_path / "stranger", "cache")
+    cache = _settings(certificates, "cache")
+    forged = dataclasses.replace(
+        cache,
+        tls=dataclasses.replace(cache.tls, cert_file=stranger.cert_file, key_file=stranger.key_file),
+        callers=CallerSettings(identity="cache"),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _embed(embedding.port, forged)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health_checks_need_no_identity_but_tls(
+    certificates: StackCertificates, embedding: RunningServer
+) -> None:
+    """Probes reach health without a client identity... only over TLS with a certificate here, since
+    the handshake itself asks for one; what they skip is the caller check."""
+    router = _settings(certificates, "router")
+    channel = open_channel(f"127.0.0.1:{embedding.port}", ["grpc.health.v1.Health"], router)
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    finally:
+        await channel.close()
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_rotated_server_certificate_is_served_to_the_next_connection(
+    certificates: StackCertificates, tmp_path: Path
+) -> None:
+    """The server's files are replaced by a certificate of a new CA: a client trusting only the new
+    CA is refused before and served after, without a restart."""
+    running = await start_server(_settings(certificates, "embedding", mutual=False), _definition())
+    try:
+        new_ca = trustme.CA()
+        new_ca_file = tmp_path / "new-ca.pem"
+        new_ca.cert_pem.write_to_path(str(new_ca_file))
+        # Without client certificates (mutual=False), the cache is identified by its token.
+        trusting_new = dataclasses.replace(
+            PLAIN,
+            tls=TlsSettings(ca_file=new_ca_file),
+            callers=CallerSettings(identity="cache", token_file=certificates.token_file),
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _embed(running.port, trusting_new)
+        issue(new_ca, tmp_path, "embedding")  # the same files the server was started with
+        assert (await _embed(running.port, trusting_new)).model == "fixed"
+    finally:
+        await running.stop(0)
+
+
+async def test_without_tls_a_signed_service_token_identifies_the_caller(
+    certificates: StackCertificates, tmp_path: Path
+) -> None:
+    """The local stack without TLS: the cache's token is accepted, the router's is denied, no
+    token or a token signed with another secret is unauthenticated."""
+    inner = dataclasses.replace(
+        PLAIN, callers=CallerSettings(identity="embedding", allowed=("cache",), token_file=certificates.token_file)
+    )
+    running = await start_server(inner, _definition())
+    other_secret = tmp_path / "other-secret"
+    other_secret.write_text("x" * 32)
+    try:
+
+        def caller(identity: str, token_file: Path) -> ServerSettings:
+            return dataclasses.replace(PLAIN, callers=CallerSettings(identity=identity, token_file=token_file))
+
+        assert (await _embed(running.port, caller("cache", certificates.token_file))).model == "fixed"
+        outcomes = {}
+        for name, settings in {
+            "router": caller("router", certificates.token_file),
+            "forged": caller("cache", other_secret),
+            "none": None,
+        }.items():
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _embed(running.port, settings)
+            outcomes[name] = refused.value.code()
+    finally:
+        await running.stop(0)
+    assert outcomes == {
+        "router": grpc.StatusCode.PERMISSION_DENIED,
+        "forged": grpc.StatusCode.UNAUTHENTICATED,
+        "none": grpc.StatusCode.UNAUTHENTICATED,
+    }
+
+
+def test_a_service_token_is_bound_to_its_name_time_and_secret() -> None:
+    token = ServiceToken(b"s" * 32)
+    signed = token.sign("cache.ns", now=1000)
+    assert token.verify(signed, now=1000) == "cache.ns"
+    assert token.verify(signed, now=1000 + 301) is None
+    assert token.verify(signed.replace("cache.ns", "router"), now=1000) is None
+    assert ServiceToken(b"t" * 32).verify(signed, now=1000) is None
+    assert token.verify("garbage", now=1000) is None
+
+
+def test_allowed_callers_without_a_way_to_identify_them_is_a_settings_error() -> None:
+    env = EnvReader({"SUBSECOND_CACHE_ALLOWED_CALLERS": "router"}, "SUBSECOND_CACHE_")
+    ServerSettings.read(env, default_port=0, default_metrics_port=0)
+    with pytest.raises(SettingsError, match="ALLOWED_CALLERS needs"):
+        env.done()
+
+
+def test_a_missing_certificate_file_is_a_settings_error(tmp_path: Path) -> None:
+    env = EnvReader({"SUBSECOND_CACHE_TLS_CERT_FILE": str(tmp_path / "absent.pem")}, "SUBSECOND_CACHE_")
+    ServerSettings.read(env, default_port=0, default_metrics_port=0)
+    with pytest.raises(SettingsError, match="TLS_CERT_FILE"):
+        env.done()
