@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from subsecond.router.auth import hash_key
 from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import cache_pb2_grpc, router_pb2_grpc
 
@@ -23,7 +24,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         ports=Ports.free(),
         run_dir=run_dir,
         environment={
-            "SUBSECOND_ROUTER_API_KEYS": ",".join(f"{key}={tenant}" for key, tenant in API_KEYS.items()),
+            "SUBSECOND_ROUTER_API_KEYS": ",".join(
+                f"{hash_key(key)}={tenant}:generate+workflow" for key, tenant in API_KEYS.items()
+            ),
             "SUBSECOND_ROUTER_SHUTDOWN_GRACE_SECONDS": "30",
         },
     )

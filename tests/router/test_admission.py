@@ -1,13 +1,11 @@
-from dataclasses import replace
-
 import pytest
 
-from subsecond.kit.errors import InvalidArgument, Unauthenticated
+from subsecond.kit.errors import InvalidArgument
 from subsecond.router.admission import admit
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import router_pb2, types_pb2
 
-SETTINGS = RouterSettings.from_env({"SUBSECOND_ROUTER_API_KEYS": "key-a=tenant-a,key-b=tenant-b"})
+SETTINGS = RouterSettings.from_env({})
 
 
 def request(**fields: object) -> router_pb2.GenerateRequest:
@@ -15,24 +13,12 @@ def request(**fields: object) -> router_pb2.GenerateRequest:
 
 
 def test_defaults() -> None:
-    admitted = admit(request(), {}, SETTINGS)
+    admitted = admit(request(), "local", SETTINGS)
     assert admitted.tenant == "local"
     assert (admitted.tier, admitted.tier_reason) == ("small", "default")
     assert admitted.max_tokens == 0  # left to the tier: see sizing.fit_to_tier
     assert admitted.sampling.top_p == 1.0
     assert [turn.role for turn in admitted.turns] == ["user"]
-
-
-def test_api_key_selects_the_tenant() -> None:
-    assert admit(request(), {"x-api-key": "key-b"}, SETTINGS).tenant == "tenant-b"
-
-
-def test_unknown_key_and_missing_key_without_default_are_unauthenticated() -> None:
-    with pytest.raises(Unauthenticated, match="unknown x-api-key"):
-        admit(request(), {"x-api-key": "nope"}, SETTINGS)
-    strict = replace(SETTINGS, default_tenant="")
-    with pytest.raises(Unauthenticated, match="missing x-api-key"):
-        admit(request(), {}, strict)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +55,13 @@ def test_unknown_key_and_missing_key_without_default_are_unauthenticated() -> No
 )
 def test_bad_requests_name_the_field(fields: dict[str, object], field_named: str) -> None:
     with pytest.raises(InvalidArgument) as rejected:
-        admit(request(**fields), {}, SETTINGS)
+        admit(request(**fields), "local", SETTINGS)
     assert rejected.value.message.startswith(field_named + ":")
 
 
 def test_auto_stays_auto_until_the_lookup_and_seed_is_kept() -> None:
-    admitted = admit(request(model="auto", sampling=types_pb2.SamplingParams(seed=7, temperature=0.5)), {}, SETTINGS)
+    sampling = types_pb2.SamplingParams(seed=7, temperature=0.5)
+    admitted = admit(request(model="auto", sampling=sampling), "local", SETTINGS)
     assert (admitted.tier, admitted.tier_reason) == ("auto", "")
     assert admitted.sampling.seed == 7
     sent = admitted.sampling_params()
@@ -82,7 +69,7 @@ def test_auto_stays_auto_until_the_lookup_and_seed_is_kept() -> None:
 
 
 def test_a_named_tier_is_requested() -> None:
-    assert admit(request(model="small", task="classify"), {}, SETTINGS).tier_reason == "requested"
+    assert admit(request(model="small", task="classify"), "local", SETTINGS).tier_reason == "requested"
 
 
 def turns(*pairs: tuple[str, str]) -> list[types_pb2.ChatMessage]:
@@ -92,9 +79,9 @@ def turns(*pairs: tuple[str, str]) -> list[types_pb2.ChatMessage]:
 def test_sizes_are_refused_naming_their_limit() -> None:
     many = turns(*[("user", "q")] * (SETTINGS.max_messages + 1))
     with pytest.raises(InvalidArgument, match=r"^messages: 257 messages, at most 256$"):
-        admit(request(prompt="", messages=many), {}, SETTINGS)
+        admit(request(prompt="", messages=many), "local", SETTINGS)
     # The size is the whole conversation's, before any message is read for its role.
     wide = turns(("robot", "x" * 20_000), ("user", "y" * 20_000))
     with pytest.raises(InvalidArgument, match=r"^prompt: 40000 characters, at most 32000 \(MAX_PROMPT_CHARS\)$"):
-        admit(request(prompt="", messages=wide), {}, SETTINGS)
+        admit(request(prompt="", messages=wide), "local", SETTINGS)
 

@@ -63,6 +63,7 @@ async def router() -> AsyncIterator[Router]:
             "SUBSECOND_ROUTER_CACHE_URL": f"127.0.0.1:{cache_port}",
             "SUBSECOND_ROUTER_GENERATION_URL": f"127.0.0.1:{generation_port}",
             "SUBSECOND_ROUTER_STATIC_ROUTES_FILE": str(ROUTES),
+            "SUBSECOND_ROUTER_ALLOW_ANONYMOUS": "true",
             # The stack's two tiers, with prompt budgets 1,024 and 2,048 estimated tokens.
             "SUBSECOND_ROUTER_TIERS": "small,large",
             "SUBSECOND_ROUTER_AUTO_LARGE_TIER": "large",

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from subsecond.kit.server import RunningServer, start_server
+from subsecond.router.auth import hash_key
 from subsecond.router.service import definition
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import (
@@ -150,6 +151,8 @@ def _settings(cache_port: int, generation_port: int, routes: Path, **env: str) -
             "SUBSECOND_ROUTER_CACHE_URL": f"127.0.0.1:{cache_port}",
             "SUBSECOND_ROUTER_GENERATION_URL": f"127.0.0.1:{generation_port}",
             "SUBSECOND_ROUTER_STATIC_ROUTES_FILE": str(routes),
+            # Most tests call as the default tenant; tests/router/test_auth.py checks keys.
+            "SUBSECOND_ROUTER_ALLOW_ANONYMOUS": "true",
             **prefixed,
         }
     )
@@ -419,7 +422,9 @@ async def test_a_bad_field_is_invalid_argument_naming_it(stack: Stack) -> None:
     assert stack.cache.lookups == [] and stack.generator.calls == []
 
 
-@pytest.mark.parametrize("router_env", [{"API_KEYS": "key-a=tenant-a", "DEFAULT_TENANT": ""}])
+@pytest.mark.parametrize(
+    "router_env", [{"API_KEYS": f"{hash_key('key-a')}=tenant-a:generate", "ALLOW_ANONYMOUS": "false"}]
+)
 async def test_keys_are_checked_when_configured(own_stack: Stack) -> None:
     for key, details in (("", "missing x-api-key metadata"), ("nope", "unknown x-api-key")):
         error = await refused(own_stack, router_pb2.GenerateRequest(prompt="x"), key=key)

@@ -19,6 +19,8 @@ KEY_PREFIX = "subsecond:v1:ans"
 # 32,000), so they only stop a caller that is not a router.
 MAX_QUERY_MESSAGES = 4096
 MAX_QUERY_CHARS = 1_000_000
+# A revision is only hashed (never part of a key pattern); bounded so that it stays an identity.
+MAX_REVISION_CHARS = 128
 
 @dataclass(frozen=True)
 class Query:
@@ -26,17 +28,25 @@ class Query:
     model: str
     turns: tuple[Turn, ...]
     sampling: Sampling
+    # The model's identity behind the tier and the cache epoch (CacheQuery.revision): hashed into
+    # the exact key and the scope, so another revision's answers are neither exact nor semantic hits,
+    # while the key's prefix keeps the tier (invalidating a tier removes every revision of it).
+    revision: str = ""
+
+    @property
+    def versioned_model(self) -> str:
+        return f"{self.model}@{self.revision}" if self.revision else self.model
 
     # Cached: each is a hash (or a scan) of the whole conversation, read more than once per call.
     @cached_property
     def exact_key(self) -> str:
         return tenant_prefix(self.tenant, self.model) + request_digest(
-            self.tenant, self.model, self.turns, self.sampling
+            self.tenant, self.versioned_model, self.turns, self.sampling
         )
 
     @cached_property
     def scope(self) -> str:
-        return context_digest(self.model, self.turns, self.sampling)
+        return context_digest(self.versioned_model, self.turns, self.sampling)
 
     @cached_property
     def semantic_text(self) -> str | None:
@@ -66,7 +76,9 @@ def parse_query(message: cache_pb2.CacheQuery) -> Query:
     tenant, model = parse_owner(message)
     if not model:
         raise InvalidArgument("query.model: a model tier name (or auto) is required")
-    return Query(tenant, model, _turns(message.messages), Sampling.from_proto(message.sampling))
+    if len(message.revision) > MAX_REVISION_CHARS or not message.revision.isprintable():
+        raise InvalidArgument(f"query.revision: at most {MAX_REVISION_CHARS} printable characters")
+    return Query(tenant, model, _turns(message.messages), Sampling.from_proto(message.sampling), message.revision)
 
 
 def _turns(messages: Sequence[types_pb2.ChatMessage]) -> tuple[Turn, ...]:

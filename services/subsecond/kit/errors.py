@@ -44,6 +44,12 @@ class Unauthenticated(ServiceError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class PermissionDenied(ServiceError):
+    """The caller is known, but may not do this (its key lacks the scope)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class ResourceExhausted(ServiceError):
     """A limit was reached (per tenant, or the service's capacity); retrying later may succeed.
 
@@ -82,7 +88,7 @@ def from_downstream(error: grpc.aio.AioRpcError, what: str) -> ServiceError:
         return DeadlineExceeded(f"deadline exceeded while waiting for {what}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return Unavailable(f"{what} unavailable: {error.details()}")
-    for kind in (InvalidArgument, ResourceExhausted, Unauthenticated):
+    for kind in (InvalidArgument, ResourceExhausted, Unauthenticated, PermissionDenied):
         if code == kind.code:
             return kind(error.details() or f"{what} refused the call")
     return Internal(f"{what} failed ({code.name}): {error.details()}")

@@ -1,23 +1,23 @@
-"""Admission: a pure translation of a GenerateRequest and its caller into a validated request.
+"""Admission: a pure translation of a GenerateRequest of an authenticated tenant (``auth.py``, checked
+first) into a validated request.
 
-Everything here is checked before anything else happens: a bad field is ``InvalidArgument``
-naming the field, a missing or unknown key ``Unauthenticated``. The sizes are checked before
+Everything here is checked before any other work: a bad field is ``InvalidArgument`` naming the
+field. The sizes are checked before
 anything walks the request's text (the number of messages before their roles, the characters
 before any other look at them), so a refusal costs the same whatever was sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from subsecond.kit.errors import InvalidArgument, Unauthenticated
+from subsecond.kit.errors import InvalidArgument
 from subsecond.kit.prompt_identity import Sampling, Turn, check_roles
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import router_pb2, types_pb2
 
-API_KEY_HEADER = "x-api-key"
 CACHE_MODES = frozenset(router_pb2.CacheMode.values())
 CHUNKINGS = frozenset(router_pb2.Chunking.values())
 REPLAYS = frozenset(router_pb2.Replay.values())
@@ -57,18 +57,6 @@ def chat_messages(turns: Sequence[Turn]) -> list[types_pb2.ChatMessage]:
     return [types_pb2.ChatMessage(role=turn.role, content=turn.content) for turn in turns]
 
 
-def resolve_tenant(metadata: Mapping[str, str], settings: RouterSettings) -> str:
-    key = metadata.get(API_KEY_HEADER)
-    if key is None:
-        if not settings.default_tenant:
-            raise Unauthenticated(f"missing {API_KEY_HEADER} metadata")
-        return settings.default_tenant
-    tenant = settings.api_keys.get(key)
-    if tenant is None:
-        raise Unauthenticated(f"unknown {API_KEY_HEADER}")
-    return tenant
-
-
 def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tuple[Turn, ...]:
     if request.prompt and request.messages:
         raise InvalidArgument("prompt, messages: set exactly one of them, not both")
@@ -94,8 +82,7 @@ def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tup
     return turns
 
 
-def admit(request: router_pb2.GenerateRequest, metadata: Mapping[str, str], settings: RouterSettings) -> Admitted:
-    tenant = resolve_tenant(metadata, settings)
+def admit(request: router_pb2.GenerateRequest, tenant: str, settings: RouterSettings) -> Admitted:
     turns = _turns(request, settings)
     if request.model == "":
         tier, reason = settings.default_tier, "default"

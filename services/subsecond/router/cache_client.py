@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 
 import grpc
 
+from subsecond.kit.errors import from_downstream
 from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
 from subsecond.kit.prompt_identity import request_digest
 from subsecond.router.admission import AUTO, Admitted, chat_messages
@@ -62,13 +63,13 @@ class CacheClient:
     async def lookup(self, request: Admitted, deadline: Deadline) -> cache_pb2.LookupResponse | None:
         """The cache's answer (a hit or a miss, with the prompt's embedding for "auto"); None when
         the cache could not answer and the near cache had nothing for this request."""
-        key = request_digest(request.tenant, request.tier, request.turns, request.sampling)
+        key = self._near_key(request)
         max_tokens = self._lookup_max_tokens(request)
         near = self._near.get(key, max_tokens=max_tokens, max_age_seconds=request.max_age_seconds)
         if near is not None and near.fresh:
             return _served(near)
         lookup = cache_pb2.LookupRequest(
-            query=self._query(request),
+            query=cache_query(request, self._settings),
             max_tokens=max_tokens,
             max_age_seconds=request.max_age_seconds,
             semantic=True,
@@ -124,9 +125,9 @@ class CacheClient:
     async def store(self, request: Admitted, answer: cache_pb2.CachedAnswer) -> None:
         """Writes a finished generation through (and into the near cache); a failure is counted and
         logged, never raised (the client has its answer already)."""
-        key = request_digest(request.tenant, request.tier, request.turns, request.sampling)
+        key = self._near_key(request)
         self._near.put(key, cache_pb2.LookupResponse(hit=True, tier=cache_pb2.CACHE_TIER_EXACT, answer=answer))
-        store = cache_pb2.StoreRequest(query=self._query(request), answer=answer)
+        store = cache_pb2.StoreRequest(query=cache_query(request, self._settings), answer=answer)
         with HOP_DURATION.labels("cache_store").time():
             try:
                 await self._stub.Store(store, timeout=self._settings.default_deadline_seconds)
@@ -134,6 +135,26 @@ class CacheClient:
             except grpc.aio.AioRpcError as error:
                 STORES.labels("failed").inc()
                 log.warning("write-through failed: %s %s", error.code().name, error.details())
+
+    async def invalidate(self, query: cache_pb2.CacheQuery, deadline: Deadline) -> int:
+        """Removes what ``query`` names in the cache service (an admin's call: errors are raised, not
+        failed open), and clears the near cache so that this router stops serving it at once."""
+        try:
+            invalidate = cache_pb2.InvalidateRequest(query=query)
+            response = await self._stub.Invalidate(invalidate, timeout=deadline.remaining())
+        except grpc.aio.AioRpcError as error:
+            raise from_downstream(error, "cache") from None
+        self._near.clear()
+        return response.removed
+
+    def stats(self) -> router_pb2.CacheStatsResponse:
+        entries, size = self._near.size
+        return router_pb2.CacheStatsResponse(
+            near_cache_entries=entries,
+            near_cache_bytes=size,
+            cache_breaker_open=not self._lookups.closed,
+            revisions=self._settings.cache_revisions,
+        )
 
     def _lookup_max_tokens(self, request: Admitted) -> int:
         """The longest cached answer the caller would have let run: what its tier would be asked for
@@ -143,14 +164,22 @@ class CacheClient:
         limits = self._settings.tier_limits[request.tier]
         return min(request.max_tokens or limits.default_max_tokens, limits.max_tokens)
 
-    @staticmethod
-    def _query(request: Admitted) -> cache_pb2.CacheQuery:
-        return cache_pb2.CacheQuery(
-            tenant=request.tenant,
-            model=request.tier,
-            messages=chat_messages(request.turns),
-            sampling=request.sampling_params(),
-        )
+    def _near_key(self, request: Admitted) -> str:
+        """The cache's exact identity, revision included (the near cache keeps only this revision's)."""
+        revision = self._settings.cache_revisions[request.tier]
+        return request_digest(request.tenant, f"{request.tier}@{revision}", request.turns, request.sampling)
+
+
+
+def cache_query(request: Admitted, settings: RouterSettings) -> cache_pb2.CacheQuery:
+    """What the cache keys ``request`` by (its tenant, tier, conversation, sampling and revision)."""
+    return cache_pb2.CacheQuery(
+        tenant=request.tenant,
+        model=request.tier,
+        messages=chat_messages(request.turns),
+        sampling=request.sampling_params(),
+        revision=settings.cache_revisions[request.tier],
+    )
 
 
 def _served(near: NearHit) -> cache_pb2.LookupResponse:

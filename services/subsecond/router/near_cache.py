@@ -13,8 +13,8 @@ router's write-throughs. It is served in two ways:
   takes the copy while the lookup finishes in the background. A cache that stops answering thus
   costs such a request ``wait_seconds``, not the whole lookup timeout.
 
-Invalidation does not reach it (the cache's ``Invalidate`` goes to the cache service): an entry that
-was invalidated or replaced elsewhere is served at most ``fresh_seconds`` longer while the cache
+An invalidation through this router's admin RPC clears it; one through another router does not
+reach it: an entry that was invalidated or replaced elsewhere is served at most ``fresh_seconds`` longer while the cache
 answers within ``wait_seconds``, and as it was before the outage while the cache is down or slow.
 Its size is bounded by entries and by bytes, the least recently used going first.
 """
@@ -62,6 +62,16 @@ class NearCache:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Entries and bytes held now."""
+        return len(self._entries), self._bytes
+
+    def clear(self) -> None:
+        """Forgets every entry (after an invalidation through this router)."""
+        for key in list(self._entries):
+            self._remove(key, None)
 
     def get(self, key: str, *, max_tokens: int, max_age_seconds: int) -> NearHit | None:
         """The entry for ``key``, fresh or stale; None when there is none, or the caller's

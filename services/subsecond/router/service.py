@@ -1,6 +1,7 @@
 """The Router servicer: translates between gRPC and the request path, nothing more.
 
-A call's metadata and deadline become the admitted request and a ``Deadline``; the answer
+Every RPC first authenticates its caller for the scope it needs (``auth.py``), before it reads
+the request; then a call's metadata and deadline become the admitted request and a ``Deadline``; the answer
 (``pipeline.py``) is streamed back (``streaming.py``). Errors are raised as the kit's domain
 errors and the kit's server shell turns them into the call's status; here they are only counted
 by status code. ``definition`` wires the collaborators: the cache client, generation (which
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -22,7 +23,9 @@ from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import InvalidArgument, ServiceError
 from subsecond.kit.prompt_identity import Turn
 from subsecond.kit.server import ServiceDefinition
+from subsecond.router import admin
 from subsecond.router.admission import Admitted, admit
+from subsecond.router.auth import ADMIN, GENERATE, WORKFLOW
 from subsecond.router.cache_client import CacheClient
 from subsecond.router.context import Deadline, Tasks
 from subsecond.router.generating import Generation
@@ -61,9 +64,10 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class RouterService(router_pb2_grpc.RouterServicer):
-    def __init__(self, settings: RouterSettings, answerer: Answerer) -> None:
+    def __init__(self, settings: RouterSettings, answerer: Answerer, cache: CacheClient) -> None:
         self._settings = settings
         self._answerer = answerer
+        self._cache = cache
 
     async def Generate(
         self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -72,7 +76,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
         IN_FLIGHT.inc()
         try:
             with _counted(REQUESTS):
-                admitted = admit(request, _metadata(context), self._settings)
+                caller = self._settings.keys.authenticate(_metadata(context), GENERATE)
+                admitted = admit(request, caller.tenant, self._settings)
                 async for response in self._respond(admitted, self._deadline(context), started):
                     yield response
         finally:
@@ -83,14 +88,14 @@ class RouterService(router_pb2_grpc.RouterServicer):
     ) -> AsyncIterator[router_pb2.WorkflowEvent]:
         started = time.perf_counter()
         with _counted(WORKFLOWS):
-            metadata = _metadata(context)
+            caller = self._settings.keys.authenticate(_metadata(context), WORKFLOW)
             plan = plan_workflow(
                 request,
                 max_steps=self._settings.workflow_max_steps,
                 max_prompt_chars=self._settings.max_prompt_chars,
                 max_input_chars=self._settings.workflow_max_input_chars,
             )
-            steps = {step.id: self._admit_step(step, request.chunking, metadata) for step in plan.steps}
+            steps = {step.id: self._admit_step(step, request.chunking, caller.tenant) for step in plan.steps}
             deadline = self._deadline(context)
 
             def run_step(step: Step, prompt: str) -> AsyncIterator[router_pb2.GenerateResponse]:
@@ -104,6 +109,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def ListStaticRoutes(
         self, request: router_pb2.ListStaticRoutesRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.ListStaticRoutesResponse:
+        self._settings.keys.authenticate(_metadata(context), GENERATE)
         return router_pb2.ListStaticRoutesResponse(
             routes=[
                 router_pb2.StaticRoute(
@@ -116,6 +122,18 @@ class RouterService(router_pb2_grpc.RouterServicer):
             ]
         )
 
+    async def InvalidateCache(
+        self, request: router_pb2.InvalidateCacheRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.InvalidateCacheResponse:
+        self._settings.keys.authenticate(_metadata(context), ADMIN)
+        return await admin.invalidate(request, self._settings, self._cache, self._deadline(context))
+
+    async def CacheStats(
+        self, request: router_pb2.CacheStatsRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.CacheStatsResponse:
+        self._settings.keys.authenticate(_metadata(context), ADMIN)
+        return self._cache.stats()
+
     def _respond(
         self, request: Admitted, deadline: Deadline, started: float
     ) -> AsyncIterator[router_pb2.GenerateResponse]:
@@ -124,14 +142,14 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
         return Deadline.after(context.time_remaining(), self._settings.default_deadline_seconds)
 
-    def _admit_step(self, step: Step, chunking: router_pb2.Chunking, metadata: Mapping[str, str]) -> Admitted:
+    def _admit_step(self, step: Step, chunking: router_pb2.Chunking, tenant: str) -> Admitted:
         """The step's request admitted like a Generate call's (its prompt still a template), with the
         workflow's chunking unless it sets its own; a bad field is the workflow's error, naming the step."""
         request = router_pb2.GenerateRequest()
         request.CopyFrom(step.spec.request)
         request.chunking = request.chunking or chunking
         try:
-            return admit(request, metadata, self._settings)
+            return admit(request, tenant, self._settings)
         except InvalidArgument as error:
             raise WorkflowError(f"step {step.id}: {error.message}") from None
 
@@ -144,7 +162,7 @@ def definition(settings: RouterSettings) -> ServiceDefinition:
     generation = Generation(
         generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks, settings.generation_limits
     )
-    service = RouterService(settings, Answerer(settings, cache, generation))
+    service = RouterService(settings, Answerer(settings, cache, generation), cache)
 
     async def close() -> None:
         """After the server drained: lets write-throughs finish, then closes the channels."""

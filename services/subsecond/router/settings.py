@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from subsecond.kit.settings import NAME_PATTERN, EnvReader, ServerSettings
+from subsecond.router.auth import ANONYMOUS_SCOPES, Caller, KeyRing
 from subsecond.router.near_cache import NearCacheLimits
 from subsecond.router.sizing import AutoPolicy, TierLimits, centroid
 from subsecond.router.static_routes import Rule, StaticRoutesError, load_routes
@@ -22,10 +23,12 @@ class RouterSettings:
     server: ServerSettings
     cache_url: str
     generation_url: str
-    # API key -> tenant; sent by clients in the "x-api-key" metadata header.
-    api_keys: Mapping[str, str]
-    # Tenant of calls without a key; empty makes a key mandatory (UNAUTHENTICATED without one).
-    default_tenant: str
+    # Hashed API keys, each a tenant and its scopes, and the caller of a call without a key (auth.py).
+    keys: KeyRing
+    # Per tier (and "auto"), the cache identity sent with every lookup and store: the revision of the
+    # model behind the tier (TIER_REVISIONS, e.g. "smollm2-135m.1") and the global CACHE_EPOCH. Part of
+    # every cache key, so a new revision or epoch never serves an older model's answers.
+    cache_revisions: Mapping[str, str]
     # Model tiers clients may ask for; "" resolves to default_tier, "auto" to the auto policy (sizing.py).
     tiers: tuple[str, ...]
     default_tier: str
@@ -72,6 +75,11 @@ class RouterSettings:
                 set(given) <= set(tiers),
                 f"SUBSECOND_ROUTER_{name} names tiers not in TIERS: {sorted(set(given) - set(tiers))}",
             )
+        tier_revisions = env.mapping("TIER_REVISIONS", {})
+        env.check(
+            set(tier_revisions) <= set(tiers),
+            f"SUBSECOND_ROUTER_TIER_REVISIONS names tiers not in TIERS: {sorted(set(tier_revisions) - set(tiers))}",
+        )
         tier_limits = {
             tier: TierLimits(
                 default_max_tokens=tier_defaults.get(tier, default_max_tokens),
@@ -89,8 +97,8 @@ class RouterSettings:
             server=ServerSettings.read(env, default_port=50051, default_metrics_port=9461),
             cache_url=env.text("CACHE_URL", "127.0.0.1:50052"),
             generation_url=env.text("GENERATION_URL", "127.0.0.1:50054"),
-            api_keys=env.mapping("API_KEYS", {}),
-            default_tenant=env.text("DEFAULT_TENANT", "local"),
+            keys=_keys(env),
+            cache_revisions={},
             tiers=tiers,
             default_tier=default_tier,
             default_max_tokens=default_max_tokens,
@@ -128,6 +136,12 @@ class RouterSettings:
             workflow_max_steps=env.integer("WORKFLOW_MAX_STEPS", 16, minimum=1, maximum=256),
             workflow_max_input_chars=env.integer("WORKFLOW_MAX_INPUT_CHARS", 64_000, minimum=1),
         )
+        settings = replace(
+            settings,
+            cache_revisions=_cache_revisions(
+                tiers, tier_revisions, env.integer("CACHE_EPOCH", 0, minimum=0), settings.auto
+            ),
+        )
         env.check(settings.auto.small in tiers, "SUBSECOND_ROUTER_AUTO_SMALL_TIER must be one of TIERS")
         env.check(settings.auto.large in tiers, "SUBSECOND_ROUTER_AUTO_LARGE_TIER must be one of TIERS")
         env.check(settings.default_tier in settings.tiers, "SUBSECOND_ROUTER_DEFAULT_TIER must be one of TIERS")
@@ -139,13 +153,42 @@ class RouterSettings:
             settings.default_max_tokens <= settings.max_tokens_limit,
             "SUBSECOND_ROUTER_DEFAULT_MAX_TOKENS must not exceed MAX_TOKENS_LIMIT",
         )
-        for tenant in {
-            *settings.api_keys.values(),
-            *([settings.default_tenant] if settings.default_tenant else []),
-        }:
-            env.check(bool(NAME_PATTERN.match(tenant)), f"tenant {tenant!r} is not a simple name")
         env.done()
         return settings
+
+
+def _cache_revisions(
+    tiers: tuple[str, ...], revisions: Mapping[str, str], epoch: int, auto: AutoPolicy
+) -> dict[str, str]:
+    """Each tier's revision with the epoch (``<revision>.e<epoch>``); "auto" answers come from either of
+    its tiers, so its identity is both of theirs. No revision and epoch 0 is "" (the keys of before)."""
+
+    def identity(revision: str) -> str:
+        return f"{revision}.e{epoch}" if epoch or revision else ""
+
+    own = {tier: revisions.get(tier, "") for tier in tiers}
+    both = f"{own.get(auto.small, '')}+{own.get(auto.large, '')}"
+    return {tier: identity(revision) for tier, revision in own.items()} | {
+        "auto": identity(both if both != "+" else "")
+    }
+
+
+def _keys(env: EnvReader) -> KeyRing:
+    """``API_KEYS`` (hashed, see auth.py); without a key a call is refused unless ``ALLOW_ANONYMOUS``
+    is on, which makes it ``DEFAULT_TENANT`` (generate and workflow scopes only)."""
+    default_tenant = env.text("DEFAULT_TENANT", "local")
+    anonymous = None
+    if env.flag("ALLOW_ANONYMOUS", False):
+        env.check(
+            bool(NAME_PATTERN.match(default_tenant)),
+            f"SUBSECOND_ROUTER_DEFAULT_TENANT {default_tenant!r} is not a simple name",
+        )
+        anonymous = Caller(default_tenant, ANONYMOUS_SCOPES)
+    try:
+        return KeyRing.parse(env.text("API_KEYS", ""), anonymous)
+    except ValueError as error:
+        env.check(False, f"SUBSECOND_ROUTER_API_KEYS: {error}")
+        return KeyRing((), anonymous)
 
 
 def _static_routes(env: EnvReader, path: str) -> tuple[Rule, ...]:

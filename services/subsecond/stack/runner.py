@@ -136,6 +136,9 @@ class Stack:
             "SUBSECOND_ROUTER_CACHE_URL": self.address("cache"),
             "SUBSECOND_ROUTER_GENERATION_URL": self.address("generation"),
             "SUBSECOND_ROUTER_TIERS": "small,large",
+            # The local stack serves loopback only: anonymous calls are its default tenant "local",
+            # switched on here explicitly (keys are required everywhere else; see the router's README).
+            "SUBSECOND_ROUTER_ALLOW_ANONYMOUS": "true",
             "SUBSECOND_ROUTER_AUTO_LARGE_TIER": "large",
             "SUBSECOND_ROUTER_TIER_MAX_TOKENS": "small=256,large=512",
             "SUBSECOND_ROUTER_TIER_PROMPT_TOKENS": "small=1024,large=1024",

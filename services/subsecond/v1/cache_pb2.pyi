@@ -18,16 +18,18 @@ CACHE_TIER_EXACT: CacheTier
 CACHE_TIER_SEMANTIC: CacheTier
 
 class CacheQuery(_message.Message):
-    __slots__ = ("tenant", "model", "messages", "sampling")
+    __slots__ = ("tenant", "model", "messages", "sampling", "revision")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
     sampling: _types_pb2.SamplingParams
-    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
+    revision: str
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., revision: _Optional[str] = ...) -> None: ...
 
 class CachedAnswer(_message.Message):
     __slots__ = ("chunks", "prompt_tokens", "completion_tokens", "finish_reason", "created_at", "chunk_offsets_seconds", "model")

@@ -181,3 +181,44 @@ class ListStaticRoutesResponse(_message.Message):
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     routes: _containers.RepeatedCompositeFieldContainer[StaticRoute]
     def __init__(self, routes: _Optional[_Iterable[_Union[StaticRoute, _Mapping]]] = ...) -> None: ...
+
+class InvalidateCacheRequest(_message.Message):
+    __slots__ = ("tenant", "model", "prompt", "sampling")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    model: str
+    prompt: str
+    sampling: _types_pb2.SamplingParams
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
+
+class InvalidateCacheResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class CacheStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CacheStatsResponse(_message.Message):
+    __slots__ = ("near_cache_entries", "near_cache_bytes", "cache_breaker_open", "revisions")
+    class RevisionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NEAR_CACHE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEAR_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BREAKER_OPEN_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    near_cache_entries: int
+    near_cache_bytes: int
+    cache_breaker_open: bool
+    revisions: _containers.ScalarMap[str, str]
+    def __init__(self, near_cache_entries: _Optional[int] = ..., near_cache_bytes: _Optional[int] = ..., cache_breaker_open: _Optional[bool] = ..., revisions: _Optional[_Mapping[str, str]] = ...) -> None: ...

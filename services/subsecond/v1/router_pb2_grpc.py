@@ -53,6 +53,16 @@ class RouterStub:
                 request_serializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesRequest.SerializeToString,
                 response_deserializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesResponse.FromString,
                 _registered_method=True)
+        self.InvalidateCache = channel.unary_unary(
+                '/subsecond.v1.Router/InvalidateCache',
+                request_serializer=subsecond_dot_v1_dot_router__pb2.InvalidateCacheRequest.SerializeToString,
+                response_deserializer=subsecond_dot_v1_dot_router__pb2.InvalidateCacheResponse.FromString,
+                _registered_method=True)
+        self.CacheStats = channel.unary_unary(
+                '/subsecond.v1.Router/CacheStats',
+                request_serializer=subsecond_dot_v1_dot_router__pb2.CacheStatsRequest.SerializeToString,
+                response_deserializer=subsecond_dot_v1_dot_router__pb2.CacheStatsResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -90,6 +100,24 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvalidateCache(self, request, context):
+        """Admin (keys with the "admin" scope only): removes cached answers of a tenant, of one of its
+        model tiers, or of one prompt; every revision of the model is removed.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (no admin scope), INVALID_ARGUMENT (unknown tenant
+        or tier), UNAVAILABLE (the cache or one of its stores is unreachable: invalidate again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheStats(self, request, context):
+        """Admin: this router's side of the cache (its near cache, the cache service's breaker, the
+        revisions it reads and writes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +135,16 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ListStaticRoutes,
                     request_deserializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesRequest.FromString,
                     response_serializer=subsecond_dot_v1_dot_router__pb2.ListStaticRoutesResponse.SerializeToString,
+            ),
+            'InvalidateCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvalidateCache,
+                    request_deserializer=subsecond_dot_v1_dot_router__pb2.InvalidateCacheRequest.FromString,
+                    response_serializer=subsecond_dot_v1_dot_router__pb2.InvalidateCacheResponse.SerializeToString,
+            ),
+            'CacheStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheStats,
+                    request_deserializer=subsecond_dot_v1_dot_router__pb2.CacheStatsRequest.FromString,
+                    response_serializer=subsecond_dot_v1_dot_router__pb2.CacheStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -194,6 +232,60 @@ class Router:
             '/subsecond.v1.Router/ListStaticRoutes',
             subsecond_dot_v1_dot_router__pb2.ListStaticRoutesRequest.SerializeToString,
             subsecond_dot_v1_dot_router__pb2.ListStaticRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvalidateCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subsecond.v1.Router/InvalidateCache',
+            subsecond_dot_v1_dot_router__pb2.InvalidateCacheRequest.SerializeToString,
+            subsecond_dot_v1_dot_router__pb2.InvalidateCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CacheStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subsecond.v1.Router/CacheStats',
+            subsecond_dot_v1_dot_router__pb2.CacheStatsRequest.SerializeToString,
+            subsecond_dot_v1_dot_router__pb2.CacheStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
