@@ -125,3 +125,34 @@ async def test_with_redis_down_texts_are_still_embedded(
     np.testing.assert_allclose(response.embeddings[0].values, cached, atol=1e-6)
     # The read failed, and the write was skipped while Redis is marked down.
     assert REGISTRY.get_sample_value("subsecond_embedding_cache_bypass_total") == bypasses + 2
+
+
+async def test_each_tenant_has_its_own_cached_embeddings(
+    embedder: embedding_pb2_grpc.EmbedderStub, redis_server: RedisServer
+) -> None:
+    """A text one tenant embedded is a model call for another (issue 10: the cache's timing must
+    not tell a tenant what another sent), and the same vector."""
+    texts = ["Is the merger with Initech still on?"]
+
+    first = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts, tenant="acme"))
+    again = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts, tenant="acme"))
+    other = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts, tenant="globex"))
+    untenanted = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))
+
+    assert (first.cached, again.cached, other.cached, untenanted.cached) == (0, 1, 0, 0)
+    np.testing.assert_allclose(rows(other), rows(first), atol=1e-6)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = sorted(key.decode().split(":")[4] for key in await client.keys("subsecond:v1:emb:*"))
+    finally:
+        await client.aclose()
+    assert keys == ["-", "acme", "globex"]
+
+
+@pytest.mark.parametrize("tenant", ["*", "acme:x", "a b", "acme*"])
+async def test_a_tenant_that_is_not_a_name_is_refused(
+    embedder: embedding_pb2_grpc.EmbedderStub, tenant: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await embedder.Embed(embedding_pb2.EmbedRequest(texts=["hello"], tenant=tenant))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

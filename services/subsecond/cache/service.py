@@ -84,7 +84,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             socket_connect_timeout=settings.redis_timeout_seconds,
         )
         self._vectors = vectors
-        self._channel = open_channel(settings.embedding_url, [EMBEDDER])
+        self._channel = open_channel(settings.embedding_url, [EMBEDDER], settings.server)
         self._embedder = embedding_pb2_grpc.EmbedderStub(self._channel)
         # Only each backend's own errors mean "it is down": anything else is a bug and ends the
         # call as INTERNAL (kit.errors), never as a silent bypass.
@@ -166,7 +166,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         text = query.semantic_text
         if not (request.semantic and self._settings.semantic_enabled and text):
             return cache_pb2.LookupResponse(hit=False)
-        vector = await self._embed(text)
+        vector = await self._embed(query.tenant, text)
         miss = cache_pb2.LookupResponse(hit=False, embedding=vector if request.want_embedding else ())
         neighbours = await self._vector_backend.call(
             lambda: self._vectors.search(
@@ -203,7 +203,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         if not (self._settings.semantic_enabled and text):
             return False
         try:
-            vector = await self._embed(text)
+            vector = await self._embed(query.tenant, text)
             await self._vector_backend.call(
                 lambda: self._vectors.upsert(
                     VectorEntry(
@@ -230,10 +230,11 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             removed += await self._redis.delete(key)
         return removed
 
-    async def _embed(self, text: str) -> list[float]:
+    async def _embed(self, tenant: str, text: str) -> list[float]:
         response = await self._embedding_backend.call(
             lambda: self._embedder.Embed(
-                embedding_pb2.EmbedRequest(texts=[text]), timeout=self._settings.embedding_timeout_seconds
+                embedding_pb2.EmbedRequest(texts=[text], tenant=tenant),
+                timeout=self._settings.embedding_timeout_seconds,
             ),
         )
         return list(response.embeddings[0].values)

@@ -24,6 +24,7 @@ from subsecond.kit.errors import InvalidArgument
 from subsecond.kit.failopen import BackendDown, FailOpen
 from subsecond.kit.metrics import BATCH_SIZES, FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition
+from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
 
 REQUEST_SECONDS = Histogram("subsecond_embedding_request_duration_seconds", "Embed call latency.", buckets=FAST_SECONDS)
@@ -63,12 +64,17 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
         )
         self._cache = FailOpen("redis", (RedisError, OSError), on_bypass=CACHE_BYPASS.inc)
 
-    def _key(self, text: str) -> str:
-        return f"subsecond:v1:emb:{self._model.name}:{hashlib.sha256(text.encode()).hexdigest()}"
+    def _key(self, tenant: str, text: str) -> str:
+        # Per tenant (issue 10): a shared entry would answer one tenant's text faster when another
+        # had sent it, and that timing tells who sent what. "-" (not a tenant name) holds the texts
+        # of no tenant.
+        return f"subsecond:v1:emb:{self._model.name}:{tenant or '-'}:{hashlib.sha256(text.encode()).hexdigest()}"
 
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
+        if request.tenant and not NAME_PATTERN.match(request.tenant):
+            raise InvalidArgument("tenant: a simple name (letters, digits, . _ -) or empty")
         if not request.texts:
             raise InvalidArgument("texts: give at least one text")
         if len(request.texts) > self._settings.max_texts_per_request:
@@ -79,7 +85,7 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
         # lies nothing the model would read, so the embedding is the same and its cost is bounded.
         texts = [text[: self._settings.max_text_chars] for text in request.texts]
         with REQUEST_SECONDS.time():
-            vectors, cached = await self._embed(texts)
+            vectors, cached = await self._embed(request.tenant, texts)
         return embedding_pb2.EmbedResponse(
             embeddings=[embedding_pb2.Embedding(values=row.tolist()) for row in vectors],
             model=self._model.name,
@@ -87,8 +93,9 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
             cached=cached,
         )
 
-    async def _embed(self, texts: Sequence[str]) -> tuple[Vectors, int]:
-        found = await self._cache_get(texts)
+    async def _embed(self, tenant: str, texts: Sequence[str]) -> tuple[Vectors, int]:
+        keys = [self._key(tenant, text) for text in texts]
+        found = await self._cache_get(keys)
         missing = [i for i, vector in enumerate(found) if vector is None]
         fresh = await self._batcher.embed([texts[i] for i in missing]) if missing else None
         result = np.empty((len(texts), self._model.dimensions), dtype=np.float32)
@@ -97,27 +104,27 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
                 result[i] = vector
         if fresh is not None:
             result[missing] = fresh
-            await self._cache_set([texts[i] for i in missing], fresh)
+            await self._cache_set([keys[i] for i in missing], fresh)
         TEXTS.labels("cache").inc(len(texts) - len(missing))
         TEXTS.labels("model").inc(len(missing))
         return result, len(texts) - len(missing)
 
-    async def _cache_get(self, texts: Sequence[str]) -> list[Vectors | None]:
+    async def _cache_get(self, keys: Sequence[str]) -> list[Vectors | None]:
         if self._redis is None:
-            return [None] * len(texts)
+            return [None] * len(keys)
         redis_client = self._redis
         try:
-            raw = await self._cache.call(lambda: redis_client.mget([self._key(text) for text in texts]))
+            raw = await self._cache.call(lambda: redis_client.mget(keys))
         except BackendDown:
-            return [None] * len(texts)
+            return [None] * len(keys)
         return [np.frombuffer(value, dtype=np.float32) if isinstance(value, bytes) else None for value in raw]
 
-    async def _cache_set(self, texts: Sequence[str], vectors: Vectors) -> None:
+    async def _cache_set(self, keys: Sequence[str], vectors: Vectors) -> None:
         if self._redis is None:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for text, vector in zip(texts, vectors, strict=True):
-                pipe.set(self._key(text), vector.astype(np.float32).tobytes(), ex=self._settings.cache_ttl_seconds)
+            for key, vector in zip(keys, vectors, strict=True):
+                pipe.set(key, vector.astype(np.float32).tobytes(), ex=self._settings.cache_ttl_seconds)
             with contextlib.suppress(BackendDown):  # the vectors are computed; not caching them is fine
                 await self._cache.call(pipe.execute)
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csubsecond/v1/embedding.proto\x12\x0csubsecond.v1\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"o\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.subsecond.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\r2L\n\x08\x45mbedder\x12@\n\x05\x45mbed\x12\x1a.subsecond.v1.EmbedRequest\x1a\x1b.subsecond.v1.EmbedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csubsecond/v1/embedding.proto\x12\x0csubsecond.v1\"-\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"o\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.subsecond.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\r2L\n\x08\x45mbedder\x12@\n\x05\x45mbed\x12\x1a.subsecond.v1.EmbedRequest\x1a\x1b.subsecond.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subsecond.v1.embedding_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EMBEDREQUEST']._serialized_start=46
-  _globals['_EMBEDREQUEST']._serialized_end=75
-  _globals['_EMBEDDING']._serialized_start=77
-  _globals['_EMBEDDING']._serialized_end=104
-  _globals['_EMBEDRESPONSE']._serialized_start=106
-  _globals['_EMBEDRESPONSE']._serialized_end=217
-  _globals['_EMBEDDER']._serialized_start=219
-  _globals['_EMBEDDER']._serialized_end=295
+  _globals['_EMBEDREQUEST']._serialized_end=91
+  _globals['_EMBEDDING']._serialized_start=93
+  _globals['_EMBEDDING']._serialized_end=120
+  _globals['_EMBEDRESPONSE']._serialized_start=122
+  _globals['_EMBEDRESPONSE']._serialized_end=233
+  _globals['_EMBEDDER']._serialized_start=235
+  _globals['_EMBEDDER']._serialized_end=311
 # @@protoc_insertion_point(module_scope)
