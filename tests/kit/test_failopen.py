@@ -4,6 +4,8 @@ tests run the helper against real Redis, gRPC and Qdrant failures."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
@@ -122,3 +124,54 @@ async def test_a_failed_backend_is_skipped_for_its_cool_down_then_tried_again(
     assert await store.call(backend) == "answer"
     assert backend.attempts == 2
     assert store.available()
+
+
+async def test_after_the_cool_down_one_trial_goes_through_and_the_others_wait_for_its_outcome(
+    store: FailOpen, clock: Clock
+) -> None:
+
+
+    backend = Backend()
+    backend.error = TimeoutError()
+    with pytest.raises(BackendDown):
+        await store.call(backend)
+    clock.now += 5.0
+    backend.error = None
+    release = asyncio.Event()
+
+    async def slow_trial() -> str:
+        await release.wait()
+        return await backend()
+
+    trial = asyncio.ensure_future(store.call(slow_trial))
+    await asyncio.sleep(0)
+    with pytest.raises(BackendDown):  # half-open: the trial is out, this call is skipped
+        await store.call(backend)
+    assert not store.closed
+    release.set()
+    assert await trial == "answer"
+    assert store.closed  # the trial succeeded: closed again, every call goes through
+    assert await store.call(backend) == "answer"
+
+
+async def test_a_cancelled_trial_frees_the_slot_for_the_next_call(store: FailOpen, clock: Clock) -> None:
+
+
+    backend = Backend()
+    backend.error = TimeoutError()
+    with pytest.raises(BackendDown):
+        await store.call(backend)
+    clock.now += 5.0
+    backend.error = None
+
+    async def never() -> str:
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    trial = asyncio.ensure_future(store.call(never))
+    await asyncio.sleep(0)
+    trial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    assert await store.call(backend) == "answer"  # without the release, half-open would skip it forever
+    assert store.closed
