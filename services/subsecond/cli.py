@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 import grpc
 
+from subsecond.router.auth import SCOPES, hash_key
 from subsecond.v1 import router_pb2, router_pb2_grpc, types_pb2
 
 SERVED_BY = {
@@ -90,7 +93,7 @@ def _ask(args: argparse.Namespace) -> int:
         task=args.task,
         replay=router_pb2.REPLAY_PACED if args.paced else router_pb2.REPLAY_AT_ONCE,
     )
-    metadata = [("x-api-key", args.api_key)] if args.api_key else None
+    metadata = _metadata(args)
 
     async def run() -> int:
         async with grpc.aio.insecure_channel(args.router) as channel:
@@ -143,7 +146,7 @@ def _workflow(args: argparse.Namespace) -> int:
     for pair in args.input:
         name, _, value = pair.partition("=")
         request.inputs[name] = value
-    metadata = [("x-api-key", args.api_key)] if args.api_key else None
+    metadata = _metadata(args)
 
     async def run() -> int:
         async with grpc.aio.insecure_channel(args.router) as channel:
@@ -181,7 +184,7 @@ def _routes(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with grpc.aio.insecure_channel(args.router) as channel:
             listed = await router_pb2_grpc.RouterStub(channel).ListStaticRoutes(
-                router_pb2.ListStaticRoutesRequest(), timeout=10
+                router_pb2.ListStaticRoutesRequest(), timeout=10, metadata=_metadata(args)
             )
         for route in listed.routes:
             matches = " and ".join(filter(None, [f"task {route.task}" if route.task else "", route.regex]))
@@ -191,6 +194,48 @@ def _routes(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _metadata(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    return [("x-api-key", args.api_key)] if args.api_key else None
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    """Prints the API_KEYS entry of a key read from the terminal (never from the command line, which
+    the shell's history and the process list would keep)."""
+    key = getpass.getpass("key: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    if not key:
+        print("error: empty key", file=sys.stderr)
+        return 1
+    print(f"{hash_key(key)}={args.tenant}:{'+'.join(args.scope or ['generate', 'workflow'])}")
+    return 0
+
+
+def _cache_admin(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with grpc.aio.insecure_channel(args.router) as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            try:
+                if args.cache_command == "stats":
+                    print(await stub.CacheStats(router_pb2.CacheStatsRequest(), timeout=10, metadata=_metadata(args)))
+                    return 0
+                request = router_pb2.InvalidateCacheRequest(tenant=args.tenant, model=args.model, prompt=args.prompt)
+                done = await stub.InvalidateCache(request, timeout=30, metadata=_metadata(args))
+            except grpc.aio.AioRpcError as error:
+                print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+                return 1
+        print(f"removed {done.removed} entries")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _api_key_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--api-key",
+        default=os.environ.get("SUBSECOND_API_KEY", ""),
+        help="x-api-key (default: $SUBSECOND_API_KEY; none: the router's anonymous tenant, if it allows one)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -210,19 +255,38 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--sentences", action="store_true", help="stream whole sentences, one per line")
     ask.add_argument("--task", default="", help="task hint for static routes and the auto tier (e.g. classify)")
     ask.add_argument("--paced", action="store_true", help="replay a cached answer at the model's pace")
-    ask.add_argument("--api-key", default="", help="x-api-key for a non-default tenant")
+    _api_key_option(ask)
     ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds (default: %(default)s)")
     ask.set_defaults(run=_ask)
     workflow = commands.add_parser("workflow", help="run a workflow file and show its steps as they run")
     workflow.add_argument("file", help="a WorkflowRequest in YAML or JSON (see examples/onboarding-workflow.yaml)")
     workflow.add_argument("--input", action="append", default=[], metavar="NAME=VALUE", help="set or override an input")
     workflow.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
-    workflow.add_argument("--api-key", default="", help="x-api-key for a non-default tenant")
+    _api_key_option(workflow)
     workflow.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds (default: %(default)s)")
     workflow.set_defaults(run=_workflow)
     routes = commands.add_parser("routes", help="list the router's static routes")
     routes.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
+    _api_key_option(routes)
     routes.set_defaults(run=_routes)
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    hashing = keys.add_parser("hash", help="print the SUBSECOND_ROUTER_API_KEYS entry of a key read from stdin")
+    hashing.add_argument("--tenant", required=True, help="the tenant the key calls as")
+    hashing.add_argument(
+        "--scope", action="append", choices=sorted(SCOPES), help="a scope (repeat; default: generate and workflow)"
+    )
+    hashing.set_defaults(run=_hash_key)
+    cache = commands.add_parser("cache", help="operate the cache through the router (admin keys)")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    invalidate = cache_commands.add_parser("invalidate", help="remove a tenant's, a tier's or one prompt's answers")
+    invalidate.add_argument("--tenant", required=True)
+    invalidate.add_argument("--model", default="", help="a tier (default: every tier)")
+    invalidate.add_argument("--prompt", default="", help="one prompt's entry (needs --model)")
+    stats = cache_commands.add_parser("stats", help="the router's side of the cache")
+    for command in (invalidate, stats):
+        command.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
+        _api_key_option(command)
+        command.set_defaults(run=_cache_admin)
     return root
 
 

@@ -5,6 +5,7 @@ call records show that a refused call reached nothing."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import grpc
 import pytest
 from test_router_service import Stack, answer, running_stack
 
+from subsecond import cli
 from subsecond.kit.errors import PermissionDenied, Unauthenticated
 from subsecond.kit.settings import SettingsError
 from subsecond.router.auth import ANONYMOUS_SCOPES, Caller, KeyRing, hash_key
@@ -141,3 +143,14 @@ async def test_each_rpc_needs_its_scope(keyed: Stack) -> None:
     assert keyed.cache.lookups[0].query.tenant == "blue"
     stats = await router.CacheStats(router_pb2.CacheStatsRequest(), metadata=_key("ops-key"))
     assert stats.near_cache_entries == 1 and not stats.cache_breaker_open
+
+
+def test_the_cli_prints_an_entry_the_router_reads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert cli.main(["keys", "hash", "--tenant", "blue", "--scope", "admin", "--scope", "generate"]) == 0
+    entry = capsys.readouterr().out.strip()
+    assert "s3cret" not in entry
+    ring = RouterSettings.from_env({"SUBSECOND_ROUTER_API_KEYS": entry}).keys
+    assert ring.authenticate({"x-api-key": "s3cret"}, "admin") == Caller("blue", frozenset({"admin", "generate"}))
