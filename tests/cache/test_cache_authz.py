@@ -1,0 +1,147 @@
+"""Who may call the cache, through every one of its RPCs: the cache in-process with mutual TLS and
+``ALLOWED_CALLERS=router`` (as the stack and the chart run it), against a real redis-server, real
+handshakes with certificates of a throwaway CA. Only the router is served; a tenant that is not a
+name is refused by every RPC and never reaches a Redis pattern (issue 10's ``Invalidate`` of ``*``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as redis
+from redis_server import RedisServer
+
+from subsecond.cache.service import definition
+from subsecond.cache.settings import CacheSettings
+from subsecond.kit.channels import open_channel
+from subsecond.kit.server import RunningServer, start_server
+from subsecond.kit.settings import CallerSettings, EnvReader, ServerSettings, TlsSettings
+from subsecond.stack.certificates import StackCertificates, write_certificates
+from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
+
+CACHE = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> StackCertificates:
+    return write_certificates(tmp_path / "tls", ["cache", "router", "generation"])
+
+
+@pytest.fixture
+async def cache(redis_server: RedisServer, certificates: StackCertificates, tmp_path: Path) -> AsyncIterator[int]:
+    settings = CacheSettings.from_env(
+        {
+            "SUBSECOND_CACHE_PORT": "0",
+            "SUBSECOND_CACHE_METRICS_PORT": "0",
+            "SUBSECOND_CACHE_REDIS_URL": redis_server.url,
+            "SUBSECOND_CACHE_VECTOR_PATH": str(tmp_path / "vectors"),
+            "SUBSECOND_CACHE_SEMANTIC_ENABLED": "false",
+            **certificates.environment("cache"),
+        }
+    )
+    running: RunningServer = await start_server(settings.server, definition(settings))
+    yield running.port
+    await running.stop(0)
+
+
+def caller(certificates: StackCertificates, service: str) -> ServerSettings:
+    env = EnvReader(certificates.environment(service), f"SUBSECOND_{service.upper()}_")
+    return ServerSettings.read(env, default_port=0, default_metrics_port=0)
+
+
+def query(tenant: str, prompt: str = "What is our refund policy?") -> cache_pb2.CacheQuery:
+    return cache_pb2.CacheQuery(
+        tenant=tenant,
+        model="small",
+        messages=[types_pb2.ChatMessage(role="user", content=prompt)],
+        sampling=types_pb2.SamplingParams(temperature=0.0),
+    )
+
+
+def answer(text: str) -> cache_pb2.CachedAnswer:
+    return cache_pb2.CachedAnswer(chunks=[text], finish_reason=types_pb2.FINISH_REASON_STOP, model="small")
+
+
+def calls(tenant: str) -> dict[str, Callable[[cache_pb2_grpc.CacheStub], Awaitable[object]]]:
+    return {
+        "Lookup": lambda stub: stub.Lookup(cache_pb2.LookupRequest(query=query(tenant)), timeout=5),
+        "Store": lambda stub: stub.Store(
+            cache_pb2.StoreRequest(query=query(tenant), answer=answer("poisoned")), timeout=5
+        ),
+        "Invalidate": lambda stub: stub.Invalidate(
+            cache_pb2.InvalidateRequest(query=cache_pb2.CacheQuery(tenant=tenant)), timeout=5
+        ),
+    }
+
+
+async def outcomes(port: int, settings: ServerSettings | None, tenant: str) -> dict[str, grpc.StatusCode]:
+    channel = open_channel(f"127.0.0.1:{port}", [CACHE], settings)
+    stub = cache_pb2_grpc.CacheStub(channel)
+    seen = {}
+    try:
+        for name, call in calls(tenant).items():
+            try:
+                await call(stub)
+                seen[name] = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                seen[name] = error.code()
+    finally:
+        await channel.close()
+    return seen
+
+
+@pytest.fixture
+async def stored(cache: int, certificates: StackCertificates) -> None:
+    """An answer of each of two tenants, stored by the router."""
+    channel = open_channel(f"127.0.0.1:{cache}", [CACHE], caller(certificates, "router"))
+    try:
+        stub = cache_pb2_grpc.CacheStub(channel)
+        for tenant in ("acme", "globex"):
+            await stub.Store(
+                cache_pb2.StoreRequest(query=query(tenant), answer=answer(tenant)), timeout=5
+            )
+    finally:
+        await channel.close()
+
+
+async def tenants_in_redis(redis_server: RedisServer) -> list[str]:
+    """The tenant of every stored answer (keys are ``subsecond:v1:ans:<tenant>:...``)."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        return sorted(key.decode().split(":")[3] for key in await client.keys("subsecond:v1:ans:*"))
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.usefixtures("stored")
+async def test_only_the_router_is_served_and_every_other_caller_is_refused_by_every_rpc(
+    cache: int, certificates: StackCertificates, redis_server: RedisServer
+) -> None:
+    router = caller(certificates, "router")
+    no_certificate = dataclasses.replace(
+        router, tls=TlsSettings(ca_file=certificates.ca_file), callers=CallerSettings(identity="router")
+    )
+    plaintext_with_token = dataclasses.replace(router, tls=TlsSettings())
+    assert await outcomes(cache, caller(certificates, "generation"), "acme") == dict.fromkeys(
+        ("Lookup", "Store", "Invalidate"), grpc.StatusCode.PERMISSION_DENIED
+    )
+    for refused in (no_certificate, plaintext_with_token, None):
+        assert set((await outcomes(cache, refused, "acme")).values()) == {grpc.StatusCode.UNAVAILABLE}
+    # Nothing the refused callers sent was stored or deleted.
+    assert await tenants_in_redis(redis_server) == ["acme", "globex"]
+    assert await outcomes(cache, router, "acme") == dict.fromkeys(("Lookup", "Store", "Invalidate"), grpc.StatusCode.OK)
+    assert await tenants_in_redis(redis_server) == ["globex"]
+
+
+@pytest.mark.usefixtures("stored")
+@pytest.mark.parametrize("tenant", ["*", "acme*", "", "a:b", "[ag]*"])
+async def test_a_tenant_that_is_not_a_name_is_refused_by_every_rpc_and_deletes_nothing(
+    cache: int, certificates: StackCertificates, redis_server: RedisServer, tenant: str
+) -> None:
+    assert await outcomes(cache, caller(certificates, "router"), tenant) == dict.fromkeys(
+        ("Lookup", "Store", "Invalidate"), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert await tenants_in_redis(redis_server) == ["acme", "globex"]
