@@ -155,8 +155,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
 
 
 def definition(settings: RouterSettings) -> ServiceDefinition:
-    cache_channel = open_channel(settings.cache_url, [CACHE_SERVICE])
-    generation_channel = open_channel(settings.generation_url, [GENERATOR_SERVICE])
+    # The router calls as itself: its certificate (mutual TLS) or its service token, when configured.
+    cache_channel = open_channel(settings.cache_url, [CACHE_SERVICE], settings.server)
+    generation_channel = open_channel(settings.generation_url, [GENERATOR_SERVICE], settings.server)
     tasks = Tasks()
     cache = CacheClient(cache_pb2_grpc.CacheStub(cache_channel), settings, tasks)
     generation = Generation(
