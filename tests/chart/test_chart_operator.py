@@ -65,7 +65,7 @@ def test_uninstall_deletes_the_latencyslos_before_the_operator_goes() -> None:
     spec = hook["spec"]
     assert spec["serviceAccountName"] == _name("operator") and spec["restartPolicy"] == "Never"
     container = spec["containers"][0]
-    assert container["args"] == ["python", "-m", "subsecond.operator.predelete"]
+    assert container["args"] == ["python", "-m", "subsecond_operator.predelete"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["SUBSECOND_PREDELETE_SELECTOR"] == "app.kubernetes.io/instance=demo"
     for slo in find(manifests, "LatencySLO"):

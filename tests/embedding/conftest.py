@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from subsecond.embedding.export import export_model
+from subsecond_tools.embedding_export import export_model
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models" / "all-minilm-l6-v2"
 

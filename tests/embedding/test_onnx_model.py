@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from subsecond.embedding.export import export_model
 from subsecond.embedding.onnx_model import MODEL_FILE, OnnxEmbedder
+from subsecond_tools.embedding_export import export_model
 
 DIMENSIONS = 384
 
@@ -93,7 +93,7 @@ def test_export_is_skipped_when_the_model_is_built(model_dir: Path) -> None:
 
 def test_agrees_with_the_original_model(embedder: OnnxEmbedder) -> None:
     pytest.importorskip("sentence_transformers", reason="needs the model-build extra")
-    from subsecond.embedding.export import load_original_model
+    from subsecond_tools.embedding_export import load_original_model
 
     expected = load_original_model().encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     similarities = np.sum(embedder.embed(TEXTS) * expected, axis=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from slo_specs import base_spec
 
-from subsecond.operator.decision import Reason, Snapshot, decide
-from subsecond.operator.spec import SLOSpec
+from subsecond_operator.decision import Reason, Snapshot, decide
+from subsecond_operator.spec import SLOSpec
 
 NOW = 1_000_000.0
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from slo_specs import base_spec
 
-from subsecond.operator.spec import Latency, SLOSpec, SpecError
+from subsecond_operator.spec import Latency, SLOSpec, SpecError
 
 
 def _validator(crd: dict[str, Any]) -> jsonschema.Draft4Validator:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from slo_specs import base_spec
 
-from subsecond.operator.decision import Reason, Recommendation, Snapshot, decide, plan
-from subsecond.operator.queueing import fit, response_quantile
-from subsecond.operator.spec import SLOSpec
+from subsecond_operator.decision import Reason, Recommendation, Snapshot, decide, plan
+from subsecond_operator.queueing import fit, response_quantile
+from subsecond_operator.spec import SLOSpec
 
 NOW = 1_000_000.0
 OBJECTIVE = base_spec()["objective"]

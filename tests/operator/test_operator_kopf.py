@@ -31,10 +31,10 @@ from kopf.testing import KopfRunner
 from slo_specs import base_spec
 
 from subsecond.kit.metrics import REQUEST_SECONDS
-from subsecond.operator.handlers import build_registry
-from subsecond.operator.prometheus import PrometheusClient, Reading
-from subsecond.operator.settings import OperatorSettings
-from subsecond.operator.spec import SLOSpec
+from subsecond_operator.handlers import build_registry
+from subsecond_operator.prometheus import PrometheusClient, Reading
+from subsecond_operator.settings import OperatorSettings
+from subsecond_operator.spec import SLOSpec
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 NAMESPACE, TARGET, SLO = "default", "subsecond-router", "router-p95"

@@ -17,10 +17,10 @@ from kopf.testing import KopfRunner
 # The kmock cluster, exporter and Prometheus fixtures of the operator's end-to-end test, imported to be used here.
 from test_operator_kopf import LATENCYSLOS, NAMESPACE, SLO, Prometheus, cluster, exporter, prometheus  # noqa: F401
 
-from subsecond.operator.handlers import build_registry
-from subsecond.operator.kube import KubernetesClient
-from subsecond.operator.predelete import FINALIZER, remove_latencyslos
-from subsecond.operator.settings import OperatorSettings
+from subsecond_operator.handlers import build_registry
+from subsecond_operator.kube import KubernetesClient
+from subsecond_operator.predelete import FINALIZER, remove_latencyslos
+from subsecond_operator.settings import OperatorSettings
 
 SELECTOR = "app.kubernetes.io/instance=demo"
 

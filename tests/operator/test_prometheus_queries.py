@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from slo_specs import base_spec
 
-from subsecond.operator.prometheus import latency_query, mean_query, rate_query, recent_rate_query
-from subsecond.operator.spec import Objective, SLOSpec
+from subsecond_operator.prometheus import latency_query, mean_query, rate_query, recent_rate_query
+from subsecond_operator.spec import Objective, SLOSpec
 
 METRIC = "subsecond_router_request_duration_seconds"
 

@@ -1,6 +1,6 @@
 """all-MiniLM-L6-v2 sentence embeddings from the int8 ONNX model, on ONNX Runtime (no torch).
 
-The model directory is the one :mod:`subsecond.embedding.export` builds: ``model.int8.onnx``
+The model directory is the one :mod:`subsecond_tools.embedding_export` builds: ``model.int8.onnx``
 (ids in, token embeddings out), ``tokenizer.json`` and ``model.json``. An embedding is what
 sentence-transformers computes for this model: the mean of the token embeddings over the
 attention mask, L2-normalised.

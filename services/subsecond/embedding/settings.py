@@ -12,7 +12,7 @@ from subsecond.kit.settings import EnvReader, ServerSettings
 @dataclass(frozen=True)
 class EmbeddingSettings:
     server: ServerSettings
-    # Directory holding model.int8.onnx and tokenizer.json (built by `python -m subsecond.embedding.export`).
+    # Directory holding model.int8.onnx and tokenizer.json (built by `python -m subsecond_tools.embedding_export`).
     model_dir: Path
     # Most texts one model call embeds, and how long a batch may wait to fill. 0 (the default) never
     # waits: a batch runs as soon as the model is free, holding whatever arrived while it was busy.
@@ -49,7 +49,7 @@ class EmbeddingSettings:
         env.check(
             (settings.model_dir / "model.int8.onnx").is_file(),
             f"SUBSECOND_EMBEDDING_MODEL_DIR={settings.model_dir}: no model.int8.onnx there "
-            "(build it with `python -m subsecond.embedding.export --model-dir DIR`)",
+            "(build it with `python -m subsecond_tools.embedding_export --model-dir DIR`)",
         )
         env.done()
         return settings

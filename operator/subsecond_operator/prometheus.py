@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from subsecond.operator.metrics import PROMETHEUS_SECONDS
-from subsecond.operator.spec import RECENT_WINDOW_SECONDS, Objective
+from subsecond_operator.metrics import PROMETHEUS_SECONDS
+from subsecond_operator.spec import RECENT_WINDOW_SECONDS, Objective
 
 
 class PrometheusError(RuntimeError):

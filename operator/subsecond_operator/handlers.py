@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import kopf
 
-from subsecond.operator import status as slo_status
-from subsecond.operator.decision import Decision, Snapshot, decide
-from subsecond.operator.kube import KubernetesClient, KubernetesError
-from subsecond.operator.metrics import (
+from subsecond_operator import status as slo_status
+from subsecond_operator.decision import Decision, Snapshot, decide
+from subsecond_operator.kube import KubernetesClient, KubernetesError
+from subsecond_operator.metrics import (
     DECISIONS,
     DESIRED_REPLICAS,
     ERRORS,
@@ -28,10 +28,10 @@ from subsecond.operator.metrics import (
     PREDICTED_SECONDS,
     SCALINGS,
 )
-from subsecond.operator.predelete import FINALIZER
-from subsecond.operator.prometheus import PrometheusClient, PrometheusError, Reading
-from subsecond.operator.settings import OperatorSettings
-from subsecond.operator.spec import SLOSpec, SpecError
+from subsecond_operator.predelete import FINALIZER
+from subsecond_operator.prometheus import PrometheusClient, PrometheusError, Reading
+from subsecond_operator.settings import OperatorSettings
+from subsecond_operator.spec import SLOSpec, SpecError
 
 log = logging.getLogger(__name__)
 

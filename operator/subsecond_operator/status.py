@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from subsecond.operator.decision import Decision, Reason, Recommendation, Snapshot
+from subsecond_operator.decision import Decision, Reason, Recommendation, Snapshot
 
 INVALID_SPEC = "InvalidSpec"
 PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"

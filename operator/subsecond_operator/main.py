@@ -11,8 +11,8 @@ import prometheus_client
 
 from subsecond.kit.logs import configure_logging
 from subsecond.kit.settings import SettingsError
-from subsecond.operator.handlers import build_registry
-from subsecond.operator.settings import OperatorSettings
+from subsecond_operator.handlers import build_registry
+from subsecond_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 

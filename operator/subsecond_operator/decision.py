@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from subsecond.operator.queueing import fit, response_quantile
-from subsecond.operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
+from subsecond_operator.queueing import fit, response_quantile
+from subsecond_operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
 
 
 class Reason(StrEnum):

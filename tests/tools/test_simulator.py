@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from subsecond.operator.decision import Recommendation, Snapshot
-from subsecond.operator.queueing import MAX_FIXED_SHARE, ServiceModel, fit, mean_response, response_quantile
-from subsecond.operator.simulator import (
+from subsecond_operator.decision import Recommendation, Snapshot
+from subsecond_operator.queueing import MAX_FIXED_SHARE, ServiceModel, fit, mean_response, response_quantile
+from subsecond_tools.simulator import (
     SERVICES,
     Run,
     Service,

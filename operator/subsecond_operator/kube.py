@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from subsecond.operator.spec import TargetRef
+from subsecond_operator.spec import TargetRef
 
 
 class KubernetesError(RuntimeError):

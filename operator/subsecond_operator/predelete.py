@@ -8,7 +8,7 @@ LatencySLO of the release, the operator sees the deletion and releases its final
 for them to go. One the operator has not released within the grace period (it is down, or crash-looping)
 loses kopf's finalizer here, and only that one: another controller's stays.
 
-``python -m subsecond.operator.predelete`` with ``SUBSECOND_OPERATOR_NAMESPACE`` and
+``python -m subsecond_operator.predelete`` with ``SUBSECOND_OPERATOR_NAMESPACE`` and
 ``SUBSECOND_PREDELETE_SELECTOR`` (the release's labels); exit 1 if some LatencySLO is still there.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import kopf
 
 from subsecond.kit.logs import configure_logging
-from subsecond.operator.kube import KubernetesClient, KubernetesError
+from subsecond_operator.kube import KubernetesClient, KubernetesError
 
 log = logging.getLogger(__name__)
 

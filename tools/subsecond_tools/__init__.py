@@ -1,0 +1,1 @@
+"""Tooling: the embedding model export and the operator simulator; never imported by a service or the operator."""
