@@ -21,10 +21,10 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from subsecond.generation.special_tokens import NAMED_TOKENS, token_text
+
 TEMPLATE_FILE = "chat_template.jinja"
 CONFIG_FILE = "tokenizer_config.json"
-# The special tokens a template may refer to, as tokenizer_config.json names them.
-_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
 class ChatTemplateError(ValueError):
@@ -56,15 +56,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return environment
 
 
-def _token_text(value: Any) -> str | None:
-    """A special token as tokenizer_config.json writes it: a string or ``{"content": ...}``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
-        return str(value["content"])
-    return None
-
-
 def _config_template(config: Mapping[str, Any]) -> str | None:
     """``chat_template`` is a string, or a list of ``{name, template}`` of which "default" is the chat one."""
     template = config.get("chat_template")
@@ -75,6 +66,15 @@ def _config_template(config: Mapping[str, Any]) -> str | None:
         default = named.get("default")
         return default if isinstance(default, str) else None
     return None
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """``directory``'s tokenizer_config.json, ``{}`` when there is none; ChatTemplateError when unreadable."""
+    config_path = directory / CONFIG_FILE
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    except (OSError, ValueError) as error:
+        raise ChatTemplateError(f"{config_path} is not readable JSON: {error}") from error
 
 
 class ChatTemplate:
@@ -90,18 +90,18 @@ class ChatTemplate:
     @classmethod
     def load(cls, directory: Path) -> ChatTemplate:
         """The template of the tokenizer in ``directory``; ChatTemplateError names what is missing."""
-        config_path = directory / CONFIG_FILE
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-        except (OSError, ValueError) as error:
-            raise ChatTemplateError(f"{config_path} is not readable JSON: {error}") from error
+        return cls.from_config(directory, read_config(directory))
+
+    @classmethod
+    def from_config(cls, directory: Path, config: Mapping[str, Any]) -> ChatTemplate:
+        """The template of ``directory``, whose tokenizer_config.json (or ``{}``) is ``config``."""
         template_path = directory / TEMPLATE_FILE
         source = template_path.read_text(encoding="utf-8") if template_path.is_file() else _config_template(config)
         if not source:
             raise ChatTemplateError(
                 f"{directory} holds no chat template: neither {TEMPLATE_FILE} nor a chat_template in {CONFIG_FILE}"
             )
-        tokens = {name: text for name in _SPECIAL_TOKENS if (text := _token_text(config.get(name))) is not None}
+        tokens = {name: text for name in NAMED_TOKENS if (text := token_text(config.get(name))) is not None}
         return cls(source, tokens)
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> str:

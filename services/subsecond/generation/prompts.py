@@ -1,5 +1,6 @@
 """A model's prompt side, from its tokenizer directory: the conversation rendered with its chat template,
-and the number of tokens that text is.
+its contents' special-token strings defused first (``special_tokens``: user text is only text), and the
+number of tokens that text is.
 
 TensorRT-LLM's ensemble returns no token counts, so the prompt's are counted here with the model's
 own ``tokenizer.json`` (the Hugging Face ``tokenizers`` library, the same tokenizer the ensemble's
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from subsecond.generation.chat_template import ChatTemplate
+from subsecond.generation.chat_template import ChatTemplate, read_config
+from subsecond.generation.special_tokens import SpecialTokenDefuser, special_token_strings
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,10 @@ _BYTES_PER_TOKEN = 4
 
 
 class ModelPrompt:
-    def __init__(self, template: ChatTemplate, tokenizer: Tokenizer | None) -> None:
+    def __init__(self, template: ChatTemplate, tokenizer: Tokenizer | None, defuser: SpecialTokenDefuser) -> None:
         self.template = template
         self._tokenizer = tokenizer
+        self.defuser = defuser
 
     @classmethod
     def load(cls, directory: Path) -> ModelPrompt:
@@ -35,14 +38,19 @@ class ModelPrompt:
         tokenizer = Tokenizer.from_file(str(tokenizer_path)) if tokenizer_path.is_file() else None
         if tokenizer is None:
             log.warning("no %s in %s: prompt tokens are estimated from the text's length", TOKENIZER_FILE, directory)
-        return cls(ChatTemplate.load(directory), tokenizer)
+        config = read_config(directory)
+        template = ChatTemplate.from_config(directory, config)
+        return cls(template, tokenizer, SpecialTokenDefuser(special_token_strings(config, tokenizer)))
 
     @property
     def counts_exactly(self) -> bool:
         return self._tokenizer is not None
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> str:
-        return self.template.render(messages)
+        """The prompt: special tokens only where the template wrote them, never from a message's content."""
+        return self.template.render(
+            [{**message, "content": self.defuser.defuse(message["content"])} for message in messages]
+        )
 
     def count(self, text: str) -> int:
         """Tokens in ``text`` as rendered (its special tokens already written out, none added)."""
