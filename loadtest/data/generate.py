@@ -28,16 +28,17 @@ PAIRS = HERE.parents[1] / "benchmarks" / "data" / "semantic"
 SEED = 15
 PER_KIND = 3
 
-# Written for this project: questions a support assistant gets, long enough to embed well.
+# Written for this project. Short questions that the small model answers and stops: only an answer
+# that ends by itself (not at the token limit) is stored, so only these come back as exact hits.
 REPEATS = [
-    "How do I reset the password of my account?",
-    "What is the difference between a process and a thread?",
-    "Explain what a content delivery network does.",
-    "How long does a refund take to reach my card?",
-    "What does HTTP status code 429 mean?",
-    "Give me three tips for writing a clear commit message.",
-    "Why does my laptop battery drain faster in winter?",
-    "How do I export my contacts to a CSV file?",
+    "In one word, what colour is the sky on a clear day?",
+    "Answer yes or no: is Paris in France?",
+    "What is the capital of Japan? Answer with the city name only.",
+    "Name one primary colour.",
+    "How many legs does a spider have? Reply with a number.",
+    "Is 7 a prime number? Answer yes or no.",
+    "What is 2 plus 2? Answer with a number.",
+    "Translate 'thank you' into French, nothing else.",
 ]
 # Each matches one rule of examples/static-routes.yaml: [prompt, task, expected route].
 STATIC = [
@@ -46,7 +47,7 @@ STATIC = [
     ["Is ada@example.org a valid email address?", "", "validate-email"],
     ["Contact bob@example.com or carol@example.net about the invoice.", "extract_emails", "extract-emails"],
 ]
-FRESH_TEMPLATE = "({tag}) Write one sentence about the number {n}."
+FRESH_TEMPLATE = "({tag}) What is {n} plus 1? Answer with a number."
 
 
 def pairs(name: str) -> list[dict[str, Any]]:
