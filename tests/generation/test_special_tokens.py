@@ -174,8 +174,9 @@ async def test_the_text_reaching_text_input_is_defused(tokenizer_root: Path, tok
 
 
 def test_defusing_a_32000_character_message_is_cheap(smollm2: ModelPrompt) -> None:
-    """Runs on the event loop with the rendering: ordinary text costs a scan, a message of nothing but
-    markers (the worst case: every position a candidate) stays around a millisecond."""
+    """Runs on the event loop with the rendering: ordinary text costs a scan (measured 12-140 us), a message
+    of nothing but markers (1,561 insertions) 1.5-3.5 ms; the bounds leave room for a loaded machine and
+    still catch anything quadratic (seconds at this length)."""
     ordinary = ("The quick brown fox <b>jumps</b> over the lazy dog. " * 700)[:32000]
     markers = (INJECTION * 1000)[:32000]
     timings = {}
@@ -186,4 +187,4 @@ def test_defusing_a_32000_character_message_is_cheap(smollm2: ModelPrompt) -> No
             smollm2.defuser.defuse(text)
         timings[name] = (time.perf_counter() - started) / 20
     assert timings["ordinary"] < 0.001, timings
-    assert timings["markers"] < 0.01, timings
+    assert timings["markers"] < 0.02, timings
