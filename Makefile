@@ -78,6 +78,12 @@ bench: prepare ## Benchmark the stack (started by each benchmark itself): servin
 chaos: prepare ## Faults under load (issue 17's table): stop, kill and restart Redis and the cache under traffic; writes benchmarks/results/chaos.json
 	$(PY) benchmarks/chaos.py
 
+.PHONY: loadtest
+# The load test (loadtest/README.md): TARGET=host:port API_KEY=... for any router, else the local stack.
+loadtest: prepare ## k6 load test: SCENARIO=steady|step|ramp|spike|capacity RATE DURATION TARGET API_KEY; SLO table, loadtest/results/
+	$(PY) loadtest/run.py --scenario $(or $(SCENARIO),steady) --rate $(or $(RATE),4) --duration $(or $(DURATION),30) \
+	  $(if $(TARGET),--target $(TARGET)) $(if $(API_KEY),--api-key $(API_KEY))
+
 simulate: install ## Simulate the LatencySLO operator against an HPA on CPU and KEDA on req/s; writes benchmarks/results/simulator.*
 	$(PY) -m subsecond_tools.simulator --out benchmarks/results
 

@@ -180,15 +180,14 @@ async def capacity(args: argparse.Namespace, target: str, out: Path, stack: Stac
         return result.held
 
     low, high = 0.0, args.rate
-    while await held(high):
+    while high <= args.max_rate and await held(high):
         low, high = high, high * 2
-        if high > args.max_rate:
-            break
-    for _ in range(args.search_steps):
-        middle = round((low + high) / 2, 2)
-        if middle in (low, high):
-            break
-        low, high = (middle, high) if await held(middle) else (low, middle)
+    if high <= args.max_rate:  # an SLO broke at `high` and held at `low`: bisect between them
+        for _ in range(args.search_steps):
+            middle = round((low + high) / 2, 2)
+            if middle in (low, high):
+                break
+            low, high = (middle, high) if await held(middle) else (low, middle)
     return {
         "highest_rate_holding_every_slo": low,
         "lowest_rate_breaking_one": high if high <= args.max_rate else None,
