@@ -11,7 +11,9 @@ it (``from_downstream``).
 Each new flight takes a slot under the limits of ``tenants.py`` (per tenant, in all, and for
 generations the cache's outage caused); joining a running flight takes none. Over a limit, or
 while the generation service says it is at capacity, a miss is refused at once with
-RESOURCE_EXHAUSTED and a retry hint.
+RESOURCE_EXHAUSTED and a retry hint. So is a miss of a tenant over its token quota (``quotas.py``),
+checked before the miss starts or joins a flight; a flight's tokens are counted against the quota
+when its last chunk reports them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from subsecond.router.metrics import (
     TIER_CHOICES,
     TOKENS_SAVED,
 )
+from subsecond.router.quotas import Quotas
 from subsecond.router.sizing import Fitted, TierChoice
 from subsecond.router.tenants import GenerationLimits, GenerationSlots, Slot
 from subsecond.v1 import cache_pb2, generation_pb2, generation_pb2_grpc, router_pb2, types_pb2
@@ -47,9 +50,15 @@ log = logging.getLogger(__name__)
 
 class Generation:
     def __init__(
-        self, stub: generation_pb2_grpc.GeneratorStub, cache: CacheClient, tasks: Tasks, limits: GenerationLimits
+        self,
+        stub: generation_pb2_grpc.GeneratorStub,
+        cache: CacheClient,
+        tasks: Tasks,
+        limits: GenerationLimits,
+        quotas: Quotas,
     ) -> None:
         self._stub = stub
+        self._quotas = quotas
         self._cache = cache
         self._tasks = tasks
         self._slots = GenerationSlots(
@@ -67,6 +76,7 @@ class Generation:
         store = request.cache_mode != router_pb2.CACHE_MODE_BYPASS
         digest = request_digest(request.tenant, request.tier, request.turns, request.sampling)
         key = f"{digest}:{choice.tier}:{fitted.max_tokens}:{store}"
+        await self._quotas.check_tokens(request.tenant)  # hits and static answers are never held to it
 
         def start() -> AsyncIterator[generation_pb2.GenerationChunk]:
             slot = self._slots.take(request.tenant, bypassed=bypassed)
@@ -134,6 +144,8 @@ class Generation:
                     offsets.append(now - first)
                 yield chunk
                 if chunk.HasField("done"):
+                    usage = chunk.done.prompt_tokens + chunk.done.completion_tokens
+                    self._tasks.spawn(self._quotas.spend_tokens(request.tenant, usage))
                     if store and chunk.done.finish_reason == types_pb2.FINISH_REASON_STOP:
                         answer = cache_pb2.CachedAnswer(
                             chunks=chunks,

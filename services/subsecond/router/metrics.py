@@ -77,3 +77,26 @@ GENERATIONS_REFUSED = Counter(
     ["limit"],
 )
 GENERATIONS_IN_FLIGHT = Gauge("subsecond_router_generations_in_flight", "Generations this router is running now.")
+# Quotas (quotas.py). The tenant label is a configured tenant (a key's, an override's or the anonymous
+# one), else "other": its values are bounded by the configuration, not by callers.
+QUOTA_REQUESTS = Counter(
+    "subsecond_router_quota_requests_total", "Requests admitted under the tenant's request quota.", ["tenant"]
+)
+QUOTA_TOKENS = Counter(
+    "subsecond_router_quota_tokens_total",
+    "Tokens (prompt and completion) of finished generations, counted against the tenant's token quota.",
+    ["tenant"],
+)
+QUOTA_REFUSALS = Counter(
+    "subsecond_router_quota_refusals_total",
+    "Calls refused with RESOURCE_EXHAUSTED by a quota: requests (at admission) or tokens (before a generation).",
+    ["tenant", "quota"],
+)
+QUOTA_FALLBACK = Counter(
+    "subsecond_router_quota_fallback_total",
+    "Quota decisions this replica made alone, at its share of the limit, because Redis could not be asked.",
+)
+QUOTA_FALLBACK_ACTIVE = Gauge(
+    "subsecond_router_quota_fallback_active",
+    "1 while the last quota call could not ask Redis (limits per replica), else 0.",
+)

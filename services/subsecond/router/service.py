@@ -31,6 +31,7 @@ from subsecond.router.context import Deadline, Tasks
 from subsecond.router.generating import Generation
 from subsecond.router.metrics import IN_FLIGHT, REQUESTS, WORKFLOW_DURATION, WORKFLOWS
 from subsecond.router.pipeline import Answerer
+from subsecond.router.quotas import Quotas
 from subsecond.router.settings import RouterSettings
 from subsecond.router.streaming import respond
 from subsecond.router.workflow import Step, WorkflowError, plan_workflow, run_workflow
@@ -64,10 +65,11 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class RouterService(router_pb2_grpc.RouterServicer):
-    def __init__(self, settings: RouterSettings, answerer: Answerer, cache: CacheClient) -> None:
+    def __init__(self, settings: RouterSettings, answerer: Answerer, cache: CacheClient, quotas: Quotas) -> None:
         self._settings = settings
         self._answerer = answerer
         self._cache = cache
+        self._quotas = quotas
 
     async def Generate(
         self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -78,6 +80,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             with _counted(REQUESTS):
                 caller = self._settings.keys.authenticate(_metadata(context), GENERATE)
                 admitted = admit(request, caller.tenant, self._settings)
+                await self._quotas.admit(caller.tenant)
                 async for response in self._respond(admitted, self._deadline(context), started):
                     yield response
         finally:
@@ -96,6 +99,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 max_input_chars=self._settings.workflow_max_input_chars,
             )
             steps = {step.id: self._admit_step(step, request.chunking, caller.tenant) for step in plan.steps}
+            await self._quotas.admit(caller.tenant, len(steps))  # each step is a request
             deadline = self._deadline(context)
 
             def run_step(step: Step, prompt: str) -> AsyncIterator[router_pb2.GenerateResponse]:
@@ -159,17 +163,20 @@ def definition(settings: RouterSettings) -> ServiceDefinition:
     cache_channel = open_channel(settings.cache_url, [CACHE_SERVICE], settings.server)
     generation_channel = open_channel(settings.generation_url, [GENERATOR_SERVICE], settings.server)
     tasks = Tasks()
+    anonymous = settings.keys.anonymous
+    quotas = Quotas(settings.quotas, settings.keys.tenants | ({anonymous.tenant} if anonymous else set()))
     cache = CacheClient(cache_pb2_grpc.CacheStub(cache_channel), settings, tasks)
     generation = Generation(
-        generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks, settings.generation_limits
+        generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks, settings.generation_limits, quotas
     )
-    service = RouterService(settings, Answerer(settings, cache, generation), cache)
+    service = RouterService(settings, Answerer(settings, cache, generation), cache, quotas)
 
     async def close() -> None:
         """After the server drained: lets write-throughs finish, then closes the channels."""
         await tasks.drain(settings.server.shutdown_grace_seconds)
         await cache_channel.close()
         await generation_channel.close()
+        await quotas.close()
 
     return ServiceDefinition.for_servicer(
         router_pb2.DESCRIPTOR.services_by_name["Router"],

@@ -10,6 +10,7 @@ from pathlib import Path
 from subsecond.kit.settings import NAME_PATTERN, EnvReader, ServerSettings
 from subsecond.router.auth import ANONYMOUS_SCOPES, Caller, KeyRing
 from subsecond.router.near_cache import NearCacheLimits
+from subsecond.router.quotas import Quota, QuotaSettings, parse_overrides
 from subsecond.router.sizing import AutoPolicy, TierLimits, centroid
 from subsecond.router.static_routes import Rule, StaticRoutesError, load_routes
 from subsecond.router.tenants import GenerationLimits
@@ -55,6 +56,8 @@ class RouterSettings:
     workflow_max_steps: int
     # Characters of a workflow's inputs together, checked before any step is rendered.
     workflow_max_input_chars: int
+    # Per-tenant requests and tokens a minute, counted in Redis across replicas (quotas.py).
+    quotas: QuotaSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RouterSettings:
@@ -135,6 +138,7 @@ class RouterSettings:
             static_routes=_static_routes(env, env.text("STATIC_ROUTES_FILE", "")),
             workflow_max_steps=env.integer("WORKFLOW_MAX_STEPS", 16, minimum=1, maximum=256),
             workflow_max_input_chars=env.integer("WORKFLOW_MAX_INPUT_CHARS", 64_000, minimum=1),
+            quotas=_quotas(env),
         )
         settings = replace(
             settings,
@@ -189,6 +193,29 @@ def _keys(env: EnvReader) -> KeyRing:
     except ValueError as error:
         env.check(False, f"SUBSECOND_ROUTER_API_KEYS: {error}")
         return KeyRing((), anonymous)
+
+
+def _quotas(env: EnvReader) -> QuotaSettings:
+    """``QUOTA_*``: defaults, ``QUOTA_OVERRIDES=tenant=rpm/tpm,...`` (0: no limit) and the shared counts' Redis."""
+    try:
+        overrides = parse_overrides(env.mapping("QUOTA_OVERRIDES", {}))
+    except ValueError as error:
+        env.check(False, f"SUBSECOND_ROUTER_QUOTA_OVERRIDES: {error}")
+        overrides = {}
+    for tenant in overrides:
+        env.check(
+            bool(NAME_PATTERN.match(tenant)), f"SUBSECOND_ROUTER_QUOTA_OVERRIDES: {tenant!r} is not a tenant name"
+        )
+    return QuotaSettings(
+        redis_url=env.text("QUOTA_REDIS_URL", ""),
+        default=Quota(
+            env.integer("QUOTA_REQUESTS_PER_MINUTE", 0, minimum=0), env.integer("QUOTA_TOKENS_PER_MINUTE", 0, minimum=0)
+        ),
+        overrides=overrides,
+        replicas=env.integer("QUOTA_REPLICAS", 1, minimum=1),
+        redis_timeout_seconds=env.number("QUOTA_REDIS_TIMEOUT_MS", 50.0, minimum=1.0) / 1000.0,
+        redis_cooldown_seconds=env.number("QUOTA_REDIS_COOLDOWN_MS", 1000.0, minimum=1.0) / 1000.0,
+    )
 
 
 def _static_routes(env: EnvReader, path: str) -> tuple[Rule, ...]:
