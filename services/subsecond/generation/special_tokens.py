@@ -63,6 +63,29 @@ def special_token_strings(config: Mapping[str, Any], tokenizer: Tokenizer | None
     return strings
 
 
+_Trie = dict[str, "_Trie"]
+
+
+def _trie(strings: Iterable[str]) -> str:
+    """A pattern matching where any of ``strings`` starts, factored by common prefixes: a model may
+    have thousands of special tokens (Gemma 3: 6,249), and an alternation of them all would be tried
+    in full at every candidate character. Once one string has matched, a longer one changes nothing."""
+    root: _Trie = {}
+    for string in strings:
+        node = root
+        for char in string:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def pattern(node: _Trie) -> str:
+        if "" in node:
+            return ""
+        branches = [re.escape(char) + pattern(child) for char, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return pattern(root)
+
+
 class SpecialTokenDefuser:
     def __init__(self, tokens: Iterable[str]) -> None:
         by_first: dict[str, list[str]] = {}
@@ -72,10 +95,7 @@ class SpecialTokenDefuser:
                 continue
             by_first.setdefault(token[0], []).append(token[1:])
         self.tokens = frozenset(first + rest for first, rests in by_first.items() for rest in rests)
-        branches = [
-            re.escape(first) + "(?=" + "|".join(re.escape(rest) for rest in sorted(rests, key=len, reverse=True)) + ")"
-            for first, rests in sorted(by_first.items())
-        ]
+        branches = [re.escape(first) + "(?=" + _trie(rests) + ")" for first, rests in sorted(by_first.items())]
         self._pattern = re.compile("|".join(branches)) if branches else None
 
     def defuse(self, text: str) -> str:

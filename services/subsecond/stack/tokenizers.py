@@ -74,6 +74,14 @@ def tokenizer_config(metadata: dict[str, Any], template: str | None) -> dict[str
         token_id = metadata.get(f"tokenizer.ggml.{key}")
         if token_id is not None:
             config[name] = tokens[token_id]
+    # Every control token (turn markers included), as Hugging Face lists them: the generation service
+    # keeps users from typing them (generation/special_tokens.py), whether or not a tokenizer.json exists.
+    types: list[int] = metadata.get("tokenizer.ggml.token_type", [])
+    config["added_tokens_decoder"] = {
+        str(token_id): {"content": token, "special": True}
+        for token_id, (token, kind) in enumerate(zip(tokens, types, strict=True))
+        if kind == _CONTROL
+    }
     return config
 
 
