@@ -93,6 +93,7 @@ topologySpreadConstraints:
 
 {{/* A Redis URL environment variable: from the external Secret, the external URL, or the in-chart Redis. */}}
 {{- define "subsecond.redisUrlEnv" -}}
+{{- include "subsecond.redisPasswordEnv" .root }}
 - name: {{ .name }}
 {{- $redis := .root.Values.redis }}
 {{- if eq $redis.mode "external" }}
@@ -105,7 +106,109 @@ topologySpreadConstraints:
   value: {{ required "redis.external.url or redis.external.existingSecret is required when redis.mode is external" $redis.external.url | quote }}
 {{- end }}
 {{- else }}
-  value: {{ printf "redis://%s:6379/0" (include "subsecond.componentName" (dict "root" .root "component" "redis")) | quote }}
+  {{- /* The password comes from its Secret through REDIS_PASSWORD, declared just before: it is in no ConfigMap or manifest. */}}
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/0" (include "subsecond.componentName" (dict "root" .root "component" "redis")) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The in-chart Redis's password as REDIS_PASSWORD (nothing with redis.mode external). */}}
+{{- define "subsecond.redisPasswordEnv" -}}
+{{- if eq .Values.redis.mode "internal" }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "subsecond.authSecretName" (dict "root" . "component" "redis") }}
+      key: {{ .Values.redis.internal.auth.secretKey }}
+{{- end }}
+{{- end }}
+
+{{/* Secret of an in-chart backend's credential ("redis" or "qdrant"): yours, or the generated <name>-auth. */}}
+{{- define "subsecond.authSecretName" -}}
+{{- $auth := (index .root.Values .component).internal.auth }}
+{{- $auth.existingSecret | default (printf "%s-auth" (include "subsecond.componentName" .)) }}
+{{- end }}
+
+{{/*
+The generated credential of an in-chart backend, unless existingSecret names yours: random at
+install, then read back from the cluster (lookup) so that an upgrade keeps it. `helm template`
+cannot look up, so each render of it shows a new one.
+*/}}
+{{- define "subsecond.generatedAuthSecret" -}}
+{{- $auth := (index .root.Values .component).internal.auth }}
+{{- if not $auth.existingSecret }}
+{{- $name := include "subsecond.authSecretName" . }}
+{{- $stored := dig "data" $auth.secretKey "" (lookup "v1" "Secret" .root.Release.Namespace $name | default dict) }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "subsecond.labels" . | nindent 4 }}
+type: Opaque
+data:
+  {{ $auth.secretKey }}: {{ ternary $stored (randAlphaNum 40 | b64enc) (ne $stored "") }}
+{{- end }}
+{{- end }}
+
+{{/* Who may call each inner service: the router calls cache and generation, the cache embeds. */}}
+{{- define "subsecond.callerOf" -}}
+{{- get (dict "cache" "router" "generation" "router" "embedding" "cache") . -}}
+{{- end }}
+
+{{/* The Secret holding one service's certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "subsecond.tlsSecretName" -}}
+{{- $secret := get .root.Values.tls.existingSecrets .component }}
+{{- if .root.Values.tls.certManager.issuerRef.name }}
+{{- printf "%s-tls" (include "subsecond.componentName" .) }}
+{{- else }}
+{{- required (printf "tls.enabled needs tls.certManager.issuerRef.name or tls.existingSecrets.%s" .component) $secret }}
+{{- end }}
+{{- end }}
+
+{{- define "subsecond.tlsDirectory" -}}
+/etc/subsecond/tls
+{{- end }}
+
+{{/*
+TLS settings of one service (with tls.enabled): its certificate to serve and to present to whom
+it calls, the CA its channels verify, client certificates required on the inner services (the
+router's public port takes clients' API keys instead), and the callers it accepts. A service's
+name in certificates and checks is its object name, <release>-subsecond-<service>.
+*/}}
+{{- define "subsecond.tlsEnv" -}}
+{{- if .root.Values.tls.enabled }}
+{{- $prefix := printf "SUBSECOND_%s_" (upper .component) }}
+{{- $directory := include "subsecond.tlsDirectory" . }}
+- name: {{ $prefix }}TLS_CERT_FILE
+  value: {{ $directory }}/tls.crt
+- name: {{ $prefix }}TLS_KEY_FILE
+  value: {{ $directory }}/tls.key
+- name: {{ $prefix }}TLS_CA_FILE
+  value: {{ $directory }}/ca.crt
+- name: {{ $prefix }}IDENTITY
+  value: {{ include "subsecond.componentName" . }}
+{{- with include "subsecond.callerOf" .component }}
+- name: {{ $prefix }}TLS_CLIENT_CA_FILE
+  value: {{ $directory }}/ca.crt
+- name: {{ $prefix }}ALLOWED_CALLERS
+  value: {{ include "subsecond.componentName" (dict "root" $.root "component" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+How the kubelet asks a service for grpc.health.v1: natively in plaintext, or, with TLS, by
+running the kit's health probe in the container (the native probe speaks no TLS, and a
+plaintext health port would be a plaintext listener).
+*/}}
+{{- define "subsecond.healthProbe" -}}
+{{- if .root.Values.tls.enabled }}
+exec:
+  command: [python, -m, subsecond.kit.health_probe, {{ .component }}]
+{{- else }}
+grpc:
+  port: {{ include "subsecond.grpcPort" .component }}
 {{- end }}
 {{- end }}
 
@@ -213,30 +316,32 @@ spec:
               value: {{ $root.Values.logLevel }}
             - name: {{ $prefix }}SHUTDOWN_GRACE_SECONDS
               value: {{ $grace | quote }}
+            {{- include "subsecond.tlsEnv" . | trim | nindent 12 }}
             {{- include (printf "subsecond.%s.env" $component) $root | nindent 12 }}
             {{- include "subsecond.extraEnv" (dict "prefix" $prefix "settings" $values.settings) | nindent 12 }}
-          {{- /* Native gRPC probes on grpc.health.v1: NOT_SERVING while warming up and while draining. */}}
+          {{- /* Probes on grpc.health.v1: NOT_SERVING while warming up and while draining. */}}
           {{- $startup := $values.startupProbe }}
           {{- $failures := int $startup.failureThreshold }}
           {{- if and (eq $component "generation") $root.Values.triton.enabled }}
           {{- /* Generation turns SERVING only once Triton's models are ready: wait at least as long as Triton may take. */}}
           {{- $failures = max $failures (add1 (div (int $root.Values.triton.startupSeconds) (int $startup.periodSeconds))) }}
           {{- end }}
+          {{- /* The TLS probe starts a Python process: give it more than the native probe's 1 s. */}}
+          {{- $timeout := ternary 5 1 $root.Values.tls.enabled }}
           startupProbe:
-            grpc:
-              port: {{ include "subsecond.grpcPort" $component }}
+            {{- include "subsecond.healthProbe" . | trim | nindent 12 }}
+            timeoutSeconds: {{ $timeout }}
             periodSeconds: {{ $startup.periodSeconds }}
             failureThreshold: {{ $failures }}
           readinessProbe:
-            grpc:
-              port: {{ include "subsecond.grpcPort" $component }}
+            {{- include "subsecond.healthProbe" . | trim | nindent 12 }}
+            timeoutSeconds: {{ $timeout }}
             periodSeconds: 5
             failureThreshold: 2
           livenessProbe:
-            grpc:
-              port: {{ include "subsecond.grpcPort" $component }}
+            {{- include "subsecond.healthProbe" . | trim | nindent 12 }}
             periodSeconds: 10
-            timeoutSeconds: 3
+            timeoutSeconds: {{ max $timeout 3 }}
             failureThreshold: 6
           resources:
             {{- toYaml $values.resources | nindent 12 }}
@@ -245,6 +350,11 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if $root.Values.tls.enabled }}
+            - name: tls
+              mountPath: {{ include "subsecond.tlsDirectory" . }}
+              readOnly: true
+            {{- end }}
             {{- with $pod.volumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -255,6 +365,13 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- if $root.Values.tls.enabled }}
+        {{- /* A Secret volume, not subPath mounts: the kubelet swaps in a renewed certificate, which the service reloads. */}}
+        - name: tls
+          secret:
+            secretName: {{ include "subsecond.tlsSecretName" . }}
+            defaultMode: 0440
+        {{- end }}
         {{- with $pod.volumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
