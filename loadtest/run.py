@@ -266,7 +266,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", action="append", default=[], type=Fault.parse, metavar="SECONDS:ACTION:PROCESS")
     p.add_argument("--max-rate", type=float, default=256.0, help="capacity search: the rate not to go past")
     p.add_argument("--search-steps", type=int, default=4, help="capacity search: bisection steps")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    # Absolute: k6 runs in loadtest/, where a relative path would land.
+    p.add_argument("--out", type=lambda path: Path(path).resolve(), default=HERE / "results")
     return p
 
 
