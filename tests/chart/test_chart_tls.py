@@ -20,14 +20,17 @@ import grpc
 import kubernetes_validate
 import trustme
 from chart_render import (
+    CHART,
     DEFAULT_ARGS,
     NAMESPACE,
+    RELEASE,
     Manifest,
     env_of,
     find,
     name_of,
     one,
     pod_spec,
+    run_helm,
     template,
     template_error,
 )
@@ -242,3 +245,13 @@ async def test_the_rendered_settings_serve_mutual_tls_to_the_rendered_caller_and
         assert await embed_as("router") == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await running.stop(0)
+
+
+def test_notes_show_how_to_call_the_tls_router() -> None:
+    production = ["-f", str(CHART / "ci" / "production-external-values.yaml")]
+    result = run_helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *production)
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout[result.stdout.index("NOTES:") :]
+    assert "grpcurl -plaintext" not in notes
+    assert f"grpcurl -cacert ca.crt -authority {name_of('router')} " in notes
+    assert f"get secret {name_of('router')}-tls " in notes
