@@ -65,7 +65,7 @@ proto-check: proto ## Fail if the generated code differs from what is committed
 	@git diff --exit-code --stat -- services/subsecond/v1 || (echo "generated code drifted: run 'make proto' and commit"; exit 1)
 
 lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Dockerfiles
-	$(VENV)/bin/ruff check services operator tools tests benchmarks
+	$(VENV)/bin/ruff check services operator tools tests benchmarks loadtest
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
