@@ -80,10 +80,12 @@ def test_a_real_redis_server_runs_with_the_rendered_arguments(tmp_path: Path, pe
     assert args[0] == "redis-server"
     port = free_port()
     # The image's working directory is /data, the mounted volume; here it is tmp_path.
+    # The kubelet expands $(REDIS_PASSWORD) from the chart's Secret; here a password of our own.
+    args = [arg.replace("$(REDIS_PASSWORD)", "test-password") for arg in args]
     argv = [str(find_redis_server()), *args[1:], "--port", str(port), "--bind", "127.0.0.1"]
     server = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        client = redis.Redis(port=port, decode_responses=True)
+        client = redis.Redis(port=port, password="test-password", decode_responses=True)
         config = _config_once_up(client, server)
         client.set("answer", "Canberra.")
         client.close()

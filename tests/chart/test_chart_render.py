@@ -24,6 +24,7 @@ from chart_render import (
     one,
     pod_spec,
     profile_args,
+    profile_values,
     run_helm,
     template,
 )
@@ -33,7 +34,7 @@ GRPC_PORTS = {"router": 50051, "cache": 50052, "embedding": 50053, "generation":
 # Oldest and newest Kubernetes the chart supports (Chart.yaml kubeVersion >=1.28).
 KUBERNETES_VERSIONS = ["1.28.0", "1.37.0"]
 # Kinds outside the Kubernetes API schemas: checked structurally below.
-CUSTOM_GROUPS = ("monitoring.coreos.com/", "subsecond.dev/")
+CUSTOM_GROUPS = ("monitoring.coreos.com/", "subsecond.dev/", "cert-manager.io/")
 
 
 def test_the_required_profiles_exist() -> None:
@@ -124,12 +125,17 @@ def test_everything_off_sets_fixed_replicas(rendered: dict[str, list[Manifest]])
 
 
 @pytest.mark.parametrize("profile", ALL_PROFILES)
-def test_service_probes_are_native_grpc(rendered: dict[str, list[Manifest]], profile: str) -> None:
+def test_service_probes_are_grpc_health_checks(rendered: dict[str, list[Manifest]], profile: str) -> None:
+    """Native gRPC probes; with TLS (which they cannot speak) the kit's health probe over TLS instead."""
+    tls = profile != "default" and profile_values(profile).get("tls", {}).get("enabled", False)
     for service in SERVICES:
         deployment = one(rendered[profile], "Deployment", name_of(service))
         (container,) = [c for c in pod_spec(deployment)["containers"] if c["name"] == service]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"] == {"port": GRPC_PORTS[service]}, (service, probe)
+            if tls:
+                assert container[probe]["exec"]["command"] == ["python", "-m", "subsecond.kit.health_probe", service]
+            else:
+                assert container[probe]["grpc"] == {"port": GRPC_PORTS[service]}, (service, probe)
         assert container["args"] == ["python", "-m", f"subsecond.{service}"]
 
 
@@ -237,7 +243,7 @@ def test_network_policies_allow_what_they_must_and_nothing_more(rendered: dict[s
     policies = {}
     for policy in find(rendered["default"], "NetworkPolicy"):
         component = policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]  # egress: test_chart_backends_locked.py
         policies[component] = {
             (port["port"], frozenset(_peers(rule))) for rule in policy["spec"]["ingress"] for port in rule["ports"]
         }
@@ -285,7 +291,8 @@ def test_in_chart_backends_are_wired(rendered: dict[str, list[Manifest]]) -> Non
     manifests = rendered["default"]
     assert {s["metadata"]["name"] for s in find(manifests, "StatefulSet")} == {name_of("redis"), name_of("qdrant")}
     cache = env_of(pod_spec(one(manifests, "Deployment", name_of("cache")))["containers"][0])
-    assert cache["SUBSECOND_CACHE_REDIS_URL"] == f"redis://{name_of('redis')}:6379/0"
+    # The password is the kubelet's expansion of REDIS_PASSWORD (from the generated Secret).
+    assert cache["SUBSECOND_CACHE_REDIS_URL"] == f"redis://:$(REDIS_PASSWORD)@{name_of('redis')}:6379/0"
     assert cache["SUBSECOND_CACHE_VECTOR_URL"] == f"http://{name_of('qdrant')}:6333"
     assert cache["SUBSECOND_CACHE_EMBEDDING_URL"] == f"{name_of('embedding')}:50053"
     generation = env_of(pod_spec(one(manifests, "Deployment", name_of("generation")))["containers"][0])
