@@ -328,7 +328,8 @@ async def test_a_miss_is_streamed_chunk_by_chunk_then_written_through_once(stack
     assert list(store.answer.chunks) == ["First.", " Second."]
     assert (store.query.tenant, store.query.model, store.answer.finish_reason) == ("local", "small", STOP)
     assert len(store.answer.chunk_offsets_seconds) == 2
-    assert counted("subsecond_router_cache_stores_total", result="stored") == stored + 1
+    # The fake records the Store when it arrives; the router counts it when the reply is back.
+    await until(lambda: counted("subsecond_router_cache_stores_total", result="stored") == stored + 1)
     assert stack.generator.calls[0].max_tokens == 128  # the tier's default
 
 
