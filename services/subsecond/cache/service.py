@@ -41,7 +41,7 @@ from subsecond.cache.vectors import (
 )
 from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import InvalidArgument, Unavailable
-from subsecond.kit.failopen import BackendDown, FailOpen
+from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
 from subsecond.kit.metrics import FAST_SECONDS
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, embedding_pb2, embedding_pb2_grpc, types_pb2
@@ -68,10 +68,14 @@ EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 EMBEDDING_DIMENSIONS = 384
 
 
-def _backend(name: str, failures: tuple[type[BaseException], ...]) -> FailOpen:
+def _backend(name: str, failures: tuple[type[BaseException], ...], cooldown_seconds: float = 1.0) -> FailOpen:
     """One fail-open backend, counted under its name in the bypass and hop metrics."""
     return FailOpen(
-        name, failures, on_bypass=BYPASSES.labels(name).inc, on_duration=HOP_SECONDS.labels(name).observe
+        name,
+        failures,
+        on_bypass=BYPASSES.labels(name).inc,
+        on_duration=HOP_SECONDS.labels(name).observe,
+        breaker=Breaker(cooldown_seconds),
     )
 
 
@@ -88,7 +92,9 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self._embedder = embedding_pb2_grpc.EmbedderStub(self._channel)
         # Only each backend's own errors mean "it is down": anything else is a bug and ends the
         # call as INTERNAL (kit.errors), never as a silent bypass.
-        self._redis_backend = _backend("redis", (RedisError, OSError))
+        # Redis is tried again a quarter of a second after a failure (one trial call, bounded by the
+        # Redis timeout), so a restarted Redis serves hits again well within a second.
+        self._redis_backend = _backend("redis", (RedisError, OSError), cooldown_seconds=0.25)
         self._vector_backend = _backend("qdrant", VECTOR_STORE_FAILURES)
         self._embedding_backend = _backend("embedding", (grpc.aio.AioRpcError,))
         # The guard is CPU work (bounded, see guard.MAX_DIFFERING_WORDS): a few threads run it so that
