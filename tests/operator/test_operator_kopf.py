@@ -230,6 +230,8 @@ async def test_scales_up_on_breach_records_it_and_holds_without_prometheus(
         scaled = _replicas(cluster)
         await _until(lambda: _status(cluster).get("desiredReplicas") == scaled, 10, "the status of the scale-up")
         assert _status(cluster)["reason"] in {"ObjectiveBreached", "ReplicasStarting"}
+        # kopf posts Events from a queue of its own, after the status patch.
+        await _until(lambda: any(e["reason"] == "ObjectiveBreached" for e in _events(cluster)), 10, "its Event")
         breached = [e for e in _events(cluster) if e["reason"] == "ObjectiveBreached"]
         assert breached and f"scaling up 2 -> {scaled}" in breached[0]["message"], _events(cluster)
         assert "P95" in breached[0]["message"] and "req/s" in breached[0]["message"]
