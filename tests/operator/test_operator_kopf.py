@@ -248,7 +248,7 @@ async def test_scales_up_on_breach_records_it_and_holds_without_prometheus(
         cluster.objects[(DEPLOYMENTS, NAMESPACE, TARGET)].patch({"status": {"readyReplicas": scaled}})
         await _until(lambda: _condition(cluster, "Degraded") == "True", 20, "Degraded")
         assert _status(cluster)["reason"] == "MetricsUnavailable"
-        assert any(e["reason"] == "Degraded" for e in _events(cluster))
+        await _until(lambda: any(e["reason"] == "Degraded" for e in _events(cluster)), 10, "the Degraded Event")
         await asyncio.sleep(3)
         assert _replicas(cluster) == scaled
         assert _condition(cluster, "Ready") == "False"
