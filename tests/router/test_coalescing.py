@@ -86,3 +86,30 @@ async def test_a_failure_reaches_every_listener() -> None:
     for listener in listeners:
         with pytest.raises(RuntimeError, match="generation failed"):
             await listener
+
+
+async def test_a_flight_cancelled_before_its_first_step_still_ends_and_is_forgotten() -> None:
+    """The last listener can leave before the flight's task has run once: its body (and finally)
+    never runs, yet the flight must end, tell its listeners and be forgotten, or every identical
+    request after it would wait on a flight that never moves (and its generation slot never return)."""
+    coalescer: Coalescer[int] = Coalescer()
+    started: list[bool] = []
+    released: list[bool] = []
+
+    async def produce() -> AsyncIterator[int]:
+        started.append(True)
+        yield 1
+
+    flight, _ = coalescer.join("k", produce)
+    flight.when_ended(lambda: released.append(True))
+    flight._task.cancel()  # what the last listener leaving does; reached here before the task's first step
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+    assert (started, released, len(coalescer)) == ([], [True], 0)
+    with pytest.raises(asyncio.CancelledError):
+        async for _ in flight.listen():
+            pass
+    late: list[bool] = []
+    flight.when_ended(lambda: late.append(True))
+    assert late == [True]  # registered after the end: called at once

@@ -23,8 +23,10 @@ class Flight(Generic[E]):
         self._finished = False
         self._changed = asyncio.Event()
         self._listeners = 0
-        self._on_end = on_end
+        self._on_end: list[Callable[[], None]] = [on_end]
         self._task = asyncio.create_task(self._run(produce))
+        # Also when the task is cancelled before its first step (its body, and so its finally, never runs).
+        self._task.add_done_callback(lambda task: self._end())
 
     async def _run(self, produce: AsyncIterator[E]) -> None:
         try:
@@ -37,9 +39,24 @@ class Flight(Generic[E]):
         except Exception as error:  # handed to every listener, who maps it to a status
             self._error = error
         finally:
-            self._finished = True
-            self._on_end()
-            self._notify()
+            self._end()
+
+    def _end(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._error is None and self._task.cancelled():
+            self._error = asyncio.CancelledError()
+        for callback in self._on_end:
+            callback()
+        self._notify()
+
+    def when_ended(self, callback: Callable[[], None]) -> None:
+        """Runs ``callback`` once the flight has ended, however it ended (at once if it has)."""
+        if self._finished:
+            callback()
+        else:
+            self._on_end.append(callback)
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

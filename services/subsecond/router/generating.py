@@ -78,12 +78,17 @@ class Generation:
         key = f"{digest}:{choice.tier}:{fitted.max_tokens}:{store}"
         await self._quotas.check_tokens(request.tenant)  # hits and static answers are never held to it
 
+        slot: Slot | None = None
+
         def start() -> AsyncIterator[generation_pb2.GenerationChunk]:
-            slot = self._slots.take(request.tenant, bypassed=bypassed)
-            return self._generate(request, choice.tier, fitted, deadline.remaining(), store, slot)
+            nonlocal slot
+            slot = self._slots.take(request.tenant, bypassed=bypassed)  # refused here: no flight starts
+            return self._generate(request, choice.tier, fitted, deadline.remaining(), store)
 
         flight, leader = self._flights.join(key, start)
         if leader:
+            assert slot is not None
+            flight.when_ended(slot.release)  # however the flight ends, even cancelled before it started
             TIER_CHOICES.labels(choice.tier, choice.reason).inc()
             TOKENS_SAVED.labels(choice.tier, "prompt").inc(fitted.trimmed_prompt_tokens)
             TOKENS_SAVED.labels(choice.tier, "completion").inc(fitted.capped_max_tokens)
@@ -117,10 +122,9 @@ class Generation:
             raise failure from error
 
     async def _generate(
-        self, request: Admitted, tier: str, fitted: Fitted, budget_seconds: float, store: bool, slot: Slot
+        self, request: Admitted, tier: str, fitted: Fitted, budget_seconds: float, store: bool
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
-        """The flight's body: one generation stream, then the write-through of a normal finish; the
-        flight's slot is released when it ends."""
+        """The flight's body: one generation stream, then the write-through of a normal finish."""
         call = self._stub.Generate(
             generation_pb2.GenerationRequest(
                 model=tier,
@@ -161,4 +165,3 @@ class Generation:
                     return
         finally:
             call.cancel()  # a no-op after the last chunk; cancels the generation otherwise
-            slot.release()
