@@ -183,13 +183,14 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 limit=self._settings.semantic_candidates,
             )
         )
-        decisions = await asyncio.get_running_loop().run_in_executor(
-            self._guard_pool,
-            accept_candidates,
-            text,
-            [(neighbour.prompt, neighbour.score) for neighbour in neighbours],
-            self._settings.threshold_for(query.tenant, query.model),
-        )
+        threshold = self._settings.threshold_for(query.tenant, query.model)
+        candidates = [(neighbour.prompt, neighbour.score) for neighbour in neighbours]
+        if any(score >= threshold for _, score in candidates):  # only then does the guard run
+            decisions = await asyncio.get_running_loop().run_in_executor(
+                self._guard_pool, accept_candidates, text, candidates, threshold
+            )
+        else:  # every neighbour is below the threshold: no guard, no hop to its threads
+            decisions = accept_candidates(text, candidates, threshold)
         for neighbour, decision in zip(neighbours, decisions, strict=True):
             if not decision.hit:
                 SEMANTIC_REJECTS.labels(decision.reason).inc()
