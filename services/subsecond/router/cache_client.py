@@ -170,7 +170,6 @@ class CacheClient:
         return request_digest(request.tenant, f"{request.tier}@{revision}", request.turns, request.sampling)
 
 
-
 def cache_query(request: Admitted, settings: RouterSettings) -> cache_pb2.CacheQuery:
     """What the cache keys ``request`` by (its tenant, tier, conversation, sampling and revision)."""
     return cache_pb2.CacheQuery(
