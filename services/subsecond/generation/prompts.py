@@ -42,10 +42,6 @@ class ModelPrompt:
         template = ChatTemplate.from_config(directory, config)
         return cls(template, tokenizer, SpecialTokenDefuser(special_token_strings(config, tokenizer)))
 
-    @property
-    def counts_exactly(self) -> bool:
-        return self._tokenizer is not None
-
     def render(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The prompt: special tokens only where the template wrote them, never from a message's content."""
         return self.template.render(
