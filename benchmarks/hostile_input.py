@@ -28,8 +28,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving import first_and_total, prompt, summary
 
-from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -40,8 +40,8 @@ from google.protobuf.json_format import ParseDict
 from serving import summary
 
 from subsecond.router.workflow import render
-from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import generation_pb2, generation_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]

@@ -30,8 +30,8 @@ from pathlib import Path
 import grpc
 import redis.asyncio as redis
 
-from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 log = logging.getLogger("restarts")
 RESULTS = Path(__file__).resolve().parent / "results"

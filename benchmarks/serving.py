@@ -34,7 +34,6 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from subsecond.generation.entry_model import EntryModel, is_final
 from subsecond.generation.prompts import ModelPrompt
 from subsecond.kit.prompt_identity import Sampling
-from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import (
     cache_pb2,
     cache_pb2_grpc,
@@ -44,6 +43,7 @@ from subsecond.v1 import (
     router_pb2_grpc,
     types_pb2,
 )
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"

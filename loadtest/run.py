@@ -33,7 +33,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from report import Phase, phase_figures, plot, read_points
 
-from subsecond.stack.runner import Stack, StackConfig
+from subsecond_tools.stack.runner import Stack, StackConfig
 
 log = logging.getLogger("loadtest")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from subsecond.stack.redis import find_redis_server, redis_argv
+from subsecond_tools.stack.redis import find_redis_server, redis_argv
 
 START_TIMEOUT_SECONDS = 10.0
 

@@ -19,8 +19,8 @@ from subsecond.cache.settings import CacheSettings
 from subsecond.kit.channels import open_channel
 from subsecond.kit.server import RunningServer, start_server
 from subsecond.kit.settings import CallerSettings, EnvReader, ServerSettings, TlsSettings
-from subsecond.stack.certificates import StackCertificates, write_certificates
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
+from subsecond_tools.stack.certificates import StackCertificates, write_certificates
 
 CACHE = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
 

@@ -19,8 +19,8 @@ from redis_server import RedisServer
 from test_cache_service import PARAPHRASE, QUESTION, lookup, metric, serving, settings, store
 
 from subsecond.cache.service import definition
-from subsecond.stack.redis import find_redis_server
 from subsecond.v1 import cache_pb2, cache_pb2_grpc
+from subsecond_tools.stack.redis import find_redis_server
 
 GONE = "subsecond_cache_expired_vectors_total"
 

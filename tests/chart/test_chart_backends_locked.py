@@ -16,7 +16,7 @@ import redis
 from chart_render import DEFAULT_ARGS, Manifest, env_of, find, name_of, one, pod_spec, template
 from redis_server import START_TIMEOUT_SECONDS, free_port
 
-from subsecond.stack.redis import find_redis_server
+from subsecond_tools.stack.redis import find_redis_server
 
 SECRET_REF = {"secretKeyRef": {"name": name_of("redis-auth"), "key": "password"}}
 

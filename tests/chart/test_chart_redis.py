@@ -13,7 +13,7 @@ import yaml
 from chart_render import DEFAULT_ARGS, Manifest, name_of, one, pod_spec, template, template_error
 from redis_server import START_TIMEOUT_SECONDS, free_port
 
-from subsecond.stack.redis import find_redis_server
+from subsecond_tools.stack.redis import find_redis_server
 
 
 def redis_statefulset(*args: str) -> Manifest:

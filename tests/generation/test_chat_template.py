@@ -13,7 +13,7 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from subsecond.generation.chat_template import ChatTemplate, ChatTemplateError
-from subsecond.stack.tokenizers import write_tokenizer_root
+from subsecond_tools.stack.tokenizers import write_tokenizer_root
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 WITH_SYSTEM = [{"role": "system", "content": "Be brief."}, *QUESTION]

@@ -27,8 +27,8 @@ from tritonclient.utils import InferenceServerException
 from subsecond.generation.chat_template import ChatTemplate
 from subsecond.generation.entry_model import EntryModel, is_final, text_output
 from subsecond.kit.prompt_identity import Sampling
-from subsecond.stack.tokenizers import write_tokenizer_root
-from subsecond.stack.triton import ensure_tritonserver, new_shm_prefix, remove_shm_regions, triton_process_spec
+from subsecond_tools.stack.tokenizers import write_tokenizer_root
+from subsecond_tools.stack.triton import ensure_tritonserver, new_shm_prefix, remove_shm_regions, triton_process_spec
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "smollm2"

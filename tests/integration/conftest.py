@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from subsecond.router.auth import hash_key
-from subsecond.stack.runner import Ports, Stack, StackConfig
 from subsecond.v1 import cache_pb2_grpc, router_pb2_grpc
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 pytestmark = pytest.mark.stack
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from subsecond.stack.runner import Stack
 from subsecond.v1 import router_pb2, router_pb2_grpc
+from subsecond_tools.stack.runner import Stack
 
 
 @dataclass

@@ -18,8 +18,8 @@ import grpc
 import pytest
 from router_calls import call, metric
 
-from subsecond.stack.runner import Stack
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
+from subsecond_tools.stack.runner import Stack
 
 pytestmark = pytest.mark.stack
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from subsecond.stack.runner import Stack
+from subsecond_tools.stack.runner import Stack
 
 pytestmark = pytest.mark.stack
 

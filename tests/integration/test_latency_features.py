@@ -9,8 +9,8 @@ import grpc
 import pytest
 from router_calls import call, metric, metric_at, settle_store
 
-from subsecond.stack.runner import Stack
 from subsecond.v1 import router_pb2, router_pb2_grpc, types_pb2
+from subsecond_tools.stack.runner import Stack
 
 pytestmark = pytest.mark.stack
 

@@ -10,7 +10,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from router_calls import call, metric, settle_store
 
 from subsecond.router.chunking import SentenceChunker
-from subsecond.stack.runner import Stack
 from subsecond.v1 import (
     cache_pb2,
     cache_pb2_grpc,
@@ -18,6 +17,7 @@ from subsecond.v1 import (
     router_pb2_grpc,
     types_pb2,
 )
+from subsecond_tools.stack.runner import Stack
 
 pytestmark = pytest.mark.stack
 

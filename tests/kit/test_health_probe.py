@@ -17,7 +17,7 @@ from test_tls import _definition, _settings
 
 from subsecond.kit.health_probe import check
 from subsecond.kit.server import RunningServer, start_server
-from subsecond.stack.certificates import StackCertificates, write_certificates
+from subsecond_tools.stack.certificates import StackCertificates, write_certificates
 
 PREFIX = "SUBSECOND_EMBEDDING_"
 

@@ -19,8 +19,8 @@ from subsecond.kit.callers import ServiceToken
 from subsecond.kit.channels import open_channel
 from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import CallerSettings, EnvReader, ServerSettings, SettingsError, TlsSettings
-from subsecond.stack.certificates import StackCertificates, issue, write_certificates
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
+from subsecond_tools.stack.certificates import StackCertificates, issue, write_certificates
 
 EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 PLAIN = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, shutdown_grace_seconds=1, log_level="INFO")

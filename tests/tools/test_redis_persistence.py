@@ -12,7 +12,7 @@ import pytest
 import redis
 from redis_server import RedisServer
 
-from subsecond.stack.redis import find_redis_server
+from subsecond_tools.stack.redis import find_redis_server
 
 WRITE_SECONDS = 1.0
 

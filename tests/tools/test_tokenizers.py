@@ -10,8 +10,8 @@ import pytest
 from llama_cpp import Llama
 from tokenizers import Tokenizer
 
-from subsecond.stack.gguf import gguf_path, read_metadata
-from subsecond.stack.tokenizers import MODEL_REPOSITORY, write_tokenizer_root
+from subsecond_tools.stack.gguf import gguf_path, read_metadata
+from subsecond_tools.stack.tokenizers import MODEL_REPOSITORY, write_tokenizer_root
 
 TEXTS = [
     "<|im_start|>user\nWhat is the capital of France? Answer in 1 sentence.<|im_end|>\n<|im_start|>assistant\n",

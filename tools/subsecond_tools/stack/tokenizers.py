@@ -13,7 +13,7 @@ same files from its metadata, one directory per model of ``model_repository``:
   Other vocabularies (SentencePiece, as Gemma's) get none, and the service estimates their prompt
   token counts.
 
-``python -m subsecond.stack.tokenizers --out DIR`` is what an image build runs; ``subsecond prepare``
+``python -m subsecond_tools.stack.tokenizers --out DIR`` is what an image build runs; ``subsecond prepare``
 and the stack runner write ``.cache/tokenizers``.
 """
 
@@ -31,7 +31,7 @@ from google.protobuf import text_format
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from tritonclient.grpc import model_config_pb2
 
-from subsecond.stack.gguf import gguf_path, read_metadata
+from subsecond_tools.stack.gguf import gguf_path, read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ FINISH = {types_pb2.FINISH_REASON_STOP: "stop", types_pb2.FINISH_REASON_LENGTH: 
 
 
 def _prepare(_: argparse.Namespace) -> int:
-    from subsecond.stack.runner import StackConfig
-    from subsecond.stack.tier_examples import build_tier_embeddings
-    from subsecond.stack.triton import ensure_tritonserver
     from subsecond_tools.embedding_export import export_model
+    from subsecond_tools.stack.runner import StackConfig
+    from subsecond_tools.stack.tier_examples import build_tier_embeddings
+    from subsecond_tools.stack.triton import ensure_tritonserver
 
     config = StackConfig()
     export_model(config.model_dir)
@@ -47,7 +47,7 @@ def _prepare(_: argparse.Namespace) -> int:
 
 
 def _up(_: argparse.Namespace) -> int:
-    from subsecond.stack.runner import Stack, StackConfig
+    from subsecond_tools.stack.runner import Stack, StackConfig
 
     stack = Stack(StackConfig())
 

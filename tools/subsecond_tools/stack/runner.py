@@ -26,9 +26,9 @@ import tritonclient.grpc.aio as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.exceptions import RedisError
 
-from subsecond.stack.redis import find_redis_server, redis_argv
-from subsecond.stack.tokenizers import write_tokenizer_root
-from subsecond.stack.triton import (
+from subsecond_tools.stack.redis import find_redis_server, redis_argv
+from subsecond_tools.stack.tokenizers import write_tokenizer_root
+from subsecond_tools.stack.triton import (
     EXIT_TIMEOUT_SECONDS,
     ensure_tritonserver,
     new_shm_prefix,

@@ -37,7 +37,7 @@ def build_tier_embeddings(model_dir: Path, target: Path, examples: Path = EXAMPL
 
 
 def main() -> None:
-    """``python -m subsecond.stack.tier_examples``: what an image build runs (``subsecond prepare`` does it locally)."""
+    """``python -m subsecond_tools.stack.tier_examples``: what an image build runs (``subsecond prepare``, locally)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="the exported int8 ONNX embedding model")
     parser.add_argument("--out", type=Path, required=True, help="where the embeddings go (JSON)")

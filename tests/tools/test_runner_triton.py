@@ -17,8 +17,8 @@ from tritonclient.grpc import service_pb2_grpc
 
 from subsecond.generation.entry_model import EntryModel
 from subsecond.kit.prompt_identity import Sampling
-from subsecond.stack.runner import Ports, Stack, StackConfig
-from subsecond.stack.triton import SHM_DIR
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
+from subsecond_tools.stack.triton import SHM_DIR
 
 pytestmark = pytest.mark.stack
 
