@@ -330,7 +330,8 @@ def expected_mpirun(env: Env, tp: int, models: list[str]) -> list[str]:
         "--exit-on-error=true",
         "--strict-readiness=true",
     ]
-    serve = ["--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
+    # Triton's gRPC port only on loopback (the generation front in the pod); HTTP for the kubelet's probes.
+    serve = ["--http-port=8000", "--grpc-address=127.0.0.1", "--grpc-port=8001", "--metrics-port=8002"]
     argv = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", "1", "tritonserver"]
     if len(models) > 1:
         pools = [f"--cuda-memory-pool-byte-size={gpu}:0" for gpu in range(tp)]
@@ -346,7 +347,8 @@ def expected_mpirun(env: Env, tp: int, models: list[str]) -> list[str]:
     argv += [*common, *serve, "--backend-config=python,shm-region-prefix-name=rank0_"]
     for rank in range(1, tp):
         argv += [":", "-n", "1", "tritonserver", *common, "--model-control-mode=explicit"]
-        argv += [f"--load-model={models[0]}-tensorrt_llm", f"--http-port={8100 + rank}", f"--grpc-port={8200 + rank}"]
+        argv += [f"--load-model={models[0]}-tensorrt_llm", "--http-address=127.0.0.1", f"--http-port={8100 + rank}"]
+        argv += ["--grpc-address=127.0.0.1", f"--grpc-port={8200 + rank}"]
         argv += ["--allow-metrics=false", f"--backend-config=python,shm-region-prefix-name=rank{rank}_"]
     return argv
 
