@@ -6,7 +6,11 @@ around it, which treats every service's RPCs alike."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -217,3 +221,49 @@ def test_a_missing_certificate_file_is_a_settings_error(tmp_path: Path) -> None:
     ServerSettings.read(env, default_port=0, default_metrics_port=0)
     with pytest.raises(SettingsError, match="TLS_CERT_FILE"):
         env.done()
+
+
+def _scrape(port: int, context: ssl.SSLContext | None) -> str:
+    scheme = "https" if context is not None else "http"
+    with urllib.request.urlopen(f"{scheme}://localhost:{port}/metrics", timeout=5, context=context) as reply:
+        return str(reply.read().decode())
+
+
+def _trusting(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+async def test_metrics_are_served_over_https_with_the_services_certificate(
+    certificates: StackCertificates, embedding: RunningServer
+) -> None:
+    """A scraper trusting the CA reads the metrics without a client certificate; a plaintext
+    request gets no metrics, and a scraper trusting another CA is refused in the handshake."""
+    scraped = await asyncio.to_thread(_scrape, embedding.metrics_port, _trusting(certificates.ca_file))
+    assert "python_info" in scraped
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        await asyncio.to_thread(_scrape, embedding.metrics_port, None)
+    stranger = ssl.create_default_context(cadata=trustme.CA().cert_pem.bytes().decode())
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        await asyncio.to_thread(_scrape, embedding.metrics_port, stranger)
+
+
+async def test_metrics_follow_a_rotated_certificate(certificates: StackCertificates, tmp_path: Path) -> None:
+    """The metrics endpoint serves the new certificate once the gRPC port has reloaded it (at its
+    next handshake), without a restart."""
+    running = await start_server(_settings(certificates, "embedding", mutual=False), _definition())
+    try:
+        new_ca = trustme.CA()
+        new_ca_file = tmp_path / "new-ca.pem"
+        new_ca.cert_pem.write_to_path(str(new_ca_file))
+        with pytest.raises(urllib.error.URLError):
+            await asyncio.to_thread(_scrape, running.metrics_port, _trusting(new_ca_file))
+        issue(new_ca, certificates.ca_file.parent, "embedding")
+        trusting_new = dataclasses.replace(
+            PLAIN,
+            tls=TlsSettings(ca_file=new_ca_file),
+            callers=CallerSettings(identity="cache", token_file=certificates.token_file),
+        )
+        assert (await _embed(running.port, trusting_new)).model == "fixed"
+        assert "python_info" in await asyncio.to_thread(_scrape, running.metrics_port, _trusting(new_ca_file))
+    finally:
+        await running.stop(0)

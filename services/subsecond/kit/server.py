@@ -3,8 +3,8 @@
 It owns what services have in common: binding the port (TLS, and mutual TLS, when the service has
 certificates: kit.tls), who may call (kit.callers), errors mapped to status codes
 (``kit.errors``), ``grpc.health.v1`` (NOT_SERVING while warming up and while draining), server
-reflection, the Prometheus metrics endpoint, and graceful shutdown on SIGTERM/SIGINT. A service
-only supplies its servicers and the start-up/shutdown work that is its own.
+reflection, the Prometheus metrics endpoint (HTTPS with the same certificate), and graceful shutdown
+on SIGTERM/SIGINT. A service only supplies its servicers and the start-up/shutdown work that is its own.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -29,7 +30,7 @@ from subsecond.kit.callers import caller_interceptor
 from subsecond.kit.errors import StatusInterceptor
 from subsecond.kit.logs import configure_logging
 from subsecond.kit.settings import ServerSettings, SettingsError
-from subsecond.kit.tls import server_credentials
+from subsecond.kit.tls import ReloadingServerCertificates, server_certificates
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,23 @@ async def _close_metrics(http: WSGIServer) -> None:
     http.server_close()
 
 
+def _start_metrics(settings: ServerSettings, certificates: ReloadingServerCertificates | None) -> WSGIServer:
+    """The Prometheus endpoint: HTTPS with the service's own certificate when it serves TLS.
+
+    The scrape is server-authenticated only, even where the gRPC port requires client certificates:
+    metrics carry no prompt or answer, the NetworkPolicy admits only ``networkPolicy.metricsFrom``,
+    and requiring one would make Prometheus hold a certificate of the services' own CA."""
+    if certificates is None:
+        http, _ = prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
+        return http
+    tls = settings.tls
+    http, _ = prometheus_client.start_http_server(
+        settings.metrics_port, addr=settings.host, certfile=str(tls.cert_file), keyfile=str(tls.key_file)
+    )
+    certificates.follow(cast(ssl.SSLSocket, http.socket).context)
+    return http
+
+
 async def start_server(settings: ServerSettings, definition: ServiceDefinition) -> RunningServer:
     """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up."""
     # StatusInterceptor first: it wraps the caller check and so maps its refusals too.
@@ -124,13 +142,17 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
         server,
     )
     address = f"{settings.host}:{settings.port}"
-    credentials = server_credentials(settings.tls)
-    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    certificates = server_certificates(settings.tls)
+    port = (
+        server.add_insecure_port(address)
+        if certificates is None
+        else server.add_secure_port(address, certificates.credentials())
+    )
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
     for name in ("", *definition.names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    metrics_http, _ = prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
+    metrics_http = _start_metrics(settings, certificates)
     metrics_port = metrics_http.server_port
     await server.start()
     if definition.warm_up is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class ReloadingServerCertificates:
         self._cert_file = tls.cert_file
         self._key_file = tls.key_file
         self._client_ca_file = tls.client_ca_file
+        self._followers: list[ssl.SSLContext] = []
         self.current = self._load()
 
     def _stamps(self) -> tuple[tuple[int, int], ...]:
@@ -62,11 +64,19 @@ class ReloadingServerCertificates:
             if self._stamps() == self.current.stamps:
                 return None
             self.current = self._load()
-        except (OSError, ValueError) as error:
+            for context in self._followers:
+                context.load_cert_chain(self._cert_file, self._key_file)
+        except (OSError, ValueError, ssl.SSLError) as error:
             log.warning("certificate files unreadable; serving the previous ones: %s", error)
             return None
         log.info("certificates reloaded from %s", self._cert_file.parent)
         return self.current.configuration
+
+    def follow(self, context: ssl.SSLContext) -> None:
+        """Loads the certificate into ``context`` again whenever this fetcher reloads it: the metrics
+        endpoint's context, which thus changes certificate at the first gRPC handshake after a
+        rotation (probes and callers connect every few seconds; connections are recycled every minute)."""
+        self._followers.append(context)
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
@@ -74,10 +84,10 @@ class ReloadingServerCertificates:
         )
 
 
-def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
-    """TLS credentials for a server (client certificates required when a client CA is set), or None
-    when the service has no certificate and listens in plaintext."""
-    return ReloadingServerCertificates(tls).credentials() if tls.serves_tls else None
+def server_certificates(tls: TlsSettings) -> ReloadingServerCertificates | None:
+    """A server's certificates (its credentials require client certificates when a client CA is
+    set), or None when the service has no certificate and listens in plaintext."""
+    return ReloadingServerCertificates(tls) if tls.serves_tls else None
 
 
 def channel_credentials(tls: TlsSettings) -> grpc.ChannelCredentials | None:
