@@ -202,6 +202,70 @@ async def test_store_refuses_an_answer_it_must_not_cache_and_writes_nothing(
     assert fake_embedder.calls == 0  # nor was it embedded for the semantic tier
 
 
+# -- the router's speculative miss path: the exact tier alone, then the semantic tier alone --------
+
+
+async def test_a_miss_stored_with_its_lookups_embedding_is_embedded_once(
+    cache: cache_pb2_grpc.CacheStub, fake_embedder: FakeEmbedder
+) -> None:
+    fake_embedder.vectors.update({QUESTION: towards(0), PARAPHRASE: towards(15)})
+    exact = await cache.Lookup(lookup(QUESTION, semantic=False))
+    semantic = cache_pb2.LookupRequest(query=query(QUESTION), semantic=True, skip_exact=True, want_embedding=True)
+    miss = await cache.Lookup(semantic)
+    assert not exact.hit and not miss.hit
+    assert fake_embedder.calls == 1
+    assert list(miss.embedding) == pytest.approx(towards(0))
+
+    with_embedding = cache_pb2.StoreRequest(query=query(QUESTION), answer=answer("Canberra."), embedding=miss.embedding)
+    stored = await cache.Store(with_embedding)
+
+    assert stored.semantic_indexed
+    assert fake_embedder.calls == 1  # the miss was embedded once, by its lookup
+    found = await cache.Lookup(lookup(PARAPHRASE))  # the vector sent is the one indexed
+    assert (found.tier, list(found.answer.chunks)) == (cache_pb2.CACHE_TIER_SEMANTIC, ["Canberra."])
+
+
+async def test_a_lookup_that_skips_the_exact_tier_finds_only_the_semantic_one(
+    cache: cache_pb2_grpc.CacheStub, fake_embedder: FakeEmbedder
+) -> None:
+    fake_embedder.vectors[QUESTION] = towards(0)
+    await cache.Store(store(QUESTION, "Canberra."))
+
+    found = await cache.Lookup(cache_pb2.LookupRequest(query=query(QUESTION), semantic=True, skip_exact=True))
+    error = await refused(cache.Lookup(cache_pb2.LookupRequest(query=query(QUESTION), skip_exact=True)))
+
+    assert found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC  # the same prompt, found by its vector
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "skip_exact: a lookup that skips the exact tier must search the semantic one",
+    )
+
+
+@pytest.mark.parametrize(
+    ("embedding", "problem"),
+    [
+        (towards(0)[:-1], "embedding: 383 dimensions, expected 384"),
+        ([2 * x for x in towards(0)], "embedding: norm 2, expected a unit vector"),
+        ([float("nan"), *towards(0)[1:]], "embedding: norm nan, expected a unit vector"),
+    ],
+)
+async def test_store_refuses_an_embedding_that_is_not_the_models_and_writes_nothing(
+    cache: cache_pb2_grpc.CacheStub,
+    fake_embedder: FakeEmbedder,
+    redis_client: redis.Redis,
+    embedding: list[float],
+    problem: str,
+) -> None:
+    fake_embedder.vectors[QUESTION] = towards(0)
+    request = cache_pb2.StoreRequest(query=query(QUESTION), answer=answer("Canberra."), embedding=embedding)
+
+    error = await refused(cache.Store(request))
+
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, problem)
+    assert await redis_client.dbsize() == 0
+    assert not (await cache.Lookup(lookup(QUESTION))).hit  # nor a vector in the semantic tier
+
+
 BAD_QUERIES = [
     (cache_pb2.CacheQuery(tenant="", model="small", messages=query("q").messages), "query.tenant"),
     (cache_pb2.CacheQuery(tenant="a:b", model="small", messages=query("q").messages), "query.tenant"),

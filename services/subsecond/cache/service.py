@@ -12,7 +12,9 @@ kit.errors' domain errors; the server shell turns them into status codes.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -66,6 +68,9 @@ EXPIRED_VECTORS = Counter("subsecond_cache_expired_vectors_total", "Vectors dele
 EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 # all-MiniLM-L6-v2's output size: the semantic tier's vectors.
 EMBEDDING_DIMENSIONS = 384
+# How far from 1 the norm of a stored embedding may be: the embedding service normalises in float32
+# (an error near 1e-7), and float32 on the wire keeps it; anything further is not its vector.
+UNIT_NORM_TOLERANCE = 1e-3
 
 
 def _backend(name: str, failures: tuple[type[BaseException], ...], cooldown_seconds: float = 1.0) -> FailOpen:
@@ -107,6 +112,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self, request: cache_pb2.LookupRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.LookupResponse:
         query = parse_query(request.query)
+        if request.skip_exact and not request.semantic:
+            raise InvalidArgument("skip_exact: a lookup that skips the exact tier must search the semantic one")
         started = time.perf_counter()
         try:
             response = await self._lookup(query, request)
@@ -130,6 +137,9 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         if not "".join(answer.chunks).strip():
             STORES.labels("refused").inc()
             raise InvalidArgument("answer.chunks: an empty answer is not cached")
+        if request.embedding and (problem := _embedding_problem(request.embedding)):
+            STORES.labels("refused").inc()
+            raise InvalidArgument(f"embedding: {problem}")
         stored = cache_pb2.CachedAnswer()
         stored.CopyFrom(answer)
         stored.created_at = time.time()
@@ -140,7 +150,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         except BackendDown as down:
             STORES.labels("bypassed").inc()
             raise Unavailable(f"{down.backend} unavailable; answer not cached") from down
-        indexed = await self._index(query, key)
+        indexed = await self._index(query, key, request.embedding)
         STORES.labels("stored").inc()
         return cache_pb2.StoreResponse(key=key, semantic_indexed=indexed)
 
@@ -166,9 +176,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
 
     async def _lookup(self, query: Query, request: cache_pb2.LookupRequest) -> cache_pb2.LookupResponse:
         now = time.time()
-        raw = await self._redis_backend.call(lambda: self._redis.get(query.exact_key))
-        if raw is not None and (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_EXACT)) is not None:
-            return hit
+        if not request.skip_exact:
+            raw = await self._redis_backend.call(lambda: self._redis.get(query.exact_key))
+            if raw is not None and (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_EXACT)) is not None:
+                return hit
         text = query.semantic_text
         if not (request.semantic and self._settings.semantic_enabled and text):
             return cache_pb2.LookupResponse(hit=False)
@@ -204,13 +215,14 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 return hit
         return miss
 
-    async def _index(self, query: Query, key: str) -> bool:
-        """Adds the prompt to the semantic tier; a failure leaves the exact entry in place."""
+    async def _index(self, query: Query, key: str, embedding: Sequence[float]) -> bool:
+        """Adds the prompt to the semantic tier, with ``embedding`` when the caller sent the one its
+        lookup got (checked already), else embedded now; a failure leaves the exact entry in place."""
         text = query.semantic_text
         if not (self._settings.semantic_enabled and text):
             return False
         try:
-            vector = await self._embed(query.tenant, text)
+            vector = list(embedding) or await self._embed(query.tenant, text)
             await self._vector_backend.call(
                 lambda: self._vectors.upsert(
                     VectorEntry(
@@ -251,6 +263,17 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         await self._vectors.close()
         await self._redis.aclose()
         self._guard_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _embedding_problem(embedding: Sequence[float]) -> str | None:
+    """Why a caller's embedding cannot be this service's own (the semantic tier's vectors are
+    all-MiniLM-L6-v2's, L2-normalised), or None."""
+    if len(embedding) != EMBEDDING_DIMENSIONS:
+        return f"{len(embedding)} dimensions, expected {EMBEDDING_DIMENSIONS}"
+    norm = math.sqrt(math.fsum(x * x for x in embedding))
+    if not abs(norm - 1.0) <= UNIT_NORM_TOLERANCE:  # also refuses NaN and infinities
+        return f"norm {norm:.4g}, expected a unit vector"
+    return None
 
 
 def _hit(

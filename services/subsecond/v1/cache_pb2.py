@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from subsecond.v1 import types_pb2 as subsecond_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18subsecond/v1/cache.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/types.proto\"\x9a\x01\n\nCacheQuery\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12\x10\n\x08revision\x18\x05 \x01(\t\"\xc5\x01\n\x0c\x43\x61\x63hedAnswer\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x1d\n\x15\x63hunk_offsets_seconds\x18\x06 \x03(\x02\x12\r\n\x05model\x18\x07 \x01(\t\"\x8f\x01\n\rLookupRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x17\n\x0fmax_age_seconds\x18\x03 \x01(\r\x12\x10\n\x08semantic\x18\x04 \x01(\x08\x12\x16\n\x0ewant_embedding\x18\x05 \x01(\x08\"\xbe\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12%\n\x04tier\x18\x02 \x01(\x0e\x32\x17.subsecond.v1.CacheTier\x12*\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x12\n\nsimilarity\x18\x04 \x01(\x02\x12\x13\n\x0b\x61ge_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x62ypassed\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\"x\n\x0cStoreRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\"6\n\rStoreResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x18\n\x10semantic_indexed\x18\x02 \x01(\x08\"e\n\x11InvalidateRequest\x12\'\n\x05query\x18\x05 \x01(\x0b\x32\x18.subsecond.v1.CacheQueryJ\x04\x08\x01\x10\x05R\x06tenantR\x05modelR\x08messagesR\x08sampling\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r*V\n\tCacheTier\x12\x1a\n\x16\x43\x41\x43HE_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_TIER_EXACT\x10\x01\x12\x17\n\x13\x43\x41\x43HE_TIER_SEMANTIC\x10\x02\x32\xdf\x01\n\x05\x43\x61\x63he\x12\x43\n\x06Lookup\x12\x1b.subsecond.v1.LookupRequest\x1a\x1c.subsecond.v1.LookupResponse\x12@\n\x05Store\x12\x1a.subsecond.v1.StoreRequest\x1a\x1b.subsecond.v1.StoreResponse\x12O\n\nInvalidate\x12\x1f.subsecond.v1.InvalidateRequest\x1a .subsecond.v1.InvalidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18subsecond/v1/cache.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/types.proto\"\x9a\x01\n\nCacheQuery\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12\x10\n\x08revision\x18\x05 \x01(\t\"\xc5\x01\n\x0c\x43\x61\x63hedAnswer\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x1d\n\x15\x63hunk_offsets_seconds\x18\x06 \x03(\x02\x12\r\n\x05model\x18\x07 \x01(\t\"\xa3\x01\n\rLookupRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x17\n\x0fmax_age_seconds\x18\x03 \x01(\r\x12\x10\n\x08semantic\x18\x04 \x01(\x08\x12\x16\n\x0ewant_embedding\x18\x05 \x01(\x08\x12\x12\n\nskip_exact\x18\x06 \x01(\x08\"\xbe\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12%\n\x04tier\x18\x02 \x01(\x0e\x32\x17.subsecond.v1.CacheTier\x12*\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x12\n\nsimilarity\x18\x04 \x01(\x02\x12\x13\n\x0b\x61ge_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x62ypassed\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\"\x8b\x01\n\x0cStoreRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\x12\x11\n\tembedding\x18\x04 \x03(\x02\"6\n\rStoreResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x18\n\x10semantic_indexed\x18\x02 \x01(\x08\"e\n\x11InvalidateRequest\x12\'\n\x05query\x18\x05 \x01(\x0b\x32\x18.subsecond.v1.CacheQueryJ\x04\x08\x01\x10\x05R\x06tenantR\x05modelR\x08messagesR\x08sampling\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r*V\n\tCacheTier\x12\x1a\n\x16\x43\x41\x43HE_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_TIER_EXACT\x10\x01\x12\x17\n\x13\x43\x41\x43HE_TIER_SEMANTIC\x10\x02\x32\xdf\x01\n\x05\x43\x61\x63he\x12\x43\n\x06Lookup\x12\x1b.subsecond.v1.LookupRequest\x1a\x1c.subsecond.v1.LookupResponse\x12@\n\x05Store\x12\x1a.subsecond.v1.StoreRequest\x1a\x1b.subsecond.v1.StoreResponse\x12O\n\nInvalidate\x12\x1f.subsecond.v1.InvalidateRequest\x1a .subsecond.v1.InvalidateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subsecond.v1.cache_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CACHETIER']._serialized_start=1084
-  _globals['_CACHETIER']._serialized_end=1170
+  _globals['_CACHETIER']._serialized_start=1124
+  _globals['_CACHETIER']._serialized_end=1210
   _globals['_CACHEQUERY']._serialized_start=69
   _globals['_CACHEQUERY']._serialized_end=223
   _globals['_CACHEDANSWER']._serialized_start=226
   _globals['_CACHEDANSWER']._serialized_end=423
   _globals['_LOOKUPREQUEST']._serialized_start=426
-  _globals['_LOOKUPREQUEST']._serialized_end=569
-  _globals['_LOOKUPRESPONSE']._serialized_start=572
-  _globals['_LOOKUPRESPONSE']._serialized_end=762
-  _globals['_STOREREQUEST']._serialized_start=764
-  _globals['_STOREREQUEST']._serialized_end=884
-  _globals['_STORERESPONSE']._serialized_start=886
-  _globals['_STORERESPONSE']._serialized_end=940
-  _globals['_INVALIDATEREQUEST']._serialized_start=942
-  _globals['_INVALIDATEREQUEST']._serialized_end=1043
-  _globals['_INVALIDATERESPONSE']._serialized_start=1045
-  _globals['_INVALIDATERESPONSE']._serialized_end=1082
-  _globals['_CACHE']._serialized_start=1173
-  _globals['_CACHE']._serialized_end=1396
+  _globals['_LOOKUPREQUEST']._serialized_end=589
+  _globals['_LOOKUPRESPONSE']._serialized_start=592
+  _globals['_LOOKUPRESPONSE']._serialized_end=782
+  _globals['_STOREREQUEST']._serialized_start=785
+  _globals['_STOREREQUEST']._serialized_end=924
+  _globals['_STORERESPONSE']._serialized_start=926
+  _globals['_STORERESPONSE']._serialized_end=980
+  _globals['_INVALIDATEREQUEST']._serialized_start=982
+  _globals['_INVALIDATEREQUEST']._serialized_end=1083
+  _globals['_INVALIDATERESPONSE']._serialized_start=1085
+  _globals['_INVALIDATERESPONSE']._serialized_end=1122
+  _globals['_CACHE']._serialized_start=1213
+  _globals['_CACHE']._serialized_end=1436
 # @@protoc_insertion_point(module_scope)

@@ -50,18 +50,20 @@ class CachedAnswer(_message.Message):
     def __init__(self, chunks: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., created_at: _Optional[float] = ..., chunk_offsets_seconds: _Optional[_Iterable[float]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("query", "max_tokens", "max_age_seconds", "semantic", "want_embedding")
+    __slots__ = ("query", "max_tokens", "max_age_seconds", "semantic", "want_embedding", "skip_exact")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SEMANTIC_FIELD_NUMBER: _ClassVar[int]
     WANT_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    SKIP_EXACT_FIELD_NUMBER: _ClassVar[int]
     query: CacheQuery
     max_tokens: int
     max_age_seconds: int
     semantic: bool
     want_embedding: bool
-    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., max_tokens: _Optional[int] = ..., max_age_seconds: _Optional[int] = ..., semantic: _Optional[bool] = ..., want_embedding: _Optional[bool] = ...) -> None: ...
+    skip_exact: bool
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., max_tokens: _Optional[int] = ..., max_age_seconds: _Optional[int] = ..., semantic: _Optional[bool] = ..., want_embedding: _Optional[bool] = ..., skip_exact: _Optional[bool] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("hit", "tier", "answer", "similarity", "age_seconds", "bypassed", "embedding")
@@ -82,14 +84,16 @@ class LookupResponse(_message.Message):
     def __init__(self, hit: _Optional[bool] = ..., tier: _Optional[_Union[CacheTier, str]] = ..., answer: _Optional[_Union[CachedAnswer, _Mapping]] = ..., similarity: _Optional[float] = ..., age_seconds: _Optional[float] = ..., bypassed: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
-    __slots__ = ("query", "answer", "ttl_seconds")
+    __slots__ = ("query", "answer", "ttl_seconds", "embedding")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     query: CacheQuery
     answer: CachedAnswer
     ttl_seconds: int
-    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., answer: _Optional[_Union[CachedAnswer, _Mapping]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., answer: _Optional[_Union[CachedAnswer, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("key", "semantic_indexed")
