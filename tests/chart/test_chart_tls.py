@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import kubernetes_validate
 import trustme
+import yaml
 from chart_render import (
     CHART,
     DEFAULT_ARGS,
@@ -30,6 +31,7 @@ from chart_render import (
     name_of,
     one,
     pod_spec,
+    profile_values,
     run_helm,
     template,
     template_error,
@@ -71,6 +73,35 @@ def plaintext_grpc_listeners(manifests: list[Manifest]) -> list[str]:
     return plaintext
 
 
+def plaintext_listeners(manifests: list[Manifest]) -> list[str]:
+    """Every container port of the rendered Deployments served in plaintext: the services' gRPC
+    ports as above, their metrics ports when the service has no certificate (the kit serves them over
+    HTTPS with it) or its ServiceMonitor scrapes them in plaintext, and every other container's port
+    but Triton's gRPC (launch-triton binds it to loopback: tests/images)."""
+    plaintext = plaintext_grpc_listeners(manifests)
+    monitors = {monitor["metadata"]["name"]: monitor for monitor in find(manifests, "ServiceMonitor")}
+    for service in SERVICES:
+        prefix = f"SUBSECOND_{service.upper()}_"
+        if not env_of(service_container(manifests, service)).get(prefix + "TLS_CERT_FILE"):
+            plaintext.append(f"{service}: metrics without a certificate")
+            continue
+        (endpoint,) = [e for e in monitors[name_of(service)]["spec"]["endpoints"] if e["port"] == "metrics"]
+        secret = one(manifests, "Certificate", name_of(service))["spec"]["secretName"]
+        if endpoint.get("scheme") != "https" or endpoint["tlsConfig"] != {
+            "ca": {"secret": {"name": secret, "key": "ca.crt"}},
+            "serverName": name_of(service),
+        }:
+            plaintext.append(f"{service}: metrics scraped in plaintext")
+    for deployment in find(manifests, "Deployment"):
+        for container in pod_spec(deployment)["containers"]:
+            if container["name"] in SERVICES:
+                continue
+            for port in container.get("ports", []):
+                if port["name"] != "triton-grpc":
+                    plaintext.append(f"{container['name']}: {port['name']}")
+    return plaintext
+
+
 def test_the_default_profile_has_no_tls_and_native_probes(rendered: dict[str, list[Manifest]]) -> None:
     """The check above can fail: without `tls.enabled` every service counts as plaintext."""
     assert len(plaintext_grpc_listeners(rendered["default"])) == 2 * len(SERVICES)
@@ -96,6 +127,26 @@ def test_production_renders_zero_plaintext_grpc_listeners(rendered: dict[str, li
         (volume,) = tls_volumes(manifests, service)
         certificate = one(manifests, "Certificate", name_of(service))
         assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+
+
+def test_production_serves_every_services_port_over_tls_metrics_included(rendered: dict[str, list[Manifest]]) -> None:
+    """The four services' gRPC and metrics ports are all TLS. What is left in plaintext is Triton's
+    HTTP port (the kubelet's readiness probe; no NetworkPolicy admits a peer to it), Triton's metrics
+    and the operator's ports: none of them is a subsecond service's, and the metrics are admitted only
+    from networkPolicy.metricsFrom."""
+    manifests = rendered["production-external"]
+    remaining = plaintext_listeners(manifests)
+    assert remaining == ["triton: triton-http", "triton: triton-metrics", "operator: metrics", "operator: health"]
+    # The profile keeps the chart's default metricsFrom (the monitoring namespace).
+    assert "metricsFrom" not in profile_values("production-external")["networkPolicy"]
+    metrics_from = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]["metricsFrom"]
+    policy = one(manifests, "NetworkPolicy", name_of("generation"))["spec"]["ingress"]
+    admitting_8000 = [rule for rule in policy if {"port": 8000, "protocol": "TCP"} in rule.get("ports", [])]
+    assert admitting_8000 == []
+    (triton_metrics,) = [rule for rule in policy if {"port": 8002, "protocol": "TCP"} in rule.get("ports", [])]
+    assert triton_metrics["from"] == metrics_from
+    # The check can fail: without tls.enabled every service port is plaintext.
+    assert len([entry for entry in plaintext_listeners(rendered["default"]) if "metrics" in entry]) >= len(SERVICES)
 
 
 def test_inner_services_require_their_callers_certificates(rendered: dict[str, list[Manifest]]) -> None:
