@@ -25,15 +25,21 @@ _sym_db = _symbol_database.Default()
 from subsecond.v1 import types_pb2 as subsecond_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18subsecond/v1/cache.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/types.proto\"\x9a\x01\n\nCacheQuery\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12\x10\n\x08revision\x18\x05 \x01(\t\"\xc5\x01\n\x0c\x43\x61\x63hedAnswer\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x1d\n\x15\x63hunk_offsets_seconds\x18\x06 \x03(\x02\x12\r\n\x05model\x18\x07 \x01(\t\"\xa3\x01\n\rLookupRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x17\n\x0fmax_age_seconds\x18\x03 \x01(\r\x12\x10\n\x08semantic\x18\x04 \x01(\x08\x12\x16\n\x0ewant_embedding\x18\x05 \x01(\x08\x12\x12\n\nskip_exact\x18\x06 \x01(\x08\"\xbe\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12%\n\x04tier\x18\x02 \x01(\x0e\x32\x17.subsecond.v1.CacheTier\x12*\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x12\n\nsimilarity\x18\x04 \x01(\x02\x12\x13\n\x0b\x61ge_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x62ypassed\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\"\x8b\x01\n\x0cStoreRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\x12\x11\n\tembedding\x18\x04 \x03(\x02\"6\n\rStoreResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x18\n\x10semantic_indexed\x18\x02 \x01(\x08\"e\n\x11InvalidateRequest\x12\'\n\x05query\x18\x05 \x01(\x0b\x32\x18.subsecond.v1.CacheQueryJ\x04\x08\x01\x10\x05R\x06tenantR\x05modelR\x08messagesR\x08sampling\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r*V\n\tCacheTier\x12\x1a\n\x16\x43\x41\x43HE_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_TIER_EXACT\x10\x01\x12\x17\n\x13\x43\x41\x43HE_TIER_SEMANTIC\x10\x02\x32\xdf\x01\n\x05\x43\x61\x63he\x12\x43\n\x06Lookup\x12\x1b.subsecond.v1.LookupRequest\x1a\x1c.subsecond.v1.LookupResponse\x12@\n\x05Store\x12\x1a.subsecond.v1.StoreRequest\x1a\x1b.subsecond.v1.StoreResponse\x12O\n\nInvalidate\x12\x1f.subsecond.v1.InvalidateRequest\x1a .subsecond.v1.InvalidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18subsecond/v1/cache.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/types.proto\"\x9a\x01\n\nCacheQuery\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12\x10\n\x08revision\x18\x05 \x01(\t\"\xc5\x01\n\x0c\x43\x61\x63hedAnswer\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x1d\n\x15\x63hunk_offsets_seconds\x18\x06 \x03(\x02\x12\r\n\x05model\x18\x07 \x01(\t\"\xa3\x01\n\rLookupRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x17\n\x0fmax_age_seconds\x18\x03 \x01(\r\x12\x10\n\x08semantic\x18\x04 \x01(\x08\x12\x16\n\x0ewant_embedding\x18\x05 \x01(\x08\x12\x12\n\nskip_exact\x18\x06 \x01(\x08\"\xbe\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12%\n\x04tier\x18\x02 \x01(\x0e\x32\x17.subsecond.v1.CacheTier\x12*\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x12\n\nsimilarity\x18\x04 \x01(\x02\x12\x13\n\x0b\x61ge_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x62ypassed\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\"\x8b\x01\n\x0cStoreRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.subsecond.v1.CacheQuery\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1a.subsecond.v1.CachedAnswer\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\x12\x11\n\tembedding\x18\x04 \x03(\x02\"6\n\rStoreResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x18\n\x10semantic_indexed\x18\x02 \x01(\x08\"e\n\x11InvalidateRequest\x12\'\n\x05query\x18\x05 \x01(\x0b\x32\x18.subsecond.v1.CacheQueryJ\x04\x08\x01\x10\x05R\x06tenantR\x05modelR\x08messagesR\x08sampling\">\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x17\n\x0fvectors_removed\x18\x02 \x01(\r\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"5\n\x0bTenantStats\x12\x15\n\rexact_entries\x18\x01 \x01(\x04\x12\x0f\n\x07vectors\x18\x02 \x01(\x04\"\x82\x03\n\rStatsResponse\x12\x39\n\x07tenants\x18\x01 \x03(\x0b\x32(.subsecond.v1.StatsResponse.TenantsEntry\x12\x18\n\x10semantic_backend\x18\x02 \x01(\t\x12\x39\n\x07lookups\x18\x03 \x03(\x0b\x32(.subsecond.v1.StatsResponse.LookupsEntry\x12\x37\n\x06stores\x18\x04 \x03(\x0b\x32\'.subsecond.v1.StatsResponse.StoresEntry\x1aI\n\x0cTenantsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.subsecond.v1.TenantStats:\x02\x38\x01\x1a.\n\x0cLookupsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a-\n\x0bStoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*V\n\tCacheTier\x12\x1a\n\x16\x43\x41\x43HE_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_TIER_EXACT\x10\x01\x12\x17\n\x13\x43\x41\x43HE_TIER_SEMANTIC\x10\x02\x32\xa1\x02\n\x05\x43\x61\x63he\x12\x43\n\x06Lookup\x12\x1b.subsecond.v1.LookupRequest\x1a\x1c.subsecond.v1.LookupResponse\x12@\n\x05Store\x12\x1a.subsecond.v1.StoreRequest\x1a\x1b.subsecond.v1.StoreResponse\x12O\n\nInvalidate\x12\x1f.subsecond.v1.InvalidateRequest\x1a .subsecond.v1.InvalidateResponse\x12@\n\x05Stats\x12\x1a.subsecond.v1.StatsRequest\x1a\x1b.subsecond.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subsecond.v1.cache_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CACHETIER']._serialized_start=1124
-  _globals['_CACHETIER']._serialized_end=1210
+  _globals['_STATSRESPONSE_TENANTSENTRY']._loaded_options = None
+  _globals['_STATSRESPONSE_TENANTSENTRY']._serialized_options = b'8\001'
+  _globals['_STATSRESPONSE_LOOKUPSENTRY']._loaded_options = None
+  _globals['_STATSRESPONSE_LOOKUPSENTRY']._serialized_options = b'8\001'
+  _globals['_STATSRESPONSE_STORESENTRY']._loaded_options = None
+  _globals['_STATSRESPONSE_STORESENTRY']._serialized_options = b'8\001'
+  _globals['_CACHETIER']._serialized_start=1625
+  _globals['_CACHETIER']._serialized_end=1711
   _globals['_CACHEQUERY']._serialized_start=69
   _globals['_CACHEQUERY']._serialized_end=223
   _globals['_CACHEDANSWER']._serialized_start=226
@@ -49,7 +55,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVALIDATEREQUEST']._serialized_start=982
   _globals['_INVALIDATEREQUEST']._serialized_end=1083
   _globals['_INVALIDATERESPONSE']._serialized_start=1085
-  _globals['_INVALIDATERESPONSE']._serialized_end=1122
-  _globals['_CACHE']._serialized_start=1213
-  _globals['_CACHE']._serialized_end=1436
+  _globals['_INVALIDATERESPONSE']._serialized_end=1147
+  _globals['_STATSREQUEST']._serialized_start=1149
+  _globals['_STATSREQUEST']._serialized_end=1179
+  _globals['_TENANTSTATS']._serialized_start=1181
+  _globals['_TENANTSTATS']._serialized_end=1234
+  _globals['_STATSRESPONSE']._serialized_start=1237
+  _globals['_STATSRESPONSE']._serialized_end=1623
+  _globals['_STATSRESPONSE_TENANTSENTRY']._serialized_start=1455
+  _globals['_STATSRESPONSE_TENANTSENTRY']._serialized_end=1528
+  _globals['_STATSRESPONSE_LOOKUPSENTRY']._serialized_start=1530
+  _globals['_STATSRESPONSE_LOOKUPSENTRY']._serialized_end=1576
+  _globals['_STATSRESPONSE_STORESENTRY']._serialized_start=1578
+  _globals['_STATSRESPONSE_STORESENTRY']._serialized_end=1623
+  _globals['_CACHE']._serialized_start=1714
+  _globals['_CACHE']._serialized_end=2003
 # @@protoc_insertion_point(module_scope)

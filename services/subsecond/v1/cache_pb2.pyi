@@ -110,7 +110,56 @@ class InvalidateRequest(_message.Message):
     def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ...) -> None: ...
 
 class InvalidateResponse(_message.Message):
-    __slots__ = ("removed",)
+    __slots__ = ("removed", "vectors_removed")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: int
-    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+    vectors_removed: int
+    def __init__(self, removed: _Optional[int] = ..., vectors_removed: _Optional[int] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class TenantStats(_message.Message):
+    __slots__ = ("exact_entries", "vectors")
+    EXACT_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    exact_entries: int
+    vectors: int
+    def __init__(self, exact_entries: _Optional[int] = ..., vectors: _Optional[int] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("tenants", "semantic_backend", "lookups", "stores")
+    class TenantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TenantStats
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TenantStats, _Mapping]] = ...) -> None: ...
+    class LookupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class StoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    STORES_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.MessageMap[str, TenantStats]
+    semantic_backend: str
+    lookups: _containers.ScalarMap[str, int]
+    stores: _containers.ScalarMap[str, int]
+    def __init__(self, tenants: _Optional[_Mapping[str, TenantStats]] = ..., semantic_backend: _Optional[str] = ..., lookups: _Optional[_Mapping[str, int]] = ..., stores: _Optional[_Mapping[str, int]] = ...) -> None: ...

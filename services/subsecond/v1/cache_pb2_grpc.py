@@ -49,6 +49,11 @@ class CacheStub:
                 request_serializer=subsecond_dot_v1_dot_cache__pb2.InvalidateRequest.SerializeToString,
                 response_deserializer=subsecond_dot_v1_dot_cache__pb2.InvalidateResponse.FromString,
                 _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/subsecond.v1.Cache/Stats',
+                request_serializer=subsecond_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
+                response_deserializer=subsecond_dot_v1_dot_cache__pb2.StatsResponse.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -76,6 +81,14 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stats(self, request, context):
+        """What the cache holds for one tenant (or every tenant) and this replica's counters since it
+        started. For operators, through the router's CacheStats (admin keys).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Invalidate,
                     request_deserializer=subsecond_dot_v1_dot_cache__pb2.InvalidateRequest.FromString,
                     response_serializer=subsecond_dot_v1_dot_cache__pb2.InvalidateResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=subsecond_dot_v1_dot_cache__pb2.StatsRequest.FromString,
+                    response_serializer=subsecond_dot_v1_dot_cache__pb2.StatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +194,33 @@ class Cache:
             '/subsecond.v1.Cache/Invalidate',
             subsecond_dot_v1_dot_cache__pb2.InvalidateRequest.SerializeToString,
             subsecond_dot_v1_dot_cache__pb2.InvalidateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subsecond.v1.Cache/Stats',
+            subsecond_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
+            subsecond_dot_v1_dot_cache__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

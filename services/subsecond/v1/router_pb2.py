@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from subsecond.v1 import cache_pb2 as subsecond_dot_v1_dot_cache__pb2
 from subsecond.v1 import types_pb2 as subsecond_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19subsecond/v1/router.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/types.proto\"M\n\x0b\x43\x61\x63hePolicy\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.subsecond.v1.CacheMode\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\r\"\xa9\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12(\n\x05\x63\x61\x63he\x18\x06 \x01(\x0b\x32\x19.subsecond.v1.CachePolicy\x12(\n\x08\x63hunking\x18\x07 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x12\x0c\n\x04task\x18\x08 \x01(\t\x12$\n\x06replay\x18\t \x01(\x0e\x32\x14.subsecond.v1.Replay\"W\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12&\n\x04\x64one\x18\x03 \x01(\x0b\x32\x18.subsecond.v1.Completion\"\xf3\x02\n\nCompletion\x12)\n\tserved_by\x18\x01 \x01(\x0e\x32\x16.subsecond.v1.ServedBy\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x19\n\x11\x63\x61\x63he_age_seconds\x18\x03 \x01(\x01\x12#\n\x1btime_to_first_chunk_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\r\x12\x31\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\r\n\x05model\x18\t \x01(\t\x12\x11\n\tcoalesced\x18\n \x01(\x08\x12\x13\n\x0btier_reason\x18\x0b \x01(\t\x12\x1d\n\x15trimmed_prompt_tokens\x18\x0c \x01(\r\x12\x14\n\x0cstatic_route\x18\r \x01(\t\"\x96\x01\n\x0cWorkflowStep\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x07request\x18\t \x01(\x0b\x32\x1d.subsecond.v1.GenerateRequest\x12\x12\n\ndepends_on\x18\x08 \x03(\tJ\x04\x08\x02\x10\x08R\x06promptR\x05modelR\nmax_tokensR\x08samplingR\x05\x63\x61\x63heR\x04task\"\xd0\x01\n\x0fWorkflowRequest\x12\x39\n\x06inputs\x18\x01 \x03(\x0b\x32).subsecond.v1.WorkflowRequest.InputsEntry\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.subsecond.v1.WorkflowStep\x12(\n\x08\x63hunking\x18\x03 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x0bStepStarted\x12\x12\n\ndepends_on\x18\x01 \x03(\t\"z\n\x0fWorkflowSummary\x12\x15\n\rtotal_seconds\x18\x01 \x01(\x01\x12\x1d\n\x15\x63ritical_path_seconds\x18\x02 \x01(\x01\x12\x1a\n\x12sequential_seconds\x18\x03 \x01(\x01\x12\x15\n\rcritical_path\x18\x04 \x03(\t\"\xcb\x01\n\rWorkflowEvent\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x12\n\nat_seconds\x18\x02 \x01(\x01\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.subsecond.v1.StepStartedH\x00\x12/\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1e.subsecond.v1.GenerateResponseH\x00\x12\x30\n\x07summary\x18\x05 \x01(\x0b\x32\x1d.subsecond.v1.WorkflowSummaryH\x00\x42\x07\n\x05\x65vent\"\x19\n\x17ListStaticRoutesRequest\"H\n\x0bStaticRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05regex\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\"E\n\x18ListStaticRoutesResponse\x12)\n\x06routes\x18\x01 \x03(\x0b\x32\x19.subsecond.v1.StaticRoute\"w\n\x16InvalidateCacheRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\"*\n\x17InvalidateCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\"\x13\n\x11\x43\x61\x63heStatsRequest\"\xdc\x01\n\x12\x43\x61\x63heStatsResponse\x12\x1a\n\x12near_cache_entries\x18\x01 \x01(\r\x12\x18\n\x10near_cache_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12\x63\x61\x63he_breaker_open\x18\x03 \x01(\x08\x12\x42\n\trevisions\x18\x04 \x03(\x0b\x32/.subsecond.v1.CacheStatsResponse.RevisionsEntry\x1a\x30\n\x0eRevisionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*N\n\tCacheMode\x12\x12\n\x0e\x43\x41\x43HE_MODE_USE\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x16\n\x12\x43\x41\x43HE_MODE_REFRESH\x10\x02*5\n\x08\x43hunking\x12\x12\n\x0e\x43HUNKING_TOKEN\x10\x00\x12\x15\n\x11\x43HUNKING_SENTENCE\x10\x01*.\n\x06Replay\x12\x12\n\x0eREPLAY_AT_ONCE\x10\x00\x12\x10\n\x0cREPLAY_PACED\x10\x01\x32\xb6\x03\n\x06Router\x12K\n\x08Generate\x12\x1d.subsecond.v1.GenerateRequest\x1a\x1e.subsecond.v1.GenerateResponse0\x01\x12K\n\x0bRunWorkflow\x12\x1d.subsecond.v1.WorkflowRequest\x1a\x1b.subsecond.v1.WorkflowEvent0\x01\x12\x61\n\x10ListStaticRoutes\x12%.subsecond.v1.ListStaticRoutesRequest\x1a&.subsecond.v1.ListStaticRoutesResponse\x12^\n\x0fInvalidateCache\x12$.subsecond.v1.InvalidateCacheRequest\x1a%.subsecond.v1.InvalidateCacheResponse\x12O\n\nCacheStats\x12\x1f.subsecond.v1.CacheStatsRequest\x1a .subsecond.v1.CacheStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19subsecond/v1/router.proto\x12\x0csubsecond.v1\x1a\x18subsecond/v1/cache.proto\x1a\x18subsecond/v1/types.proto\"M\n\x0b\x43\x61\x63hePolicy\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.subsecond.v1.CacheMode\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\r\"\xa9\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.subsecond.v1.ChatMessage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\x12(\n\x05\x63\x61\x63he\x18\x06 \x01(\x0b\x32\x19.subsecond.v1.CachePolicy\x12(\n\x08\x63hunking\x18\x07 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x12\x0c\n\x04task\x18\x08 \x01(\t\x12$\n\x06replay\x18\t \x01(\x0e\x32\x14.subsecond.v1.Replay\"W\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12&\n\x04\x64one\x18\x03 \x01(\x0b\x32\x18.subsecond.v1.Completion\"\xf3\x02\n\nCompletion\x12)\n\tserved_by\x18\x01 \x01(\x0e\x32\x16.subsecond.v1.ServedBy\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x19\n\x11\x63\x61\x63he_age_seconds\x18\x03 \x01(\x01\x12#\n\x1btime_to_first_chunk_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\r\x12\x31\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1a.subsecond.v1.FinishReason\x12\r\n\x05model\x18\t \x01(\t\x12\x11\n\tcoalesced\x18\n \x01(\x08\x12\x13\n\x0btier_reason\x18\x0b \x01(\t\x12\x1d\n\x15trimmed_prompt_tokens\x18\x0c \x01(\r\x12\x14\n\x0cstatic_route\x18\r \x01(\t\"\x96\x01\n\x0cWorkflowStep\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x07request\x18\t \x01(\x0b\x32\x1d.subsecond.v1.GenerateRequest\x12\x12\n\ndepends_on\x18\x08 \x03(\tJ\x04\x08\x02\x10\x08R\x06promptR\x05modelR\nmax_tokensR\x08samplingR\x05\x63\x61\x63heR\x04task\"\xd0\x01\n\x0fWorkflowRequest\x12\x39\n\x06inputs\x18\x01 \x03(\x0b\x32).subsecond.v1.WorkflowRequest.InputsEntry\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.subsecond.v1.WorkflowStep\x12(\n\x08\x63hunking\x18\x03 \x01(\x0e\x32\x16.subsecond.v1.Chunking\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x0bStepStarted\x12\x12\n\ndepends_on\x18\x01 \x03(\t\"z\n\x0fWorkflowSummary\x12\x15\n\rtotal_seconds\x18\x01 \x01(\x01\x12\x1d\n\x15\x63ritical_path_seconds\x18\x02 \x01(\x01\x12\x1a\n\x12sequential_seconds\x18\x03 \x01(\x01\x12\x15\n\rcritical_path\x18\x04 \x03(\t\"\xcb\x01\n\rWorkflowEvent\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x12\n\nat_seconds\x18\x02 \x01(\x01\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.subsecond.v1.StepStartedH\x00\x12/\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1e.subsecond.v1.GenerateResponseH\x00\x12\x30\n\x07summary\x18\x05 \x01(\x0b\x32\x1d.subsecond.v1.WorkflowSummaryH\x00\x42\x07\n\x05\x65vent\"\x19\n\x17ListStaticRoutesRequest\"H\n\x0bStaticRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05regex\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\"E\n\x18ListStaticRoutesResponse\x12)\n\x06routes\x18\x01 \x03(\x0b\x32\x19.subsecond.v1.StaticRoute\"w\n\x16InvalidateCacheRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.subsecond.v1.SamplingParams\"C\n\x17InvalidateCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x17\n\x0fvectors_removed\x18\x02 \x01(\r\"#\n\x11\x43\x61\x63heStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x88\x02\n\x12\x43\x61\x63heStatsResponse\x12\x1a\n\x12near_cache_entries\x18\x01 \x01(\r\x12\x18\n\x10near_cache_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12\x63\x61\x63he_breaker_open\x18\x03 \x01(\x08\x12\x42\n\trevisions\x18\x04 \x03(\x0b\x32/.subsecond.v1.CacheStatsResponse.RevisionsEntry\x12*\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x1b.subsecond.v1.StatsResponse\x1a\x30\n\x0eRevisionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*N\n\tCacheMode\x12\x12\n\x0e\x43\x41\x43HE_MODE_USE\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x16\n\x12\x43\x41\x43HE_MODE_REFRESH\x10\x02*5\n\x08\x43hunking\x12\x12\n\x0e\x43HUNKING_TOKEN\x10\x00\x12\x15\n\x11\x43HUNKING_SENTENCE\x10\x01*.\n\x06Replay\x12\x12\n\x0eREPLAY_AT_ONCE\x10\x00\x12\x10\n\x0cREPLAY_PACED\x10\x01\x32\xb6\x03\n\x06Router\x12K\n\x08Generate\x12\x1d.subsecond.v1.GenerateRequest\x1a\x1e.subsecond.v1.GenerateResponse0\x01\x12K\n\x0bRunWorkflow\x12\x1d.subsecond.v1.WorkflowRequest\x1a\x1b.subsecond.v1.WorkflowEvent0\x01\x12\x61\n\x10ListStaticRoutes\x12%.subsecond.v1.ListStaticRoutesRequest\x1a&.subsecond.v1.ListStaticRoutesResponse\x12^\n\x0fInvalidateCache\x12$.subsecond.v1.InvalidateCacheRequest\x1a%.subsecond.v1.InvalidateCacheResponse\x12O\n\nCacheStats\x12\x1f.subsecond.v1.CacheStatsRequest\x1a .subsecond.v1.CacheStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,48 +37,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_options = b'8\001'
   _globals['_CACHESTATSRESPONSE_REVISIONSENTRY']._loaded_options = None
   _globals['_CACHESTATSRESPONSE_REVISIONSENTRY']._serialized_options = b'8\001'
-  _globals['_CACHEMODE']._serialized_start=2221
-  _globals['_CACHEMODE']._serialized_end=2299
-  _globals['_CHUNKING']._serialized_start=2301
-  _globals['_CHUNKING']._serialized_end=2354
-  _globals['_REPLAY']._serialized_start=2356
-  _globals['_REPLAY']._serialized_end=2402
-  _globals['_CACHEPOLICY']._serialized_start=69
-  _globals['_CACHEPOLICY']._serialized_end=146
-  _globals['_GENERATEREQUEST']._serialized_start=149
-  _globals['_GENERATEREQUEST']._serialized_end=446
-  _globals['_GENERATERESPONSE']._serialized_start=448
-  _globals['_GENERATERESPONSE']._serialized_end=535
-  _globals['_COMPLETION']._serialized_start=538
-  _globals['_COMPLETION']._serialized_end=909
-  _globals['_WORKFLOWSTEP']._serialized_start=912
-  _globals['_WORKFLOWSTEP']._serialized_end=1062
-  _globals['_WORKFLOWREQUEST']._serialized_start=1065
-  _globals['_WORKFLOWREQUEST']._serialized_end=1273
-  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_start=1228
-  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_end=1273
-  _globals['_STEPSTARTED']._serialized_start=1275
-  _globals['_STEPSTARTED']._serialized_end=1308
-  _globals['_WORKFLOWSUMMARY']._serialized_start=1310
-  _globals['_WORKFLOWSUMMARY']._serialized_end=1432
-  _globals['_WORKFLOWEVENT']._serialized_start=1435
-  _globals['_WORKFLOWEVENT']._serialized_end=1638
-  _globals['_LISTSTATICROUTESREQUEST']._serialized_start=1640
-  _globals['_LISTSTATICROUTESREQUEST']._serialized_end=1665
-  _globals['_STATICROUTE']._serialized_start=1667
-  _globals['_STATICROUTE']._serialized_end=1739
-  _globals['_LISTSTATICROUTESRESPONSE']._serialized_start=1741
-  _globals['_LISTSTATICROUTESRESPONSE']._serialized_end=1810
-  _globals['_INVALIDATECACHEREQUEST']._serialized_start=1812
-  _globals['_INVALIDATECACHEREQUEST']._serialized_end=1931
-  _globals['_INVALIDATECACHERESPONSE']._serialized_start=1933
-  _globals['_INVALIDATECACHERESPONSE']._serialized_end=1975
-  _globals['_CACHESTATSREQUEST']._serialized_start=1977
-  _globals['_CACHESTATSREQUEST']._serialized_end=1996
-  _globals['_CACHESTATSRESPONSE']._serialized_start=1999
-  _globals['_CACHESTATSRESPONSE']._serialized_end=2219
-  _globals['_CACHESTATSRESPONSE_REVISIONSENTRY']._serialized_start=2171
-  _globals['_CACHESTATSRESPONSE_REVISIONSENTRY']._serialized_end=2219
-  _globals['_ROUTER']._serialized_start=2405
-  _globals['_ROUTER']._serialized_end=2843
+  _globals['_CACHEMODE']._serialized_start=2332
+  _globals['_CACHEMODE']._serialized_end=2410
+  _globals['_CHUNKING']._serialized_start=2412
+  _globals['_CHUNKING']._serialized_end=2465
+  _globals['_REPLAY']._serialized_start=2467
+  _globals['_REPLAY']._serialized_end=2513
+  _globals['_CACHEPOLICY']._serialized_start=95
+  _globals['_CACHEPOLICY']._serialized_end=172
+  _globals['_GENERATEREQUEST']._serialized_start=175
+  _globals['_GENERATEREQUEST']._serialized_end=472
+  _globals['_GENERATERESPONSE']._serialized_start=474
+  _globals['_GENERATERESPONSE']._serialized_end=561
+  _globals['_COMPLETION']._serialized_start=564
+  _globals['_COMPLETION']._serialized_end=935
+  _globals['_WORKFLOWSTEP']._serialized_start=938
+  _globals['_WORKFLOWSTEP']._serialized_end=1088
+  _globals['_WORKFLOWREQUEST']._serialized_start=1091
+  _globals['_WORKFLOWREQUEST']._serialized_end=1299
+  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_start=1254
+  _globals['_WORKFLOWREQUEST_INPUTSENTRY']._serialized_end=1299
+  _globals['_STEPSTARTED']._serialized_start=1301
+  _globals['_STEPSTARTED']._serialized_end=1334
+  _globals['_WORKFLOWSUMMARY']._serialized_start=1336
+  _globals['_WORKFLOWSUMMARY']._serialized_end=1458
+  _globals['_WORKFLOWEVENT']._serialized_start=1461
+  _globals['_WORKFLOWEVENT']._serialized_end=1664
+  _globals['_LISTSTATICROUTESREQUEST']._serialized_start=1666
+  _globals['_LISTSTATICROUTESREQUEST']._serialized_end=1691
+  _globals['_STATICROUTE']._serialized_start=1693
+  _globals['_STATICROUTE']._serialized_end=1765
+  _globals['_LISTSTATICROUTESRESPONSE']._serialized_start=1767
+  _globals['_LISTSTATICROUTESRESPONSE']._serialized_end=1836
+  _globals['_INVALIDATECACHEREQUEST']._serialized_start=1838
+  _globals['_INVALIDATECACHEREQUEST']._serialized_end=1957
+  _globals['_INVALIDATECACHERESPONSE']._serialized_start=1959
+  _globals['_INVALIDATECACHERESPONSE']._serialized_end=2026
+  _globals['_CACHESTATSREQUEST']._serialized_start=2028
+  _globals['_CACHESTATSREQUEST']._serialized_end=2063
+  _globals['_CACHESTATSRESPONSE']._serialized_start=2066
+  _globals['_CACHESTATSRESPONSE']._serialized_end=2330
+  _globals['_CACHESTATSRESPONSE_REVISIONSENTRY']._serialized_start=2282
+  _globals['_CACHESTATSRESPONSE_REVISIONSENTRY']._serialized_end=2330
+  _globals['_ROUTER']._serialized_start=2516
+  _globals['_ROUTER']._serialized_end=2954
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from subsecond.v1 import cache_pb2 as _cache_pb2
 from subsecond.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -195,17 +196,21 @@ class InvalidateCacheRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
 
 class InvalidateCacheResponse(_message.Message):
-    __slots__ = ("removed",)
+    __slots__ = ("removed", "vectors_removed")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: int
-    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+    vectors_removed: int
+    def __init__(self, removed: _Optional[int] = ..., vectors_removed: _Optional[int] = ...) -> None: ...
 
 class CacheStatsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class CacheStatsResponse(_message.Message):
-    __slots__ = ("near_cache_entries", "near_cache_bytes", "cache_breaker_open", "revisions")
+    __slots__ = ("near_cache_entries", "near_cache_bytes", "cache_breaker_open", "revisions", "cache")
     class RevisionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,8 +222,10 @@ class CacheStatsResponse(_message.Message):
     NEAR_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CACHE_BREAKER_OPEN_FIELD_NUMBER: _ClassVar[int]
     REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     near_cache_entries: int
     near_cache_bytes: int
     cache_breaker_open: bool
     revisions: _containers.ScalarMap[str, str]
-    def __init__(self, near_cache_entries: _Optional[int] = ..., near_cache_bytes: _Optional[int] = ..., cache_breaker_open: _Optional[bool] = ..., revisions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    cache: _cache_pb2.StatsResponse
+    def __init__(self, near_cache_entries: _Optional[int] = ..., near_cache_bytes: _Optional[int] = ..., cache_breaker_open: _Optional[bool] = ..., revisions: _Optional[_Mapping[str, str]] = ..., cache: _Optional[_Union[_cache_pb2.StatsResponse, _Mapping]] = ...) -> None: ...
