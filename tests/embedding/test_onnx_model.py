@@ -98,3 +98,12 @@ def test_agrees_with_the_original_model(embedder: OnnxEmbedder) -> None:
     expected = load_original_model().encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     similarities = np.sum(embedder.embed(TEXTS) * expected, axis=1)
     assert similarities.min() > 0.97
+
+
+def test_texts_of_one_length_share_a_call_and_keep_their_vectors(embedder: OnnxEmbedder) -> None:
+    # Four texts of 7 tokens (one model call) among texts of other lengths.
+    same_length = ["red cat sat on mat", "old dog ran far away", "the sea is very blue", "we like warm tea too"]
+    texts = [*same_length, *TEXTS]
+    batch = embedder.embed(texts)
+    alone = np.concatenate([embedder.embed([text]) for text in texts])
+    np.testing.assert_allclose(batch, alone, rtol=0, atol=1e-6)
