@@ -20,10 +20,11 @@ from functools import partial
 
 import grpc
 import redis.asyncio as redis
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
 from redis.exceptions import RedisError
 
 from subsecond.cache.entries import (
+    KEY_PREFIX,
     Query,
     decode_answer,
     encode_answer,
@@ -162,15 +163,48 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             if request.query.messages:
                 key = parse_query(request.query).exact_key
                 removed = await self._redis_backend.call(lambda: self._redis.delete(key))
-                await self._vector_backend.call(lambda: self._vectors.delete([key]))
+                vectors = await self._vector_backend.call(lambda: self._vectors.delete([key]))
             else:
                 tenant, model = parse_owner(request.query)
                 removed = await self._redis_backend.call(lambda: self._delete_matching(tenant_prefix(tenant, model)))
-                await self._vector_backend.call(lambda: self._vectors.delete_where(tenant=tenant, model=model or None))
+                vectors = await self._vector_backend.call(
+                    lambda: self._vectors.delete_where(tenant=tenant, model=model or None)
+                )
         except BackendDown as down:
             # Unlike a lookup, an invalidation that skipped a store did not do what was asked.
             raise Unavailable(f"{down.backend} unavailable; invalidate again later") from down
-        return cache_pb2.InvalidateResponse(removed=removed)
+        return cache_pb2.InvalidateResponse(removed=removed, vectors_removed=vectors)
+
+    async def Stats(
+        self, request: cache_pb2.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> cache_pb2.StatsResponse:
+        """A tenant's (a name, checked as in every query) or every tenant's entries and vectors, and
+        this replica's counters. Entries are counted by a SCAN of the tenant's keys (of every key for
+        all tenants): an operator's call, not one for the request path."""
+        tenant = parse_owner(cache_pb2.CacheQuery(tenant=request.tenant))[0] if request.tenant else None
+        try:
+            entries = await self._redis_backend.call(lambda: self._count_entries(tenant))
+            tenants = {
+                name: cache_pb2.TenantStats(
+                    exact_entries=count,
+                    vectors=await self._vector_backend.call(partial(self._vectors.count, tenant=name)),
+                )
+                for name, count in entries.items()
+            }
+        except BackendDown as down:
+            raise Unavailable(f"{down.backend} unavailable; no statistics") from down
+        return cache_pb2.StatsResponse(
+            tenants=tenants,
+            semantic_backend=self._semantic_backend(),
+            lookups=_counted("subsecond_cache_lookups_total", ("exact", "semantic", "miss")),
+            stores=_counted("subsecond_cache_stores_total", ("stored", "refused", "bypassed")),
+        )
+
+    def _semantic_backend(self) -> str:
+        url = self._settings.vector_url
+        if not self._settings.semantic_enabled:
+            return "off"
+        return "qdrant" if url.startswith(("http://", "https://")) else url
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -249,6 +283,15 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             removed += await self._redis.delete(key)
         return removed
 
+    async def _count_entries(self, tenant: str | None) -> dict[str, int]:
+        """Exact-tier keys per tenant: of ``tenant`` (0 when it has none), or of every tenant with one."""
+        counts = dict.fromkeys([tenant] if tenant is not None else [], 0)
+        pattern = tenant_prefix(tenant) + "*" if tenant is not None else KEY_PREFIX + ":*"
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
+            owner = tenant_of_key(key.decode() if isinstance(key, bytes) else key)
+            counts[owner] = counts.get(owner, 0) + 1
+        return counts
+
     async def _embed(self, tenant: str, text: str) -> list[float]:
         response = await self._embedding_backend.call(
             lambda: self._embedder.Embed(
@@ -274,6 +317,16 @@ def _embedding_problem(embedding: Sequence[float]) -> str | None:
     if not abs(norm - 1.0) <= UNIT_NORM_TOLERANCE:  # also refuses NaN and infinities
         return f"norm {norm:.4g}, expected a unit vector"
     return None
+
+
+def tenant_of_key(key: str) -> str:
+    """The tenant of an exact-tier key (``<KEY_PREFIX>:{tenant}:...``; the braces are a hash tag)."""
+    return key.removeprefix(KEY_PREFIX + ":").split(":", 1)[0].strip("{}")
+
+
+def _counted(metric: str, results: tuple[str, ...]) -> dict[str, int]:
+    """This process's totals of a counter by its ``result`` label."""
+    return {result: int(REGISTRY.get_sample_value(metric, {"result": result}) or 0) for result in results}
 
 
 def _hit(

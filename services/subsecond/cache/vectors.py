@@ -110,12 +110,16 @@ class VectorIndex(Protocol):
         """Stores an entry, replacing any with the same point id; visible to the next search."""
         ...
 
-    async def delete(self, point_ids: Sequence[str]) -> None:
-        """Removes these entries; ids that are not stored are ignored."""
+    async def delete(self, point_ids: Sequence[str]) -> int:
+        """Removes these entries; ids that are not stored are ignored. How many were stored."""
         ...
 
-    async def delete_where(self, *, tenant: str, model: str | None) -> None:
-        """Removes all of a tenant's entries, or only those of one of its models."""
+    async def delete_where(self, *, tenant: str, model: str | None) -> int:
+        """Removes all of a tenant's entries, or only those of one of its models; how many there were."""
+        ...
+
+    async def count(self, *, tenant: str | None = None) -> int:
+        """How many entries the index holds (of one tenant)."""
         ...
 
     async def close(self) -> None:
@@ -246,18 +250,27 @@ class EdgeVectorIndex:
         point = edge.Point(point_uuid(entry.point_id), _floats(entry.vector, self._dimensions), _payload(entry))
         _engine(lambda: self._shard.update(edge.UpdateOperation.upsert_points([point])))
 
-    async def delete(self, point_ids: Sequence[str]) -> None:
-        if point_ids:
-            ids: list[edge.PointId] = [point_uuid(point_id) for point_id in point_ids]
-            _engine(lambda: self._shard.update(edge.UpdateOperation.delete_points(ids)))
+    async def delete(self, point_ids: Sequence[str]) -> int:
+        if not point_ids:
+            return 0
+        ids: list[edge.PointId] = [point_uuid(point_id) for point_id in point_ids]
+        # Counted first: a delete does not say how many points it found. Calls into the shard run
+        # one at a time (see above), so nothing lands between the count and the delete.
+        stored = self._count(edge.Filter(must=[edge.HasIdCondition(set(ids))]))
+        _engine(lambda: self._shard.update(edge.UpdateOperation.delete_points(ids)))
+        return stored
 
-    async def delete_where(self, *, tenant: str, model: str | None) -> None:
+    async def delete_where(self, *, tenant: str, model: str | None) -> int:
         conditions = self._filter(_owned_by(tenant, model))
+        stored = self._count(conditions)
         _engine(lambda: self._shard.update(edge.UpdateOperation.delete_points_by_filter(conditions)))
+        return stored
 
-    async def count(self) -> int:
-        """How many points the shard holds."""
-        return _engine(lambda: self._shard.count(edge.CountRequest(exact=True)))
+    async def count(self, *, tenant: str | None = None) -> int:
+        return self._count(self._filter({_TENANT: tenant}) if tenant is not None else None)
+
+    def _count(self, conditions: edge.Filter | None) -> int:
+        return _engine(lambda: self._shard.count(edge.CountRequest(exact=True, filter=conditions)))
 
     async def optimize(self) -> bool:
         """Merges segments and builds the HNSW index; True if anything changed.
@@ -329,22 +342,28 @@ class ClientVectorIndex:
         await self._ensure_collection()
         await self._client.upsert(self._collection, points=[point], wait=True)
 
-    async def delete(self, point_ids: Sequence[str]) -> None:
+    async def delete(self, point_ids: Sequence[str]) -> int:
         if not point_ids:
-            return
+            return 0
         ids: list[models.ExtendedPointId] = [str(point_uuid(point_id)) for point_id in point_ids]
-        await self._ensure_collection()
+        # Counted just before the delete (a delete does not say how many it found): a point another
+        # replica writes in between is removed but not counted.
+        stored = await self._count(models.Filter(must=[models.HasIdCondition(has_id=ids)]))
         await self._client.delete(self._collection, points_selector=models.PointIdsList(points=ids), wait=True)
+        return stored
 
-    async def delete_where(self, *, tenant: str, model: str | None) -> None:
-        selector = models.FilterSelector(filter=self._filter(_owned_by(tenant, model)))
-        await self._ensure_collection()
-        await self._client.delete(self._collection, points_selector=selector, wait=True)
+    async def delete_where(self, *, tenant: str, model: str | None) -> int:
+        conditions = self._filter(_owned_by(tenant, model))
+        stored = await self._count(conditions)
+        await self._client.delete(self._collection, points_selector=models.FilterSelector(filter=conditions), wait=True)
+        return stored
 
-    async def count(self) -> int:
-        """How many points the collection holds."""
+    async def count(self, *, tenant: str | None = None) -> int:
+        return await self._count(self._filter({_TENANT: tenant}) if tenant is not None else None)
+
+    async def _count(self, conditions: models.Filter | None) -> int:
         await self._ensure_collection()
-        return (await self._client.count(self._collection, exact=True)).count
+        return (await self._client.count(self._collection, count_filter=conditions, exact=True)).count
 
     async def close(self) -> None:
         await self._client.close()
