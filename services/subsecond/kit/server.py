@@ -5,6 +5,7 @@ certificates: kit.tls), who may call (kit.callers), errors mapped to status code
 (``kit.errors``), ``grpc.health.v1`` (NOT_SERVING while warming up and while draining), server
 reflection, the Prometheus metrics endpoint (HTTPS with the same certificate), and graceful shutdown
 on SIGTERM/SIGINT. A service only supplies its servicers and the start-up/shutdown work that is its own.
+With ``PROCESSES`` > 1 the shell runs that many worker processes on the one port (kit.workers).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -25,12 +28,14 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, multiprocess
 
 from subsecond.kit.callers import caller_interceptor
 from subsecond.kit.errors import StatusInterceptor
 from subsecond.kit.logs import configure_logging
 from subsecond.kit.settings import ServerSettings, SettingsError
 from subsecond.kit.tls import ReloadingServerCertificates, server_certificates
+from subsecond.kit.workers import Workers, worker_index
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +86,11 @@ class RunningServer:
     server: grpc.aio.Server
     health: HealthServicer
     port: int
+    # Where this server's metrics are scraped: its own endpoint, or a worker's supervisor's.
     metrics_port: int
     definition: ServiceDefinition
-    _metrics_http: WSGIServer = field(repr=False)
+    # None in a worker of several (kit.workers): its supervisor serves the metrics.
+    _metrics_http: WSGIServer | None = field(repr=False)
 
     async def stop(self, grace: float) -> None:
         """Drains: health goes NOT_SERVING, new calls are refused, calls in flight get ``grace`` seconds."""
@@ -91,7 +98,8 @@ class RunningServer:
         await self.server.stop(grace)
         if self.definition.close is not None:
             await self.definition.close()
-        await _close_metrics(self._metrics_http)
+        if self._metrics_http is not None:
+            await _close_metrics(self._metrics_http)
 
 
 async def _close_metrics(http: WSGIServer) -> None:
@@ -100,32 +108,44 @@ async def _close_metrics(http: WSGIServer) -> None:
     http.server_close()
 
 
-def _start_metrics(settings: ServerSettings, certificates: ReloadingServerCertificates | None) -> WSGIServer:
+def _start_metrics(
+    settings: ServerSettings,
+    certificates: ReloadingServerCertificates | None,
+    registry: CollectorRegistry = prometheus_client.REGISTRY,
+) -> WSGIServer:
     """The Prometheus endpoint: HTTPS with the service's own certificate when it serves TLS.
 
     The scrape is server-authenticated only, even where the gRPC port requires client certificates:
     metrics carry no prompt or answer, the NetworkPolicy admits only ``networkPolicy.metricsFrom``,
     and requiring one would make Prometheus hold a certificate of the services' own CA."""
     if certificates is None:
-        http, _ = prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
+        http, _ = prometheus_client.start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
         return http
     tls = settings.tls
     http, _ = prometheus_client.start_http_server(
-        settings.metrics_port, addr=settings.host, certfile=str(tls.cert_file), keyfile=str(tls.key_file)
+        settings.metrics_port,
+        addr=settings.host,
+        registry=registry,
+        certfile=str(tls.cert_file),
+        keyfile=str(tls.key_file),
     )
     certificates.follow(cast(ssl.SSLSocket, http.socket).context)
     return http
 
 
-async def start_server(settings: ServerSettings, definition: ServiceDefinition) -> RunningServer:
-    """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up."""
+async def start_server(
+    settings: ServerSettings, definition: ServiceDefinition, *, serve_metrics: bool = True
+) -> RunningServer:
+    """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up.
+    ``serve_metrics=False``: a worker of several, whose supervisor serves the metrics endpoint."""
     # StatusInterceptor first: it wraps the caller check and so maps its refusals too.
     callers = caller_interceptor(settings.callers, definition.names)
     server = grpc.aio.server(
         interceptors=[StatusInterceptor(), *([callers] if callers is not None else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            # Only workers of one service share a port; a single server fails loudly on a taken one.
+            ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
             ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ]
@@ -152,8 +172,8 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
     for name in ("", *definition.names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    metrics_http = _start_metrics(settings, certificates)
-    metrics_port = metrics_http.server_port
+    metrics_http = _start_metrics(settings, certificates) if serve_metrics else None
+    metrics_port = metrics_http.server_port if metrics_http is not None else settings.metrics_port
     await server.start()
     if definition.warm_up is not None:
         try:
@@ -161,7 +181,8 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
         except BaseException:
             # A service that cannot warm up never serves: release its port and metrics endpoint.
             await server.stop(None)
-            await _close_metrics(metrics_http)
+            if metrics_http is not None:
+                await _close_metrics(metrics_http)
             raise
     for name in ("", *definition.names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -173,6 +194,7 @@ async def start_server(settings: ServerSettings, definition: ServiceDefinition) 
             "services": list(definition.names),
             "tls": "mutual" if settings.tls.client_ca_file else "server" if settings.tls.serves_tls else "off",
             "allowed_callers": list(settings.callers.allowed),
+            "pid": os.getpid(),
         },
     )
     return RunningServer(server, health, port, metrics_port, definition, metrics_http)
@@ -190,28 +212,67 @@ def run_service(
     service: str,
     load_settings: Callable[[Mapping[str, str]], S],
     build: Callable[[S], ServiceDefinition],
+    share: Callable[[S, int], S] = lambda settings, processes: settings,
 ) -> None:
     """The ``python -m subsecond.<service>`` entry point: settings from the environment, serve
-    until SIGTERM or SIGINT, then drain."""
+    until SIGTERM or SIGINT, then drain. With ``PROCESSES`` > 1 this process supervises that many
+    workers (kit.workers), each serving with ``share(settings, processes)``: the service's limits
+    and caches divided among them (SettingsError when it cannot run on several processes)."""
+    index = worker_index(os.environ)
     try:
         service_settings = load_settings(os.environ)
+        settings = service_settings.server
+        if settings.processes > 1:
+            if settings.port == 0:
+                raise SettingsError("PROCESSES > 1 needs a fixed PORT, which the workers share")
+            service_settings = share(service_settings, settings.processes)
     except SettingsError as error:
         configure_logging(service, "INFO")
         log.error("%s", error)
         raise SystemExit(2) from None
-    settings = service_settings.server
     configure_logging(service, settings.log_level)
+    if settings.processes > 1 and index is None:
+        raise SystemExit(asyncio.run(_supervise(settings)))
 
     async def main() -> None:
         # Built inside the event loop: gRPC and Redis clients bind to the loop that creates them.
-        running = await start_server(settings, build(service_settings))
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
+        running = await start_server(settings, build(service_settings), serve_metrics=index is None)
+        await _until_signalled()
         log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
         await running.stop(settings.shutdown_grace_seconds)
         log.info("stopped")
 
     asyncio.run(main())
+
+
+async def _until_signalled() -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+
+
+async def _supervise(settings: ServerSettings) -> int:
+    """Runs the workers and serves their metrics until a signal (then drains them) or until one
+    exits on its own; returns the exit code."""
+    metrics_dir = tempfile.mkdtemp(prefix="subsecond-metrics-")
+    try:
+        workers = await Workers.start(settings.processes, metrics_dir)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+        metrics_http = _start_metrics(settings, server_certificates(settings.tls), registry)
+        signalled = asyncio.ensure_future(_until_signalled())
+        exited = asyncio.ensure_future(workers.wait())
+        await asyncio.wait([signalled, exited], return_when=asyncio.FIRST_COMPLETED)
+        if signalled.done():
+            log.info("draining workers", extra={"pids": workers.pids})
+            workers.stop()
+        else:
+            signalled.cancel()
+        code = await exited
+        await _close_metrics(metrics_http)
+        log.info("stopped", extra={"code": code})
+        return code
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

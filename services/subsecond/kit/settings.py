@@ -219,6 +219,8 @@ class ServerSettings:
     log_level: str
     tls: TlsSettings = field(default_factory=TlsSettings)
     callers: CallerSettings = field(default_factory=CallerSettings)
+    # Worker processes sharing the port (SO_REUSEPORT), each with its own event loop (kit.workers).
+    processes: int = 1
 
     @classmethod
     def read(cls, env: EnvReader, *, default_port: int, default_metrics_port: int) -> ServerSettings:
@@ -236,4 +238,5 @@ class ServerSettings:
             metrics_port=env.integer("METRICS_PORT", default_metrics_port, maximum=65535),
             shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 20.0, maximum=3600.0),
             log_level=level,
+            processes=env.integer("PROCESSES", 1, minimum=1, maximum=64),
         )
