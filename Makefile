@@ -80,9 +80,10 @@ chaos: prepare ## Faults under load (issue 17's table): stop, kill and restart R
 
 .PHONY: loadtest
 # The load test (loadtest/README.md): TARGET=host:port API_KEY=... for any router, else the local stack.
-loadtest: prepare ## k6 load test: SCENARIO=steady|step|ramp|spike|capacity RATE DURATION TARGET API_KEY; SLO table, loadtest/results/
+loadtest: prepare ## k6 load test: SCENARIO=steady|step|ramp|spike|capacity RATE DURATION TARGET API_KEY TLS=1 CA AUTHORITY; SLO table, loadtest/results/
 	$(PY) loadtest/run.py --scenario $(or $(SCENARIO),steady) --rate $(or $(RATE),4) --duration $(or $(DURATION),30) \
-	  $(if $(TARGET),--target $(TARGET)) $(if $(API_KEY),--api-key $(API_KEY))
+	  $(if $(TARGET),--target $(TARGET)) $(if $(API_KEY),--api-key $(API_KEY)) \
+	  $(if $(or $(TLS),$(CA)),--tls) $(if $(CA),--ca $(CA)) $(if $(AUTHORITY),--authority $(AUTHORITY))
 
 simulate: install ## Simulate the LatencySLO operator against an HPA on CPU and KEDA on req/s; writes benchmarks/results/simulator.*
 	$(PY) -m subsecond_tools.simulator --out benchmarks/results

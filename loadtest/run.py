@@ -143,7 +143,7 @@ async def run_once(
     points_path, summary_path = out / "points.json", out / "k6-summary.json"
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(points_path.unlink, missing_ok=True)
-    argv = [str(K6), "run", "--no-color", "--quiet", "--summary-export", str(summary_path),
+    argv = [str(K6), "run", "--no-color", "--quiet", "--no-usage-report", "--summary-export", str(summary_path),
             "--out", f"json={points_path}", str(HERE / "script.js")]  # fmt: skip
     env = {**os.environ, **k6_environment(args, target, rate, scenario)}
     k6 = await asyncio.create_subprocess_exec(*argv, env=env, cwd=HERE)
