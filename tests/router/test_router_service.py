@@ -121,6 +121,11 @@ class FakeCache(cache_pb2_grpc.CacheServicer):
         self.stores.append(request)
         return cache_pb2.StoreResponse(key="k")
 
+    async def Stats(
+        self, request: cache_pb2.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> cache_pb2.StatsResponse:
+        return cache_pb2.StatsResponse(semantic_backend="fake")
+
 
 @dataclass
 class Stack:

@@ -136,7 +136,7 @@ class CacheClient:
                 STORES.labels("failed").inc()
                 log.warning("write-through failed: %s %s", error.code().name, error.details())
 
-    async def invalidate(self, query: cache_pb2.CacheQuery, deadline: Deadline) -> int:
+    async def invalidate(self, query: cache_pb2.CacheQuery, deadline: Deadline) -> cache_pb2.InvalidateResponse:
         """Removes what ``query`` names in the cache service (an admin's call: errors are raised, not
         failed open), and clears the near cache so that this router stops serving it at once."""
         try:
@@ -145,7 +145,14 @@ class CacheClient:
         except grpc.aio.AioRpcError as error:
             raise from_downstream(error, "cache") from None
         self._near.clear()
-        return response.removed
+        return response
+
+    async def service_stats(self, tenant: str, deadline: Deadline) -> cache_pb2.StatsResponse:
+        """The cache service's side of the statistics (an admin's call: errors are raised)."""
+        try:
+            return await self._stub.Stats(cache_pb2.StatsRequest(tenant=tenant), timeout=deadline.remaining())
+        except grpc.aio.AioRpcError as error:
+            raise from_downstream(error, "cache") from None
 
     def stats(self) -> router_pb2.CacheStatsResponse:
         entries, size = self._near.size

@@ -136,7 +136,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.CacheStatsRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.CacheStatsResponse:
         self._settings.keys.authenticate(_metadata(context), ADMIN)
-        return self._cache.stats()
+        return await admin.stats(request, self._settings, self._cache, self._deadline(context))
 
     def _respond(
         self, request: Admitted, deadline: Deadline, started: float
