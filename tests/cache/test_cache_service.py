@@ -115,7 +115,7 @@ async def test_a_stored_answer_is_an_exact_hit(cache: cache_pb2_grpc.CacheStub, 
     stored = await cache.Store(store(QUESTION, "Can", "berra."))
     found = await cache.Lookup(lookup(QUESTION, semantic=False))
 
-    assert stored.key.startswith("subsecond:v1:ans:acme:small:")
+    assert stored.key.startswith("subsecond:v2:ans:{acme}:small:")
     assert stored.semantic_indexed
     assert found.hit
     assert found.tier == cache_pb2.CACHE_TIER_EXACT

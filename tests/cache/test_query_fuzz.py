@@ -41,6 +41,6 @@ def test_parses_or_refuses_naming_the_field(message: cache_pb2.CacheQuery) -> No
     except InvalidArgument as error:
         assert error.message.startswith("query.")
         return
-    assert query.exact_key.startswith(f"{KEY_PREFIX}:{message.tenant}:{message.model}:")
+    assert query.exact_key.startswith(f"{KEY_PREFIX}:{{{message.tenant}}}:{message.model}:")
     assert query.scope
     assert query.semantic_text is None or isinstance(query.semantic_text, str)

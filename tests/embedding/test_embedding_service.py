@@ -66,7 +66,7 @@ async def test_texts_are_embedded_once_then_served_from_the_redis_cache(
     np.testing.assert_array_equal(rows(again)[0], vectors[1])
     client = redis.Redis.from_url(redis_server.url)
     try:
-        assert len(await client.keys("subsecond:v1:emb:all-MiniLM-L6-v2:*")) == 3
+        assert len(await client.keys("subsecond:v2:emb:all-MiniLM-L6-v2:*")) == 3
     finally:
         await client.aclose()
 
@@ -143,7 +143,7 @@ async def test_each_tenant_has_its_own_cached_embeddings(
     np.testing.assert_allclose(rows(other), rows(first), atol=1e-6)
     client = redis.Redis.from_url(redis_server.url)
     try:
-        keys = sorted(key.decode().split(":")[4] for key in await client.keys("subsecond:v1:emb:*"))
+        keys = sorted(key.decode().split(":")[4].strip("{}") for key in await client.keys("subsecond:v2:emb:*"))
     finally:
         await client.aclose()
     assert keys == ["-", "acme", "globex"]

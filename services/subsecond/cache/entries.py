@@ -13,7 +13,10 @@ from subsecond.kit.prompt_identity import Sampling, Turn, check_roles, context_d
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import cache_pb2, types_pb2
 
-KEY_PREFIX = "subsecond:v1:ans"
+# v2: the tenant became a hash tag (``{acme}``), so that a tenant's keys share one slot of a Redis
+# Cluster (kit.redis_client). v1 keys are never read again: they expire with their TTL, and a cache
+# that must forget them at once is flushed (``redis-cli --scan --pattern 'subsecond:v1:ans:*'``).
+KEY_PREFIX = "subsecond:v2:ans"
 # Bounds on a query, checked before anything reads its messages (their roles, the key's hash, the
 # guard): above what any router admits (its MAX_MESSAGES and MAX_PROMPT_CHARS defaults are 256 and
 # 32,000), so they only stop a caller that is not a router.
@@ -59,7 +62,9 @@ class Query:
 
 
 def tenant_prefix(tenant: str, model: str = "") -> str:
-    return f"{KEY_PREFIX}:{tenant}:{model + ':' if model else ''}"
+    """The start of every key of a tenant (or of one of its models). The tenant is a validated name
+    (never holds a brace), so the hash tag is exactly the tenant."""
+    return f"{KEY_PREFIX}:{{{tenant}}}:{model + ':' if model else ''}"
 
 
 def parse_owner(message: cache_pb2.CacheQuery) -> tuple[str, str]:

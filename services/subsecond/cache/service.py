@@ -19,9 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import grpc
-import redis.asyncio as redis
 from prometheus_client import REGISTRY, Counter, Histogram
-from redis.exceptions import RedisError
 
 from subsecond.cache.entries import (
     KEY_PREFIX,
@@ -46,6 +44,7 @@ from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import InvalidArgument, Unavailable
 from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
 from subsecond.kit.metrics import FAST_SECONDS
+from subsecond.kit.redis_client import REDIS_FAILURES, connect
 from subsecond.kit.server import ServiceDefinition
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, embedding_pb2, embedding_pb2_grpc, types_pb2
 
@@ -88,11 +87,7 @@ def _backend(name: str, failures: tuple[type[BaseException], ...], cooldown_seco
 class CacheService(cache_pb2_grpc.CacheServicer):
     def __init__(self, settings: CacheSettings, vectors: VectorIndex) -> None:
         self._settings = settings
-        self._redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-        )
+        self._redis = connect(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
         self._vectors = vectors
         self._channel = open_channel(settings.embedding_url, [EMBEDDER], settings.server)
         self._embedder = embedding_pb2_grpc.EmbedderStub(self._channel)
@@ -100,7 +95,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         # call as INTERNAL (kit.errors), never as a silent bypass.
         # Redis is tried again a quarter of a second after a failure (one trial call, bounded by the
         # Redis timeout), so a restarted Redis serves hits again well within a second.
-        self._redis_backend = _backend("redis", (RedisError, OSError), cooldown_seconds=0.25)
+        self._redis_backend = _backend("redis", REDIS_FAILURES, cooldown_seconds=0.25)
         self._vector_backend = _backend("qdrant", VECTOR_STORE_FAILURES)
         self._embedding_backend = _backend("embedding", (grpc.aio.AioRpcError,))
         # The guard is CPU work (bounded, see guard.MAX_DIFFERING_WORDS): a few threads run it so that

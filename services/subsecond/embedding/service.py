@@ -13,9 +13,7 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
-import redis.asyncio as redis
 from prometheus_client import Counter, Histogram
-from redis.exceptions import RedisError
 
 from subsecond.embedding.batching import MicroBatcher, Vectors
 from subsecond.embedding.onnx_model import OnnxEmbedder
@@ -23,6 +21,7 @@ from subsecond.embedding.settings import EmbeddingSettings
 from subsecond.kit.errors import InvalidArgument
 from subsecond.kit.failopen import BackendDown, FailOpen
 from subsecond.kit.metrics import BATCH_SIZES, FAST_SECONDS
+from subsecond.kit.redis_client import REDIS_FAILURES, RedisClient, connect
 from subsecond.kit.server import ServiceDefinition
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
@@ -53,22 +52,18 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
             max_wait=settings.max_wait_seconds,
             on_batch=_observe_batch,
         )
-        self._redis: redis.Redis | None = (
-            redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.redis_timeout_seconds,
-                socket_connect_timeout=settings.redis_timeout_seconds,
-            )
-            if settings.redis_url
-            else None
+        self._redis: RedisClient | None = (
+            connect(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds) if settings.redis_url else None
         )
-        self._cache = FailOpen("redis", (RedisError, OSError), on_bypass=CACHE_BYPASS.inc)
+        self._cache = FailOpen("redis", REDIS_FAILURES, on_bypass=CACHE_BYPASS.inc)
 
     def _key(self, tenant: str, text: str) -> str:
         # Per tenant (issue 10): a shared entry would answer one tenant's text faster when another
         # had sent it, and that timing tells who sent what. "-" (not a tenant name) holds the texts
-        # of no tenant.
-        return f"subsecond:v1:emb:{self._model.name}:{tenant or '-'}:{hashlib.sha256(text.encode()).hexdigest()}"
+        # of no tenant. The tenant is a hash tag (v2; v1 keys expire unread): one request's MGET
+        # stays in one slot of a Redis Cluster.
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return f"subsecond:v2:emb:{self._model.name}:{{{tenant or '-'}}}:{digest}"
 
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext

@@ -35,13 +35,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from subsecond.kit.errors import ResourceExhausted
 from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
+from subsecond.kit.redis_client import REDIS_FAILURES, RedisClient, connect
 from subsecond.router.metrics import (
     QUOTA_FALLBACK,
     QUOTA_FALLBACK_ACTIVE,
@@ -179,19 +178,16 @@ class Quotas:
         self._labels = tenants | frozenset(settings.overrides)
         self._clock = clock
         self._local: dict[tuple[str, str], _Window] = {}
-        self._redis: redis.Redis | None = None
+        self._redis: RedisClient | None = None
         if settings.redis_url:
-            self._redis = redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.redis_timeout_seconds,
-                socket_connect_timeout=settings.redis_timeout_seconds,
-                # No retries: a failed call is decided locally at once rather than holding the request.
-                retry=Retry(NoBackoff(), 0),
+            # No retries: a failed call is decided locally at once rather than holding the request.
+            self._redis = connect(
+                settings.redis_url, timeout_seconds=settings.redis_timeout_seconds, retry=Retry(NoBackoff(), 0)
             )
         self._take_script = self._redis.register_script(_TAKE) if self._redis is not None else None
         self._backend = FailOpen(
             "quota-redis",
-            (RedisError, OSError),
+            REDIS_FAILURES,
             on_bypass=QUOTA_FALLBACK.inc,
             breaker=Breaker(settings.redis_cooldown_seconds),
         )
