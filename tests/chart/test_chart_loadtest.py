@@ -20,9 +20,12 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from chart_render import (
     CHART,
     DEFAULT_ARGS,
+    NAMESPACE,
+    RELEASE,
     REPO,
     Manifest,
     env_of,
@@ -166,6 +169,18 @@ def test_the_configmap_carries_loadtest_files_unchanged() -> None:
     assert not files.stale(), "run `.venv/bin/python loadtest/chart_files.py --write`"
     data = one(template(*ENABLED), "ConfigMap", NAME)["data"]
     assert data == {name: source.read_text() for name, source in files.sources().items()}
+
+
+def test_the_packaged_chart_carries_them(tmp_path: Path) -> None:
+    """What a platform team installs is `helm package`'s archive: the copies travel in it."""
+    package = run_helm("package", str(CHART), "--destination", str(tmp_path))
+    assert package.returncode == 0, package.stderr
+    (archive,) = tmp_path.glob("subsecond-*.tgz")
+    rendered = run_helm("template", RELEASE, str(archive), "--namespace", NAMESPACE, *ENABLED)
+    assert rendered.returncode == 0, rendered.stderr
+    (configmap,) = [m for m in yaml.safe_load_all(rendered.stdout) if m and m["metadata"]["name"] == NAME
+                    and m["kind"] == "ConfigMap"]  # fmt: skip
+    assert configmap["data"] == one(template(*ENABLED), "ConfigMap", NAME)["data"]
 
 
 def materialize(manifests: list[Manifest], root: Path, target: str | None = None) -> tuple[list[str], dict[str, str]]:
