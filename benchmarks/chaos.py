@@ -224,8 +224,8 @@ async def chaos(args: argparse.Namespace) -> dict[str, object]:
     phases: list[Phase] = []
     try:
         async with (
-            grpc.aio.insecure_channel(stack.address("router")) as router_channel,
-            grpc.aio.insecure_channel(stack.address("cache")) as cache_channel,
+            stack.channel("router", as_service=None) as router_channel,
+            stack.channel("cache") as cache_channel,
         ):
             load = Load(router_pb2_grpc.RouterStub(router_channel), args)
             await prime(stack, cache_pb2_grpc.CacheStub(cache_channel), load, args.exact_prompts)

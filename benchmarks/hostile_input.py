@@ -112,8 +112,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {"machine": platform.platform(), "cpus": os.cpu_count(), "targets_ms": TARGETS_MS}
     try:
         async with (
-            grpc.aio.insecure_channel(stack.address("router")) as router_channel,
-            grpc.aio.insecure_channel(stack.address("embedding")) as embedding_channel,
+            stack.channel("router", as_service=None) as router_channel,
+            stack.channel("embedding", as_service="cache") as embedding_channel,
         ):
             channels = Channels(router_channel, embedding_channel)
             router = router_pb2_grpc.RouterStub(router_channel)

@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
 import yaml
 from google.protobuf.json_format import ParseDict
 from serving import summary
@@ -272,8 +271,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         results: dict[str, object] = {}
         try:
             async with (
-                grpc.aio.insecure_channel(stack.address("router")) as router_channel,
-                grpc.aio.insecure_channel(stack.address("generation")) as generation_channel,
+                stack.channel("router", as_service=None) as router_channel,
+                stack.channel("generation") as generation_channel,
             ):
                 stub = router_pb2_grpc.RouterStub(router_channel)
                 generator = generation_pb2_grpc.GeneratorStub(generation_channel)

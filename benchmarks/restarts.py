@@ -157,8 +157,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {"machine": platform.platform(), "cpus": os.cpu_count()}
     try:
         async with (
-            grpc.aio.insecure_channel(stack.address("router")) as router_channel,
-            grpc.aio.insecure_channel(stack.address("cache")) as cache_channel,
+            stack.channel("router", as_service=None) as router_channel,
+            stack.channel("cache") as cache_channel,
         ):
             router = router_pb2_grpc.RouterStub(router_channel)
             cache = cache_pb2_grpc.CacheStub(cache_channel)

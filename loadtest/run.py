@@ -230,6 +230,8 @@ async def main_async(args: argparse.Namespace, stack: Stack | None = None) -> di
             target, stack = await scope.enter_async_context(local_target(args))
         if args.fault and stack is None:
             raise SystemExit("--fault needs the local stack started by this run (no --target, no stack running)")
+        if stack is not None and stack.ca_file is not None:  # the local stack serves TLS with its own CA
+            args.tls, args.ca = True, stack.ca_file
         report: dict[str, object] = {
             "scenario": args.scenario, "target": target, "rate": args.rate, "duration_seconds": args.duration,
             "mix": args.mix, "faults": [f.__dict__ for f in args.fault],

@@ -1,10 +1,11 @@
 """The whole stack on real engines: redis-server, tritonserver with SmolLM2, the ONNX embedding
-model, Qdrant Edge, and the four services as real processes on loopback ports."""
+model, Qdrant Edge, and the four services as real processes on loopback ports, secure as `subsecond
+up` runs it: mutual TLS between the services (a throwaway CA per session), TLS on the router's port.
+Tests reach the router as a client (trusting the CA) and the cache as the router (its certificate)."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from subsecond.router.auth import hash_key
@@ -13,8 +14,9 @@ from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 pytestmark = pytest.mark.stack
 
-# Tenants for isolation tests: one key per tenant, plus the default tenant "local".
+# Tenants for isolation tests: one key per tenant, plus the default tenant "local"; an admin key.
 API_KEYS = {"key-blue": "blue", "key-green": "green"}
+ADMIN_KEY = "key-ops"
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +27,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         run_dir=run_dir,
         environment={
             "SUBSECOND_ROUTER_API_KEYS": ",".join(
-                f"{hash_key(key)}={tenant}:generate+workflow" for key, tenant in API_KEYS.items()
+                [
+                    *(f"{hash_key(key)}={tenant}:generate+workflow" for key, tenant in API_KEYS.items()),
+                    f"{hash_key(ADMIN_KEY)}=ops:admin",
+                ]
             ),
             "SUBSECOND_ROUTER_SHUTDOWN_GRACE_SECONDS": "30",
         },
@@ -38,11 +43,11 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 @pytest.fixture(scope="session")
 async def router(stack: Stack) -> AsyncIterator[router_pb2_grpc.RouterStub]:
-    async with grpc.aio.insecure_channel(stack.address("router")) as channel:
+    async with stack.channel("router", as_service=None) as channel:
         yield router_pb2_grpc.RouterStub(channel)
 
 
 @pytest.fixture(scope="session")
 async def cache(stack: Stack) -> AsyncIterator[cache_pb2_grpc.CacheStub]:
-    async with grpc.aio.insecure_channel(stack.address("cache")) as channel:
+    async with stack.channel("cache") as channel:
         yield cache_pb2_grpc.CacheStub(channel)

@@ -1,4 +1,5 @@
-"""The README's grpcurl calls, with the real grpcurl (unpacked by `make tools`), through server reflection."""
+"""The README's grpcurl calls, with the real grpcurl (unpacked by `make tools`), through server
+reflection, over TLS to the stack's router (grpcurl verifies it against the stack's CA)."""
 
 import json
 import shutil
@@ -20,7 +21,8 @@ def grpcurl(stack: Stack, *args: str, data: str | None = None) -> subprocess.Com
     binary = str(local) if local.is_file() else shutil.which("grpcurl")
     if binary is None:
         pytest.fail("grpcurl not found: run `make tools` (it unpacks grpcurl into .cache/tools/bin)")
-    command = [binary, "-plaintext", *(["-d", "@"] if data is not None else []), stack.address("router"), *args]
+    security = ["-cacert", str(stack.ca_file)] if stack.ca_file else ["-plaintext"]
+    command = [binary, *security, *(["-d", "@"] if data is not None else []), stack.address("router"), *args]
     return subprocess.run(command, input=data, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -37,6 +39,15 @@ def test_reflection_lists_the_router(stack: Stack) -> None:
     listed = grpcurl(stack, "list")
     assert listed.returncode == 0, listed.stderr
     assert "subsecond.v1.Router" in listed.stdout.split()
+
+
+def test_the_router_serves_tls_only(stack: Stack) -> None:
+    assert stack.ca_file is not None, "the tests' stack is the secure one"
+    binary = grpcurl(stack, "list").args[0]
+    plaintext = subprocess.run(
+        [binary, "-plaintext", stack.address("router"), "list"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert plaintext.returncode != 0
 
 
 def test_static_routes_are_listed_and_answer(stack: Stack) -> None:

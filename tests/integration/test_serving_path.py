@@ -35,7 +35,7 @@ def ask(prompt: str, **fields: object) -> router_pb2.GenerateRequest:
 
 
 async def test_health_and_reflection(stack: Stack) -> None:
-    async with grpc.aio.insecure_channel(stack.address("router")) as channel:
+    async with stack.channel("router", as_service=None) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         async for reply in stub.ServerReflectionInfo(iter([request])):

@@ -5,6 +5,12 @@ subsecond up                 run Redis, Triton and the four services until Ctrl-
 subsecond ask "question"     stream an answer from the router and say how it was served
 subsecond workflow FILE      run a workflow (YAML or JSON) and show its steps as they run
 subsecond routes             list the router's static routes
+subsecond cache stats|invalidate   read or clear the cache through the router (admin keys)
+
+Every command that calls the router speaks TLS to it when it knows a CA: ``--ca`` (or
+``$SUBSECOND_CA_FILE``), else the local stack's (``.cache/run/tls/ca.pem``, written by ``subsecond
+up``) when ``--router`` is on loopback; ``--cert``/``--key`` present a client certificate;
+``--plaintext`` forces plaintext (``subsecond up --insecure``).
 """
 
 from __future__ import annotations
@@ -46,10 +52,10 @@ def _prepare(_: argparse.Namespace) -> int:
     return 0
 
 
-def _up(_: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace) -> int:
     from subsecond_tools.stack.runner import Stack, StackConfig
 
-    stack = Stack(StackConfig())
+    stack = Stack(StackConfig(tls=not args.insecure))
 
     async def run() -> None:
         stopping = asyncio.Event()
@@ -59,17 +65,30 @@ def _up(_: argparse.Namespace) -> int:
         print("starting Redis, Triton and the services (first start loads the models)...", flush=True)
         await stack.start()
         ports = stack.config.ports
+        scheme = "https" if stack.ca_file else "http"
+        grpcurl = f"-cacert {stack.ca_file}" if stack.ca_file else "-plaintext"
+        services = "\n".join(
+            f"  {service:<11} {stack.address(service)}   (metrics {scheme}://localhost:{port}/metrics)"
+            for service, port in (
+                ("router", ports.router_metrics),
+                ("cache", ports.cache_metrics),
+                ("embedding", ports.embedding_metrics),
+                ("generation", ports.generation_metrics),
+            )
+        )
+        security = (
+            f"  TLS         mutual between the services, TLS on the router; CA {stack.ca_file}\n"
+            if stack.ca_file
+            else "  TLS         off (--insecure): plaintext, inner services check service tokens\n"
+        )
         print(
-            "\nsubsecond is up:\n"
-            f"  router      {stack.address('router')}   (metrics http://127.0.0.1:{ports.router_metrics}/metrics)\n"
-            f"  cache       {stack.address('cache')}   (metrics http://127.0.0.1:{ports.cache_metrics}/metrics)\n"
-            f"  embedding   {stack.address('embedding')}   (metrics http://127.0.0.1:{ports.embedding_metrics}/metrics)\n"
-            f"  generation  {stack.address('generation')}   (metrics http://127.0.0.1:{ports.generation_metrics}/metrics)\n"
+            f"\nsubsecond is up:\n{services}\n"
             f"  triton      127.0.0.1:{ports.triton_grpc} (gRPC), metrics http://127.0.0.1:{ports.triton_metrics}/metrics\n"
             f"  redis       {stack.redis_url}\n"
+            f"{security}"
             f"  logs        {stack.config.run_dir}/\n\n"
             'Try:  .venv/bin/subsecond ask "What is the capital of France?"   (twice: the second is a cache hit)\n'
-            "      grpcurl -plaintext 127.0.0.1:50051 list\n\n"
+            f"      grpcurl {grpcurl} 127.0.0.1:50051 list\n\n"
             "Ctrl-C stops everything.",
             flush=True,
         )
@@ -96,7 +115,7 @@ def _ask(args: argparse.Namespace) -> int:
     metadata = _metadata(args)
 
     async def run() -> int:
-        async with grpc.aio.insecure_channel(args.router) as channel:
+        async with _router_channel(args) as channel:
             stub = router_pb2_grpc.RouterStub(channel)
             try:
                 async for response in stub.Generate(request, timeout=args.timeout, metadata=metadata):
@@ -149,7 +168,7 @@ def _workflow(args: argparse.Namespace) -> int:
     metadata = _metadata(args)
 
     async def run() -> int:
-        async with grpc.aio.insecure_channel(args.router) as channel:
+        async with _router_channel(args) as channel:
             stub = router_pb2_grpc.RouterStub(channel)
             texts: dict[str, list[str]] = {}
             try:
@@ -182,7 +201,7 @@ def _workflow(args: argparse.Namespace) -> int:
 
 def _routes(args: argparse.Namespace) -> int:
     async def run() -> int:
-        async with grpc.aio.insecure_channel(args.router) as channel:
+        async with _router_channel(args) as channel:
             listed = await router_pb2_grpc.RouterStub(channel).ListStaticRoutes(
                 router_pb2.ListStaticRoutesRequest(), timeout=10, metadata=_metadata(args)
             )
@@ -194,6 +213,32 @@ def _routes(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _router_channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    """A channel to ``--router``: TLS when a CA is known (see the module's docstring), presenting
+    ``--cert``/``--key`` if given; plaintext with ``--plaintext`` or when no CA is known."""
+    ca = None if args.plaintext else Path(args.ca) if args.ca else _local_stack_ca(args.router)
+    if ca is None:
+        return grpc.aio.insecure_channel(args.router)
+    try:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca.read_bytes(),
+            private_key=Path(args.key).read_bytes() if args.key else None,
+            certificate_chain=Path(args.cert).read_bytes() if args.cert else None,
+        )
+    except OSError as error:
+        raise SystemExit(f"error: {error}") from None
+    return grpc.aio.secure_channel(args.router, credentials)
+
+
+def _local_stack_ca(router: str) -> Path | None:
+    """The CA of the stack `subsecond up` runs, when ``router`` is on loopback and that stack has TLS."""
+    from subsecond_tools.stack.runner import StackConfig
+
+    host = router.rpartition(":")[0].strip("[]")
+    ca = StackConfig().run_dir / "tls" / "ca.pem"
+    return ca if host in {"127.0.0.1", "localhost", "::1"} and ca.is_file() else None
 
 
 def _metadata(args: argparse.Namespace) -> list[tuple[str, str]] | None:
@@ -213,29 +258,60 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 def _cache_admin(args: argparse.Namespace) -> int:
     async def run() -> int:
-        async with grpc.aio.insecure_channel(args.router) as channel:
+        async with _router_channel(args) as channel:
             stub = router_pb2_grpc.RouterStub(channel)
             try:
                 if args.cache_command == "stats":
-                    print(await stub.CacheStats(router_pb2.CacheStatsRequest(), timeout=10, metadata=_metadata(args)))
+                    request = router_pb2.CacheStatsRequest(tenant=args.tenant)
+                    print(_stats(await stub.CacheStats(request, timeout=30, metadata=_metadata(args))))
                     return 0
-                request = router_pb2.InvalidateCacheRequest(tenant=args.tenant, model=args.model, prompt=args.prompt)
-                done = await stub.InvalidateCache(request, timeout=30, metadata=_metadata(args))
+                invalidate = router_pb2.InvalidateCacheRequest(tenant=args.tenant, model=args.model, prompt=args.prompt)
+                done = await stub.InvalidateCache(invalidate, timeout=30, metadata=_metadata(args))
             except grpc.aio.AioRpcError as error:
                 print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
                 return 1
-        print(f"removed {done.removed} entries")
+        print(f"removed {done.removed} entries and {done.vectors_removed} vectors")
         return 0
 
     return asyncio.run(run())
 
 
+def _stats(stats: router_pb2.CacheStatsResponse) -> str:
+    """Both sides of the cache: the router's near cache and revisions, the cache service's counts."""
+    cache = stats.cache
+    revisions = ", ".join(f"{tier}={revision or '-'}" for tier, revision in sorted(stats.revisions.items()))
+    lines = [
+        f"router: near cache {stats.near_cache_entries} entries ({stats.near_cache_bytes} bytes), "
+        f"cache service {'skipped (breaker open)' if stats.cache_breaker_open else 'in use'}; revisions {revisions}",
+        f"cache service: semantic tier {cache.semantic_backend}; since start "
+        + ", ".join(f"{result} {count}" for result, count in sorted(cache.lookups.items()))
+        + " lookups; "
+        + ", ".join(f"{result} {count}" for result, count in sorted(cache.stores.items()))
+        + " stores",
+        f"{'tenant':<24}{'exact entries':>14}{'vectors':>10}",
+        *(
+            f"{tenant:<24}{counts.exact_entries:>14}{counts.vectors:>10}"
+            for tenant, counts in sorted(cache.tenants.items())
+        ),
+    ]
+    return "\n".join(lines)
+
+
 def _api_key_option(command: argparse.ArgumentParser) -> None:
+    """The options of every command that calls the router: its key and how to reach it over TLS."""
     command.add_argument(
         "--api-key",
         default=os.environ.get("SUBSECOND_API_KEY", ""),
         help="x-api-key (default: $SUBSECOND_API_KEY; none: the router's anonymous tenant, if it allows one)",
     )
+    command.add_argument(
+        "--ca",
+        default=os.environ.get("SUBSECOND_CA_FILE", ""),
+        help="CA to verify the router with (default: $SUBSECOND_CA_FILE, else the local stack's on loopback)",
+    )
+    command.add_argument("--cert", default=os.environ.get("SUBSECOND_CERT_FILE", ""), help="client certificate")
+    command.add_argument("--key", default=os.environ.get("SUBSECOND_KEY_FILE", ""), help="its private key")
+    command.add_argument("--plaintext", action="store_true", help="no TLS (a router started with --insecure)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -244,7 +320,9 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "prepare", help="build the ONNX embedding model, embed the tier examples, unpack tritonserver"
     ).set_defaults(run=_prepare)
-    commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C").set_defaults(run=_up)
+    up = commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
+    up.add_argument("--insecure", action="store_true", help="plaintext between the services and on the router")
+    up.set_defaults(run=_up)
     ask = commands.add_parser("ask", help="stream an answer from the router and say how it was served")
     ask.add_argument("prompt", help="the question")
     ask.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
@@ -282,7 +360,8 @@ def parser() -> argparse.ArgumentParser:
     invalidate.add_argument("--tenant", required=True)
     invalidate.add_argument("--model", default="", help="a tier (default: every tier)")
     invalidate.add_argument("--prompt", default="", help="one prompt's entry (needs --model)")
-    stats = cache_commands.add_parser("stats", help="the router's side of the cache")
+    stats = cache_commands.add_parser("stats", help="the router's and the cache service's side of the cache")
+    stats.add_argument("--tenant", default="", help="one tenant's counts (default: every tenant's)")
     for command in (invalidate, stats):
         command.add_argument("--router", default="127.0.0.1:50051", help="router address (default: %(default)s)")
         _api_key_option(command)

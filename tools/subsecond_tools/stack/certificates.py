@@ -3,7 +3,8 @@
 Each service gets a certificate whose subject alternative names are its own name (what an inner
 service's ``ALLOWED_CALLERS`` names) and the loopback names its peers dial, usable both to serve
 and as a client certificate; a shared secret for service tokens sits beside them. Nothing here
-is meant to outlive the run directory it is written to.
+is meant to outlive the run directory it is written to: the stack makes a new CA at each start, in
+``<run_dir>/tls`` (``ca.pem`` is what clients of the local stack trust: the CLI finds it there).
 """
 
 from __future__ import annotations
@@ -40,13 +41,29 @@ class StackCertificates:
             prefix + "TLS_CERT_FILE": str(own.cert_file),
             prefix + "TLS_KEY_FILE": str(own.key_file),
             prefix + "TLS_CA_FILE": str(self.ca_file),
-            prefix + "SERVICE_TOKEN_FILE": str(self.token_file),
+            **token_environment(service, self.token_file),
         }
         if mutual:
             env[prefix + "TLS_CLIENT_CA_FILE"] = str(self.ca_file)
-        if service in CALLERS:
-            env[prefix + "ALLOWED_CALLERS"] = CALLERS[service]
         return env
+
+
+def token_environment(service: str, token_file: Path) -> dict[str, str]:
+    """``SUBSECOND_<SERVICE>_*`` settings for caller checks by service token alone (no TLS)."""
+    prefix = f"SUBSECOND_{service.upper()}_"
+    env = {prefix + "SERVICE_TOKEN_FILE": str(token_file)}
+    if service in CALLERS:
+        env[prefix + "ALLOWED_CALLERS"] = CALLERS[service]
+    return env
+
+
+def write_token(directory: Path) -> Path:
+    """A new shared secret for service tokens, readable by its owner only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    token_file = directory / "service-token"
+    token_file.write_text(secrets.token_hex(32))
+    token_file.chmod(0o600)
+    return token_file
 
 
 def write_certificates(directory: Path, names: Sequence[str]) -> StackCertificates:
@@ -56,10 +73,7 @@ def write_certificates(directory: Path, names: Sequence[str]) -> StackCertificat
     ca_file = directory / "ca.pem"
     authority.cert_pem.write_to_path(str(ca_file))
     services = {name: issue(authority, directory, name) for name in names}
-    token_file = directory / "service-token"
-    token_file.write_text(secrets.token_hex(32))
-    token_file.chmod(0o600)
-    return StackCertificates(ca_file, services, token_file)
+    return StackCertificates(ca_file, services, write_token(directory))
 
 
 def issue(authority: trustme.CA, directory: Path, name: str) -> ServiceCertificate:

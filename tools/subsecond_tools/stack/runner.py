@@ -3,6 +3,11 @@
 Used by ``subsecond up`` (fixed, documented ports) and by the integration tests (free ports).
 Each process logs to ``<run_dir>/<name>.log``; every service is waited on through its
 ``grpc.health.v1`` status, so "up" means "answering".
+
+Secure by default: each start makes a throwaway CA in ``<run_dir>/tls`` (stack.certificates), the
+services speak mutual TLS to each other and accept only their callers' certificates, and the
+router's public port serves TLS (clients trust ``<run_dir>/tls/ca.pem``). ``StackConfig.tls=False``
+runs the plaintext stack, whose inner services still identify their callers by service tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +32,9 @@ import tritonclient.grpc.aio as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.exceptions import RedisError
 
+from subsecond.kit.channels import open_channel
+from subsecond.kit.settings import EnvReader, ServerSettings, TlsSettings
+from subsecond_tools.stack.certificates import token_environment, write_certificates, write_token
 from subsecond_tools.stack.redis import find_redis_server, redis_argv
 from subsecond_tools.stack.tokenizers import write_tokenizer_root
 from subsecond_tools.stack.triton import (
@@ -40,6 +49,13 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
 SERVICES = ("embedding", "generation", "cache", "router")
+# Each service's gRPC service name (the retry policy of a channel to it names it).
+GRPC_SERVICES = {
+    "embedding": "subsecond.v1.Embedder",
+    "generation": "subsecond.v1.Generator",
+    "cache": "subsecond.v1.Cache",
+    "router": "subsecond.v1.Router",
+}
 # Seconds from SIGTERM to SIGKILL: a service drains its streams (its own grace period comes first);
 # Triton cuts what is in flight after EXIT_TIMEOUT_SECONDS and then needs a moment to unload its models.
 STOP_SECONDS = {"triton": EXIT_TIMEOUT_SECONDS + 3.0}
@@ -88,6 +104,9 @@ class StackConfig:
     static_routes: Path = REPO / "examples" / "static-routes.yaml"
     # Extra environment for the services (e.g. a tenant's API key for tests).
     environment: dict[str, str] = field(default_factory=dict)
+    # Mutual TLS between the services and TLS on the router's port, from a CA made at each start;
+    # False: plaintext, inner services identifying their callers by service tokens.
+    tls: bool = True
     startup_timeout_seconds: float = 300.0
 
 
@@ -102,11 +121,46 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self._processes: dict[str, _Process] = {}
+        # Each service's TLS and caller-check settings, written at start.
+        self._security: dict[str, str] = {}
 
     # -- addresses ------------------------------------------------------------------------------
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{getattr(self.config.ports, service)}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the CA, the services' certificates and the token secret are written at start."""
+        return self.config.run_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA that clients of this stack trust (None for the plaintext stack)."""
+        return self.tls_dir / "ca.pem" if self.config.tls else None
+
+    def identity(self, service: str | None) -> ServerSettings:
+        """Settings to call this stack's services as ``service`` does (its certificate, or its
+        token without TLS); None: as a client of the router, trusting the stack's CA only."""
+        if service is None:
+            return ServerSettings(
+                host="127.0.0.1",
+                port=0,
+                metrics_port=0,
+                shutdown_grace_seconds=0,
+                log_level="INFO",
+                tls=TlsSettings(ca_file=self.ca_file),
+            )
+        prefix = f"SUBSECOND_{service.upper()}_"
+        env = EnvReader({k: v for k, v in self._security.items() if k.startswith(prefix)}, prefix)
+        settings = ServerSettings.read(env, default_port=0, default_metrics_port=0)
+        env.done()
+        return settings
+
+    def channel(self, service: str, *, as_service: str | None = "router") -> grpc.aio.Channel:
+        """A channel to one of the stack's services, calling as ``as_service`` (see identity); the
+        router is how the inner services are reached, and what its own clients present is nothing."""
+        return open_channel(self.address(service), [GRPC_SERVICES[service]], self.identity(as_service))
 
     @property
     def redis_url(self) -> str:
@@ -146,6 +200,7 @@ class Stack:
         }
         if self.config.tier_embeddings.exists():
             env["SUBSECOND_ROUTER_TIER_CENTROIDS_FILE"] = str(self.config.tier_embeddings)
+        env.update(self._security)
         env.update(self.config.environment)
         return env
 
@@ -154,6 +209,7 @@ class Stack:
     async def start(self) -> None:
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(write_tokenizer_root, self.config.tokenizer_root, self.config.model_repository)
+        self._write_credentials()
         try:
             self.start_redis()
             self.start_triton()
@@ -165,6 +221,18 @@ class Stack:
         except BaseException:
             await self.stop()
             raise
+
+    def _write_credentials(self) -> None:
+        """A new CA and certificates (the router's port TLS, the others mutual TLS), or without TLS a
+        new token secret alone, in tls_dir: nothing of a previous run is trusted."""
+        shutil.rmtree(self.tls_dir, ignore_errors=True)
+        if self.config.tls:
+            certificates = write_certificates(self.tls_dir, SERVICES)
+            settings = [certificates.environment(service, mutual=service != "router") for service in SERVICES]
+        else:
+            token_file = write_token(self.tls_dir)
+            settings = [token_environment(service, token_file) for service in SERVICES]
+        self._security = {name: value for env in settings for name, value in env.items()}
 
     async def restart_service(self, service: str) -> None:
         """Starts a service that was stopped (tests of draining and of failures) and waits for it."""
@@ -244,7 +312,7 @@ class Stack:
 
     async def wait_serving(self, service: str) -> None:
         deadline = time.monotonic() + self.config.startup_timeout_seconds
-        async with grpc.aio.insecure_channel(self.address(service)) as channel:
+        async with self.channel(service) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 self._check_alive(service)
