@@ -36,7 +36,18 @@ HOP_DURATION = Histogram(
 WORKFLOW_DURATION = Histogram(
     "subsecond_router_workflow_duration_seconds", "Whole RunWorkflow calls that finished.", buckets=REQUEST_SECONDS
 )
-REQUESTS = Counter("subsecond_router_requests_total", "Generate calls by final status code.", ["code"])
+REQUESTS = Counter(
+    "subsecond_router_requests_total", "Generate calls and HTTP completions by final status code.", ["code"]
+)
+# The same calls by the protocol that brought them (grpc: Router/Generate; http: the OpenAI-compatible API).
+PROTOCOL_REQUESTS = Counter(
+    "subsecond_router_protocol_requests_total",
+    "Generate calls (grpc) and chat/text completions (http) by final status code.",
+    ["protocol", "code"],
+)
+HTTP_RESPONSES = Counter(
+    "subsecond_router_http_responses_total", "Responses of the HTTP API by route and HTTP status.", ["route", "status"]
+)
 WORKFLOWS = Counter("subsecond_router_workflows_total", "RunWorkflow calls by final status code.", ["code"])
 CACHE_BYPASS = Counter(
     "subsecond_router_cache_bypass_total",
@@ -77,6 +88,16 @@ GENERATIONS_REFUSED = Counter(
     ["limit"],
 )
 GENERATIONS_IN_FLIGHT = Gauge("subsecond_router_generations_in_flight", "Generations this router is running now.")
+# Speculative misses (pipeline.py): generations started while the semantic tier was still searched.
+SPECULATIVE = Counter(
+    "subsecond_router_speculative_generations_total",
+    "Generations started before the semantic lookup answered: served (it missed) or cancelled (it hit).",
+    ["outcome"],
+)
+SPECULATIVE_WASTED_TOKENS = Counter(
+    "subsecond_router_speculative_wasted_prompt_tokens_total",
+    "Estimated prompt tokens (4 characters a token) of speculative generations a semantic hit cancelled.",
+)
 # Quotas (quotas.py). The tenant label is a configured tenant (a key's, an override's or the anonymous
 # one), else "other": its values are bounded by the configuration, not by callers.
 QUOTA_REQUESTS = Counter(

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import grpc
 from prometheus_client import Counter
 
 from subsecond.kit.channels import open_channel
-from subsecond.kit.errors import InvalidArgument, ServiceError
+from subsecond.kit.errors import InvalidArgument, ServiceError, from_downstream
 from subsecond.kit.prompt_identity import Turn
 from subsecond.kit.server import ServiceDefinition
 from subsecond.router import admin
@@ -29,21 +29,32 @@ from subsecond.router.auth import ADMIN, GENERATE, WORKFLOW
 from subsecond.router.cache_client import CacheClient
 from subsecond.router.context import Deadline, Tasks
 from subsecond.router.generating import Generation
-from subsecond.router.metrics import IN_FLIGHT, REQUESTS, WORKFLOW_DURATION, WORKFLOWS
+from subsecond.router.http_api import HttpApi
+from subsecond.router.metrics import IN_FLIGHT, PROTOCOL_REQUESTS, REQUESTS, WORKFLOW_DURATION, WORKFLOWS
 from subsecond.router.pipeline import Answerer
 from subsecond.router.quotas import Quotas
 from subsecond.router.settings import RouterSettings
 from subsecond.router.streaming import respond
 from subsecond.router.workflow import Step, WorkflowError, plan_workflow, run_workflow
-from subsecond.v1 import cache_pb2, cache_pb2_grpc, generation_pb2, generation_pb2_grpc, router_pb2, router_pb2_grpc
+from subsecond.v1 import (
+    cache_pb2,
+    cache_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    generation_pb2,
+    generation_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
 
 CACHE_SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
+EMBEDDER_SERVICE = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 GENERATOR_SERVICE = generation_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
 
 
 @contextmanager
-def _counted(calls: Counter) -> Iterator[None]:
-    """Counts the call under the status code it ends with."""
+def _counted(calls: Counter, *labels: str) -> Iterator[None]:
+    """Counts the call under ``labels`` and the status code it ends with."""
     code = grpc.StatusCode.OK
     try:
         yield
@@ -57,7 +68,7 @@ def _counted(calls: Counter) -> Iterator[None]:
         code = grpc.StatusCode.INTERNAL
         raise
     finally:
-        calls.labels(code.name).inc()
+        calls.labels(*labels, code.name).inc()
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -65,26 +76,57 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class RouterService(router_pb2_grpc.RouterServicer):
-    def __init__(self, settings: RouterSettings, answerer: Answerer, cache: CacheClient, quotas: Quotas) -> None:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        answerer: Answerer,
+        cache: CacheClient,
+        quotas: Quotas,
+        embedder: embedding_pb2_grpc.EmbedderStub,
+    ) -> None:
         self._settings = settings
         self._answerer = answerer
         self._cache = cache
         self._quotas = quotas
+        self._embedder = embedder
 
     async def Generate(
         self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.GenerateResponse]:
+        async for response in self.generate(_metadata(context), request, context.time_remaining(), "grpc"):
+            yield response
+
+    async def generate(
+        self,
+        metadata: Mapping[str, str],
+        request: router_pb2.GenerateRequest,
+        remaining_seconds: float | None,
+        protocol: str,
+    ) -> AsyncGenerator[router_pb2.GenerateResponse, None]:
+        """Router/Generate's path, for either protocol (the HTTP API hands its requests in here)."""
         started = time.perf_counter()
         IN_FLIGHT.inc()
         try:
-            with _counted(REQUESTS):
-                caller = self._settings.keys.authenticate(_metadata(context), GENERATE)
+            with _counted(REQUESTS), _counted(PROTOCOL_REQUESTS, protocol):
+                caller = self._settings.keys.authenticate(metadata, GENERATE)
                 admitted = admit(request, caller.tenant, self._settings)
                 await self._quotas.admit(caller.tenant)
-                async for response in self._respond(admitted, self._deadline(context), started):
+                deadline = Deadline.after(remaining_seconds, self._settings.default_deadline_seconds)
+                async for response in self._respond(admitted, deadline, started):
                     yield response
         finally:
             IN_FLIGHT.dec()
+
+    async def embed(self, metadata: Mapping[str, str], texts: list[str]) -> embedding_pb2.EmbedResponse:
+        """The HTTP API's embeddings: the caller's key and request quota, then the embedding service
+        (which bounds the texts' number and length, INVALID_ARGUMENT), under the tenant's name."""
+        caller = self._settings.keys.authenticate(metadata, GENERATE)
+        await self._quotas.admit(caller.tenant)
+        request = embedding_pb2.EmbedRequest(texts=texts, tenant=caller.tenant)
+        try:
+            return await self._embedder.Embed(request, timeout=self._settings.default_deadline_seconds)
+        except grpc.aio.AioRpcError as error:
+            raise from_downstream(error, "embedding") from error
 
     async def RunWorkflow(
         self, request: router_pb2.WorkflowRequest, context: grpc.aio.ServicerContext
@@ -158,10 +200,23 @@ class RouterService(router_pb2_grpc.RouterServicer):
             raise WorkflowError(f"step {step.id}: {error.message}") from None
 
 
+@dataclass
+class Router:
+    """The router's parts as the server shell runs them, and its HTTP API (None when ``HTTP_PORT`` is unset)."""
+
+    definition: ServiceDefinition
+    http: HttpApi | None
+
+
 def definition(settings: RouterSettings) -> ServiceDefinition:
+    return wire(settings).definition
+
+
+def wire(settings: RouterSettings) -> Router:
     # The router calls as itself: its certificate (mutual TLS) or its service token, when configured.
     cache_channel = open_channel(settings.cache_url, [CACHE_SERVICE], settings.server)
     generation_channel = open_channel(settings.generation_url, [GENERATOR_SERVICE], settings.server)
+    embedding_channel = open_channel(settings.embedding_url, [EMBEDDER_SERVICE], settings.server)
     tasks = Tasks()
     anonymous = settings.keys.anonymous
     quotas = Quotas(settings.quotas, settings.keys.tenants | ({anonymous.tenant} if anonymous else set()))
@@ -169,18 +224,29 @@ def definition(settings: RouterSettings) -> ServiceDefinition:
     generation = Generation(
         generation_pb2_grpc.GeneratorStub(generation_channel), cache, tasks, settings.generation_limits, quotas
     )
-    service = RouterService(settings, Answerer(settings, cache, generation), cache, quotas)
+    embedder = embedding_pb2_grpc.EmbedderStub(embedding_channel)
+    service = RouterService(settings, Answerer(settings, cache, generation), cache, quotas, embedder)
+    http = HttpApi(settings, service) if settings.http_port is not None else None
+
+    async def warm_up() -> None:
+        if http is not None and settings.http_port is not None:
+            await http.start(settings.server.host, settings.http_port)
 
     async def close() -> None:
-        """After the server drained: lets write-throughs finish, then closes the channels."""
+        """After the gRPC server drained: the HTTP API drains, write-throughs finish, the channels close."""
+        if http is not None:
+            await http.stop()
         await tasks.drain(settings.server.shutdown_grace_seconds)
         await cache_channel.close()
         await generation_channel.close()
+        await embedding_channel.close()
         await quotas.close()
 
-    return ServiceDefinition.for_servicer(
+    shell = ServiceDefinition.for_servicer(
         router_pb2.DESCRIPTOR.services_by_name["Router"],
         router_pb2_grpc.add_RouterServicer_to_server,
         service,
+        warm_up=warm_up,
         close=close,
     )
+    return Router(shell, http)

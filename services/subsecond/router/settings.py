@@ -16,6 +16,10 @@ from subsecond.router.static_routes import Rule, StaticRoutesError, load_routes
 from subsecond.router.tenants import GenerationLimits
 
 SMALL_TASKS = ("classify", "extract", "label", "yes_no", "route", "short_answer")
+# When a miss starts generating (pipeline.py): "off", after the whole lookup; "always", as soon as the
+# exact tier missed, while the semantic tier is searched; "spare", so only while fewer generations than
+# SPECULATE_SHARE of MAX_GENERATIONS run.
+SPECULATE_MODES = ("off", "always", "spare")
 LARGE_TASKS = ("write", "draft", "explain", "summarize", "code")
 
 
@@ -24,6 +28,10 @@ class RouterSettings:
     server: ServerSettings
     cache_url: str
     generation_url: str
+    # The embedding service, for the HTTP API's /v1/embeddings.
+    embedding_url: str
+    # The OpenAI-compatible HTTP API's port (http_api.py); None (HTTP_PORT unset or empty): not served.
+    http_port: int | None
     # Hashed API keys, each a tenant and its scopes, and the caller of a call without a key (auth.py).
     keys: KeyRing
     # Per tier (and "auto"), the cache identity sent with every lookup and store: the revision of the
@@ -45,6 +53,10 @@ class RouterSettings:
     cache_timeout_seconds: float
     # How long the cache service is skipped after a failure before one trial lookup (kit.failopen).
     cache_breaker_cooldown_seconds: float
+    # Whether a miss generates while the semantic tier is searched (SPECULATE_MODES), and the share of
+    # MAX_GENERATIONS below which "spare" does.
+    speculate: str
+    speculate_share: float
     # The router's own copy of recent cache answers (near_cache.py).
     near_cache: NearCacheLimits
     # Per tier: max_tokens default and cap, and the prompt-token budget a chat history is trimmed to.
@@ -100,6 +112,8 @@ class RouterSettings:
             server=ServerSettings.read(env, default_port=50051, default_metrics_port=9461),
             cache_url=env.text("CACHE_URL", "127.0.0.1:50052"),
             generation_url=env.text("GENERATION_URL", "127.0.0.1:50054"),
+            embedding_url=env.text("EMBEDDING_URL", "127.0.0.1:50053"),
+            http_port=env.integer("HTTP_PORT", 0, maximum=65535) if env.text("HTTP_PORT", "") else None,
             keys=_keys(env),
             cache_revisions={},
             tiers=tiers,
@@ -117,6 +131,8 @@ class RouterSettings:
             default_deadline_seconds=env.number("DEFAULT_DEADLINE_SECONDS", 60.0, minimum=0.1),
             cache_timeout_seconds=env.number("CACHE_TIMEOUT_MS", 150.0, minimum=1.0) / 1000.0,
             cache_breaker_cooldown_seconds=env.number("CACHE_BREAKER_COOLDOWN_MS", 500.0, minimum=1.0) / 1000.0,
+            speculate=env.text("SPECULATE", "always"),
+            speculate_share=env.number("SPECULATE_SHARE", 0.5, minimum=0.0, maximum=1.0),
             near_cache=NearCacheLimits(
                 max_entries=env.integer("NEAR_CACHE_ENTRIES", 10_000, minimum=0),
                 max_bytes=env.integer("NEAR_CACHE_MB", 64, minimum=0) * 1024 * 1024,
@@ -149,6 +165,10 @@ class RouterSettings:
         env.check(settings.auto.small in tiers, "SUBSECOND_ROUTER_AUTO_SMALL_TIER must be one of TIERS")
         env.check(settings.auto.large in tiers, "SUBSECOND_ROUTER_AUTO_LARGE_TIER must be one of TIERS")
         env.check(settings.default_tier in settings.tiers, "SUBSECOND_ROUTER_DEFAULT_TIER must be one of TIERS")
+        env.check(
+            settings.speculate in SPECULATE_MODES,
+            f"SUBSECOND_ROUTER_SPECULATE must be one of {', '.join(SPECULATE_MODES)}, not {settings.speculate!r}",
+        )
         env.check(
             settings.near_cache.fresh_seconds <= settings.near_cache.stale_seconds,
             "SUBSECOND_ROUTER_NEAR_CACHE_FRESH_SECONDS must not exceed NEAR_CACHE_STALE_SECONDS",
