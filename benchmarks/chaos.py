@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import signal
+import ssl
 import tempfile
 import time
 import uuid
@@ -172,11 +173,12 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-async def metric_total(port: int, sample: str) -> float:
-    """The sum of the samples on the /metrics page at ``port`` whose line starts with ``sample`` (a name
-    and the start of its labels); 0 while nothing answers there."""
+async def metric_total(port: int, sample: str, context: ssl.SSLContext | None) -> float:
+    """The sum of the samples on the /metrics page at ``port`` (HTTPS trusting ``context`` when given)
+    whose line starts with ``sample`` (a name and the start of its labels); 0 while nothing answers there."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+        connecting = asyncio.open_connection("127.0.0.1", port, ssl=context)
+        reader, writer = await asyncio.wait_for(connecting, 1.0)
     except (OSError, TimeoutError):
         return 0.0
     writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -185,10 +187,12 @@ async def metric_total(port: int, sample: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(sample))
 
 
-async def seconds_until_used(port: int, sample: str, since: float, give_up: float = 30.0) -> str:
+async def seconds_until_used(
+    port: int, sample: str, since: float, context: ssl.SSLContext | None, give_up: float = 30.0
+) -> str:
     """Seconds from ``since`` until the counter ``sample`` on the metrics page at ``port`` grows."""
-    before = await metric_total(port, sample)
-    while (await metric_total(port, sample)) <= before:
+    before = await metric_total(port, sample, context)
+    while (await metric_total(port, sample, context)) <= before:
         if time.monotonic() - since > give_up:
             return f"not within {give_up:.0f} s"
         await asyncio.sleep(0.05)
@@ -264,7 +268,8 @@ async def chaos(args: argparse.Namespace) -> dict[str, object]:
                 started = time.monotonic()
                 await stack.restart_service("cache")
                 serving = time.monotonic() - started
-                used = await seconds_until_used(ports.cache_metrics, "subsecond_cache_lookups_total{", started)
+                lookups = "subsecond_cache_lookups_total{"
+                used = await seconds_until_used(ports.cache_metrics, lookups, started, stack.metrics_ssl_context())
                 return f"serving {serving:.1f} s after its start; the router's lookups reached it at {used}"
 
             async def redis_restarted() -> str:
@@ -273,7 +278,7 @@ async def chaos(args: argparse.Namespace) -> dict[str, object]:
                 await stack.restart_redis()
                 back = time.monotonic() - started
                 exact = 'subsecond_cache_lookups_total{result="exact"}'
-                used = await seconds_until_used(ports.cache_metrics, exact, started)
+                used = await seconds_until_used(ports.cache_metrics, exact, started, stack.metrics_ssl_context())
                 return f"answering {back:.1f} s after the kill; exact hits from the cache again at {used}"
 
             await measured("baseline")

@@ -2,6 +2,7 @@
 read a service's metric."""
 
 import asyncio
+import ssl
 import urllib.request
 from dataclasses import dataclass
 
@@ -33,12 +34,14 @@ async def call(
 
 def metric(stack: Stack, service: str, name: str, **labels: str) -> float:
     port = getattr(stack.config.ports, f"{service}_metrics")
-    return metric_at(port, name, **labels)
+    return metric_at(port, name, context=stack.metrics_ssl_context(), **labels)
 
 
-def metric_at(port: int, name: str, **labels: str) -> float:
-    """The sum of the samples of ``name`` with ``labels`` on the /metrics page at ``port``."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+def metric_at(port: int, name: str, *, context: ssl.SSLContext | None = None, **labels: str) -> float:
+    """The sum of the samples of ``name`` with ``labels`` on the /metrics page at ``port`` (over
+    HTTPS, trusting ``context``, when given: a service of the TLS stack; Triton's is plain HTTP)."""
+    url = f"{'https' if context else 'http'}://127.0.0.1:{port}/metrics"
+    body = urllib.request.urlopen(url, timeout=5, context=context).read().decode()
     total = 0.0
     for family in text_string_to_metric_families(body):
         for sample in family.samples:

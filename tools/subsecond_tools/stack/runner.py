@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -156,6 +157,11 @@ class Stack:
         settings = ServerSettings.read(env, default_port=0, default_metrics_port=0)
         env.done()
         return settings
+
+    def metrics_ssl_context(self) -> ssl.SSLContext | None:
+        """What a scraper of the services' metrics trusts (they serve HTTPS with their certificates
+        when the stack has TLS); None: plain HTTP."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
 
     def channel(self, service: str, *, as_service: str | None = "router") -> grpc.aio.Channel:
         """A channel to one of the stack's services, calling as ``as_service`` (see identity); the
