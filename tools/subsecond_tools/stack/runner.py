@@ -66,6 +66,8 @@ DEFAULT_STOP_SECONDS = 20.0
 @dataclass(frozen=True)
 class Ports:
     router: int = 50051
+    # The router's OpenAI-compatible HTTP API (TLS with the router's certificate when the stack has TLS).
+    router_http: int = 8080
     cache: int = 50052
     embedding: int = 50053
     generation: int = 50054
@@ -199,6 +201,8 @@ class Stack:
             # The local stack serves loopback only: anonymous calls are its default tenant "local",
             # switched on here explicitly (keys are required everywhere else; see the router's README).
             "SUBSECOND_ROUTER_ALLOW_ANONYMOUS": "true",
+            "SUBSECOND_ROUTER_EMBEDDING_URL": self.address("embedding"),
+            "SUBSECOND_ROUTER_HTTP_PORT": str(ports.router_http),
             "SUBSECOND_ROUTER_AUTO_LARGE_TIER": "large",
             "SUBSECOND_ROUTER_TIER_MAX_TOKENS": "small=256,large=512",
             "SUBSECOND_ROUTER_TIER_PROMPT_TOKENS": "small=1024,large=1024",
