@@ -71,7 +71,7 @@ lint: ## ruff, mypy, the import-linter layer contracts and hadolint on the Docke
 	$(VENV)/bin/hadolint images/*/Dockerfile
 	$(VENV)/bin/shellcheck images/triton/build-engines images/triton/launch-triton
 
-bench: prepare ## Benchmark the stack (started by each benchmark itself): serving path, then latency features; writes benchmarks/results/
+bench: prepare ## Benchmark the stack (started by each benchmark itself): serving path (a row per row of issue 11's table, k6 for the sustained rate), then latency features; writes benchmarks/results/
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/latency_features.py
 

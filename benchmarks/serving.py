@@ -2,9 +2,13 @@
 it with open-loop arrivals (requests start on a fixed schedule whatever the latency, and latency
 is measured from the scheduled start, so queueing is not hidden).
 
-Prints p50/p95/p99 for exact hits, semantic hits, time to first chunk on a miss, the router's
-added time to first chunk (the same kind of miss through the router and straight to Triton, in
-this run) and embedding throughput; writes them to benchmarks/results/serving.json.
+Prints a row for each row of issue 11's table: p50/p95/p99 of exact hits (at each of
+``--exact-rates``), of semantic hits with a fresh embedding, the router's added time to the first
+chunk of a miss (the same kind of miss through the router and straight to Triton, in this run; with
+the cache on and bypassed), the highest rate of exact hits sustained with p99 within
+``--sustained-p99-ms`` (k6 through the load test's runner, loadtest/run.py, at each of
+``--sustained-rates`` until one fails), and embeddings a second, one text per call and in batches;
+writes them all to benchmarks/results/serving.json.
 
     .venv/bin/python benchmarks/serving.py --help
 """
@@ -13,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -49,6 +55,9 @@ log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
 # The labelled pairs, in the repository (benchmarks/data/semantic/README.md gives their provenance).
 DATA = Path(__file__).resolve().parent / "data" / "semantic" / "shared"
+LOADTEST = Path(__file__).resolve().parents[1] / "loadtest"
+# One-token words: texts of N of them have N + 2 tokens, so a batch of them is one model call.
+WORDS = ("sea", "river", "cat", "dog", "red", "blue", "old", "new", "tea", "rice", "city", "road", "rain", "sun")
 
 
 def median_difference_ms(ours: list[float], baseline: list[float]) -> float:
@@ -139,15 +148,22 @@ def prompt(text: str, **fields: object) -> router_pb2.GenerateRequest:
 
 async def bench(args: argparse.Namespace) -> dict[str, object]:
     run_dir = Path(tempfile.mkdtemp(prefix="subsecond-bench-"))
-    stack = Stack(StackConfig(ports=Ports.free(), run_dir=run_dir))
+    environment = {"SUBSECOND_ROUTER_PROCESSES": str(args.router_processes)}
+    stack = Stack(StackConfig(ports=Ports.free(), run_dir=run_dir, environment=environment))
     log.info("starting the stack (logs in %s)", run_dir)
     await stack.start()
-    results: dict[str, object] = {"machine": platform.platform(), "cpus": os.cpu_count()}
+    results: dict[str, object] = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "router_processes": args.router_processes,
+    }
     try:
         async with (
-            grpc.aio.insecure_channel(stack.address("router")) as router_channel,
-            grpc.aio.insecure_channel(stack.address("cache")) as cache_channel,
-            grpc.aio.insecure_channel(stack.address("embedding")) as embedding_channel,
+            # As the stack's services call each other (its TLS and caller identities): a client of the
+            # router, the router calling the cache, the cache calling the embedding service.
+            stack.channel("router", as_service=None) as router_channel,
+            stack.channel("cache") as cache_channel,
+            stack.channel("embedding", as_service="cache") as embedding_channel,
         ):
             router = router_pb2_grpc.RouterStub(router_channel)
             cache = cache_pb2_grpc.CacheStub(cache_channel)
@@ -163,8 +179,11 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             async def exact(i: int, t0: float) -> int:
                 return (await first_and_total(router, hot, t0))[2]
 
-            log.info("exact hits: %d at %.0f/s", args.hits, args.exact_rate)
-            results["exact_hit"] = await open_loop(args.exact_rate, args.hits, types_pb2.SERVED_BY_EXACT, exact)
+            exact_hits = {}
+            for rate in args.exact_rates:
+                log.info("exact hits: %d at %.0f/s", args.hits, rate)
+                exact_hits[f"{rate:g}_per_second"] = await open_loop(rate, args.hits, types_pb2.SERVED_BY_EXACT, exact)
+            results["exact_hit"] = exact_hits
 
             # Semantic hits: answers stored under one side of duplicate-question pairs, asked with the
             # other side. Pairs whose other side would not hit are found first with direct lookups and
@@ -186,9 +205,12 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             async def semantic(i: int, t0: float) -> int:
                 return (await first_and_total(router, prompt(hitting[i]), t0))[2]
 
-            results["semantic_hit"] = await open_loop(
-                args.semantic_rate, count, types_pb2.SERVED_BY_SEMANTIC, semantic
-            ) | {"duplicate_pairs_probed": len(pairs), "share_that_hit": round(len(hitting) / len(pairs), 3)}
+            probed = {"duplicate_pairs_probed": len(pairs), "share_that_hit": round(len(hitting) / len(pairs), 3)}
+            results["semantic_hit"] = probed | (
+                await open_loop(args.semantic_rate, count, types_pb2.SERVED_BY_SEMANTIC, semantic)
+                if count
+                else {"not_measured": "no paraphrase was a semantic hit (is the pair verifier built?)"}
+            )
 
             # Misses: time to first chunk through the router, and straight to Triton, interleaved.
             # Triton called as the generation service calls it: the model's chat template, its entry model's shapes.
@@ -228,11 +250,16 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
                 "cache_bypassed_median_of_pairs_ms": median_difference_ms(bypass_ttft, triton_ttft),
             }
 
-            # Embeddings per second: one text per call (concurrent callers) vs 32 texts per call.
+            # Embeddings per second: one text per call (concurrent callers) vs 32 texts per call, of
+            # mixed lengths (a model call per length) and of one length (one model call).
             results["embeddings_per_second"] = {
-                "single_text_calls_16_concurrent": await embed_rate(embedder, 1, 16, args.embed_seconds),
-                "batch_of_32_calls_2_concurrent": await embed_rate(embedder, 32, 2, args.embed_seconds),
+                "single_text_calls_16_concurrent": await embed_rate(embedder, 1, 16, args.embed_seconds, mixed_texts),
+                "batch_of_32_calls_2_concurrent": await embed_rate(embedder, 32, 2, args.embed_seconds, mixed_texts),
+                "batch_of_32_one_length_2_concurrent": await embed_rate(
+                    embedder, 32, 2, args.embed_seconds, one_length_texts
+                ),
             }
+        results["exact_hits_sustained"] = await sustained(stack, run_dir, args)
     finally:
         await stack.stop()
     return results
@@ -270,8 +297,20 @@ async def triton_first_token(
     return first or 0.0
 
 
+def mixed_texts(count: int) -> list[str]:
+    return [f"benchmark sentence about {uuid.uuid4().hex}" for _ in range(count)]
+
+
+def one_length_texts(count: int) -> list[str]:
+    return [" ".join(random.choices(WORDS, k=12)) for _ in range(count)]
+
+
 async def embed_rate(
-    embedder: embedding_pb2_grpc.EmbedderStub, per_call: int, concurrency: int, seconds: float
+    embedder: embedding_pb2_grpc.EmbedderStub,
+    per_call: int,
+    concurrency: int,
+    seconds: float,
+    texts_of: Callable[[int], list[str]],
 ) -> float:
     """Texts embedded per second; every text is new, so the embedding cache never answers."""
     deadline = time.perf_counter() + seconds
@@ -281,8 +320,7 @@ async def embed_rate(
         nonlocal done
         n = 0
         while time.perf_counter() < deadline:
-            texts = [f"benchmark sentence {w}-{n}-{k} about {uuid.uuid4().hex}" for k in range(per_call)]
-            await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=30)
+            await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts_of(per_call)), timeout=30)
             done += per_call
             n += 1
 
@@ -291,15 +329,90 @@ async def embed_rate(
     return round(done / (time.perf_counter() - started), 1)
 
 
+async def sustained(stack: Stack, run_dir: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Exact hits (the load test's repeats, nothing else) from k6 at each rate, through the load test's
+    own runner, until one's p99 passes ``--sustained-p99-ms`` or any request fails: the highest rate
+    that held."""
+    sys.path.insert(0, str(LOADTEST))  # run.py imports its report.py as a top-level module
+    loadtest = importlib.import_module("run")
+    tls = ["--tls", "--ca", str(stack.ca_file)] if stack.ca_file is not None else []
+    options = loadtest.parser().parse_args(
+        ["--mix", "repeats=1", "--duration", str(args.sustained_seconds), "--out", str(run_dir / "k6"), *tls]
+    )
+    target = stack.address("router")
+    runs, highest = [], 0.0
+    for rate in args.sustained_rates:
+        log.info("exact hits sustained: k6 at %g/s for %gs", rate, args.sustained_seconds)
+        result = await loadtest.run_once(options, target, rate, "steady", run_dir / "k6" / f"rate-{rate:g}", None)
+        (phase,) = result.phases
+        exact = phase["latency"].get("exact", {})
+        held = phase["errors"] == 0 and exact.get("p99_ms") is not None and exact["p99_ms"] <= args.sustained_p99_ms
+        runs.append({"rate": rate, "held": held} | {key: phase[key] for key in ("requests", "errors")} | exact)
+        if not held:
+            break
+        highest = rate
+    return {"p99_limit_ms": args.sustained_p99_ms, "highest_rate_held": highest, "runs": runs}
+
+
+def table(results: dict[str, object]) -> str:
+    """The issue's rows, subsecond's column."""
+
+    def pcts(figures: object) -> str:
+        f = dict(figures)  # type: ignore[call-overload]
+        if "p50_ms" not in f:
+            return f"not measured: {f.get('not_measured')}"
+        return f"p50 {f['p50_ms']} / p95 {f['p95_ms']} / p99 {f['p99_ms']} ms"
+
+    rows = [f"exact hit, whole stream, {rate.split('_')[0]}/s | {pcts(figures)}"
+            for rate, figures in dict(results["exact_hit"]).items()]  # type: ignore[call-overload]  # fmt: skip
+    rows.append(f"semantic hit incl. a fresh embedding | {pcts(results['semantic_hit'])}")
+    added = dict(results["router_added_time_to_first_chunk"])  # type: ignore[call-overload]
+    rows.append(
+        f"time the front adds to the first chunk of a miss | {added['miss_median_of_pairs_ms']} ms (cache on), "
+        f"{added['cache_bypassed_median_of_pairs_ms']} ms (cache bypassed), medians of pairs against Triton directly"
+    )
+    held = dict(results["exact_hits_sustained"])  # type: ignore[call-overload]
+    last = held["runs"][-1] if held["runs"] else {}
+    rows.append(
+        f"exact hits sustained (k6 constant-arrival-rate) | {held['highest_rate_held']:g}/s at p99 <= "
+        f"{held['p99_limit_ms']} ms; last run {last.get('rate')}/s: p99 {last.get('p99_ms')} ms, "
+        f"{last.get('errors')} errors of {last.get('requests')}"
+    )
+    embeddings = dict(results["embeddings_per_second"])  # type: ignore[call-overload]
+    rows.append(
+        f"embeddings on {results['cpus']} cores | {embeddings['single_text_calls_16_concurrent']} texts/s single "
+        f"calls, {embeddings['batch_of_32_calls_2_concurrent']} in batches of 32 (mixed lengths), "
+        f"{embeddings['batch_of_32_one_length_2_concurrent']} in batches of 32 of one length"
+    )
+    return "\n".join(["| | subsecond |", "|---|---|", *(f"| {row} |" for row in rows)])
+
+
+def rates(text: str) -> list[float]:
+    return [float(rate) for rate in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exact-rate", type=float, default=100.0, help="exact-hit arrivals/s (default: %(default)s)")
+    parser.add_argument(
+        "--exact-rates", type=rates, default=[50.0, 100.0], help="exact-hit arrivals/s (default: 50,100)"
+    )
     parser.add_argument(
         "--semantic-rate", type=float, default=25.0, help="semantic-hit arrivals/s (default: %(default)s)"
     )
     parser.add_argument("--hits", type=int, default=600, help="requests per hit scenario (default: %(default)s)")
     parser.add_argument("--misses", type=int, default=20, help="miss pairs, router and direct (default: %(default)s)")
     parser.add_argument("--embed-seconds", type=float, default=5.0, help="seconds per embedding scenario")
+    parser.add_argument(
+        "--sustained-rates",
+        type=rates,
+        default=[250.0, 500.0, 1000.0, 1500.0, 2000.0],
+        help="k6 exact-hit rates tried in turn (default: 250,500,1000,1500,2000)",
+    )
+    parser.add_argument("--sustained-seconds", type=float, default=20.0, help="seconds per k6 rate (default: 20)")
+    parser.add_argument("--sustained-p99-ms", type=float, default=10.0, help="p99 a sustained rate must hold")
+    parser.add_argument(
+        "--router-processes", type=int, default=2, help="SUBSECOND_ROUTER_PROCESSES of the stack (default: 2)"
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA, help="labelled pairs (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json", help="where the figures go")
     args = parser.parse_args()
@@ -308,6 +421,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+    print(table(results))
 
 
 if __name__ == "__main__":
