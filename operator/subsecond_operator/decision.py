@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from subsecond_operator.capacity import NO_EVIDENCE, Evidence
 from subsecond_operator.queueing import fit, response_quantile
 from subsecond_operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
 
@@ -52,6 +54,10 @@ class Snapshot:
     mean_seconds: float | None = None
     # The completion rate over a shorter, recent window (spec.RECENT_WINDOW_SECONDS); None when unknown.
     recent_rps: float | None = None
+    # The mean latency over that recent window; None when unknown. Under the window's mean: a backlog drains.
+    recent_mean_seconds: float | None = None
+    # What earlier ticks learnt of a replica's capacity (status.capacity).
+    evidence: Evidence = NO_EVIDENCE
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class Decision:
     recommended: int | None = None  # what the queueing plan alone asked for
     predicted_seconds: float | None = None  # predicted percentile at ``replicas``
     recommendations: tuple[Recommendation, ...] = ()  # to keep for the next tick
+    evidence: Evidence = NO_EVIDENCE  # to keep for the next tick
+    concurrency: int | None = None  # requests per replica at once the plan used (the spec's or the fitted)
 
     @property
     def changed(self) -> bool:
@@ -83,6 +91,10 @@ SATURATED = 0.9
 SCALE_DOWN_MARGIN = 0.8
 # When no count holds the objective, counts predicted within this factor of the best one are as good.
 DIMINISHING = 1.05
+# The most a backlog's mean latency is read to grow (or shrink) per second: arrivals up to 2x the completions.
+MAX_BACKLOG_SLOPE = 0.5
+# The utilisation ceiling's tolerance, the HPA's: the ready count holds while the ceiling's count is within 10 %.
+TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -92,12 +104,23 @@ class Plan:
     at_max: bool
     saturated: bool = False
     fewer: int | None = None  # held: this many would hold the target, but not the scale-down margin
+    backlog_rps: float | None = None  # a backlog: the arrival rate it shows (the completions are not)
 
 
 def _ms(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
     return "inf" if math.isinf(seconds) else f"{seconds * 1000:.0f} ms"
+
+
+def _ceiling(busy: float, ceiling: float, ready: int) -> int:
+    """The count the utilisation ceiling asks for, with the HPA's tolerance: ``busy`` replicas' worth of work at
+    ``ceiling`` is ``busy / ceiling`` replicas, and the ready count holds while within ``TOLERANCE`` of it (the
+    rate's noise moves nothing)."""
+    needed = busy / ceiling
+    if needed / (1.0 + TOLERANCE) <= ready <= needed / (1.0 - TOLERANCE):
+        return ready
+    return math.ceil(needed - 1e-9)
 
 
 def plan(
@@ -109,12 +132,19 @@ def plan(
     *,
     mean_seconds: float | None = None,
     planning_rps: float | None = None,
+    concurrency: int | None = None,
+    floor_seconds: float | None = None,
+    latency_slope: float | None = None,
 ) -> Plan:
-    """The fewest replicas predicted to hold the objective with headroom (times ``margin``), and at least
-    the capacity hint's count at ``requestsPerSecondPerReplica`` (times ``margin``).
+    """The fewest replicas predicted to hold the objective with headroom (times ``margin``), and at least the
+    counts the capacity hint (``requestsPerSecondPerReplica``, times ``margin``) and the utilisation ceiling
+    (``maxUtilization``) ask for. ``margin`` under 1 is the scale-down check.
 
     The model is fitted to what the window observed (``observed_seconds``, ``mean_seconds`` when known, at
-    ``arrival_rps`` on ``ready_replicas``) and predicts at ``planning_rps`` (default: ``arrival_rps``).
+    ``arrival_rps`` on ``ready_replicas`` serving ``concurrency`` requests each, default the spec's) and predicts
+    at ``planning_rps`` (default: ``arrival_rps``). ``floor_seconds``: the service time floor the metrics showed
+    (capacity.Evidence), the service time while a backlog skews the fit. ``latency_slope``: how fast the mean
+    latency grows (seconds per second, from the recent and the window's mean), which measures a backlog.
     """
     objective = spec.objective
     target = objective.target_seconds * margin
@@ -128,11 +158,27 @@ def plan(
         # Traffic but no latency to fit (e.g. woken from zero): the floor is all that is known.
         replicas = min(floor, spec.max_replicas)
         return Plan(replicas, None, at_max=floor > spec.max_replicas)
-    servers = spec.capacity.concurrency_per_replica
+    servers = spec.capacity.concurrency_per_replica if concurrency is None else concurrency
     model = fit(objective.percentile, observed_seconds, arrival_rps, ready_replicas, servers, mean_seconds)
-    if observed_seconds > objective.threshold_seconds and arrival_rps / model.capacity_rps(ready_replicas) >= SATURATED:
+    breached = observed_seconds > objective.threshold_seconds
+    saturated = breached and arrival_rps / model.capacity_rps(ready_replicas) >= SATURATED
+    if saturated and latency_slope is None:
+        # The replicas complete all they can and nothing measures by how much more arrives: double.
         wanted = max(floor, 2 * ready_replicas)
         return Plan(min(wanted, spec.max_replicas), None, at_max=wanted > spec.max_replicas, saturated=True)
+    if saturated or (breached and latency_slope is not None and latency_slope < 0.0):
+        # A backlog: its latency is not this count's queueing (the fit takes it for a slower service, the floor
+        # does not), and the completions are not the arrivals. In a FIFO queue, a request completing now waited
+        # for the backlog at its arrival, so the mean latency grows at 1 - completions / arrivals per second:
+        # the arrivals are the completions / (1 - slope), more while it grows, fewer while it drains.
+        slope = min(max(latency_slope or 0.0, -MAX_BACKLOG_SLOPE), MAX_BACKLOG_SLOPE)
+        arrivals = rate / (1.0 - slope)
+        service = model.mean_service_seconds if floor_seconds is None else floor_seconds
+        needed = math.ceil(arrivals * service / (servers * spec.capacity.max_utilization) - 1e-9)
+        wanted = max(floor, needed)
+        return Plan(min(wanted, spec.max_replicas), None, wanted > spec.max_replicas, backlog_rps=arrivals)
+    busy = rate * model.mean_service_seconds / servers  # replicas' worth of work at this rate
+    floor = max(floor, _ceiling(busy, spec.capacity.max_utilization, ready_replicas))
     counts = range(min(floor, spec.max_replicas), spec.max_replicas + 1)
     predictions = {n: response_quantile(objective.percentile, rate, n, model) for n in counts}
     for replicas, predicted in predictions.items():
@@ -154,17 +200,26 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
     metrics = rate is not None and (snapshot.observed_seconds is not None or rate == 0.0 or current == 0)
     if current < spec.min_replicas:
         words = f"{current} replicas < minReplicas {spec.min_replicas}"
-        return Decision(spec.min_replicas, Reason.BELOW_MIN, words, metrics)
+        return Decision(spec.min_replicas, Reason.BELOW_MIN, words, metrics, evidence=snapshot.evidence)
     if current > spec.max_replicas:
         words = f"{current} replicas > maxReplicas {spec.max_replicas}"
-        return Decision(spec.max_replicas, Reason.ABOVE_MAX, words, metrics)
+        return Decision(spec.max_replicas, Reason.ABOVE_MAX, words, metrics, evidence=snapshot.evidence)
     if not metrics or rate is None:
         return Decision(
             current,
             Reason.METRICS_UNAVAILABLE,
             f"holding {current} replicas: no current latency or request rate from Prometheus",
             metrics_available=False,
+            evidence=snapshot.evidence,
         )
+    since_scale = math.inf if snapshot.last_scale_time is None else snapshot.now - snapshot.last_scale_time
+    evidence = snapshot.evidence
+    if snapshot.ready_replicas == current and since_scale >= objective.window_seconds:
+        # The window's rate and mean are these replicas' own only when their count held over all of it.
+        evidence = evidence.learn(
+            rate_rps=rate, mean_seconds=snapshot.mean_seconds, ready=current, window_seconds=objective.window_seconds
+        )
+    concurrency = evidence.concurrency(spec.capacity.concurrency_per_replica)
     if snapshot.ready_replicas < current:
         return Decision(
             current,
@@ -172,24 +227,35 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
             f"holding {current} replicas: {snapshot.ready_replicas} ready, waiting for the rest",
             metrics_available=True,
             recommendations=snapshot.recommendations,
+            evidence=evidence,
+            concurrency=concurrency,
         )
 
     observed = snapshot.observed_seconds
     # Plan for the higher of the window's rate and the recent one: a rise shows in the recent rate first.
     planning = rate if snapshot.recent_rps is None else max(rate, snapshot.recent_rps)
     ready, mean = snapshot.ready_replicas, snapshot.mean_seconds
-    wanted = plan(spec, observed, rate, ready, mean_seconds=mean, planning_rps=planning)
+    # The mean's growth per second: the recent window's mean is centred half the difference of the windows later.
+    recent_mean, lag = snapshot.recent_mean_seconds, (objective.window_seconds - RECENT_WINDOW_SECONDS) / 2.0
+    slope = None if mean is None or recent_mean is None or lag <= 0.0 else (recent_mean - mean) / lag
+    inputs: dict[str, Any] = {
+        "mean_seconds": mean,
+        "planning_rps": planning,
+        "concurrency": concurrency,
+        "floor_seconds": evidence.floor_seconds,
+        "latency_slope": slope,
+    }
+    wanted = plan(spec, observed, rate, ready, **inputs)
     if wanted.replicas < current and not wanted.at_max:
         # Fewer replicas must hold a stricter target: the fit's error must not turn into a flap. The stricter
         # plan only says how far down: where no count under the current one holds it (it may be under the
         # service's own latency, which no count reaches), hold; it is never a reason to scale up.
-        stricter = plan(spec, observed, rate, ready, SCALE_DOWN_MARGIN, mean_seconds=mean, planning_rps=planning)
+        stricter = plan(spec, observed, rate, ready, SCALE_DOWN_MARGIN, **inputs)
         wanted = (
             stricter
             if stricter.replicas < current and not stricter.at_max
             else Plan(current, None, False, fewer=wanted.replicas)
         )
-    since_scale = math.inf if snapshot.last_scale_time is None else snapshot.now - snapshot.last_scale_time
     settling = (
         wanted.replicas > current
         and observed is not None
@@ -223,6 +289,7 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
         + (f" (last {RECENT_WINDOW_SECONDS} s: {planning:.3g})" if planning > rate else "")
         + f" on {snapshot.ready_replicas} ready"
         + ("" if mean is None else f", mean {_ms(mean)}")
+        + f", {concurrency} at once per replica"
     )
     predicted_here = wanted.predicted_seconds if desired == wanted.replicas else None
     if desired != current and since_scale < cooldown:
@@ -231,7 +298,13 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
     elif desired > current:
         replicas = desired
         reason = Reason.BREACHED if observed is not None and observed > objective.threshold_seconds else Reason.AT_RISK
-        predicted = "saturated" if wanted.saturated else _ms(wanted.predicted_seconds)
+        predicted = (
+            "saturated"
+            if wanted.saturated
+            else f"a backlog, arrivals about {wanted.backlog_rps:.3g} req/s"
+            if wanted.backlog_rps is not None
+            else _ms(wanted.predicted_seconds)
+        )
         words = f"scaling up {current} -> {desired} (plan {wanted.replicas}: {predicted})"
     elif desired < current:
         replicas = desired
@@ -270,4 +343,6 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
         recommended=wanted.replicas,
         predicted_seconds=predicted_here,
         recommendations=history,
+        evidence=evidence,
+        concurrency=concurrency,
     )

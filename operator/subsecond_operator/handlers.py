@@ -17,6 +17,7 @@ import aiohttp
 import kopf
 
 from subsecond_operator import status as slo_status
+from subsecond_operator.capacity import Evidence
 from subsecond_operator.decision import Decision, Snapshot, decide
 from subsecond_operator.kube import KubernetesClient, KubernetesError
 from subsecond_operator.metrics import (
@@ -112,6 +113,8 @@ class Shell:
             last_scale,
             mean_seconds=reading.mean_seconds,
             recent_rps=reading.recent_rps,
+            recent_mean_seconds=reading.recent_mean_seconds,
+            evidence=Evidence.from_status(status),
         )
         decision = decide(slo, snapshot)
         if decision.replicas != target.replicas:
@@ -126,6 +129,7 @@ class Shell:
             decision,
             generation=generation,
             prometheus_error=prometheus_error,
+            spec_concurrency=slo.capacity.concurrency_per_replica,
             why_missing=reading.why_missing(),
         )
         patch.status.update(new_status)

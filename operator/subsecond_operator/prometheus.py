@@ -37,12 +37,21 @@ def rate_query(objective: Objective) -> str:
     return f"sum({_series(objective, 'count', objective.window)})"
 
 
-def mean_query(objective: Objective) -> str | None:
-    """PromQL for the mean latency in seconds over the window (the histogram's _sum / _count); None where
-    the percentile comes from a ``query`` override or there is no metric."""
+def mean_query(objective: Objective, window: str | None = None) -> str | None:
+    """PromQL for the mean latency in seconds over the window (the histogram's _sum / _count), or over
+    ``window``; None where the percentile comes from a ``query`` override or there is no metric."""
     if objective.query or not objective.metric:
         return None
-    return f"sum({_series(objective, 'sum', objective.window)}) / sum({_series(objective, 'count', objective.window)})"
+    over = window or objective.window
+    return f"sum({_series(objective, 'sum', over)}) / sum({_series(objective, 'count', over)})"
+
+
+def recent_mean_query(objective: Objective) -> str | None:
+    """PromQL for the mean latency over the recent window, whose difference from the window's measures a
+    backlog; None as for :func:`mean_query`, or when the objective's window is not longer than the recent one."""
+    if objective.window_seconds <= RECENT_WINDOW_SECONDS:
+        return None
+    return mean_query(objective, f"{RECENT_WINDOW_SECONDS}s")
 
 
 def recent_rate_query(objective: Objective) -> str | None:
@@ -60,6 +69,7 @@ class Reading:
     rate_rps: float | None
     mean_seconds: float | None = None  # the window's mean latency, when it can be queried
     recent_rps: float | None = None  # the completion rate over the recent window, when it can be queried
+    recent_mean_seconds: float | None = None  # the mean latency over the recent window, when it can be queried
     # The percentile and rate queries that matched no series at all (not NaN: no series), to say why in status.
     unmatched: tuple[str, ...] = ()
 
@@ -112,11 +122,13 @@ class PrometheusClient:
         queries = latency_query(objective), rate_query(objective)
         (latency, latency_matched), (rate, rate_matched) = [await self._instant(q) for q in queries]
         matched = latency_matched, rate_matched
-        mean, recent = mean_query(objective), recent_rate_query(objective)
+        optional = mean_query(objective), recent_rate_query(objective), recent_mean_query(objective)
+        mean, recent, recent_mean = [None if query is None else await self.scalar(query) for query in optional]
         return Reading(
             latency,
             rate,
-            None if mean is None else await self.scalar(mean),
-            None if recent is None else await self.scalar(recent),
+            mean,
+            recent,
+            recent_mean,
             unmatched=tuple(query for query, found in zip(queries, matched, strict=True) if not found),
         )

@@ -19,6 +19,9 @@ _WINDOW = re.compile(r"^[1-9][0-9]*(s|m|h)$")
 # The recent window: the completion rate over it shows a rise before the objective's window does. Two
 # scrapes at the usual 15 s interval; queried only when the objective's window is longer.
 RECENT_WINDOW_SECONDS = 30
+# capacity.maxUtilization's default: like the HPA's usual CPU target, room for a jump the replicas starting
+# cannot absorb in time (see the operator's README, "Simulator").
+DEFAULT_MAX_UTILIZATION = 0.65
 
 
 class SpecError(ValueError):
@@ -75,6 +78,8 @@ class Behavior:
 class Capacity:
     requests_per_second_per_replica: float | None
     concurrency_per_replica: int
+    # The busy share of the replicas' slots the plan may reach (rate x service time / slots): capacity in reserve.
+    max_utilization: float
 
 
 @dataclass(frozen=True)
@@ -171,10 +176,11 @@ def _parse(spec: Mapping[str, Any]) -> SLOSpec:
         min_replicas=_integer(spec, "minReplicas", 1),
         max_replicas=_integer(spec, "maxReplicas"),
         scale_up=_behavior(_section(behavior, "scaleUp"), step=4, window=0, cooldown=30),
-        scale_down=_behavior(_section(behavior, "scaleDown"), step=1, window=300, cooldown=120),
+        scale_down=_behavior(_section(behavior, "scaleDown"), step=100, window=300, cooldown=15),
         capacity=Capacity(
             requests_per_second_per_replica=None if rps is None else _number(capacity, "requestsPerSecondPerReplica"),
             concurrency_per_replica=_integer(capacity, "concurrencyPerReplica", 1),
+            max_utilization=_number(capacity, "maxUtilization", DEFAULT_MAX_UTILIZATION),
         ),
     )
     if parsed.min_replicas < 0 or parsed.max_replicas < max(1, parsed.min_replicas):
@@ -186,4 +192,6 @@ def _parse(spec: Mapping[str, Any]) -> SLOSpec:
         raise SpecError("capacity.requestsPerSecondPerReplica must be > 0")
     if parsed.capacity.concurrency_per_replica < 1:
         raise SpecError("capacity.concurrencyPerReplica must be >= 1")
+    if not 0.0 < parsed.capacity.max_utilization <= 1.0:
+        raise SpecError("capacity.maxUtilization must be in (0, 1]")
     return parsed

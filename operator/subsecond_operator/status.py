@@ -66,10 +66,12 @@ def decided(
     *,
     generation: int,
     prometheus_error: str | None,
+    spec_concurrency: int,
     why_missing: str | None = None,
 ) -> dict[str, Any]:
     """The status after a decision (``decision.replicas`` is already patched when it differs); ``why_missing``
-    says why metrics are missing, when the reading knows (no series matched)."""
+    says why metrics are missing, when the reading knows (no series matched); ``spec_concurrency``: the spec's
+    concurrencyPerReplica, shown beside the fitted one."""
     now = snapshot.now
     scaled = decision.replicas != snapshot.current_replicas
     message = decision.message
@@ -83,6 +85,7 @@ def decided(
     ready = (not degraded[0], decision.reason.value, message)
     at_max = (decision.at_max, Reason.AT_MAX.value if decision.at_max else "ObjectiveHeld", message)
     return {
+        "capacity": decision.evidence.to_status(spec_concurrency, _in_flight_per_replica(snapshot)),
         "observedGeneration": generation,
         "observedLatencyMs": _ms(snapshot.observed_seconds),
         "predictedLatencyMs": _ms(decision.predicted_seconds),
@@ -108,6 +111,14 @@ def invalid(previous: Mapping[str, Any], message: str, now: float, generation: i
         "lastDecisionTime": iso(now),
         "conditions": conditions(previous, now, ready=state, degraded=state, at_max=state),
     }
+
+
+def _in_flight_per_replica(snapshot: Snapshot) -> float | None:
+    """Little's law: the requests each ready replica holds on average (rate x mean latency / replicas)."""
+    rate, mean = snapshot.arrival_rps, snapshot.mean_seconds
+    if rate is None or mean is None or snapshot.ready_replicas <= 0:
+        return None
+    return rate * mean / snapshot.ready_replicas
 
 
 def _ms(seconds: float | None) -> float | None:

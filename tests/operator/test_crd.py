@@ -83,6 +83,8 @@ BAD = {
     "zero step": _edit("behavior", {"scaleUp": {"maxStepReplicas": 0}}),
     "negative cooldown": _edit("behavior", {"scaleDown": {"cooldownSeconds": -1}}),
     "zero capacity": _edit("capacity", {"requestsPerSecondPerReplica": 0}),
+    "zero utilisation ceiling": _edit("capacity", {"maxUtilization": 0}),
+    "utilisation ceiling over 1": _edit("capacity", {"maxUtilization": 1.2}),
     "headroom too big": _edit("objective.headroom", 0.95),
 }
 
@@ -139,6 +141,7 @@ def test_parser_defaults_are_the_schemas(crd: dict[str, Any]) -> None:
         "behavior.scaleDown.stabilizationWindowSeconds": parsed.scale_down.stabilization_seconds,
         "behavior.scaleDown.cooldownSeconds": parsed.scale_down.cooldown_seconds,
         "capacity.concurrencyPerReplica": parsed.capacity.concurrency_per_replica,
+        "capacity.maxUtilization": parsed.capacity.max_utilization,
     }
 
 

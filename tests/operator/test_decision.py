@@ -17,7 +17,12 @@ OBJECTIVE = base_spec()["objective"]
 
 
 def _spec(**overrides: Any) -> SLOSpec:
-    return SLOSpec.parse(base_spec(**overrides))
+    """The table tests the latency plan: no utilisation ceiling, and the one-by-one scale-down it was written with
+    (test_capacity.py has the defaults' ceiling and backlog)."""
+    behavior = overrides.pop("behavior", {})
+    down = {"maxStepReplicas": 1, "cooldownSeconds": 120, **behavior.get("scaleDown", {})}
+    capacity = {"maxUtilization": 1.0, **overrides.pop("capacity", {})}
+    return SLOSpec.parse(base_spec(behavior={**behavior, "scaleDown": down}, capacity=capacity, **overrides))
 
 
 def _history(replicas: int, seconds: float = 330.0, every: float = 15.0) -> tuple[Recommendation, ...]:

@@ -9,9 +9,9 @@ metrics-server (the P95, mean and completion rate over the last ``window`` secon
 the last 30 s, the busy share of the ready replicas' slots, the ready replicas) and sets a replica count.
 
 Policies (:data:`POLICIES`): ``operator`` is :func:`subsecond_operator.decision.decide` with the default spec
-(and the service's concurrency, as the chart renders it); two more operator rows change one setting each:
-``objective.headroom: 0.4``, and a capacity hint of half what a replica serves (room for a 2x jump). Two
-baselines are the autoscalers a team would otherwise use, with the HPA's default behaviour
+(and the service's concurrency, as the chart renders it), which fits the replicas' capacity from what it reads
+(kept across ticks as the operator keeps it in status). Two baselines are the autoscalers a team would otherwise
+use, with the HPA's default behaviour
 (:func:`hpa_replicas`): ``hpa`` on CPU utilisation (target 60 %: the busy share of the slots), ``keda`` on the
 request rate per replica (target 60 % of what a replica serves, as KEDA's Prometheus scaler hands the HPA an
 average value). Reported per run: SLO attainment (share of 15 s slots whose P95 held the threshold),
@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from subsecond_operator.capacity import NO_EVIDENCE
 from subsecond_operator.decision import Recommendation, Snapshot, decide
 from subsecond_operator.spec import RECENT_WINDOW_SECONDS, SLOSpec
 
@@ -111,6 +112,10 @@ def _finished(finished: dict[int, list[float]], tick: float, seconds: float) -> 
     return [x for s in range(int(tick - seconds), int(tick)) for x in finished.get(s, ())]
 
 
+def _mean(latencies: list[float]) -> float | None:
+    return sum(latencies) / len(latencies) if latencies else None
+
+
 def _rate(latencies: list[float], tick: float, seconds: float) -> float:
     """Completions per second over a window, as Prometheus's rate() extrapolates it: over the part covered."""
     return len(latencies) / min(seconds, tick)
@@ -178,6 +183,7 @@ def simulate(
     busy: dict[int, float] = {}  # slot-seconds of service by the second the request finished in
     history: list[Recommendation] = []
     recommendations: tuple[Recommendation, ...] = ()
+    evidence = NO_EVIDENCE  # the operator's status.capacity
     last_scale: float | None = None
     last_action: tuple[float, int] | None = None
     ready_at: list[float] = [0.0] * initial
@@ -209,12 +215,14 @@ def simulate(
                 _rate(window, tick, window_seconds),
                 recommendations,
                 last_scale,
-                mean_seconds=sum(window) / len(window) if window else None,
+                mean_seconds=_mean(window),
                 recent_rps=None if recent is None else _rate(recent, tick, RECENT_WINDOW_SECONDS),
+                recent_mean_seconds=None if recent is None else _mean(recent),
+                evidence=evidence,
             )
             if policy == "operator":
                 decision = decide(spec, snapshot)
-                wanted, recommendations = decision.replicas, decision.recommendations
+                wanted, recommendations, evidence = decision.replicas, decision.recommendations, decision.evidence
             elif policy == "hpa":
                 wanted = hpa_replicas(spec, snapshot, cpu_ratio(snapshot, busy_share), history)
             else:
@@ -237,7 +245,8 @@ def simulate(
             run.times.append(tick)
             run.replicas.append(replicas)
             run.p95_ms.append(None if slot_p95 is None else slot_p95 * 1000)
-            run.mean_ms.append(sum(slot) / len(slot) * 1000 if slot else None)
+            slot_mean = _mean(slot)
+            run.mean_ms.append(None if slot_mean is None else slot_mean * 1000)
             run.replica_minutes += replicas * SLOT_SECONDS / 60.0
             tick += SLOT_SECONDS
         if t >= duration:
@@ -275,25 +284,11 @@ def default_spec(
     return SLOSpec.parse(spec)
 
 
-def service_spec(service: Service, setting: str) -> SLOSpec:
-    """The spec of a policy row for a service: ``default``, ``headroom`` (0.4), or ``hint`` (a capacity hint of
-    half what a replica serves: room for a 2x jump; 7 req/s for ``single``)."""
-    concurrency = service.concurrency
-    if setting == "headroom":
-        return default_spec(headroom=0.4, concurrency_per_replica=concurrency)
-    if setting == "hint":
-        hint = math.floor(service.replica_rps / 2)
-        return default_spec(requests_per_second_per_replica=hint, concurrency_per_replica=concurrency)
-    return default_spec(concurrency_per_replica=concurrency)
-
-
-# (label, the decision that scales: "operator", "hpa" or "keda", its spec's setting); one run each per profile.
-POLICIES: tuple[tuple[str, str, str], ...] = (
-    ("operator", "operator", "default"),
-    ("operator (headroom 0.4)", "operator", "headroom"),
-    ("operator (half-replica hint)", "operator", "hint"),
-    ("hpa (CPU 60 %)", "hpa", "default"),
-    ("keda (req/s per replica)", "keda", "default"),
+# (label, the decision that scales: "operator", "hpa" or "keda"); one run each per profile.
+POLICIES: tuple[tuple[str, str], ...] = (
+    ("operator", "operator"),
+    ("hpa (CPU 60 %)", "hpa"),
+    ("keda (req/s per replica)", "keda"),
 )
 BASELINES = {"hpa", "keda"}
 
@@ -315,8 +310,8 @@ def _plot(runs: list[Run], path: Path, threshold_ms: float) -> None:
     figure, axes = plt.subplots(
         rows, len(profiles), figsize=(4 * len(profiles), 3.2 * rows), sharex=True, squeeze=False
     )
-    colours = {label: f"C{i}" for i, (label, _, _) in enumerate(POLICIES)}
-    styles = {label: ":" if decision in BASELINES else "-" for label, decision, _ in POLICIES}
+    colours = {label: f"C{i}" for i, (label, _) in enumerate(POLICIES)}
+    styles = {label: ":" if decision in BASELINES else "-" for label, decision in POLICIES}
     for row, service in enumerate(services):
         replicas_axis, latency_axis = axes[2 * row], axes[2 * row + 1]
         for column, profile in enumerate(profiles):
@@ -340,12 +335,18 @@ def _plot(runs: list[Run], path: Path, threshold_ms: float) -> None:
     plt.close(figure)
 
 
-def _job(job: tuple[str, str, str, str, str, float, float, int]) -> Run:
-    service_name, profile, label, policy, setting, duration, rps, seed = job
+def _job(job: tuple[str, str, str, str, float, float, int]) -> Run:
+    service_name, profile, label, policy, duration, rps, seed = job
     service = SERVICES[service_name]
     started = time.perf_counter()
     run = simulate(
-        service_spec(service, setting), profile, policy, duration=duration, base_rps=rps, service=service, seed=seed
+        default_spec(concurrency_per_replica=service.concurrency),
+        profile,
+        policy,
+        duration=duration,
+        base_rps=rps,
+        service=service,
+        seed=seed,
     )
     run.policy, run.service = label, service_name
     print(
@@ -363,7 +364,7 @@ def _row(run: Run) -> str:
 
 def _against_best(runs: list[Run]) -> list[str]:
     """Per service and profile, the default operator against the best baseline."""
-    decisions = {label: decision for label, decision, _ in POLICIES}
+    decisions = dict(POLICIES)
     lines = [
         "| service | profile | best baseline | its attainment | its replica-minutes | operator attainment"
         " | operator replica-minutes |",
@@ -424,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "services": {name: asdict(SERVICES[name]) for name in services},
         },
-        "policies": {label: {"decision": policy, "spec": setting} for label, policy, setting in POLICIES},
+        "policies": dict(POLICIES),
         "runs": [asdict(r) for r in runs],
     }
     (args.out / "simulator.json").write_text(json.dumps(summary))
