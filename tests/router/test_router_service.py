@@ -53,7 +53,9 @@ class Script:
 
 
 class FakeGenerator(generation_pb2_grpc.GeneratorServicer):
-    def __init__(self) -> None:
+    def __init__(self, journal: list[str] | None = None) -> None:
+        # What the fakes did, in order, shared with the cache's fake (the order of lookups and generations).
+        self.journal = [] if journal is None else journal
         self.reset()
 
     def reset(self) -> None:
@@ -71,6 +73,7 @@ class FakeGenerator(generation_pb2_grpc.GeneratorServicer):
         self.calls.append(request)
         self.budgets.append(context.time_remaining() or 0.0)
         prompt = request.messages[-1].content
+        self.journal.append(f"generate {prompt}")
         script = self.scripts.get(prompt, Script())
         try:
             for i, text in enumerate(script.chunks):
@@ -90,7 +93,11 @@ class FakeGenerator(generation_pb2_grpc.GeneratorServicer):
 
 
 class FakeCache(cache_pb2_grpc.CacheServicer):
-    def __init__(self) -> None:
+    """``hit`` is what the whole lookup finds; a lookup of one tier (the router's speculative misses ask
+    the exact tier alone, then the semantic tier alone) finds it only if that tier would have."""
+
+    def __init__(self, journal: list[str] | None = None) -> None:
+        self.journal = [] if journal is None else journal
         self.reset()
 
     def reset(self) -> None:
@@ -98,7 +105,14 @@ class FakeCache(cache_pb2_grpc.CacheServicer):
         self.fail: grpc.StatusCode | None = None
         # When set, a lookup waits for it (a stopped cache service: the connection is up, nothing answers).
         self.hold: asyncio.Event | None = None
+        # When set, a lookup of the semantic tier alone waits for it as well.
+        self.semantic_hold: asyncio.Event | None = None
+        # The prompt's embedding, returned by a miss that searched the semantic tier when asked for it.
+        self.embedding: list[float] = []
+        # Lookups that ask the exact tier (one per request that reached the cache), and those of the
+        # semantic tier alone that follow them on a speculative miss.
         self.lookups: list[cache_pb2.LookupRequest] = []
+        self.semantic_lookups: list[cache_pb2.LookupRequest] = []
         self.stores: list[cache_pb2.StoreRequest] = []
 
     def stored(self, prompt: str) -> list[cache_pb2.StoreRequest]:
@@ -108,12 +122,25 @@ class FakeCache(cache_pb2_grpc.CacheServicer):
     async def Lookup(
         self, request: cache_pb2.LookupRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.LookupResponse:
-        self.lookups.append(request)
+        (self.semantic_lookups if request.skip_exact else self.lookups).append(request)
         if self.hold is not None:
             await self.hold.wait()
+        if request.skip_exact and self.semantic_hold is not None:
+            await self.semantic_hold.wait()
         if self.fail is not None:
             await context.abort(self.fail, "scripted failure")
-        return self.hit or cache_pb2.LookupResponse(hit=False)
+        found = self._found(request)
+        self.journal.append(f"{'semantic' if request.skip_exact else 'lookup'} {request.query.messages[-1].content}")
+        return found
+
+    def _found(self, request: cache_pb2.LookupRequest) -> cache_pb2.LookupResponse:
+        found = self.hit or cache_pb2.LookupResponse(hit=False)
+        in_exact_tier = found.tier == cache_pb2.CACHE_TIER_EXACT or found.bypassed == "redis"
+        if (in_exact_tier and request.skip_exact) or (not in_exact_tier and not request.semantic):
+            return cache_pb2.LookupResponse(hit=False)
+        if not found.hit and request.semantic and request.want_embedding:
+            return cache_pb2.LookupResponse(bypassed=found.bypassed, embedding=self.embedding)
+        return found
 
     async def Store(
         self, request: cache_pb2.StoreRequest, context: grpc.aio.ServicerContext
@@ -167,7 +194,8 @@ def _settings(cache_port: int, generation_port: int, routes: Path, **env: str) -
 async def running_stack(folder: Path, router_env: dict[str, str]) -> AsyncIterator[Stack]:
     routes = folder / "routes.yaml"
     routes.write_text(ROUTES, encoding="utf-8")
-    cache, generator = FakeCache(), FakeGenerator()
+    journal: list[str] = []
+    cache, generator = FakeCache(journal), FakeGenerator(journal)
     cache_server, cache_port = await _serve(lambda s: cache_pb2_grpc.add_CacheServicer_to_server(cache, s))
     generation_server, generation_port = await _serve(
         lambda s: generation_pb2_grpc.add_GeneratorServicer_to_server(generator, s)
@@ -265,7 +293,8 @@ async def test_a_skeleton_sends_its_fixed_text_and_generates_only_its_free_part(
     assert text(responses) == "Welcome aboard! Hello there. See you soon."
     assert responses[0].text == "Welcome aboard! "  # the fixed text went out before the model was asked
     assert stack.generator.prompts() == ["Greet a new runner"]
-    assert [lookup.query.messages[-1].content for lookup in stack.cache.lookups] == ["Greet a new runner"]
+    # Looked up as itself (the exact tier, then the semantic tier while it was generating).
+    assert {lookup.query.messages[-1].content for lookup in stack.cache.lookups} == {"Greet a new runner"}
     done = responses[-1].done
     assert (done.served_by, done.static_route, done.model) == (types_pb2.SERVED_BY_STATIC, "welcome", "small")
     assert (done.prompt_tokens, done.completion_tokens, done.finish_reason) == (5, 2, STOP)
@@ -281,6 +310,7 @@ async def test_a_cache_hit_is_replayed_without_the_model(stack: Stack) -> None:
             chunks=["Cached", " answer."], prompt_tokens=3, completion_tokens=4, finish_reason=STOP
         ),
     )
+    stack.generator.scripts["Hello?"] = Script(hold=asyncio.Event())
     responses = await answer(stack, router_pb2.GenerateRequest(prompt="Hello?", max_tokens=50))
     assert [(r.text, r.index) for r in responses] == [("Cached answer.", 0)]  # at once: one message
     done = responses[-1].done
@@ -292,7 +322,8 @@ async def test_a_cache_hit_is_replayed_without_the_model(stack: Stack) -> None:
         "cached",
     )
     assert (done.prompt_tokens, done.completion_tokens) == (3, 4)
-    assert stack.generator.calls == []
+    # Whatever reached the model while the semantic tier was searched (tests/router/test_speculation.py) was cancelled.
+    await until(lambda: stack.generator.cancelled == stack.generator.prompts())
     lookup = stack.cache.lookups[0]
     assert (lookup.query.tenant, lookup.query.model, lookup.max_tokens) == ("local", "small", 50)
     assert lookup.query.sampling.top_p == 1.0

@@ -11,6 +11,11 @@ request that has one never waits for the breaker's trial either. Anything else i
 in ``subsecond_router_cache_bypass_total``, and the request is generated (within the bypass
 budget, ``tenants.py``).
 
+A speculative miss (``pipeline.py``) asks in two steps: ``lookup`` with ``semantic`` off (the near
+cache and the exact tier), then, while the generation starts, ``lookup_semantic`` (the semantic tier
+alone). A lookup that searched the semantic tier returns the prompt's embedding, which the
+write-through sends back so that the cache embeds a miss once.
+
 A hit is replayed as an answer like a generation's (``answers.py``): at once, or with the gaps
 the model left between its chunks.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 import grpc
 
@@ -45,6 +50,25 @@ class RedisDown(Exception):
     """The cache service answered, but without Redis behind it: as good as down."""
 
 
+class PromptEmbedding:
+    """The prompt's embedding, told by the request path once its lookup has answered (empty when
+    none computed it); the write-through waits for it, since a speculative generation may end before
+    the semantic lookup does. The request path tells it however the request ends."""
+
+    def __init__(self, values: Sequence[float] | None = None) -> None:
+        self._known: asyncio.Future[Sequence[float]] = asyncio.get_running_loop().create_future()
+        if values is not None:
+            self.found(values)
+
+    def found(self, values: Sequence[float]) -> None:
+        """The embedding, or () for none; only the first call counts."""
+        if not self._known.done():
+            self._known.set_result(values)
+
+    async def values(self) -> Sequence[float]:
+        return await self._known
+
+
 class CacheClient:
     def __init__(self, stub: cache_pb2_grpc.CacheStub, settings: RouterSettings, tasks: Tasks) -> None:
         self._stub = stub
@@ -60,21 +84,17 @@ class CacheClient:
         # What failed last, counted as the reason of the bypasses while the breaker is open.
         self._down = "cache_service"
 
-    async def lookup(self, request: Admitted, deadline: Deadline) -> cache_pb2.LookupResponse | None:
-        """The cache's answer (a hit or a miss, with the prompt's embedding for "auto"); None when
-        the cache could not answer and the near cache had nothing for this request."""
+    async def lookup(
+        self, request: Admitted, deadline: Deadline, *, semantic: bool = True
+    ) -> cache_pb2.LookupResponse | None:
+        """The cache's answer (a hit or a miss, with the prompt's embedding when the semantic tier
+        computed it); None when the cache could not answer and the near cache had nothing for this
+        request. ``semantic`` off: the near cache and the exact tier only."""
         key = self._near_key(request)
-        max_tokens = self._lookup_max_tokens(request)
-        near = self._near.get(key, max_tokens=max_tokens, max_age_seconds=request.max_age_seconds)
+        near = self._near.get(key, max_tokens=self._lookup_max_tokens(request), max_age_seconds=request.max_age_seconds)
         if near is not None and near.fresh:
             return _served(near)
-        lookup = cache_pb2.LookupRequest(
-            query=cache_query(request, self._settings),
-            max_tokens=max_tokens,
-            max_age_seconds=request.max_age_seconds,
-            semantic=True,
-            want_embedding=request.tier == AUTO,
-        )
+        lookup = self._lookup_request(request, semantic=semantic)
         seconds = min(deadline.remaining(), self._settings.cache_timeout_seconds)
         if near is not None and not self._lookups.closed:
             CACHE_BYPASS.labels(self._down).inc()
@@ -95,6 +115,35 @@ class CacheClient:
         except BackendDown:
             CACHE_BYPASS.labels(self._down).inc()
             return _served(near) if near is not None else None
+        return self._answered(key, response)
+
+    async def lookup_semantic(self, request: Admitted, deadline: Deadline) -> cache_pb2.LookupResponse | None:
+        """The semantic tier alone, for a request whose exact lookup missed (``lookup`` with
+        ``semantic`` off, just before): a hit or a miss with the prompt's embedding; None when the
+        cache could not answer."""
+        lookup = self._lookup_request(request, semantic=True)
+        lookup.skip_exact = True
+        seconds = min(deadline.remaining(), self._settings.cache_timeout_seconds)
+        try:
+            response = await self._lookups.call(lambda: self._ask(lookup, seconds))
+        except BackendDown:
+            CACHE_BYPASS.labels(self._down).inc()
+            return None
+        return self._answered(self._near_key(request), response)
+
+    def _lookup_request(self, request: Admitted, *, semantic: bool) -> cache_pb2.LookupRequest:
+        # The embedding comes back whenever the semantic tier computes one: "auto" chooses its tier
+        # by it, and the write-through sends it back so that the cache does not embed the prompt again.
+        return cache_pb2.LookupRequest(
+            query=cache_query(request, self._settings),
+            max_tokens=self._lookup_max_tokens(request),
+            max_age_seconds=request.max_age_seconds,
+            semantic=semantic,
+            want_embedding=semantic,
+        )
+
+    def _answered(self, key: str, response: cache_pb2.LookupResponse) -> cache_pb2.LookupResponse:
+        """The cache service's answer, counted (a backend it skipped) and kept (a hit) in the near cache."""
         if response.bypassed:
             CACHE_BYPASS.labels(response.bypassed).inc()
         if response.hit:
@@ -122,12 +171,15 @@ class CacheClient:
         if response.hit:
             self._near.put(key, response)
 
-    async def store(self, request: Admitted, answer: cache_pb2.CachedAnswer) -> None:
-        """Writes a finished generation through (and into the near cache); a failure is counted and
-        logged, never raised (the client has its answer already)."""
+    async def store(self, request: Admitted, answer: cache_pb2.CachedAnswer, embedding: PromptEmbedding) -> None:
+        """Writes a finished generation through (and into the near cache), with the prompt's
+        ``embedding`` when its lookup computed one; a failure is counted and logged, never raised
+        (the client has its answer already)."""
         key = self._near_key(request)
         self._near.put(key, cache_pb2.LookupResponse(hit=True, tier=cache_pb2.CACHE_TIER_EXACT, answer=answer))
-        store = cache_pb2.StoreRequest(query=cache_query(request, self._settings), answer=answer)
+        store = cache_pb2.StoreRequest(
+            query=cache_query(request, self._settings), answer=answer, embedding=await embedding.values()
+        )
         with HOP_DURATION.labels("cache_store").time():
             try:
                 await self._stub.Store(store, timeout=self._settings.default_deadline_seconds)

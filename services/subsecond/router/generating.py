@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import cast
 
 import grpc
 
 from subsecond.kit.errors import Internal, ResourceExhausted, from_downstream
 from subsecond.kit.prompt_identity import request_digest
 from subsecond.router.admission import Admitted, chat_messages
-from subsecond.router.answers import Answer, Outcome, Piece
-from subsecond.router.cache_client import CacheClient
+from subsecond.router.answers import Outcome, Piece
+from subsecond.router.cache_client import CacheClient, PromptEmbedding
 from subsecond.router.coalescing import Coalescer
 from subsecond.router.context import Deadline, Tasks
 from subsecond.router.metrics import (
@@ -61,18 +63,37 @@ class Generation:
         self._quotas = quotas
         self._cache = cache
         self._tasks = tasks
+        self._limits = limits
+        self._running = 0
         self._slots = GenerationSlots(
             limits,
             on_refused=lambda limit: GENERATIONS_REFUSED.labels(limit).inc(),
-            on_running=GENERATIONS_IN_FLIGHT.set,
+            on_running=self._count_running,
         )
         self._flights: Coalescer[generation_pb2.GenerationChunk] = Coalescer()
 
+    def _count_running(self, running: int) -> None:
+        self._running = running
+        GENERATIONS_IN_FLIGHT.set(running)
+
+    def has_spare(self, share: float) -> bool:
+        """Fewer generations run than ``share`` of the router's limit (``MAX_GENERATIONS``)."""
+        return self._running < share * self._limits.total
+
     async def answer(
-        self, request: Admitted, choice: TierChoice, fitted: Fitted, deadline: Deadline, *, bypassed: bool
-    ) -> Answer:
+        self,
+        request: Admitted,
+        choice: TierChoice,
+        fitted: Fitted,
+        deadline: Deadline,
+        *,
+        bypassed: bool,
+        embedding: PromptEmbedding,
+    ) -> AsyncGenerator[Piece, None]:
         """The answer of the tier ``choice`` names to the ``fitted`` request, from a new flight or a
-        running one; ``bypassed``: the cache could not be asked (for the bypass budget)."""
+        running one; ``bypassed``: the cache could not be asked (for the bypass budget); ``embedding``:
+        the prompt's, for the write-through, once the lookup has it. An async generator (an ``Answer``
+        that can be closed): a speculative miss starts it and closes it on a semantic hit."""
         store = request.cache_mode != router_pb2.CACHE_MODE_BYPASS
         digest = request_digest(request.tenant, request.tier, request.turns, request.sampling)
         key = f"{digest}:{choice.tier}:{fitted.max_tokens}:{store}"
@@ -83,7 +104,7 @@ class Generation:
         def start() -> AsyncIterator[generation_pb2.GenerationChunk]:
             nonlocal slot
             slot = self._slots.take(request.tenant, bypassed=bypassed)  # refused here: no flight starts
-            return self._generate(request, choice.tier, fitted, deadline.remaining(), store)
+            return self._generate(request, choice.tier, fitted, deadline.remaining(), store, embedding)
 
         flight, leader = self._flights.join(key, start)
         if leader:
@@ -95,23 +116,28 @@ class Generation:
         else:
             COALESCED.inc()
         try:
-            async for chunk in flight.listen():
-                if not chunk.HasField("done"):
-                    yield Piece(chunk.text)
-                    continue
-                yield Piece(
-                    chunk.text,
-                    Outcome(
-                        served_by=types_pb2.SERVED_BY_GENERATED,
-                        model=choice.tier,
-                        finish_reason=chunk.done.finish_reason,
-                        prompt_tokens=chunk.done.prompt_tokens,
-                        completion_tokens=chunk.done.completion_tokens,
-                        tier_reason=choice.reason,
-                        coalesced=not leader,
-                        trimmed_prompt_tokens=fitted.trimmed_prompt_tokens,
-                    ),
-                )
+            # Closed with this answer, not when it is collected: a speculative miss closes its answer on a
+            # semantic hit, and the flight is cancelled the moment its last listener has left.
+            # (Flight.listen is an async generator; its annotation says only AsyncIterator.)
+            listening = cast(AsyncGenerator[generation_pb2.GenerationChunk, None], flight.listen())
+            async with aclosing(listening) as chunks:
+                async for chunk in chunks:
+                    if not chunk.HasField("done"):
+                        yield Piece(chunk.text)
+                        continue
+                    yield Piece(
+                        chunk.text,
+                        Outcome(
+                            served_by=types_pb2.SERVED_BY_GENERATED,
+                            model=choice.tier,
+                            finish_reason=chunk.done.finish_reason,
+                            prompt_tokens=chunk.done.prompt_tokens,
+                            completion_tokens=chunk.done.completion_tokens,
+                            tier_reason=choice.reason,
+                            coalesced=not leader,
+                            trimmed_prompt_tokens=fitted.trimmed_prompt_tokens,
+                        ),
+                    )
         except grpc.aio.AioRpcError as error:
             failure = from_downstream(error, "generation")
             if isinstance(failure, ResourceExhausted):
@@ -122,7 +148,13 @@ class Generation:
             raise failure from error
 
     async def _generate(
-        self, request: Admitted, tier: str, fitted: Fitted, budget_seconds: float, store: bool
+        self,
+        request: Admitted,
+        tier: str,
+        fitted: Fitted,
+        budget_seconds: float,
+        store: bool,
+        embedding: PromptEmbedding,
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
         """The flight's body: one generation stream, then the write-through of a normal finish."""
         call = self._stub.Generate(
@@ -159,7 +191,7 @@ class Generation:
                             chunk_offsets_seconds=offsets,
                             model=tier,
                         )
-                        self._tasks.spawn(self._cache.store(request, answer))
+                        self._tasks.spawn(self._cache.store(request, answer, embedding))
                     else:
                         STORES.labels("skipped").inc()
                     return
