@@ -70,13 +70,17 @@ TIER_CHOICES = Counter(
     ["model", "reason"],
 )
 STATIC_ANSWERS = Counter("subsecond_router_static_answers_total", "Requests answered by a static route.", ["route"])
-IN_FLIGHT = Gauge("subsecond_router_streams_in_flight", "Generate streams open now.")
+# Gauges say how they add up over worker processes (SUBSECOND_ROUTER_PROCESSES, kit/workers.py): in-flight
+# counts and entries are summed over the live workers; "fallback active" is the worst worker's.
+IN_FLIGHT = Gauge("subsecond_router_streams_in_flight", "Generate streams open now.", multiprocess_mode="livesum")
 NEAR_CACHE_HITS = Counter(
     "subsecond_router_near_cache_hits_total",
     "Lookups answered by the router's near cache: fresh (the cache not asked) or stale (the cache could not answer).",
     ["freshness"],
 )
-NEAR_CACHE_ENTRIES = Gauge("subsecond_router_near_cache_entries", "Answers held in the router's near cache.")
+NEAR_CACHE_ENTRIES = Gauge(
+    "subsecond_router_near_cache_entries", "Answers held in the router's near cache.", multiprocess_mode="livesum"
+)
 NEAR_CACHE_EVICTIONS = Counter(
     "subsecond_router_near_cache_evictions_total",
     "Answers dropped from the near cache: size (entries or bytes over the limit) or expired.",
@@ -87,7 +91,9 @@ GENERATIONS_REFUSED = Counter(
     "Misses refused at once with RESOURCE_EXHAUSTED, by the limit reached: tenant, total, bypassed, saturated.",
     ["limit"],
 )
-GENERATIONS_IN_FLIGHT = Gauge("subsecond_router_generations_in_flight", "Generations this router is running now.")
+GENERATIONS_IN_FLIGHT = Gauge(
+    "subsecond_router_generations_in_flight", "Generations this router is running now.", multiprocess_mode="livesum"
+)
 # Speculative misses (pipeline.py): generations started while the semantic tier was still searched.
 SPECULATIVE = Counter(
     "subsecond_router_speculative_generations_total",
@@ -120,4 +126,5 @@ QUOTA_FALLBACK = Counter(
 QUOTA_FALLBACK_ACTIVE = Gauge(
     "subsecond_router_quota_fallback_active",
     "1 while the last quota call could not ask Redis (limits per replica), else 0.",
+    multiprocess_mode="livemax",
 )
