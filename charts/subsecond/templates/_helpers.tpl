@@ -304,6 +304,9 @@ spec:
               containerPort: {{ include "subsecond.grpcPort" $component }}
             - name: metrics
               containerPort: {{ include "subsecond.metricsPort" $component }}
+            {{- with $pod.ports }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           env:
             {{- $prefix := printf "SUBSECOND_%s_" (upper $component) }}
             - name: {{ $prefix }}HOST
