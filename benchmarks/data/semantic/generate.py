@@ -101,6 +101,40 @@ LONG_WORDS = [
     "experience", "temperature", "vegetables", "business", "calendar", "separate", "tomorrow",
 ]  # fmt: skip
 
+COMPANIES = [
+    ("Apple", "Samsung"), ("Google", "Microsoft"), ("Amazon", "Walmart"), ("Netflix", "Disney"), ("Uber", "Lyft"),
+    ("Tesla", "Toyota"), ("Nike", "Adidas"), ("Spotify", "Apple Music"),
+]  # fmt: skip
+TEAMS = [("Real Madrid", "Barcelona"), ("the Lakers", "the Celtics"), ("Brazil", "Germany"), ("India", "Australia")]
+COUNTRIES = [
+    ("Canada", "Mexico"), ("France", "Germany"), ("Japan", "China"), ("Spain", "Portugal"), ("Kenya", "Nigeria"),
+    ("Sweden", "Norway"), ("Chile", "Peru"), ("Egypt", "Turkey"),
+]  # fmt: skip
+STEPS = [
+    ("wash", "dry"), ("boil the pasta", "add the salt"), ("commit", "push"), ("stretch", "run"),
+    ("apply primer", "paint"), ("season", "sear"), ("test", "deploy"), ("shampoo", "condition"),
+]  # fmt: skip
+CLAIMS = [
+    "dogs eat grapes", "I store coffee beans in the freezer", "you charge a phone overnight",
+    "I reuse a cooking oil", "you put metal in a microwave", "I run a laptop on a bed", "kids drink coffee",
+]  # fmt: skip
+PROTOCOL_TERMS = [
+    ("TCP", "UDP"), ("SMTP", "IMAP"), ("REST", "GraphQL"), ("WPA2", "WPA3"), ("SFTP", "FTPS"), ("RAID 1", "RAID 5"),
+    ("HDMI", "DisplayPort"), ("NAT", "PAT"),
+]  # fmt: skip
+DOSES = [("5 mg", "5 mcg"), ("10 ml", "10 l"), ("2 kg", "2 g"), ("100 mb", "100 gb"), ("1 TB", "1 Tb")]
+ABBREVIATION_SENTENCES = [
+    "My doctor says my {x} is too high, what should I do?", "Is a {x} test expensive without insurance?",
+    "Can I deduct {x} fees on my taxes?",
+]  # fmt: skip
+MEDICAL_ABBREVIATIONS = [
+    ("BP", "blood pressure"), ("BMI", "body mass index"), ("MRI", "magnetic resonance imaging"),
+    ("CPI", "consumer price index"), ("HSA", "health savings account"), ("APR", "annual percentage rate"),
+]  # fmt: skip
+DOZENS = [("12", "a dozen", "twelve"), ("24", "two dozen", "twenty-four"), ("6", "half a dozen", "six")]
+CURRENCIES = [("euros", "dollars"), ("pesos", "dollars"), ("rupees", "euros"), ("yen", "pounds")]
+ORDINALS = [("1st", "first"), ("2nd", "second"), ("3rd", "third"), ("4th", "fourth"), ("10th", "tenth")]
+
 Fill = Callable[[random.Random], tuple[str, str]]
 
 
@@ -186,6 +220,37 @@ def _topic(first: str, second: str) -> Fill:
     return _two(first, second, lambda rng: {"t": rng.choice(TOPICS)})
 
 
+def _choice(first: str, second: str, slot: str, words: list[str]) -> Fill:
+    return _two(first, second, lambda rng: {slot: rng.choice(words)})
+
+
+def _substitute(pattern: str, pairs: list[tuple[str, str]]) -> Fill:
+    """The pattern with {x}, and the same with {x}'s confusable neighbour."""
+
+    def fill(rng: random.Random) -> tuple[str, str]:
+        x, y = _pick(rng, pairs)
+        return pattern.format(x=x), pattern.format(x=y)
+
+    return fill
+
+
+def _dozen(first: str, second: str) -> Fill:
+    def fill(rng: random.Random) -> tuple[str, str]:
+        digits, phrase, word = rng.choice(DOZENS)
+        thing = rng.choice(COUNTABLE)
+        return first.format(n=digits, thing=thing), second.format(n=rng.choice([phrase, word]), thing=thing)
+
+    return fill
+
+
+def _ordinal(first: str, second: str) -> Fill:
+    def fill(rng: random.Random) -> tuple[str, str]:
+        short, long = rng.choice(ORDINALS)
+        return first.format(o=short), second.format(o=long)
+
+    return fill
+
+
 # (id, kind, fill): the id names the template for the split; kinds are what the README tabulates.
 NEAR_MISSES: list[tuple[str, str, Fill]] = [
     ("role-sue", "role", _swap("Can a {x} sue a {y}?", PEOPLE)),
@@ -266,6 +331,33 @@ NEAR_MISSES: list[tuple[str, str, Fill]] = [
         "number",
         _two("How many calories are in {words} {thing}?", "How many calories are in one {thing}?", _fraction),
     ),
+    # round three: more kinds and more wordings of each
+    ("role-acquire", "role", _swap("Why did {x} try to buy {y}?", COMPANIES)),
+    ("role-beat", "role", _swap("How many times has {x} beaten {y}?", TEAMS)),
+    ("role-export", "role", _swap("What does {x} export to {y}?", COUNTRIES)),
+    ("role-passive", "role", _swap_reworded("Can a {x} sue a {y}?", "Can a {y} be sued by a {x}?", PEOPLE)),
+    ("role-advice", "role", _swap("My {x} wants to meet my {y}. How should I prepare?", PEOPLE)),
+    ("role-teach", "role", _swap("What should a {x} learn from a {y}?", PEOPLE)),
+    ("order-before", "order", _swap("Should I {x} before I {y}?", STEPS)),
+    ("order-first", "order", _swap_reworded("Do you {x} first and then {y}?", "Do you {x} after you {y}?", STEPS)),
+    ("dir-import", "direction", _swap("What are the tariffs on goods shipped from {x} to {y}?", COUNTRIES)),
+    ("dir-call", "direction", _swap("How much does it cost to call {y} from {x}?", COUNTRIES)),
+    ("dir-exchange", "direction", _swap("What is the exchange rate of {x} to {y}?", CURRENCIES)),
+    ("dir-backup", "direction", _swap("How do I restore files from {x} to {y}?", SYSTEMS)),
+    ("dir-compare", "direction", _swap("Why is {x} more expensive than {y}?", COMPANIES)),
+    (
+        "neg-far-clause",
+        "negation",
+        _choice("Explain why {c} is a good idea.", "Explain why {c} is not a good idea.", "c", CLAIMS),
+    ),
+    ("neg-never", "negation", _choice("Is it ok if {c} every day?", "Is it ok if {c} never?", "c", CLAIMS)),
+    ("neg-safe", "negation", _choice("Why is it fine if {c}?", "Why is it not fine if {c}?", "c", CLAIMS)),
+    ("term-protocol", "term", _substitute("What port does {x} use by default?", PROTOCOL_TERMS)),
+    ("term-protocol2", "term", _substitute("Is {x} faster for streaming video?", PROTOCOL_TERMS)),
+    ("term-dose", "term", _substitute("Is {x} of vitamin D a day safe?", DOSES)),
+    ("term-dose2", "term", _substitute("My child swallowed {x} of the syrup. Is that dangerous?", DOSES)),
+    ("entity-country", "entity", _substitute("What is the minimum wage in {x}?", COUNTRIES)),
+    ("entity-company", "entity", _substitute("How do I apply for an internship at {x}?", COMPANIES)),
 ]
 
 PARAPHRASES: list[tuple[str, str, Fill]] = [
@@ -305,6 +397,28 @@ PARAPHRASES: list[tuple[str, str, Fill]] = [
         _topic("What is the cheapest way to {t}?", "What is the least expensive way to {t}?"),
     ),
     ("para-fastest", "superlative", _topic("What is the quickest way to {t}?", "What's the fastest way to {t}?")),
+    # round three
+    ("para-dozen", "numeral", _dozen("How many calories are in {n} {thing}?", "calories in {n} {thing}")),
+    ("para-dozen2", "numeral", _dozen("Is {n} {thing} too many for one day?", "Are {n} {thing} too many in a day?")),
+    (
+        "para-ordinal",
+        "numeral",
+        _ordinal("Summarize the {o} chapter of the book.", "Give me a summary of the book's {o} chapter."),
+    ),
+    (
+        "para-ordinal2",
+        "numeral",
+        _ordinal("What happened on the {o} day of the trip?", "what happened on the {o} day of our trip"),
+    ),
+    ("para-medical", "abbreviation", _abbreviated(ABBREVIATION_SENTENCES, MEDICAL_ABBREVIATIONS)),
+    ("para-state2", "abbreviation", _abbreviated(["Best hikes near {x}?", "Is {x} good to retire in?"], ABBREVIATIONS[:5])),
+    ("para-typo3", "typo", _typo("Can you check the {w} in this email?")),
+    ("para-typo4", "typo", _typo("What does {w} mean in a sentence?")),
+    ("para-casual", "register", _topic("How do I {t}?", "hey, how do you {t}")),
+    ("para-please", "register", _topic("Explain how to {t}.", "Please explain how to {t}, thanks!")),
+    ("para-want", "register", _topic("How can I {t}?", "I want to {t}, any tips?")),
+    ("para-tell", "register", _topic("Tell me how to {t}.", "What should I do to {t}?")),
+    ("para-largest", "superlative", _topic("What is the simplest way to {t}?", "What is the easiest way to {t}?")),
 ]
 
 
