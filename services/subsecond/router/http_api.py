@@ -329,7 +329,14 @@ class HttpApi:
         )
         await runner.setup()
         tls = self._settings.server.tls
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context(tls) if tls.serves_tls else None)
+        # With PROCESSES > 1 every worker binds the port, as its gRPC server does (kit.workers).
+        site = web.TCPSite(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_context(tls) if tls.serves_tls else None,
+            reuse_port=self._settings.server.processes > 1,
+        )
         await site.start()
         self._runner = runner
         self.port = runner.addresses[0][1]
