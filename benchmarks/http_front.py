@@ -1,0 +1,140 @@
+"""What the HTTP front door adds to an exact hit, against gRPC, in the same run.
+
+The router runs in this process as ``python -m subsecond.router`` wires it (its HTTP API on a port of
+its own), in front of a cache service that answers every lookup with the same exact hit (a stand-in:
+the real cache's time is the same for both protocols and would only add noise to their difference)
+and no generation at all. Its near cache is off, so every request makes the real gRPC lookup.
+Requests alternate between the protocols one at a time (closed loop, so neither queues behind the
+other), each timed by its client from sending to the last byte: a gRPC ``Generate`` stream with
+``grpc.aio``, and an HTTP ``POST /v1/chat/completions`` with aiohttp, streamed (SSE) and not.
+Prints p50/p95/p99 per protocol and the median differences; writes benchmarks/results/http_front.json.
+
+    .venv/bin/python benchmarks/http_front.py --requests 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import grpc
+
+from subsecond.kit.server import start_server
+from subsecond.router.service import wire
+from subsecond.router.settings import RouterSettings
+from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPT = "What is the capital of France?"
+HIT = cache_pb2.LookupResponse(
+    hit=True,
+    tier=cache_pb2.CACHE_TIER_EXACT,
+    answer=cache_pb2.CachedAnswer(
+        chunks=["Paris", " is the capital", " of France."],
+        completion_tokens=8,
+        finish_reason=types_pb2.FINISH_REASON_STOP,
+    ),
+)
+
+
+class AlwaysHit(cache_pb2_grpc.CacheServicer):
+    async def Lookup(
+        self, request: cache_pb2.LookupRequest, context: grpc.aio.ServicerContext
+    ) -> cache_pb2.LookupResponse:
+        return HIT
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "n": len(ordered)}
+
+
+async def bench(requests: int, warmup: int) -> dict[str, object]:
+    cache_server = grpc.aio.server()
+    cache_pb2_grpc.add_CacheServicer_to_server(AlwaysHit(), cache_server)
+    cache_port = cache_server.add_insecure_port("127.0.0.1:0")
+    await cache_server.start()
+    settings = RouterSettings.from_env(
+        {
+            "SUBSECOND_ROUTER_PORT": "0",
+            "SUBSECOND_ROUTER_METRICS_PORT": "0",
+            "SUBSECOND_ROUTER_HTTP_PORT": "0",
+            "SUBSECOND_ROUTER_CACHE_URL": f"127.0.0.1:{cache_port}",
+            "SUBSECOND_ROUTER_ALLOW_ANONYMOUS": "true",
+            "SUBSECOND_ROUTER_NEAR_CACHE_ENTRIES": "0",
+            "SUBSECOND_ROUTER_LOG_LEVEL": "WARNING",
+        }
+    )
+    router = wire(settings)
+    running = await start_server(settings.server, router.definition)
+    assert router.http is not None
+    url = f"http://127.0.0.1:{router.http.port}/v1/chat/completions"
+    body = {"model": "small", "messages": [{"role": "user", "content": PROMPT}]}
+    request = router_pb2.GenerateRequest(model="small", prompt=PROMPT)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel, aiohttp.ClientSession() as http:
+            stub = router_pb2_grpc.RouterStub(channel)
+
+            async def over_grpc() -> None:
+                responses = [r async for r in stub.Generate(request)]
+                assert responses[-1].done.served_by == types_pb2.SERVED_BY_EXACT
+
+            async def over_http() -> None:
+                async with http.post(url, json=body) as response:
+                    assert response.headers["x-subsecond-served-by"] == "exact"
+                    await response.read()
+
+            async def over_sse() -> None:
+                async with http.post(url, json={**body, "stream": True}) as response:
+                    text = await response.read()
+                    assert text.endswith(b"data: [DONE]\n\n")
+
+            kinds: dict[str, Callable[[], Awaitable[None]]] = {"grpc": over_grpc, "http": over_http, "sse": over_sse}
+            samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+            for i in range(warmup + requests):
+                for kind, call in kinds.items():
+                    started = time.perf_counter()
+                    await call()
+                    if i >= warmup:
+                        samples[kind].append(time.perf_counter() - started)
+    finally:
+        await running.stop(0)
+        await cache_server.stop(0)
+    medians = {kind: statistics.median(values) for kind, values in samples.items()}
+    return {
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+        "exact_hit": {kind: percentiles(values) for kind, values in samples.items()},
+        "http_minus_grpc_p50_ms": (medians["http"] - medians["grpc"]) * 1000,
+        "sse_minus_grpc_p50_ms": (medians["sse"] - medians["grpc"]) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="timed requests per protocol")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed requests per protocol first")
+    args = parser.parse_args()
+    results = asyncio.run(bench(args.requests, args.warmup))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "http_front.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("| exact hit | p50 ms | p95 ms | p99 ms |")
+    print("|---|---|---|---|")
+    for kind, row in results["exact_hit"].items():  # type: ignore[attr-defined]
+        print(f"| {kind} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p99_ms']:.2f} |")
+    http, sse = results["http_minus_grpc_p50_ms"], results["sse_minus_grpc_p50_ms"]
+    print(f"HTTP - gRPC, p50: {http:+.2f} ms (SSE: {sse:+.2f} ms)")
+
+
+if __name__ == "__main__":
+    main()
