@@ -23,7 +23,7 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO
 
@@ -83,7 +83,7 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Ports nobody is listening on now (for tests running beside a stack)."""
-        sockets = [socket.socket() for _ in range(12)]
+        sockets = [socket.socket() for _ in fields(cls)]
         try:
             for sock in sockets:
                 sock.bind(("127.0.0.1", 0))
