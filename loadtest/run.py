@@ -195,8 +195,13 @@ async def capacity(args: argparse.Namespace, target: str, out: Path, stack: Stac
     }
 
 
-async def router_serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def router_serving(address: str, ca_pem: bytes | None) -> bool:
+    """Whether a router answers health checks there: over TLS trusting ``ca_pem``, or in plaintext."""
+    if ca_pem is None:
+        channel = grpc.aio.insecure_channel(address)
+    else:
+        channel = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca_pem))
+    async with channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
         except grpc.aio.AioRpcError:
@@ -204,12 +209,22 @@ async def router_serving(address: str) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def running_stack_ca() -> tuple[Path, bytes] | None:
+    """The CA of a stack started elsewhere (`make up`), where a default stack writes it; None: no
+    CA there (no stack, or a plaintext one)."""
+    ca_file = Stack(StackConfig()).ca_file
+    return (ca_file, ca_file.read_bytes()) if ca_file is not None and ca_file.is_file() else None
+
+
 @contextlib.asynccontextmanager
 async def local_target(args: argparse.Namespace) -> AsyncIterator[tuple[str, Stack | None]]:
     """The target and the stack the faults go to: --target as given, a running local stack, or one started here."""
+    running_ca = await asyncio.to_thread(running_stack_ca)
     if args.target:
         yield args.target, None
-    elif not args.fault and await router_serving(LOCAL):
+    elif not args.fault and await router_serving(LOCAL, running_ca[1] if running_ca else None):
+        if running_ca is not None:
+            args.tls, args.ca = True, running_ca[0]
         yield LOCAL, None
     else:
         stack = Stack(StackConfig())

@@ -1,10 +1,11 @@
 """The chart's `helm test` load test (templates/tests/loadtest.yaml), rendered with the real helm: a
 test hook Pod aimed at the router's Service, its API key from a Secret, only the router's CA with
 TLS, unprivileged with a read-only root, a NetworkPolicy that lets it reach the router, and the
-ConfigMap holding loadtest/'s files unchanged. The rendered Pod is then run for real: its command,
-environment and mounted files handed to the project's k6 (the version the image is pinned to),
-first with `k6 inspect` (the options and thresholds it would run with), then, marked `stack`,
-against the real local stack, where it passes with the SLOs held and fails when one is broken."""
+ConfigMap holding loadtest/'s files unchanged, in the packaged chart too. The rendered Pod is then
+run for real: its command, environment and mounted files handed to the project's k6 (the version the
+image is pinned to), first with `k6 inspect` (the options and thresholds it would run with), then,
+marked `stack`, against the real local stack over TLS, with the key and CA its Secrets would hold:
+it passes with the SLOs held, and fails with a wrong key or a broken SLO."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -37,6 +37,7 @@ from chart_render import (
     template_error,
 )
 
+from subsecond.router.auth import hash_key
 from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 NAME = name_of("loadtest")
@@ -183,28 +184,41 @@ def test_the_packaged_chart_carries_them(tmp_path: Path) -> None:
     assert configmap["data"] == one(template(*ENABLED), "ConfigMap", NAME)["data"]
 
 
-def materialize(manifests: list[Manifest], root: Path, target: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """The rendered Pod as a local process: its ConfigMap volumes written under `root` as the kubelet
-    would mount them, its command and environment with those paths moved under `root` (and TARGET
-    replaced when given); the key Secret is not read (the stack takes anonymous calls)."""
+def materialize(
+    manifests: list[Manifest], root: Path, target: str | None = None, secrets: Mapping[str, Mapping[str, str]] = {}
+) -> tuple[list[str], dict[str, str]]:
+    """The rendered Pod as a local process: its ConfigMap and Secret volumes written under `root` as
+    the kubelet would mount them (Secrets from `secrets`, {name: {key: value}}), its command and
+    environment with those paths moved under `root`, variables from Secrets filled in, and TARGET
+    replaced when given."""
     pod = one(manifests, "Pod", NAME)
     configmaps = {m["metadata"]["name"]: m["data"] for m in find(manifests, "ConfigMap")}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     (container,) = pod["spec"]["containers"]
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
     for mount in container["volumeMounts"]:
-        configmap = volumes[mount["name"]]["configMap"]
-        for item in configmap["items"]:
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            items, data = volume["configMap"]["items"], configmaps[volume["configMap"]["name"]]
+        else:
+            items, data = volume["secret"]["items"], secrets[volume["secret"]["secretName"]]
+        for item in items:
             path = root / mount["mountPath"].lstrip("/") / item["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(configmaps[configmap["name"]][item["key"]])
+            path.write_text(data[item["key"]])
 
     def local(value: str) -> str:
         return str(root) + value if any(value.startswith(m + "/") for m in mounts) else value
 
+    def value(item: Manifest) -> str:
+        if "value" in item:
+            return local(item["value"])
+        ref = item["valueFrom"]["secretKeyRef"]
+        return secrets[ref["name"]][ref["key"]]
+
     argv = [str(K6) if container["command"][0] == "k6" else container["command"][0]]
     argv += [local(arg) for arg in container["command"][1:]]
-    env: dict[str, Any] = {item["name"]: local(item["value"]) for item in container["env"] if "value" in item}
+    env = {item["name"]: value(item) for item in container["env"]}
     if target:
         env["TARGET"] = target
     return argv, env
@@ -231,29 +245,53 @@ def test_k6_reads_the_rendered_pod(tmp_path: Path) -> None:
     assert options["thresholds"]["wrong_answers"] == ["count==0"]
 
 
+# A key of the stack's router (tenant `loadtest`), as the Secret named in ENABLED holds it.
+KEY = "loadtest-key-for-the-local-stack"
+
+
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    running = Stack(StackConfig(ports=Ports.free(), run_dir=tmp_path_factory.mktemp("chart-loadtest-stack")))
+    keys = {"SUBSECOND_ROUTER_API_KEYS": f"{hash_key(KEY)}=loadtest:generate"}
+    config = StackConfig(ports=Ports.free(), run_dir=tmp_path_factory.mktemp("chart-loadtest-stack"), environment=keys)
+    running = Stack(config)
     await running.start()
     yield running
     await running.stop()
 
 
 @pytest.mark.stack
-async def test_the_rendered_pod_passes_against_the_stack_and_fails_on_a_broken_slo(
-    stack: Stack, tmp_path: Path
+@pytest.mark.parametrize(
+    ("extra", "key", "crossed"),
+    [
+        pytest.param([], KEY, set(), id="every-slo-held"),
+        pytest.param([], "not-a-key", {"request_errors"}, id="a-wrong-key-is-refused"),
+        pytest.param(["--set-json", "loadtest.slos.exactP95Ms=0.001"], KEY, {"answer_latency{served_by:exact}"},
+                     id="an-exact-hit-p95-under-a-microsecond"),
+    ],
+)  # fmt: skip
+async def test_the_rendered_pod_against_the_stack(
+    stack: Stack, tmp_path: Path, extra: list[str], key: str, crossed: set[str]
 ) -> None:
-    """Generated answers get loose SLOs here: this machine's CPU model is slow. The broken SLO is an
-    exact-hit p95 under a microsecond, with only repeats (exact hits) in the mix."""
-    base = [*DEFAULT_ARGS, "--set", "loadtest.enabled=true", "--set", "router.allowAnonymous=true",
-            "--set", "loadtest.duration=3", "--set", "loadtest.slos.generatedP95Ms=60000",
-            "--set", "loadtest.slos.firstChunkP95Ms=60000"]  # fmt: skip
-    broken = ["--set", "loadtest.mix=repeats=1", "--set-json", "loadtest.slos.exactP95Ms=0.001"]
-    for extra, want in (([], 0), (broken, THRESHOLDS_CROSSED)):
-        root = tmp_path / str(want)
-        argv, env = materialize(template(*base, *extra), root, target=stack.address("router"))
-        k6 = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
-                                                  stderr=asyncio.subprocess.STDOUT)  # fmt: skip
-        output, _ = await k6.communicate()
-        assert k6.returncode == want, output.decode()[-4000:]
-        assert "answer_latency" in output.decode()  # answers were timed: requests went through
+    """The rendered Pod's k6 run against the local stack, with `tls.enabled` (the stack's router serves
+    TLS) and the key and CA its Secrets would hold: it passes with the SLOs held, and fails (k6's
+    threshold exit code) when one breaks. Generated answers get loose SLOs here (this machine's CPU
+    model is slow), and the mix is what the cache and the static routes answer (a generation there takes
+    20 s or more under load; tests/loadtest runs the whole mix). The test adds k6's summary export."""
+    loose = ['loadtest.mix="repeats=1,static=1"', "loadtest.duration=3", "loadtest.slos.generatedP95Ms=60000",
+             "loadtest.slos.firstChunkP95Ms=60000"]  # fmt: skip
+    manifests = template(*ENABLED, *TLS, *extra, *(arg for value in loose for arg in ("--set-json", value)))
+    assert stack.ca_file is not None
+    secrets = {"loadtest-key": {"api-key": key}, f"{name_of('router')}-tls": {"ca.crt": stack.ca_file.read_text()}}
+    argv, env = materialize(manifests, tmp_path, target=stack.address("router"), secrets=secrets)
+    summary = tmp_path / "summary.json"
+    argv[2:2] = ["--summary-export", str(summary)]
+    k6 = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
+                                              stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+    output = (await k6.communicate())[0].decode()[-4000:]
+    assert k6.returncode == (THRESHOLDS_CROSSED if crossed else 0), output
+    metrics = json.loads(summary.read_text())["metrics"]
+    assert {name for name, m in metrics.items() if any(m.get("thresholds", {}).values())} == crossed, output
+    if key == KEY:  # requests went through and were timed
+        assert metrics["answer_latency"]["count"] > 0, output
+    else:
+        assert metrics["request_errors"]["value"] == 1, output
