@@ -219,7 +219,7 @@ class Stack:
     async def start(self) -> None:
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(write_tokenizer_root, self.config.tokenizer_root, self.config.model_repository)
-        self._write_credentials()
+        self.write_credentials()
         try:
             self.start_redis()
             self.start_triton()
@@ -232,7 +232,7 @@ class Stack:
             await self.stop()
             raise
 
-    def _write_credentials(self) -> None:
+    def write_credentials(self) -> None:
         """A new CA and certificates (the router's port TLS, the others mutual TLS), or without TLS a
         new token secret alone, in tls_dir: nothing of a previous run is trusted."""
         shutil.rmtree(self.tls_dir, ignore_errors=True)
