@@ -347,6 +347,7 @@ def definition(settings: CacheSettings) -> ServiceDefinition:
         collection=settings.vector_collection,
         dimensions=EMBEDDING_DIMENSIONS,
         api_key=settings.vector_api_key or None,
+        layout=settings.vector_layout,
     )
     service = CacheService(settings, vectors)
 

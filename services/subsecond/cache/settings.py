@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from subsecond.cache.guard import DEFAULT_SIMILARITY_THRESHOLD, operating_point
+from subsecond.cache.vectors import CollectionLayout
 from subsecond.kit.settings import EnvReader, ServerSettings
 
 
@@ -22,6 +23,9 @@ class CacheSettings:
     vector_path: Path
     vector_collection: str
     vector_api_key: str
+    # How the cache creates its collection on a Qdrant server: shards, replicas, write consistency,
+    # quantization, large tenants' own shard keys (vectors.CollectionLayout).
+    vector_layout: CollectionLayout
     embedding_url: str
     embedding_timeout_seconds: float
     semantic_enabled: bool
@@ -51,6 +55,7 @@ class CacheSettings:
             vector_path=Path(env.text("VECTOR_PATH", ".cache/qdrant-edge")),
             vector_collection=env.text("VECTOR_COLLECTION", "subsecond_prompts"),
             vector_api_key=env.text("VECTOR_API_KEY", ""),
+            vector_layout=_layout(env),
             embedding_url=env.text("EMBEDDING_URL", "127.0.0.1:50053"),
             embedding_timeout_seconds=env.number("EMBEDDING_TIMEOUT_MS", 250.0, minimum=1.0) / 1000.0,
             semantic_enabled=env.flag("SEMANTIC_ENABLED", True),
@@ -62,6 +67,12 @@ class CacheSettings:
         env.check(
             settings.vector_url in {"edge", "memory"} or settings.vector_url.startswith(("http://", "https://")),
             f"SUBSECOND_CACHE_VECTOR_URL={settings.vector_url!r}: use edge, memory or an http(s) Qdrant URL",
+        )
+        server = settings.vector_url.startswith(("http://", "https://"))
+        env.check(
+            server or settings.vector_layout == CollectionLayout(),
+            "SUBSECOND_CACHE_VECTOR_SHARDS, _REPLICATION_FACTOR, _WRITE_CONSISTENCY, _QUANTIZATION and _TENANT_SHARDS "
+            "lay out a Qdrant server's collection: set VECTOR_URL to one, or leave them unset",
         )
         env.done()
         return settings
@@ -77,3 +88,23 @@ def _thresholds(env: EnvReader) -> dict[str, float]:
         except ValueError as error:
             env.check(False, f"SUBSECOND_CACHE_SIMILARITY_THRESHOLDS: {owner}={point!r}: {error}")
     return thresholds
+
+
+def _layout(env: EnvReader) -> CollectionLayout:
+    """The ``VECTOR_*`` layout of a server's collection; 0 (the default) leaves a number to Qdrant."""
+    replication = env.integer("VECTOR_REPLICATION_FACTOR", 0, maximum=16)
+    consistency = env.integer("VECTOR_WRITE_CONSISTENCY", 0, maximum=16)
+    quantization = env.text("VECTOR_QUANTIZATION", "none")
+    env.check(quantization in {"none", "int8"}, f"SUBSECOND_CACHE_VECTOR_QUANTIZATION={quantization!r}: none or int8")
+    env.check(
+        consistency <= max(replication, 1),
+        f"SUBSECOND_CACHE_VECTOR_WRITE_CONSISTENCY={consistency}: at most the replication factor "
+        f"({max(replication, 1)}), or no write could ever be acknowledged",
+    )
+    return CollectionLayout(
+        shards=env.integer("VECTOR_SHARDS", 0, maximum=1024) or None,
+        replication_factor=replication or None,
+        write_consistency=consistency or None,
+        quantization=quantization,
+        tenant_shards=frozenset(env.names("VECTOR_TENANT_SHARDS", ())),
+    )

@@ -69,6 +69,56 @@ VECTOR_STORE_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+# The shard key of every tenant without one of its own, under custom sharding. Not a tenant name (those
+# start with a letter or a digit), so no tenant can be given it.
+SHARED_SHARD_KEY = "_shared"
+
+
+@dataclass(frozen=True)
+class CollectionLayout:
+    """How the cache lays out a collection on a Qdrant server, applied when it creates the collection
+    (an existing collection keeps its own layout: Qdrant fixes sharding at creation).
+
+    - shards: shards of the collection, or of each shard key under custom sharding (None: Qdrant's
+      default, one per node of the cluster);
+    - replication_factor: copies of each shard, on different nodes (None: Qdrant's default, 1);
+    - write_consistency: replicas that must apply a write before it is acknowledged (None: 1);
+    - quantization: "int8" keeps a scalar-quantised copy of each vector in RAM (a quarter of the
+      float32 size) and searches it, rescoring the best with the originals; "none" searches the originals;
+    - tenant_shards: large tenants that get a shard key (and so shards) of their own; every other
+      tenant's points share :data:`SHARED_SHARD_KEY`. Empty: Qdrant's automatic sharding, by point id.
+    """
+
+    shards: int | None = None
+    replication_factor: int | None = None
+    write_consistency: int | None = None
+    quantization: str = "none"
+    tenant_shards: frozenset[str] = frozenset()
+
+    def shard_key(self, tenant: str) -> str | None:
+        """The shard key a tenant's points are written to and searched in (None: no custom sharding)."""
+        if not self.tenant_shards:
+            return None
+        return tenant if tenant in self.tenant_shards else SHARED_SHARD_KEY
+
+    def collection(self, dimensions: int) -> models.CreateCollection:
+        """The body of the collection's creation."""
+        return models.CreateCollection(
+            vectors=models.VectorParams(size=dimensions, distance=models.Distance.COSINE),
+            shard_number=self.shards,
+            sharding_method=models.ShardingMethod.CUSTOM if self.tenant_shards else None,
+            replication_factor=self.replication_factor,
+            write_consistency_factor=self.write_consistency,
+            quantization_config=(
+                models.ScalarQuantization(
+                    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+                )
+                if self.quantization == "int8"
+                else None
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class VectorEntry:
     """One cached prompt's vector and what a search needs to find and use it.
@@ -302,21 +352,32 @@ class ClientVectorIndex:
     them, so the next search sees them.
     """
 
-    def __init__(self, client: AsyncQdrantClient, collection: str, dimensions: int) -> None:
+    def __init__(
+        self, client: AsyncQdrantClient, collection: str, dimensions: int, layout: CollectionLayout | None = None
+    ) -> None:
         self._client = client
         self._collection = collection
         self._dimensions = dimensions
+        self._layout = layout or CollectionLayout()
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
     @classmethod
-    def connect(cls, url: str, *, collection: str, dimensions: int, api_key: str | None = None) -> ClientVectorIndex:
+    def connect(
+        cls,
+        url: str,
+        *,
+        collection: str,
+        dimensions: int,
+        api_key: str | None = None,
+        layout: CollectionLayout | None = None,
+    ) -> ClientVectorIndex:
         """An index on a Qdrant server at url (http or https), or in memory for ":memory:"."""
         if url == ":memory:":
             client = AsyncQdrantClient(location=":memory:")
         else:
             client = AsyncQdrantClient(url=url, api_key=api_key)
-        return cls(client, collection, dimensions)
+        return cls(client, collection, dimensions, layout)
 
     async def search(
         self, vector: Sequence[float], *, tenant: str, model: str, scope: str, limit: int
@@ -330,6 +391,7 @@ class ClientVectorIndex:
             query_filter=self._filter(_partition(tenant, model, scope)),
             limit=limit,
             with_payload=_RETURNED_FIELDS,
+            shard_key_selector=self._layout.shard_key(tenant),
         )
         return [_neighbour(point.payload, point.score) for point in response.points]
 
@@ -340,7 +402,9 @@ class ClientVectorIndex:
             payload=_payload(entry),
         )
         await self._ensure_collection()
-        await self._client.upsert(self._collection, points=[point], wait=True)
+        await self._client.upsert(
+            self._collection, points=[point], wait=True, shard_key_selector=self._layout.shard_key(entry.tenant)
+        )
 
     async def delete(self, point_ids: Sequence[str]) -> int:
         if not point_ids:
@@ -369,22 +433,33 @@ class ClientVectorIndex:
         await self._client.close()
 
     async def _ensure_collection(self) -> None:
-        """Creates the collection and its payload indexes if missing, once per index."""
+        """Creates the collection (in its layout), its payload indexes and its shard keys if missing,
+        once per index. Deletes and counts name no shard key, so they reach every shard: a tenant given
+        its own shard key later still has its older points removed from the shared one."""
         if self._ready:
             return
         async with self._ready_lock:
             if self._ready:
                 return
-            if not await self._client.collection_exists(self._collection):
-                await self._client.create_collection(
-                    self._collection,
-                    vectors_config=models.VectorParams(size=self._dimensions, distance=models.Distance.COSINE),
-                )
-            # Local mode searches exhaustively and warns that payload indexes have no effect there.
+            # Local mode searches exhaustively, has no shards (it ignores a shard key) and warns that
+            # payload indexes have no effect there.
             options = self._client.init_options
             local = options.get("location") == ":memory:" or options.get("path") is not None
+            created = not await self._client.collection_exists(self._collection)
+            if created:
+                body = self._layout.collection(self._dimensions)
+                await self._client.create_collection(
+                    self._collection,
+                    vectors_config=body.vectors,
+                    shard_number=body.shard_number,
+                    sharding_method=body.sharding_method,
+                    replication_factor=body.replication_factor,
+                    write_consistency_factor=body.write_consistency_factor,
+                    quantization_config=body.quantization_config,
+                )
             if not local:
-                indexed = (await self._client.get_collection(self._collection)).payload_schema
+                await self._ensure_shard_keys(created)
+                indexed = {} if created else (await self._client.get_collection(self._collection)).payload_schema
                 for field in _INDEXED_FIELDS:
                     if field not in indexed:
                         schema = models.KeywordIndexParams(
@@ -392,6 +467,17 @@ class ClientVectorIndex:
                         )
                         await self._client.create_payload_index(self._collection, field, schema, wait=True)
             self._ready = True
+
+    async def _ensure_shard_keys(self, created: bool) -> None:
+        """Creates the layout's shard keys that the collection lacks (a large tenant named since it was
+        created gets its key then; its older points stay in the shared key until they expire)."""
+        wanted = {SHARED_SHARD_KEY, *self._layout.tenant_shards} if self._layout.tenant_shards else set()
+        if wanted and not created:
+            cluster = await self._client.collection_cluster_info(self._collection)
+            wanted -= {shard.shard_key for shard in cluster.local_shards}
+            wanted -= {shard.shard_key for shard in cluster.remote_shards}
+        for key in sorted(wanted):
+            await self._client.create_shard_key(self._collection, key)
 
     @staticmethod
     def _filter(fields: Mapping[str, str]) -> models.Filter:
@@ -401,19 +487,30 @@ class ClientVectorIndex:
         return models.Filter(must=conditions)
 
 
-def open_vector_index(url: str, *, path: Path, collection: str, dimensions: int, api_key: str | None) -> VectorIndex:
+def open_vector_index(
+    url: str,
+    *,
+    path: Path,
+    collection: str,
+    dimensions: int,
+    api_key: str | None,
+    layout: CollectionLayout | None = None,
+) -> VectorIndex:
     """The vector index that url names.
 
     - "edge": a Qdrant Edge shard in-process, stored at path (the embedded default);
     - "memory": qdrant-client's in-memory local mode (nothing persists);
     - "http://..." or "https://...": a Qdrant server, with api_key if it needs one.
 
-    collection names the server (or in-memory) collection; dimensions is the vectors' size.
+    collection names the server (or in-memory) collection; dimensions is the vectors' size; layout
+    is how a server's collection is created (shards, replicas, quantization, large tenants' shard keys).
     """
     if url == "edge":
         return EdgeVectorIndex(path, dimensions)
     if url == "memory":
         return ClientVectorIndex.connect(":memory:", collection=collection, dimensions=dimensions)
     if url.startswith(("http://", "https://")):
-        return ClientVectorIndex.connect(url, collection=collection, dimensions=dimensions, api_key=api_key)
+        return ClientVectorIndex.connect(
+            url, collection=collection, dimensions=dimensions, api_key=api_key, layout=layout
+        )
     raise ValueError(f"vector index url {url!r}: use edge, memory or an http(s) Qdrant URL")
