@@ -13,8 +13,10 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import grpc
+import prometheus_client
 import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +25,7 @@ from subsecond.kit.callers import ServiceToken
 from subsecond.kit.channels import open_channel
 from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import CallerSettings, EnvReader, ServerSettings, SettingsError, TlsSettings
+from subsecond.kit.tls import ReloadingServerCertificates
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
 from subsecond_tools.stack.certificates import StackCertificates, issue, write_certificates
 
@@ -267,3 +270,27 @@ async def test_metrics_follow_a_rotated_certificate(certificates: StackCertifica
         assert "python_info" in await asyncio.to_thread(_scrape, running.metrics_port, _trusting(new_ca_file))
     finally:
         await running.stop(0)
+
+
+async def test_a_watched_certificate_is_reloaded_without_a_grpc_handshake(
+    certificates: StackCertificates, tmp_path: Path
+) -> None:
+    """A supervisor of workers serves only the metrics endpoint: watch() checks the files itself."""
+    tls = _settings(certificates, "embedding", mutual=False).tls
+    watched = ReloadingServerCertificates(tls)
+    http, _ = prometheus_client.start_http_server(
+        0, addr="127.0.0.1", certfile=str(tls.cert_file), keyfile=str(tls.key_file)
+    )
+    watched.follow(cast(ssl.SSLSocket, http.socket).context)
+    watching = asyncio.ensure_future(watched.watch(0.05))
+    try:
+        new_ca = trustme.CA()
+        new_ca_file = tmp_path / "new-ca.pem"
+        new_ca.cert_pem.write_to_path(str(new_ca_file))
+        issue(new_ca, certificates.ca_file.parent, "embedding")
+        await asyncio.sleep(0.3)
+        assert "python_info" in await asyncio.to_thread(_scrape, http.server_port, _trusting(new_ca_file))
+    finally:
+        watching.cancel()
+        await asyncio.to_thread(http.shutdown)
+        http.server_close()

@@ -35,6 +35,7 @@ from subsecond.kit.errors import StatusInterceptor
 from subsecond.kit.logs import configure_logging
 from subsecond.kit.settings import ServerSettings, SettingsError
 from subsecond.kit.tls import ReloadingServerCertificates, server_certificates
+from subsecond.kit.tracing import ServerTracing, configure_tracing
 from subsecond.kit.workers import Workers, worker_index
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # a long-lived HTTP/2 connection otherwise pins a client to the pods it first found.
 MAX_CONNECTION_AGE_MS = 60_000
 MAX_CONNECTION_AGE_GRACE_MS = 300_000
+# How often a supervisor of workers checks its certificate files for its metrics endpoint.
+CERTIFICATE_CHECK_SECONDS = 30.0
 
 
 @dataclass
@@ -138,10 +141,11 @@ async def start_server(
 ) -> RunningServer:
     """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up.
     ``serve_metrics=False``: a worker of several, whose supervisor serves the metrics endpoint."""
-    # StatusInterceptor first: it wraps the caller check and so maps its refusals too.
+    # StatusInterceptor first: it wraps the caller check and so maps its refusals too. Tracing
+    # before both: a call's span covers its refusal.
     callers = caller_interceptor(settings.callers, definition.names)
     server = grpc.aio.server(
-        interceptors=[StatusInterceptor(), *([callers] if callers is not None else [])],
+        interceptors=[ServerTracing(), StatusInterceptor(), *([callers] if callers is not None else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # Only workers of one service share a port; a single server fails loudly on a taken one.
@@ -231,6 +235,7 @@ def run_service(
         log.error("%s", error)
         raise SystemExit(2) from None
     configure_logging(service, settings.log_level)
+    configure_tracing(service, os.environ)
     if settings.processes > 1 and index is None:
         raise SystemExit(asyncio.run(_supervise(settings)))
 
@@ -261,7 +266,10 @@ async def _supervise(settings: ServerSettings) -> int:
         workers = await Workers.start(settings.processes, metrics_dir)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-        metrics_http = _start_metrics(settings, server_certificates(settings.tls), registry)
+        certificates = server_certificates(settings.tls)
+        metrics_http = _start_metrics(settings, certificates, registry)
+        # The metrics endpoint's certificate follows the files: here no gRPC handshake checks them.
+        watching = asyncio.ensure_future(certificates.watch(CERTIFICATE_CHECK_SECONDS)) if certificates else None
         signalled = asyncio.ensure_future(_until_signalled())
         exited = asyncio.ensure_future(workers.wait())
         await asyncio.wait([signalled, exited], return_when=asyncio.FIRST_COMPLETED)
@@ -271,6 +279,8 @@ async def _supervise(settings: ServerSettings) -> int:
         else:
             signalled.cancel()
         code = await exited
+        if watching is not None:
+            watching.cancel()
         await _close_metrics(metrics_http)
         log.info("stopped", extra={"code": code})
         return code

@@ -14,6 +14,7 @@ until the pod restarts or the channel is opened again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -77,6 +78,13 @@ class ReloadingServerCertificates:
         endpoint's context, which thus changes certificate at the first gRPC handshake after a
         rotation (probes and callers connect every few seconds; connections are recycled every minute)."""
         self._followers.append(context)
+
+    async def watch(self, every_seconds: float) -> None:
+        """Checks the files every ``every_seconds`` (until cancelled), for a process that serves only
+        the metrics endpoint (a supervisor of workers, kit.workers): no gRPC handshake calls it there."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            self()
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
