@@ -229,7 +229,7 @@ def test_k6_reads_the_rendered_pod(tmp_path: Path) -> None:
     the values reach k6's scenario and thresholds."""
     values = ["loadtest.rate=7", "loadtest.duration=12", "loadtest.slos.exactP95Ms=42", "loadtest.slos.errorRate=0.05"]
     manifests = template(*ENABLED, *(arg for value in values for arg in ("--set-json", value)))
-    argv, env = materialize(manifests, tmp_path)
+    argv, env = materialize(manifests, tmp_path, secrets={"loadtest-key": {"api-key": "inspect sends nothing"}})
     assert argv[1] == "run"
     # `k6 run` passes the environment to the script; `k6 inspect` only when asked.
     inspect = subprocess.run([argv[0], "inspect", "--include-system-env-vars", argv[-1]], env=env,
