@@ -93,6 +93,8 @@ SCALE_DOWN_MARGIN = 0.8
 DIMINISHING = 1.05
 # The most a backlog's mean latency is read to grow (or shrink) per second: arrivals up to 2x the completions.
 MAX_BACKLOG_SLOPE = 0.5
+# A recent mean under this share of the window's is a falling latency: an at-risk plan waits for the window.
+FALLING = 0.9
 # The utilisation ceiling's tolerance, the HPA's: the ready count holds while the ceiling's count is within 10 %.
 TOLERANCE = 0.1
 
@@ -166,16 +168,17 @@ def plan(
         # The replicas complete all they can and nothing measures by how much more arrives: double.
         wanted = max(floor, 2 * ready_replicas)
         return Plan(min(wanted, spec.max_replicas), None, at_max=wanted > spec.max_replicas, saturated=True)
-    if saturated or (breached and latency_slope is not None and latency_slope < 0.0):
+    if saturated:
         # A backlog: its latency is not this count's queueing (the fit takes it for a slower service, the floor
         # does not), and the completions are not the arrivals. In a FIFO queue, a request completing now waited
         # for the backlog at its arrival, so the mean latency grows at 1 - completions / arrivals per second:
-        # the arrivals are the completions / (1 - slope), more while it grows, fewer while it drains.
+        # the arrivals are the completions / (1 - slope), more while it grows, fewer while it drains. A breach
+        # never scales down.
         slope = min(max(latency_slope or 0.0, -MAX_BACKLOG_SLOPE), MAX_BACKLOG_SLOPE)
         arrivals = rate / (1.0 - slope)
         service = model.mean_service_seconds if floor_seconds is None else floor_seconds
         needed = math.ceil(arrivals * service / (servers * spec.capacity.max_utilization) - 1e-9)
-        wanted = max(floor, needed)
+        wanted = max(floor, needed, ready_replicas)
         return Plan(min(wanted, spec.max_replicas), None, wanted > spec.max_replicas, backlog_rps=arrivals)
     busy = rate * model.mean_service_seconds / servers  # replicas' worth of work at this rate
     floor = max(floor, _ceiling(busy, spec.capacity.max_utilization, ready_replicas))
@@ -256,14 +259,17 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
             if stricter.replicas < current and not stricter.at_max
             else Plan(current, None, False, fewer=wanted.replicas)
         )
+    # The recent mean well under the window's: the window still holds a backlog's tail, not this count's queueing.
+    falling = mean is not None and recent_mean is not None and recent_mean < FALLING * mean
+    unmeasured = since_scale < objective.window_seconds
     settling = (
         wanted.replicas > current
         and observed is not None
         and observed <= objective.threshold_seconds
-        and since_scale < objective.window_seconds
+        and (unmeasured or falling)
     )
-    # A window that still mostly measures the count before the last change is fitted as if the ready
-    # replicas had served it: an at-risk plan (not a breach) waits until the window has seen the new count.
+    # A window that still mostly measures the count before the last change (or a backlog since drained) is fitted
+    # as if the ready replicas had queued it: an at-risk plan (not a breach) waits until the window has passed.
     recommendation = current if settling else wanted.replicas
     keep = max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
     # Keep the window's recommendations and the last one before it, which shows the window is covered.
@@ -321,6 +327,9 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
         words = (
             f"holding {current} replicas: plan wants {wanted.replicas}, but the last change was {since_scale:.0f} s"
             f" ago and the {objective.window} window has not measured it yet"
+            if unmeasured
+            else f"holding {current} replicas: plan wants {wanted.replicas}, but the latency is falling (mean"
+            f" {_ms(recent_mean)} over the last {RECENT_WINDOW_SECONDS} s): the window holds a backlog's tail"
         )
     elif wanted.replicas != current:
         reason, replicas = Reason.STABILIZING, current

@@ -178,3 +178,18 @@ def test_backlog_is_sized_from_the_arrivals_it_shows(recent_mean: float | None, 
     )
     decision = decide(_default(), snapshot)
     assert decision.replicas == replicas and words in decision.message, decision.message
+
+
+@pytest.mark.parametrize(
+    ("recent_mean", "replicas", "reason"), [(0.069, 9, Reason.SETTLING), (None, 11, Reason.AT_RISK)]
+)
+def test_backlog_tail_in_the_window_is_not_queueing(recent_mean: float | None, replicas: int, reason: Reason) -> None:
+    """The same step 75 s after the last change: the backlog has drained, but the window's P95 (202 ms, mean 88 ms)
+    still holds its tail; the last 30 s (69 ms) show it. Read as queueing it added 2 replicas, removed 5 min later."""
+    snapshot = Snapshot(
+        NOW, 9, 9, 0.202, 81.0, last_scale_time=NOW - 75, mean_seconds=0.088, recent_rps=81.0,
+        recent_mean_seconds=recent_mean, evidence=Evidence(0.068, 14.0, climbed=True),
+    )
+    decision = decide(_default(), snapshot)
+    assert (decision.replicas, decision.reason) == (replicas, reason), decision.message
+    assert reason is not Reason.SETTLING or "the latency is falling" in decision.message

@@ -223,6 +223,10 @@ async def test_scales_up_on_breach_records_it_and_holds_without_prometheus(
         assert _status(cluster)["observedLatencyMs"] < 100
         assert _replicas(cluster) == 2
         assert _condition(cluster, "Ready") == "True"
+        # status.capacity: the spec's concurrency, used as is until the latency has climbed.
+        capacity = _status(cluster)["capacity"]
+        assert capacity["concurrencyPerReplica"] == capacity["specConcurrencyPerReplica"] == 1
+        assert capacity["fittedConcurrencyPerReplica"] is None and capacity["latencyClimbed"] is False
 
         # Slow: the P95 goes over 300 ms; the operator scales up through /scale, says why in status and an Event.
         exporter.latency_seconds = 0.8
@@ -259,7 +263,7 @@ async def test_scales_up_on_breach_records_it_and_holds_without_prometheus(
 async def test_reads_the_percentile_mean_and_recent_rate_from_prometheus(
     exporter: Exporter, prometheus: Prometheus
 ) -> None:
-    """The four queries against a real Prometheus: each one valid PromQL, each one the number it names."""
+    """The five queries against a real Prometheus: each one valid PromQL, each one the number it names."""
     objective = SLOSpec.parse(
         base_spec(objective={"thresholdMs": 300, "metric": "subsecond_router_request_duration_seconds", "window": "1m"})
     ).objective
@@ -267,12 +271,19 @@ async def test_reads_the_percentile_mean_and_recent_rate_from_prometheus(
         client = PrometheusClient(session, prometheus.url, 5.0)
         reading = Reading(None, None)
         deadline = time.monotonic() + 20
-        while None in (reading.latency_seconds, reading.rate_rps, reading.mean_seconds, reading.recent_rps):
+        while None in (
+            reading.latency_seconds,
+            reading.rate_rps,
+            reading.mean_seconds,
+            reading.recent_rps,
+            reading.recent_mean_seconds,
+        ):
             assert time.monotonic() < deadline, f"no full reading: {reading}"
             await asyncio.sleep(0.5)
             reading = await client.read(objective)
     # Every observation is 50 ms: the mean is exact, the P95 interpolated inside the bucket that holds 50 ms.
     assert reading.mean_seconds == pytest.approx(exporter.latency_seconds, rel=0.01)
+    assert reading.recent_mean_seconds == pytest.approx(exporter.latency_seconds, rel=0.01)
     upper = min(b for b in REQUEST_SECONDS if b >= exporter.latency_seconds)
     lower = max(b for b in REQUEST_SECONDS if b < exporter.latency_seconds)
     assert reading.latency_seconds is not None and lower < reading.latency_seconds <= upper
