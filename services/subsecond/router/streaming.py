@@ -34,11 +34,18 @@ class Rechunker:
 
 
 async def respond(answer: Answer, chunking: int, started: float) -> AsyncIterator[router_pb2.GenerateResponse]:
-    """Streams ``answer``; ``started`` is when the call (or workflow step) began, for the timings."""
+    """Streams ``answer``; ``started`` is when the call (or workflow step) began, for the timings.
+
+    After the final message the answer is read to its end rather than left: an async generator
+    left unfinished is closed by the event loop's finalizer hook, which schedules a task for each
+    generator of the chain (four on an exact hit) and wakes the loop through its self-pipe."""
     rechunker = Rechunker(chunking)
     index = 0
     first_at: float | None = None
+    finished = False
     async for piece in answer:
+        if finished:
+            raise Internal("the answer went on after its last chunk")
         if piece.outcome is None:
             chunks, tail = rechunker.feed(piece.text), ""
         else:
@@ -50,9 +57,10 @@ async def respond(answer: Answer, chunking: int, started: float) -> AsyncIterato
             index += 1
         if piece.outcome is not None:
             done = _completion(piece.outcome, started, first_at)
+            finished = True
             yield router_pb2.GenerateResponse(text=tail, index=index, done=done)
-            return
-    raise Internal("the answer ended before its last chunk")
+    if not finished:
+        raise Internal("the answer ended before its last chunk")
 
 
 def _completion(outcome: Outcome, started: float, first_at: float | None) -> router_pb2.Completion:
