@@ -9,7 +9,7 @@ builds the ``Completion`` from the outcome and its own timings).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from subsecond.v1 import router_pb2, types_pb2
 
@@ -31,8 +31,10 @@ class Outcome:
     static_route: str = ""
 
     def completion(self, *, time_to_first_chunk_seconds: float, total_seconds: float) -> router_pb2.Completion:
+        # vars(), not dataclasses.asdict: the fields are flat, and asdict deep-copies each of them
+        # (29 us against 5 us a Completion on this machine).
         return router_pb2.Completion(
-            **asdict(self), time_to_first_chunk_seconds=time_to_first_chunk_seconds, total_seconds=total_seconds
+            **vars(self), time_to_first_chunk_seconds=time_to_first_chunk_seconds, total_seconds=total_seconds
         )
 
 
