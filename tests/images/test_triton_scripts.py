@@ -330,8 +330,9 @@ def expected_mpirun(env: Env, tp: int, models: list[str]) -> list[str]:
         "--exit-on-error=true",
         "--strict-readiness=true",
     ]
-    # Triton's gRPC port only on loopback (the generation front in the pod); HTTP for the kubelet's probes.
-    serve = ["--http-port=8000", "--grpc-address=127.0.0.1", "--grpc-port=8001", "--metrics-port=8002"]
+    # Every port of Triton on loopback: the generation front (gRPC, metrics) and the exec probes (HTTP) are in the pod.
+    serve = ["--http-address=127.0.0.1", "--http-port=8000", "--grpc-address=127.0.0.1", "--grpc-port=8001"]
+    serve += ["--metrics-address=127.0.0.1", "--metrics-port=8002"]
     argv = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", "1", "tritonserver"]
     if len(models) > 1:
         pools = [f"--cuda-memory-pool-byte-size={gpu}:0" for gpu in range(tp)]
