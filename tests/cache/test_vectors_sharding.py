@@ -184,7 +184,8 @@ async def test_a_new_collection_is_created_sharded_replicated_and_quantised(qdra
     assert isinstance(created.quantization_config, models.ScalarQuantization)
     assert created.quantization_config.scalar.type == models.ScalarType.INT8
     assert created.quantization_config.scalar.always_ram
-    assert created.vectors == models.VectorParams(size=DIMENSIONS, distance=models.Distance.COSINE)
+    # The originals on disk (read to rescore), the quantised copy in RAM.
+    assert created.vectors == models.VectorParams(size=DIMENSIONS, distance=models.Distance.COSINE, on_disk=True)
 
 
 async def test_large_tenants_get_their_own_shard_key_and_the_others_share_one(qdrant: type[StandInQdrant]) -> None:

@@ -91,7 +91,7 @@ topologySpreadConstraints:
 {{- end }}
 {{- end }}
 
-{{/* A Redis URL environment variable: from the external Secret, the external URL, or the in-chart Redis. */}}
+{{/* A Redis URL environment variable: from the external Secret or URL, built from redis.cluster or redis.sentinel, or the in-chart Redis. */}}
 {{- define "subsecond.redisUrlEnv" -}}
 {{- include "subsecond.redisPasswordEnv" .root }}
 - name: {{ .name }}
@@ -105,20 +105,48 @@ topologySpreadConstraints:
 {{- else }}
   value: {{ required "redis.external.url or redis.external.existingSecret is required when redis.mode is external" $redis.external.url | quote }}
 {{- end }}
+{{- else if eq $redis.mode "cluster" }}
+  value: {{ include "subsecond.redisNodesUrl" (dict "mode" "cluster" "spec" $redis.cluster "path" "") | quote }}
+{{- else if eq $redis.mode "sentinel" }}
+  {{- $sentinel := $redis.sentinel }}
+  {{- $query := ternary "?sentinel_password=$(REDIS_SENTINEL_PASSWORD)" "" (and (ne $sentinel.auth.existingSecret "") (ne $sentinel.auth.sentinelPasswordKey "")) }}
+  value: {{ include "subsecond.redisNodesUrl" (dict "mode" "sentinel" "spec" $sentinel "path" (printf "/%s/%d%s" $sentinel.serviceName (int $sentinel.db) $query)) | quote }}
 {{- else }}
   {{- /* The password comes from its Secret through REDIS_PASSWORD, declared just before: it is in no ConfigMap or manifest. */}}
   value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/0" (include "subsecond.componentName" (dict "root" .root "component" "redis")) | quote }}
 {{- end }}
 {{- end }}
 
-{{/* The in-chart Redis's password as REDIS_PASSWORD (nothing with redis.mode external). */}}
+{{/* A Redis Cluster's or Sentinel group's URL (kit/redis_client.py): its nodes, and the password from REDIS_PASSWORD when it has a Secret. */}}
+{{- define "subsecond.redisNodesUrl" -}}
+{{- $nodes := required (printf "redis.%s.nodes is required when redis.mode is %s" .mode .mode) (join "," .spec.nodes) }}
+{{- $credentials := ternary ":$(REDIS_PASSWORD)@" "" (ne .spec.auth.existingSecret "") }}
+{{- printf "%s+%s://%s%s%s" (ternary "rediss" "redis" .spec.tls) .mode $credentials $nodes .path }}
+{{- end }}
+
+{{/* The Redis password as REDIS_PASSWORD (and the sentinels' as REDIS_SENTINEL_PASSWORD): the in-chart Redis's, or that of redis.cluster or redis.sentinel when they name a Secret; nothing with redis.mode external, whose Secret holds the whole URL. */}}
 {{- define "subsecond.redisPasswordEnv" -}}
-{{- if eq .Values.redis.mode "internal" }}
+{{- $redis := .Values.redis }}
+{{- if eq $redis.mode "internal" }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "subsecond.authSecretName" (dict "root" . "component" "redis") }}
-      key: {{ .Values.redis.internal.auth.secretKey }}
+      key: {{ $redis.internal.auth.secretKey }}
+{{- else if and (has $redis.mode (list "cluster" "sentinel")) (index $redis $redis.mode).auth.existingSecret }}
+{{- $auth := (index $redis $redis.mode).auth }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret }}
+      key: {{ $auth.secretKey }}
+{{- if and (eq $redis.mode "sentinel") $auth.sentinelPasswordKey }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret }}
+      key: {{ $auth.sentinelPasswordKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -84,7 +84,8 @@ class CollectionLayout:
     - replication_factor: copies of each shard, on different nodes (None: Qdrant's default, 1);
     - write_consistency: replicas that must apply a write before it is acknowledged (None: 1);
     - quantization: "int8" keeps a scalar-quantised copy of each vector in RAM (a quarter of the
-      float32 size) and searches it, rescoring the best with the originals; "none" searches the originals;
+      float32 size) and searches it, the float32 originals on disk for rescoring the best (Qdrant's
+      "high speed, low memory" setup); "none" keeps the originals in RAM and searches them;
     - tenant_shards: large tenants that get a shard key (and so shards) of their own; every other
       tenant's points share :data:`SHARED_SHARD_KEY`. Empty: Qdrant's automatic sharding, by point id.
     """
@@ -103,8 +104,11 @@ class CollectionLayout:
 
     def collection(self, dimensions: int) -> models.CreateCollection:
         """The body of the collection's creation."""
+        quantized = self.quantization == "int8"
         return models.CreateCollection(
-            vectors=models.VectorParams(size=dimensions, distance=models.Distance.COSINE),
+            vectors=models.VectorParams(
+                size=dimensions, distance=models.Distance.COSINE, on_disk=True if quantized else None
+            ),
             shard_number=self.shards,
             sharding_method=models.ShardingMethod.CUSTOM if self.tenant_shards else None,
             replication_factor=self.replication_factor,
@@ -113,7 +117,7 @@ class CollectionLayout:
                 models.ScalarQuantization(
                     scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
                 )
-                if self.quantization == "int8"
+                if quantized
                 else None
             ),
         )
