@@ -39,7 +39,9 @@ RedisClient = redis.Redis | RedisCluster
 
 # RedisError covers a server's error replies and lost connections (a failover's MASTERDOWN, READONLY
 # and TRYAGAIN included); RedisClusterException is not one of them, and is what a cluster client raises
-# when no seed node answers or no node serves a slot; OSError is a refused or reset socket.
+# when no seed node answers or no node serves a slot (and for a command whose keys cross slots, which
+# the tenant hash tags rule out: a multi-key command here names one tenant's keys); OSError is a
+# refused or reset socket.
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 
 STANDALONE_SCHEMES = ("redis", "rediss", "unix")
