@@ -14,13 +14,14 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from subsecond.generation.chat_template import ChatTemplateError
 from subsecond.generation.entry_model import EntryModel, TextDeltas, is_final, text_output
 from subsecond.generation.prompts import ModelPrompt
 from subsecond.generation.settings import GenerationSettings
+from subsecond.generation.triton_metrics import TritonMetrics
 from subsecond.kit.errors import Internal, InvalidArgument, ResourceExhausted, from_downstream
 from subsecond.kit.metrics import REQUEST_SECONDS
 from subsecond.kit.prompt_identity import Sampling, check_roles
@@ -57,11 +58,19 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
         }
         # Filled at warm-up from each model's configuration in Triton.
         self._entries: dict[str, EntryModel] = {}
+        self._triton_metrics = (
+            TritonMetrics(settings.triton_metrics_url, settings.triton_metrics_timeout_seconds)
+            if settings.triton_metrics_url
+            else None
+        )
 
     async def wait_until_ready(self) -> None:
         """Start-up: wait (NOT_SERVING meanwhile) until Triton reports every configured model ready, then
         read each model's configuration and refuse to serve (ContractError) one that does not take
         what this service sends."""
+        # From the start: Triton's `up` is 0 while it loads its engines, which alerts tell from a crash.
+        if self._triton_metrics is not None:
+            REGISTRY.register(self._triton_metrics)
         deadline = time.monotonic() + self._settings.startup_timeout_seconds
         pending = set(self._prompts)
         while pending:
@@ -185,6 +194,8 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
 
     async def close(self) -> None:
         await self._channel.close()
+        if self._triton_metrics is not None:
+            REGISTRY.unregister(self._triton_metrics)
 
 
 def definition(settings: GenerationSettings) -> ServiceDefinition:

@@ -27,6 +27,11 @@ class GenerationSettings:
     max_concurrent_streams: int
     # How long start-up waits for Triton to report every model ready.
     startup_timeout_seconds: float
+    # Triton's metrics page (http://127.0.0.1:8002/metrics beside Triton in the pod), read at each scrape
+    # and served again on this service's metrics endpoint (triton_metrics); empty: not read.
+    triton_metrics_url: str
+    # The most one scrape waits for that page.
+    triton_metrics_timeout_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GenerationSettings:
@@ -39,6 +44,17 @@ class GenerationSettings:
             max_tokens_limit=env.integer("MAX_TOKENS_LIMIT", 4096, minimum=1),
             max_concurrent_streams=env.integer("MAX_CONCURRENT_STREAMS", 64, minimum=1),
             startup_timeout_seconds=env.number("STARTUP_TIMEOUT_SECONDS", 600.0, minimum=1.0),
+            triton_metrics_url=env.text("TRITON_METRICS_URL", ""),
+            triton_metrics_timeout_seconds=env.number("TRITON_METRICS_TIMEOUT_SECONDS", 2.0, minimum=0.1, maximum=30.0),
+        )
+        env.check(
+            not settings.triton_metrics_url or settings.triton_metrics_url.startswith("http://"),
+            f"SUBSECOND_GENERATION_TRITON_METRICS_URL={settings.triton_metrics_url!r}: use an http:// URL",
+        )
+        # Workers' metrics are served by their supervisor, which runs no service code to read the page.
+        env.check(
+            not settings.triton_metrics_url or settings.server.processes == 1,
+            "SUBSECOND_GENERATION_TRITON_METRICS_URL needs PROCESSES=1 (a supervisor serves only its workers' metrics)",
         )
         env.check(bool(settings.models), "SUBSECOND_GENERATION_MODELS: name at least one tier=triton_model")
         for model in sorted(set(settings.models.values())):
