@@ -19,6 +19,7 @@ from subsecond.kit.callers import token_interceptors
 from subsecond.kit.server import MAX_MESSAGE_BYTES
 from subsecond.kit.settings import ServerSettings
 from subsecond.kit.tls import channel_credentials
+from subsecond.kit.tracing import client_tracing
 
 RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -61,7 +62,8 @@ def open_channel(target: str, service_names: list[str], caller: ServerSettings |
         ("grpc.keepalive_time_ms", 30_000),
         *RECONNECT_OPTIONS,
     ]
-    interceptors = token_interceptors(caller.callers) if caller is not None else []
+    # Tracing first: the trace context goes out on every call, token or not (kit.tracing).
+    interceptors = [*client_tracing(), *(token_interceptors(caller.callers) if caller is not None else [])]
     credentials = channel_credentials(caller.tls) if caller is not None else None
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

@@ -38,9 +38,11 @@ from typing import Any, Protocol
 import grpc
 import numpy as np
 from aiohttp import web
+from opentelemetry import propagate, trace
 
 from subsecond.kit.errors import InvalidArgument, ResourceExhausted, ServiceError
 from subsecond.kit.settings import TlsSettings
+from subsecond.kit.tracing import tracer
 from subsecond.router.admission import AUTO
 from subsecond.router.auth import API_KEY_HEADER, GENERATE
 from subsecond.router.metrics import HTTP_RESPONSES
@@ -353,29 +355,47 @@ class HttpApi:
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Every refusal in OpenAI's shape, every response counted by endpoint and status."""
+        """Every request in a span continuing the caller's trace, every refusal in OpenAI's shape, every
+        response counted by endpoint and status."""
         request_id = _request_id(request)
         request[REQUEST_ID] = request_id
         endpoint = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
+        with tracer.start_as_current_span(
+            f"{request.method} {endpoint}",
+            context=propagate.extract(request.headers),  # the caller's traceparent, when it sent one
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": request.method, "http.route": endpoint, "request_id": request_id},
+        ) as span:
+            response = await self._handled(request, handler, request_id, endpoint)
+            span.set_attribute("http.response.status_code", response.status)
+        HTTP_RESPONSES.labels(endpoint, str(response.status)).inc()
+        return response
+
+    async def _handled(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        request_id: str,
+        endpoint: str,
+    ) -> web.StreamResponse:
+        """The handler's response, or its refusal in OpenAI's shape."""
         try:
-            response = await handler(request)
+            return await handler(request)
         except ServiceError as error:
-            response = error_response(error, request_id)
+            return error_response(error, request_id)
         except web.HTTPException as error:
-            response = web.json_response(
+            return web.json_response(
                 error_body(error.reason, "invalid_request_error", str(error.status)),
                 status=error.status,
                 headers={REQUEST_ID_HEADER: request_id},
             )
         except Exception:
             log.exception("http request failed", extra={"request_id": request_id, "endpoint": endpoint})
-            response = web.json_response(
+            return web.json_response(
                 error_body("internal error; the service logged it", "server_error", "internal"),
                 status=500,
                 headers={REQUEST_ID_HEADER: request_id},
             )
-        HTTP_RESPONSES.labels(endpoint, str(response.status)).inc()
-        return response
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:

@@ -1,0 +1,166 @@
+"""Traces across the services: W3C trace context in gRPC metadata (and the router's HTTP headers),
+a span per call on each side of every hop, and the trace id in the JSON logs.
+
+Every server the kit's shell starts runs :class:`ServerTracing`: a call's span continues the caller's
+trace (``traceparent``/``tracestate`` in its metadata) or starts one. Every channel the kit opens runs
+``client_tracing()``: a client span per call, ended when the call is, whose context goes out in the
+call's metadata, so the callee's span is its child. The router's HTTP API continues a trace from the
+request's own headers (``router/http_api.py``).
+
+Export is off by default: without an SDK tracer provider the OpenTelemetry API is a no-op whose spans
+record nothing and cost little, yet still carry an incoming trace context on to the next hop (and into
+the logs). ``configure_tracing`` installs the SDK with an OTLP exporter when the standard variables ask
+for one (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``; the exporter reads
+the other ``OTEL_EXPORTER_OTLP_*`` itself; ``OTEL_SDK_DISABLED=true`` keeps it off; ``OTEL_SERVICE_NAME``
+names the service, by default ``subsecond-<service>``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+log = logging.getLogger(__name__)
+
+tracer = trace.get_tracer("subsecond")
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def export_requested(environ: Mapping[str, str]) -> bool:
+    """Whether the standard variables ask for spans to be exported."""
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    return not disabled and any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+
+
+def configure_tracing(service: str, environ: Mapping[str, str]) -> None:
+    """The process's tracing: the SDK and its OTLP exporter when ``environ`` asks for export (else
+    the API's no-op), and the current trace and span ids on every log record."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_add_trace_ids)
+    if not export_requested(environ):
+        return
+    # Imported only when exporting: the SDK and the exporter cost start-up time a no-op never needs.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    name = environ.get("OTEL_SERVICE_NAME", "").strip() or f"subsecond-{service}"
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    log.info("exporting traces", extra={"otel_service_name": name})
+
+
+def _add_trace_ids(record: logging.LogRecord) -> bool:
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        record.trace_id = format(span_context.trace_id, "032x")
+        record.span_id = format(span_context.span_id, "016x")
+    return True
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+def _traced(behavior: Behavior, method: str) -> Behavior:
+    """``behavior`` in a server span continuing the trace of the call's metadata."""
+    attributes = _rpc_attributes(method)
+    name = method.lstrip("/")
+
+    def parent(context: grpc.aio.ServicerContext) -> otel_context.Context:
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        return propagate.extract(metadata)
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            with tracer.start_as_current_span(
+                name, context=parent(context), kind=trace.SpanKind.SERVER, attributes=attributes
+            ):
+                async for response in behavior(request, context):
+                    yield response
+
+        return stream
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with tracer.start_as_current_span(
+            name, context=parent(context), kind=trace.SpanKind.SERVER, attributes=attributes
+        ):
+            return await behavior(request, context)
+
+    return call
+
+
+class ServerTracing(grpc.aio.ServerInterceptor):
+    """A server span around every call (installed first, so that it also covers the status mapping)."""
+
+    SLOTS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        slot = next(name for name in self.SLOTS if getattr(handler, name) is not None)
+        traced = _traced(getattr(handler, slot), handler_call_details.method)
+        return handler._replace(**{slot: traced})  # type: ignore[attr-defined]
+
+
+async def _traced_call(continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+    """Starts the call in a client span that ends with it, the span's context in the call's metadata."""
+    method = details.method.decode() if isinstance(details.method, bytes) else details.method
+    span = tracer.start_span(method.lstrip("/"), kind=trace.SpanKind.CLIENT, attributes=_rpc_attributes(method))
+    with trace.use_span(span, end_on_exit=False):
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        for key, value in carrier.items():
+            metadata.add(key, value)
+        try:
+            call = await continuation(details._replace(metadata=metadata), request)  # type: ignore[attr-defined]
+        except BaseException:
+            span.end()
+            raise
+    call.add_done_callback(lambda _: span.end())
+    return call
+
+
+# One class per kind of call: a channel files each interceptor under the first kind it implements only.
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await _traced_call(continuation, details, request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await _traced_call(continuation, details, request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await _traced_call(continuation, details, requests)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await _traced_call(continuation, details, requests)
+
+
+def client_tracing() -> list[grpc.aio.ClientInterceptor]:
+    """A channel's tracing: a client span per call of every kind, its context in the call's metadata."""
+    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
