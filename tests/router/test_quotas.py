@@ -18,8 +18,9 @@ import redis.asyncio as redis
 from redis_server import RedisServer
 from test_router_service import Stack, answer, counted, refused, running_stack, text
 
+from subsecond.kit.errors import ResourceExhausted
 from subsecond.router.auth import hash_key
-from subsecond.router.quotas import _TAKE, Quota, QuotaSettings, _Window, parse_overrides
+from subsecond.router.quotas import _TAKE, Quota, Quotas, QuotaSettings, _Window, parse_overrides
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import cache_pb2, router_pb2, types_pb2
 
@@ -209,7 +210,8 @@ async def test_the_script_and_the_fallback_answer_alike(
         index = math.floor(now * 1000 / 60_000)
         await client.hset("subsecond:quota:{t}", mapping={"rw": index, "rc": current, "rp": previous})
         take = client.register_script(_TAKE)
-        waited = await take(keys=["subsecond:quota:{t}"], args=("r", limit, need, need, 60_000))
+        args = ("r", limit, need, need, 60_000, 0, 1)  # nothing leased
+        waited, leased, window_left_ms = await take(keys=["subsecond:quota:{t}"], args=args)
         state = await client.hmget("subsecond:quota:{t}", ["rc"])
     finally:
         await client.aclose()
@@ -219,6 +221,55 @@ async def test_the_script_and_the_fallback_answer_alike(
     expected = twin.take(now, limit=limit, need=need, add=need)
     assert int(waited) / 1000 == pytest.approx(expected, abs=0.05)
     assert int(state[0]) == (current + need if expected == 0 else current)
+    assert int(leased) == 0
+    assert 0 < int(window_left_ms) <= 60_000 if expected == 0 else int(window_left_ms) == 0
+
+
+# -- leases: requests admitted without a round trip, never over the limit --------------------------
+
+
+async def script_calls(client: redis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_a_replica_admits_from_its_lease_without_asking_redis_each_time(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    quotas = Quotas(QuotaSettings(redis_url=redis_server.url, default=Quota(6000, 0), lease=16), frozenset({"lease"}))
+    try:
+        await quotas.admit("warm-up")  # another tenant: the script is loaded into Redis
+        before = await script_calls(client)
+        for _ in range(100):
+            await quotas.admit("lease")
+        calls = await script_calls(client) - before
+        counted_in_redis = int((await client.hmget("subsecond:quota:{lease}", ["rc"]))[0])
+    finally:
+        await quotas.close()
+        await client.aclose()
+    assert calls == math.ceil(100 / 17)  # each call admits one request and leases 16 more
+    assert 100 <= counted_in_redis < 100 + 17  # the lease is counted when taken, used or not
+
+
+async def test_replicas_with_leases_never_admit_more_than_the_limit_together(redis_server: RedisServer) -> None:
+    settings = QuotaSettings(redis_url=redis_server.url, default=Quota(200, 0), replicas=3, lease=16)
+    replicas = [Quotas(settings, frozenset({"many"})) for _ in range(3)]
+    admitted, refused_at = 0, set()
+    try:
+        for turn in range(400):
+            quotas = replicas[turn % 3]
+            try:
+                await quotas.admit("many")
+                admitted += 1
+            except ResourceExhausted as refusal:
+                assert refusal.retry_after_seconds is not None and refusal.retry_after_seconds > 0
+                refused_at.add(turn % 3)
+    finally:
+        for quotas in replicas:
+            await quotas.close()
+    # Leases shrink near the limit (a quarter of the room, shared by the replicas), so what the others
+    # hold unused when one is refused is a few requests, never a lease apiece.
+    assert 200 - 8 <= admitted <= 200
+    assert refused_at == {0, 1, 2}
 
 
 def test_overrides_and_shares() -> None:
