@@ -4,9 +4,18 @@ import pytest
 
 from subsecond.cache.guard import (
     DEFAULT_SIMILARITY_THRESHOLD,
+    DEFAULT_VERIFIER_PROBABILITY,
+    OPERATING_POINTS,
+    RULES,
+    VERIFIED_RULES,
+    Acceptance,
+    OperatingPoint,
     SemanticDecision,
+    VerifierFailure,
+    accept_candidates,
     accept_semantic,
     false_hit_reason,
+    operating_point,
 )
 
 # Prompts that embed close but need different answers, with the reason the guard must give.
@@ -98,30 +107,84 @@ SAME = "Calculate 15 percent of 80."
 DIFFERENT = "What is 15% of 90?"
 
 
+class Scripted:
+    """A verifier that gives every pair one probability, to test the decision around it; the real
+    ONNX verifier is tested in test_verifier.py."""
+
+    def __init__(self, probability: float, failure: bool = False) -> None:
+        self.value, self.failure, self.calls = probability, failure, 0
+
+    def probability(self, cached: str, query: str) -> float:
+        self.calls += 1
+        if self.failure:
+            raise VerifierFailure("the model did not run")
+        return self.value
+
+
+POINT = OperatingPoint(0.80, 0.5)
+
+
 @pytest.mark.parametrize(
-    ("query", "candidate", "similarity", "threshold", "expected"),
+    ("query", "candidate", "similarity", "probability", "expected"),
     [
-        (QUERY, SAME, 0.95, 0.80, SemanticDecision(True, "accepted")),
-        (QUERY, SAME, 0.80, 0.80, SemanticDecision(True, "accepted")),
-        (QUERY, SAME, 0.79, 0.80, SemanticDecision(False, "below_threshold")),
-        (QUERY, SAME, math.nan, 0.80, SemanticDecision(False, "below_threshold")),
-        (QUERY, DIFFERENT, 0.99, 0.80, SemanticDecision(False, "guard:number")),
-        (QUERY, DIFFERENT, 0.50, 0.80, SemanticDecision(False, "below_threshold")),
-        ("Enable 2FA", "Disable 2FA", 0.97, 0.60, SemanticDecision(False, "guard:negation")),
+        (QUERY, SAME, 0.95, 0.9, SemanticDecision(True, "accepted")),
+        (QUERY, SAME, 0.80, 0.5, SemanticDecision(True, "accepted")),
+        (QUERY, SAME, 0.95, 0.49, SemanticDecision(False, "verifier:refused")),
+        (QUERY, SAME, 0.79, 0.9, SemanticDecision(False, "below_threshold")),
+        (QUERY, SAME, math.nan, 0.9, SemanticDecision(False, "below_threshold")),
+        (QUERY, DIFFERENT, 0.99, 0.9, SemanticDecision(False, "guard:number")),
+        (QUERY, DIFFERENT, 0.50, 0.9, SemanticDecision(False, "below_threshold")),
+        ("Enable 2FA", "Disable 2FA", 0.97, 0.9, SemanticDecision(False, "guard:negation")),
     ],
 )
 def test_accept_semantic(
-    query: str, candidate: str, similarity: float, threshold: float, expected: SemanticDecision
+    query: str, candidate: str, similarity: float, probability: float, expected: SemanticDecision
 ) -> None:
-    assert accept_semantic(query, candidate, similarity, threshold) == expected
+    verifier = Scripted(probability)
+    assert accept_semantic(query, candidate, similarity, Acceptance(POINT, verifier)) == expected
+    # The verifier runs only for a pair that reached it: above the threshold and past the rules.
+    assert verifier.calls == (expected.hit or expected.reason == "verifier:refused")
 
 
-@pytest.mark.parametrize("threshold", [-1.5, 1.01, math.nan])
-def test_accept_semantic_rejects_a_threshold_that_is_not_a_cosine(threshold: float) -> None:
-    with pytest.raises(ValueError, match="threshold"):
-        accept_semantic("a", "a", 0.9, threshold)
+def test_without_a_verifier_nothing_is_served() -> None:
+    decision = accept_semantic(QUERY, SAME, 0.99, Acceptance(POINT, None))
+    assert decision == SemanticDecision(False, "verifier:unavailable")
 
 
-def test_default_threshold_is_a_cosine_that_serves_identical_prompts() -> None:
-    assert 0.0 < DEFAULT_SIMILARITY_THRESHOLD < 1.0
-    assert accept_semantic("Why is the sky blue?", "Why is the sky blue?", 1.0, DEFAULT_SIMILARITY_THRESHOLD).hit
+def test_a_verifier_that_fails_serves_nothing() -> None:
+    decision = accept_semantic(QUERY, SAME, 0.99, Acceptance(POINT, Scripted(1.0, failure=True)))
+    assert decision == SemanticDecision(False, "verifier:failed")
+
+
+def test_the_verifier_sees_the_cached_prompt_first() -> None:
+    seen: list[tuple[str, str]] = []
+
+    class Recording(Scripted):
+        def probability(self, cached: str, query: str) -> float:
+            seen.append((cached, query))
+            return 1.0
+
+    accept_candidates(QUERY, [(SAME, 0.9)], Acceptance(POINT, Recording(1.0)))
+    assert seen == [(SAME, QUERY)]
+
+
+@pytest.mark.parametrize("point", ["1.5", "0.8:1.2", "nan", "lax", "0.8:x"])
+def test_an_operating_point_is_a_name_a_cosine_or_a_cosine_and_probability(point: str) -> None:
+    with pytest.raises(ValueError, match="strict"):
+        operating_point(point)
+
+
+def test_named_points_are_ordered_and_a_cosine_takes_the_default_probability() -> None:
+    strict, default, loose = (OPERATING_POINTS[name] for name in ("strict", "default", "loose"))
+    assert strict.probability >= default.probability >= loose.probability
+    assert strict.similarity >= default.similarity >= loose.similarity
+    assert default == OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY)
+    assert operating_point("0.8") == OperatingPoint(0.8, DEFAULT_VERIFIER_PROBABILITY)
+    assert operating_point("0.8:0.7") == OperatingPoint(0.8, 0.7)
+
+
+def test_the_rules_kept_before_the_verifier_are_a_subset_that_drops_substitution() -> None:
+    assert set(VERIFIED_RULES) < set(RULES)
+    haiku, sonnet = "Write a haiku about the sea.", "Write a sonnet about the sea."
+    assert false_hit_reason(haiku, sonnet) == "substitution"
+    assert false_hit_reason(haiku, sonnet, VERIFIED_RULES) is None  # the verifier judges it

@@ -3,7 +3,7 @@ operator chooses per tenant and model."""
 
 import pytest
 
-from subsecond.cache.guard import false_hit_reason
+from subsecond.cache.guard import OPERATING_POINTS, false_hit_reason
 from subsecond.cache.normalise import normalise
 from subsecond.cache.settings import CacheSettings
 from subsecond.kit.settings import SettingsError
@@ -62,10 +62,11 @@ def test_thresholds_per_tenant_and_model_override_the_default() -> None:
     settings = CacheSettings.from_env(
         {"SUBSECOND_CACHE_SIMILARITY_THRESHOLDS": "acme=strict,acme/small=0.8,beta=loose"}
     )
-    assert settings.threshold_for("acme", "small") == 0.8
-    assert settings.threshold_for("acme", "large") == settings.similarity_thresholds["acme"] > 0.8
-    assert settings.threshold_for("beta", "small") < settings.similarity_threshold
-    assert settings.threshold_for("other", "small") == settings.similarity_threshold
+    assert settings.threshold_for("acme", "small").similarity == 0.8
+    strict = OPERATING_POINTS["strict"]
+    assert settings.threshold_for("acme", "large") == settings.similarity_thresholds["acme"] == strict
+    assert settings.threshold_for("beta", "small").similarity < settings.similarity_threshold
+    assert settings.threshold_for("other", "small").similarity == settings.similarity_threshold
 
 
 @pytest.mark.parametrize("value", ["acme=lax", "acme=1.5"])

@@ -44,9 +44,11 @@ def _prepare(_: argparse.Namespace) -> int:
     from subsecond_tools.stack.runner import StackConfig
     from subsecond_tools.stack.tier_examples import build_tier_embeddings
     from subsecond_tools.stack.triton import ensure_tritonserver
+    from subsecond_tools.verifier_train import build as build_verifier
 
     config = StackConfig()
     export_model(config.model_dir)
+    build_verifier(config.verifier_dir, config.model_dir, config.semantic_data_dir)
     build_tier_embeddings(config.model_dir, config.tier_embeddings)
     ensure_tritonserver(config.tools_dir)
     return 0

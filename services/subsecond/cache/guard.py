@@ -40,99 +40,155 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Protocol
 
 from subsecond.cache.normalise import normalise
 
+log = logging.getLogger(__name__)
+
 # Chosen by benchmarks/semantic_tier.py (results in benchmarks/results/semantic_tier.json) on the
-# labelled dev pairs of ../shared/data, embedded with the serving model (int8 ONNX all-MiniLM-L6-v2).
-# Rule: of the thresholds (0.60..0.98) that meet every target with the guard (near-miss false hits
-# <= 5 %, paraphrase hits >= 70 %, duplicate hits >= 50 %, random false hits <= 0.1 %), the one with
-# the largest Youden's J = duplicate hits - hard-negative false hits on 3000 fixed-seed QQP lines (a
-# hard negative: a query's nearest `a` among the other lines, a same-topic question), ties to the
-# higher. At 0.75, with the guard: duplicate hits 68.1 %, paraphrase hits 86.7 %, near-miss false hits
-# 0 % (0/90), random false hits 0.03 %, hard-negative false hits 21.9 %, J 0.468 (0.73 ties; J is flat,
-# 0.465-0.468, over 0.70-0.76); on similarity alone: 86.8 %, 100 %, 78.9 %, 0.03 %, 31.2 %, J 0.557.
-# QQP leaves its cross-line duplicates unlabelled, so the hard-negative rate is an upper bound.
+# dev pairs only (shared and generated dev near misses and paraphrases, the QQP duplicates' train
+# half), embedded with the serving model (int8 ONNX all-MiniLM-L6-v2) and judged with the rules and
+# the pair verifier. Rule: the (similarity, probability) point that serves the most dev paraphrases and
+# QQP duplicates while the 95 % Wilson upper bound of dev near-miss false hits stays <= 2 % (strict:
+# <= 1 %; loose: <= 5 %). See the cache README for the rates expected at each point.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.75
+DEFAULT_VERIFIER_PROBABILITY = 0.5
 
-# Named operating points an operator can give a tenant or a model instead of a cosine
-# (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS), from benchmarks/semantic_tier.py's suggested_points, whose
-# output prints the rates expected at each. On the tuned-on near misses (shared and generated dev
-# pairs, 295): strict is the lowest threshold whose near-miss false hits have a 95 % upper bound
-# <= 2 % (0.92); loose the lowest with <= 5 %, which is the sweep's floor (0.60, where every target
-# is still met: random false hits 0.08 %).
-OPERATING_POINTS = {"strict": 0.92, "default": DEFAULT_SIMILARITY_THRESHOLD, "loose": 0.60}
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where the semantic tier serves: cosine similarity >= ``similarity``, the rules pass, and the pair
+    verifier's probability >= ``probability``."""
+
+    similarity: float
+    probability: float
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.similarity <= 1.0:
+            raise ValueError(f"similarity must be a cosine in [-1, 1], not {self.similarity}")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], not {self.probability}")
+
+
+# Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
+OPERATING_POINTS = {
+    "strict": OperatingPoint(0.80, 0.8),
+    "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
+    "loose": OperatingPoint(0.65, 0.4),
+}
+
+# The rules that still run before the verifier: each refuses dev near misses the verifier lets
+# through more often than it refuses dev paraphrases and duplicates the verifier accepts
+# (benchmarks/semantic_tier.py, "rules after the verifier"). "substitution" is dropped: it refused
+# synonyms the verifier tells from other terms.
+RULES = ("number", "time", "negation", "extent", "direction", "entity", "substitution")
+VERIFIED_RULES = ("number", "time", "negation", "extent", "direction", "entity")
+
+
+class Verifier(Protocol):
+    """What judges a pair beyond the rules (subsecond.cache.verifier.PairVerifier)."""
+
+    def probability(self, cached: str, query: str) -> float: ...
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """How a lookup decides: its operating point and the verifier, None when it is unavailable (then
+    nothing is served from the semantic tier: an unverified hit could be a wrong answer)."""
+
+    point: OperatingPoint
+    verifier: Verifier | None
 
 
 @dataclass(frozen=True)
 class SemanticDecision:
     """Whether a semantic neighbour's answer may be served, and why.
 
-    ``reason`` is ``"accepted"``, ``"below_threshold"`` or ``"guard:<code>"`` with the code from
-    :func:`false_hit_reason`; it is a bounded set, fit for a metric label.
+    ``reason`` is ``"accepted"``, ``"below_threshold"``, ``"guard:<code>"`` with the code from
+    :func:`false_hit_reason`, ``"verifier:refused"``, ``"verifier:unavailable"`` or
+    ``"verifier:failed"``; a bounded set, fit for a metric label.
     """
 
     hit: bool
     reason: str
 
 
-def accept_semantic(query: str, candidate: str, similarity: float, threshold: float) -> SemanticDecision:
-    """Accepts a cached neighbour only at or above ``threshold`` and past the false-hit guard."""
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a cosine similarity in [-1, 1], not {threshold}")
-    if not similarity >= threshold:  # also refuses a NaN similarity
+class VerifierFailure(Exception):
+    """The verifier could not judge a pair (its model failed to run)."""
+
+
+def accept_semantic(
+    query: str, candidate: str, similarity: float, acceptance: Acceptance
+) -> SemanticDecision:
+    """Accepts a cached neighbour only at or above the point's similarity, past the rules, and when the
+    verifier gives the pair at least the point's probability."""
+    if not similarity >= acceptance.point.similarity:  # also refuses a NaN similarity
         return SemanticDecision(hit=False, reason="below_threshold")
-    reason = false_hit_reason(query, candidate)
+    reason = false_hit_reason(query, candidate, VERIFIED_RULES)
     if reason is not None:
         return SemanticDecision(hit=False, reason=f"guard:{reason}")
+    if acceptance.verifier is None:
+        return SemanticDecision(hit=False, reason="verifier:unavailable")
+    try:
+        probability = acceptance.verifier.probability(candidate, query)
+    except VerifierFailure:
+        log.exception("the pair verifier failed; the semantic tier serves nothing it cannot verify")
+        return SemanticDecision(hit=False, reason="verifier:failed")
+    if not probability >= acceptance.point.probability:
+        return SemanticDecision(hit=False, reason="verifier:refused")
     return SemanticDecision(hit=True, reason="accepted")
 
 
 def accept_candidates(
-    query: str, candidates: Sequence[tuple[str, float]], threshold: float
+    query: str, candidates: Sequence[tuple[str, float]], acceptance: Acceptance
 ) -> list[SemanticDecision]:
     """:func:`accept_semantic` for each (prompt, similarity) of a query's neighbours, in one call: the
     service runs this in a worker thread, once per lookup."""
-    return [accept_semantic(query, prompt, similarity, threshold) for prompt, similarity in candidates]
+    return [accept_semantic(query, prompt, similarity, acceptance) for prompt, similarity in candidates]
 
 
-def operating_point(point: str) -> float:
-    """A threshold given as a cosine ("0.8") or as the name of one of OPERATING_POINTS ("strict")."""
+def operating_point(point: str) -> OperatingPoint:
+    """A point given by name ("strict"), as a cosine ("0.8", with the default probability) or as
+    cosine:probability ("0.8:0.7")."""
     if point in OPERATING_POINTS:
         return OPERATING_POINTS[point]
+    similarity, _, probability = point.partition(":")
     try:
-        threshold = float(point)
-    except ValueError:
-        raise ValueError(f"use a cosine or one of {', '.join(OPERATING_POINTS)}") from None
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError("a cosine is in [-1, 1]")
-    return threshold
+        return OperatingPoint(float(similarity), float(probability or DEFAULT_VERIFIER_PROBABILITY))
+    except ValueError as error:
+        names = ", ".join(OPERATING_POINTS)
+        raise ValueError(f"use one of {names}, a cosine or cosine:probability ({error})") from None
 
 
-def false_hit_reason(query: str, candidate: str) -> str | None:
-    """A short code naming why the two prompts would need different answers, or None if none is seen."""
+def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -> str | None:
+    """A short code naming why the two prompts would need different answers, or None if none is seen;
+    only the named ``rules`` are checked."""
     a, b = _analyse(query), _analyse(candidate)
-    if a.numbers != b.numbers:
+    if "number" in rules and a.numbers != b.numbers:
         return "number"
-    if a.times and b.times and a.times != b.times:
+    if "time" in rules and a.times and b.times and a.times != b.times:
         return "time"
-    if _negation_differs(a, b):
+    if "negation" in rules and _negation_differs(a, b):
         return "negation"
     keys = _Aligned.of(a.keys, b.keys)
-    if max(len(keys.a), len(keys.b)) > MAX_DIFFERING_WORDS:
+    if "extent" in rules and max(len(keys.a), len(keys.b)) > MAX_DIFFERING_WORDS:
         return "extent"
-    if a.routes & {(target, source) for source, target in b.routes} or _swapped_around_anchor(keys):
+    if "direction" in rules and (
+        a.routes & {(target, source) for source, target in b.routes} or _swapped_around_anchor(keys)
+    ):
         return "direction"
-    if _unmatched(a.entities, b) and _unmatched(b.entities, a):
+    if "entity" in rules and _unmatched(a.entities, b) and _unmatched(b.entities, a):
         return "entity"
-    if _single_substitution(_Aligned.of(a.content, b.content)):
+    if "substitution" in rules and _single_substitution(_Aligned.of(a.content, b.content)):
         return "substitution"
     return None
 

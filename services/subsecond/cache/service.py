@@ -31,7 +31,7 @@ from subsecond.cache.entries import (
     tenant_prefix,
     usable,
 )
-from subsecond.cache.guard import accept_candidates
+from subsecond.cache.guard import Acceptance, accept_candidates
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.vectors import (
     VECTOR_STORE_FAILURES,
@@ -40,6 +40,7 @@ from subsecond.cache.vectors import (
     VectorIndex,
     open_vector_index,
 )
+from subsecond.cache.verifier import open_verifier
 from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import InvalidArgument, Unavailable
 from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
@@ -98,8 +99,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self._redis_backend = _backend("redis", REDIS_FAILURES, cooldown_seconds=0.25)
         self._vector_backend = _backend("qdrant", VECTOR_STORE_FAILURES)
         self._embedding_backend = _backend("embedding", (grpc.aio.AioRpcError,))
-        # The guard is CPU work (bounded, see guard.MAX_DIFFERING_WORDS): a few threads run it so that
-        # the event loop keeps answering health checks and exact hits meanwhile.
+        # The guard and the pair verifier are CPU work (bounded: guard.MAX_DIFFERING_WORDS, the
+        # verifier's max_length): a few threads run them so that the event loop keeps answering health
+        # checks and exact hits meanwhile. Without a verifier no neighbour is served (fail safe).
+        self._verifier = open_verifier(settings.verifier_dir)
         self._guard_pool = ThreadPoolExecutor(settings.guard_workers, thread_name_prefix="cache-guard")
 
     # -- RPCs -----------------------------------------------------------------------------------
@@ -223,14 +226,15 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 limit=self._settings.semantic_candidates,
             )
         )
-        threshold = self._settings.threshold_for(query.tenant, query.model)
+        acceptance = Acceptance(self._settings.threshold_for(query.tenant, query.model), self._verifier)
         candidates = [(neighbour.prompt, neighbour.score) for neighbour in neighbours]
-        if any(score >= threshold for _, score in candidates):  # only then does the guard run
+        # Only a neighbour at or above the threshold goes to the guard and the verifier, in their threads.
+        if any(score >= acceptance.point.similarity for _, score in candidates):
             decisions = await asyncio.get_running_loop().run_in_executor(
-                self._guard_pool, accept_candidates, text, candidates, threshold
+                self._guard_pool, accept_candidates, text, candidates, acceptance
             )
         else:  # every neighbour is below the threshold: no guard, no hop to its threads
-            decisions = accept_candidates(text, candidates, threshold)
+            decisions = accept_candidates(text, candidates, acceptance)
         for neighbour, decision in zip(neighbours, decisions, strict=True):
             if not decision.hit:
                 SEMANTIC_REJECTS.labels(decision.reason).inc()

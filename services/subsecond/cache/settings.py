@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from subsecond.cache.guard import DEFAULT_SIMILARITY_THRESHOLD, operating_point
+from subsecond.cache.guard import (
+    DEFAULT_SIMILARITY_THRESHOLD,
+    DEFAULT_VERIFIER_PROBABILITY,
+    OperatingPoint,
+    operating_point,
+)
 from subsecond.cache.vectors import CollectionLayout
 from subsecond.kit.settings import EnvReader, ServerSettings
 
@@ -34,14 +39,15 @@ class CacheSettings:
     semantic_candidates: int
     # Threads that run the guard, off the event loop (a health check or an exact hit never waits on it).
     guard_workers: int
-    # Per-tenant ("acme") or per-tenant-and-model ("acme/large") thresholds, over similarity_threshold.
-    similarity_thresholds: Mapping[str, float]
+    # Per-tenant ("acme") or per-tenant-and-model ("acme/large") operating points, over the default.
+    similarity_thresholds: Mapping[str, OperatingPoint]
+    # The pair verifier's model (subsecond_tools.verifier_train); without it nothing is served semantically.
+    verifier_dir: Path
 
-    def threshold_for(self, tenant: str, model: str) -> float:
-        """The most specific threshold set for this tenant and model: tenant/model, tenant, the default."""
-        return self.similarity_thresholds.get(
-            f"{tenant}/{model}", self.similarity_thresholds.get(tenant, self.similarity_threshold)
-        )
+    def threshold_for(self, tenant: str, model: str) -> OperatingPoint:
+        """The most specific point set for this tenant and model: tenant/model, tenant, the default."""
+        default = OperatingPoint(self.similarity_threshold, DEFAULT_VERIFIER_PROBABILITY)
+        return self.similarity_thresholds.get(f"{tenant}/{model}", self.similarity_thresholds.get(tenant, default))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CacheSettings:
@@ -63,6 +69,7 @@ class CacheSettings:
             semantic_candidates=env.integer("SEMANTIC_CANDIDATES", 3, minimum=1, maximum=50),
             guard_workers=env.integer("GUARD_WORKERS", 2, minimum=1, maximum=16),
             similarity_thresholds=_thresholds(env),
+            verifier_dir=Path(env.text("VERIFIER_DIR", ".cache/models/pair-verifier")),
         )
         env.check(
             settings.vector_url in {"edge", "memory"} or settings.vector_url.startswith(("http://", "https://")),
@@ -78,10 +85,10 @@ class CacheSettings:
         return settings
 
 
-def _thresholds(env: EnvReader) -> dict[str, float]:
-    """``SIMILARITY_THRESHOLDS``: ``tenant=point`` or ``tenant/model=point`` pairs, a point being a
-    cosine or a name of guard.OPERATING_POINTS (``acme=strict,acme/small=0.8``)."""
-    thresholds: dict[str, float] = {}
+def _thresholds(env: EnvReader) -> dict[str, OperatingPoint]:
+    """``SIMILARITY_THRESHOLDS``: ``tenant=point`` or ``tenant/model=point`` pairs, a point being a name
+    of guard.OPERATING_POINTS, a cosine or cosine:probability (``acme=strict,acme/small=0.8:0.7``)."""
+    thresholds: dict[str, OperatingPoint] = {}
     for owner, point in env.mapping("SIMILARITY_THRESHOLDS", {}).items():
         try:
             thresholds[owner] = operating_point(point)

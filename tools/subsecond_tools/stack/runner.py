@@ -98,6 +98,9 @@ class StackConfig:
     ports: Ports = field(default_factory=Ports)
     run_dir: Path = REPO / ".cache" / "run"
     model_dir: Path = REPO / ".cache" / "models" / "all-minilm-l6-v2"
+    # The semantic tier's pair verifier (subsecond_tools.verifier_train), trained on these pairs.
+    verifier_dir: Path = REPO / ".cache" / "models" / "pair-verifier"
+    semantic_data_dir: Path = REPO / "benchmarks" / "data" / "semantic"
     tools_dir: Path = REPO / ".cache" / "tools"
     model_repository: Path = REPO / "model_repository"
     # The embedded models' tokenizer files (chat templates), written from their GGUFs at start.
@@ -193,6 +196,7 @@ class Stack:
             "SUBSECOND_CACHE_REDIS_URL": self.redis_url,
             "SUBSECOND_CACHE_EMBEDDING_URL": self.address("embedding"),
             "SUBSECOND_CACHE_VECTOR_PATH": str(self.config.run_dir / "qdrant-edge"),
+            "SUBSECOND_CACHE_VERIFIER_DIR": str(self.config.verifier_dir),
             "SUBSECOND_ROUTER_PORT": str(ports.router),
             "SUBSECOND_ROUTER_METRICS_PORT": str(ports.router_metrics),
             "SUBSECOND_ROUTER_CACHE_URL": self.address("cache"),

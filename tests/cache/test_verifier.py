@@ -1,0 +1,189 @@
+"""The pair verifier: the int8 ONNX model that `make prepare` builds (never trained here), its
+decisions on pairs it was not trained on, failing safe, and running off the event loop.
+
+The service tests run the cache in the kit's server shell against a real redis-server and the
+stand-in embedder (no embedding model needed to place two prompts close)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+from fake_embedder import FakeEmbedder, towards
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
+from redis_server import RedisServer
+
+from subsecond.cache.guard import OPERATING_POINTS
+from subsecond.cache.service import definition
+from subsecond.cache.settings import CacheSettings
+from subsecond.cache.verifier import CONFIG_FILE, MODEL_FILE, PairVerifier, open_verifier
+from subsecond.kit.server import start_server
+from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
+from subsecond_tools.verifier_train import AGREEMENT_BOUND
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models" / "pair-verifier"
+DEFAULT = OPERATING_POINTS["default"].probability
+
+pytestmark = pytest.mark.skipif(
+    not (MODEL_DIR / MODEL_FILE).is_file(), reason="the verifier is built by `make prepare` (make test runs it first)"
+)
+
+
+@pytest.fixture(scope="module")
+def verifier() -> PairVerifier:
+    return PairVerifier(MODEL_DIR)
+
+
+# Written for this test, in none of the training inputs (the generators' templates, the dev pairs,
+# QQP): one change of meaning each, in the kinds that word rules miss.
+REFUSED = [
+    ("Can the referee fine the coach?", "Can the coach fine the referee?"),  # roles
+    ("How do I port my number from Verizon to T-Mobile?", "How do I port my number from T-Mobile to Verizon?"),
+    (
+        "Which snacks are good for toddlers, in your opinion?",
+        "Which snacks are, in your opinion, not good for toddlers?",
+    ),
+    ("What port does IMAP use?", "What port does POP3 use?"),  # one short term for another
+]
+ACCEPTED = [
+    ("How many calories are in two bananas?", "How many calories are in 2 bananas?"),  # numeral
+    ("What does the EPA regulate?", "What does the Environmental Protection Agency regulate?"),  # abbreviation
+    ("How do I repot an orchid without killing it?", "How do I repot an orchid wihtout killing it?"),  # typo
+]
+
+
+@pytest.mark.parametrize(("cached", "query"), REFUSED)
+def test_the_verifier_refuses_a_change_of_meaning(verifier: PairVerifier, cached: str, query: str) -> None:
+    assert verifier.probability(cached, query) < DEFAULT
+
+
+@pytest.mark.parametrize(("cached", "query"), ACCEPTED)
+def test_the_verifier_accepts_the_same_question_written_another_way(
+    verifier: PairVerifier, cached: str, query: str
+) -> None:
+    assert verifier.probability(cached, query) >= DEFAULT
+
+
+def test_the_verifier_is_a_probability_and_deterministic(verifier: PairVerifier) -> None:
+    first = verifier.probability("Is coffee bad for you?", "Is coffee bad for your health?")
+    assert 0.0 <= first <= 1.0
+    assert verifier.probability("Is coffee bad for you?", "Is coffee bad for your health?") == first
+
+
+def test_int8_and_float_decided_alike_on_the_dev_pairs_when_built() -> None:
+    """The build compares the int8 model with its float export on every dev pair and refuses to finish
+    above AGREEMENT_BOUND; model.json records the share it measured."""
+    config = json.loads((MODEL_DIR / CONFIG_FILE).read_text())
+    assert 0.0 <= config["int8_float_disagreement"] <= AGREEMENT_BOUND
+    assert config["layers"] >= 1 and config["max_length"] > 0
+
+
+def test_a_missing_model_is_none_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="subsecond.cache.verifier"):
+        assert open_verifier(tmp_path / "absent") is None
+    assert "no pair verifier" in caplog.text
+
+
+def test_a_broken_model_is_none_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name in (CONFIG_FILE, "tokenizer.json"):
+        (tmp_path / name).write_bytes((MODEL_DIR / name).read_bytes())
+    (tmp_path / MODEL_FILE).write_bytes(b"not an onnx model")
+    with caplog.at_level(logging.ERROR, logger="subsecond.cache.verifier"):
+        assert open_verifier(tmp_path) is None
+    assert "does not load" in caplog.text
+
+
+# -- in the service ---------------------------------------------------------------------------------
+
+STORED, ASKED, OTHER = "Which city is the capital of Canada?", "What is Canada's capital city?", "Hi there?"
+
+
+def _settings(redis_url: str, embedder: FakeEmbedder, tmp_path: Path, verifier_dir: Path) -> CacheSettings:
+    return CacheSettings.from_env(
+        {
+            "SUBSECOND_CACHE_PORT": "0",
+            "SUBSECOND_CACHE_METRICS_PORT": "0",
+            "SUBSECOND_CACHE_REDIS_URL": redis_url,
+            "SUBSECOND_CACHE_EMBEDDING_URL": embedder.address,
+            "SUBSECOND_CACHE_VECTOR_PATH": str(tmp_path / "vectors"),
+            "SUBSECOND_CACHE_VERIFIER_DIR": str(verifier_dir),
+        }
+    )
+
+
+def _query(prompt: str) -> cache_pb2.CacheQuery:
+    return cache_pb2.CacheQuery(
+        tenant="acme",
+        model="small",
+        messages=[types_pb2.ChatMessage(role="user", content=prompt)],
+        sampling=types_pb2.SamplingParams(temperature=0.0),
+    )
+
+
+ANSWER = cache_pb2.CachedAnswer(chunks=["Ottawa"], finish_reason=types_pb2.FINISH_REASON_STOP, model="small")
+
+
+def _refusals(reason: str) -> float:
+    return REGISTRY.get_sample_value("subsecond_cache_semantic_rejections_total", {"reason": reason}) or 0.0
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["built", "absent"])
+async def test_the_service_serves_a_verified_paraphrase_and_nothing_without_a_verifier(
+    redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path, served: bool
+) -> None:
+    fake_embedder.vectors.update({STORED: towards(0), ASKED: towards(10)})  # cosine 0.98
+    verifier_dir = MODEL_DIR if served else tmp_path / "absent-verifier"
+    settings = _settings(redis_server.url, fake_embedder, tmp_path, verifier_dir)
+    unavailable = _refusals("verifier:unavailable")
+    running = await start_server(settings.server, definition(settings))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            cache = cache_pb2_grpc.CacheStub(channel)
+            await cache.Store(cache_pb2.StoreRequest(query=_query(STORED), answer=ANSWER))
+            found = await cache.Lookup(cache_pb2.LookupRequest(query=_query(ASKED), semantic=True))
+            exact = await cache.Lookup(cache_pb2.LookupRequest(query=_query(STORED)))
+    finally:
+        await running.stop(0)
+    assert found.hit == served
+    assert exact.hit  # the exact tier needs no verifier
+    assert _refusals("verifier:unavailable") == unavailable + (0 if served else 1)
+
+
+async def test_health_is_answered_while_the_verifier_works(
+    redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real verifier, made to wait first (the only way to observe "meanwhile" on any machine)."""
+    release, judging = threading.Event(), threading.Event()
+    real = PairVerifier.probability
+
+    def held(self: PairVerifier, cached: str, query: str) -> float:
+        judging.set()
+        release.wait(10)
+        return real(self, cached, query)
+
+    monkeypatch.setattr(PairVerifier, "probability", held)
+    fake_embedder.vectors.update({STORED: towards(0), ASKED: towards(10), OTHER: towards(90)})
+    settings = _settings(redis_server.url, fake_embedder, tmp_path, MODEL_DIR)
+    running = await start_server(settings.server, definition(settings))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            cache = cache_pb2_grpc.CacheStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            await cache.Store(cache_pb2.StoreRequest(query=_query(STORED), answer=ANSWER))
+            pending = asyncio.ensure_future(cache.Lookup(cache_pb2.LookupRequest(query=_query(ASKED), semantic=True)))
+            assert await asyncio.to_thread(judging.wait, 10)
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            assert not pending.done()
+            release.set()
+            found = await pending
+    finally:
+        release.set()
+        await running.stop(0)
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    assert found.hit

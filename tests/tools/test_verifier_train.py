@@ -1,0 +1,130 @@
+"""The verifier's training data: each generator makes its kind of pair, and the splits stay apart.
+
+Fast: no torch, no training (the model the suite uses is the one `make prepare` built).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from subsecond_tools import verifier_train as vt
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "semantic"
+
+
+@pytest.mark.parametrize(
+    ("change", "text", "expected"),
+    [
+        (vt.role_swap, "Can a landlord sue a tenant?", "Can a tenant sue a landlord?"),
+        (vt.direction_swap, "How do I migrate from MySQL to PostgreSQL?", "How do I migrate from PostgreSQL to MySQL?"),
+        (vt.direction_swap, "Convert Celsius to Fahrenheit", "Convert Fahrenheit to Celsius"),
+        (vt.negation, "Why is my phone not charging?", "Why is my phone charging?"),
+        (vt.number_change, "Is 7 hours of sleep enough?", None),
+        (vt.term_change, "Should I use TCP for games?", "Should I use UDP for games?"),
+        (vt.entity_change, "What is the minimum wage in France?", None),
+        (vt.opposite, "How do I enable dark mode?", "How do I disable dark mode?"),
+    ],
+)
+def test_each_hard_negative_changes_one_thing(change: vt.Augment, text: str, expected: str | None) -> None:
+    changed = change(random.Random(0), text)
+    assert changed is not None and changed != text
+    if expected is not None:
+        assert changed == expected
+    else:  # a number or an entity was replaced by another of its kind; the rest is kept
+        assert len(set(changed.split()) ^ set(text.split())) == 2
+
+
+def test_a_negation_can_be_added_far_from_its_verb() -> None:
+    texts = {
+        vt.negation(random.Random(seed), "Should a beginner with a small budget buy a road bike?") for seed in range(20)
+    }
+    assert "Should not a beginner with a small budget buy a road bike?" in texts or any(
+        "should not" in (t or "").lower() for t in texts
+    )
+    assert any(t and " never " in t for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("change", "text", "expected"),
+    [
+        (vt.numeral, "Is 7 hours of sleep enough?", "Is seven hours of sleep enough?"),
+        (vt.numeral, "How do I cook three eggs?", "How do I cook 3 eggs?"),
+        (
+            vt.abbreviation,
+            "How do I renew my license at the DMV?",
+            "How do I renew my license at the Department of Motor Vehicles?",
+        ),
+        (vt.superlative, "What is the cheapest flight to Rome?", "What is the least expensive flight to Rome?"),
+    ],
+)
+def test_each_positive_augmentation_keeps_the_meaning(change: vt.Augment, text: str, expected: str) -> None:
+    assert change(random.Random(0), text) == expected
+
+
+def test_a_typo_is_one_slip_in_a_long_word() -> None:
+    text = "How do I improve my vocabulary quickly?"
+    changed = vt.typo(random.Random(1), text)
+    assert changed is not None and changed != text
+    differing = [(a, b) for a, b in zip(text.split(), changed.split(), strict=True) if a != b]
+    assert len(differing) == 1 and len(differing[0][0]) >= 6
+    assert abs(len(differing[0][0]) - len(differing[0][1])) <= 1
+
+
+def test_a_register_change_rewords_the_opening_or_wraps_the_question() -> None:
+    outputs = {vt.register(random.Random(seed), "How do I fix a leaking tap?") for seed in range(12)}
+    assert any(o and o.lower().startswith(("how can i", "how does one", "what is the way to")) for o in outputs)
+
+
+def test_generators_skip_texts_they_do_not_apply_to() -> None:
+    rng = random.Random(0)
+    assert vt.direction_swap(rng, "Why is the sky blue?") is None
+    assert vt.number_change(rng, "Why is the sky blue?") is None
+    assert vt.term_change(rng, "Why is the sky blue?") is None
+
+
+def test_templated_pairs_hold_both_swaps_and_rewordings() -> None:
+    examples = list(vt.templated_negatives(random.Random(0), 40))
+    kinds = {e.kind for e in examples}
+    assert {"gen-role", "gen-direction", "gen-register"} <= kinds
+    assert all(not e.same for e in examples if e.kind != "gen-register")
+
+
+def test_augmented_makes_each_kind_that_applies() -> None:
+    texts = vt.framed_texts(random.Random(0))
+    negatives = vt.augmented(random.Random(0), texts, vt.NEGATIVE_CHANGES, same=False)
+    positives = vt.augmented(random.Random(0), texts, vt.POSITIVE_AUGMENTS, same=True)
+    assert {e.kind for e in negatives} >= {"role", "negation", "number", "term", "entity", "opposite"}
+    assert {e.kind for e in positives} >= set(vt.POSITIVE_AUGMENTS) - {"superlative"}  # no superlatives there
+    assert vt.augmented(random.Random(0), ["What is the cheapest car?"], vt.POSITIVE_AUGMENTS, same=True)
+    assert all(len([e for e in negatives if e.kind == kind]) <= vt.PER_KIND for kind in vt.NEGATIVE_CHANGES)
+
+
+def test_training_never_reads_the_held_out_pairs_nor_the_reported_qqp_half() -> None:
+    dev = vt.labelled_dev_pairs(DATA_DIR)
+    held_out = set()
+    for name in ("nearmiss.jsonl", "paraphrase.jsonl"):
+        for line in (DATA_DIR / name).read_text().splitlines():
+            row = json.loads(line)
+            if row["split"] == "heldout":
+                held_out.add((row["a"], row["b"]))
+    shared = {(e["a"], e["b"]) for name in ("nearmiss_dev.jsonl", "paraphrase_dev.jsonl") for e in _rows(name)}
+    # The shared pairs are given; one of them happens to equal a held-out generated pair.
+    assert dev and not {(e.cached, e.query) for e in dev} & (held_out - shared)
+    lines = vt.qqp_train_lines(random.Random(0), DATA_DIR)
+    assert lines and all(vt.qqp_part(a, b) == "train" for a, b in lines)
+    hand_written = DATA_DIR / "handwritten.jsonl"
+    assert hand_written not in vt.training_inputs(DATA_DIR)
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    return [json.loads(line) for line in (DATA_DIR / "shared" / name).read_text().splitlines()]
+
+
+def test_the_qqp_halves_are_about_even() -> None:
+    rows = _rows("qqp_duplicates_dev.jsonl")
+    train = sum(vt.qqp_part(row["a"], row["b"]) == "train" for row in rows)
+    assert 0.45 < train / len(rows) < 0.55
