@@ -165,3 +165,27 @@ def test_a_downstream_failure_keeps_the_codes_a_caller_can_act_on(
     error = errors.from_downstream(_Refusal(code, "connection refused"), "cache")
     assert type(error) is kind
     assert error.message == message
+
+
+async def test_a_methods_handler_is_wrapped_once_and_maps_every_call(server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        for kind in (b"exhausted", b"x", b"unavailable", b"y", b"exhausted"):  # the same wrapping each call
+            try:
+                assert await unary(kind, timeout=5) == b"ok:" + kind
+            except grpc.aio.AioRpcError as error:
+                assert (error.code(), error.details()) == (RAISED[kind].code, RAISED[kind].message)  # type: ignore[attr-defined]
+
+    interceptor = errors.StatusInterceptor()
+    first, second = (grpc.unary_unary_rpc_method_handler(_unary) for _ in range(2))
+    returned = [first]
+
+    async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return returned[0]
+
+    details = grpc.HandlerCallDetails()
+    details.method = f"/{SERVICE}/Unary"  # type: ignore[attr-defined]
+    wrapped = await interceptor.intercept_service(continuation, details)
+    assert wrapped is not first and await interceptor.intercept_service(continuation, details) is wrapped
+    returned[0] = second  # another handler for the method: wrapped anew
+    assert await interceptor.intercept_service(continuation, details) not in (wrapped, second)

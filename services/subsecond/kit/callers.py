@@ -118,13 +118,16 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
     """Runs a :class:`CallerCheck` before every method of ``services`` (full gRPC service names).
 
     The server shell installs it after kit.errors' StatusInterceptor, which therefore wraps it and
-    turns its refusals into status codes."""
+    turns its refusals into status codes. Like that one, it guards a method's handler once and uses
+    the guarded one again while the continuation returns the same handler: the check runs on every
+    call, the wrapping does not (and StatusInterceptor then finds the same handler each call too)."""
 
     SLOTS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
     def __init__(self, services: Sequence[str], check: CallerCheck) -> None:
         self._prefixes = tuple(f"/{name}/" for name in services)
         self._check = check
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -132,10 +135,16 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefixes):
+        method = handler_call_details.method
+        if handler is None or not method.startswith(self._prefixes):
             return handler
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
         slot = next(name for name in self.SLOTS if getattr(handler, name) is not None)
-        return handler._replace(**{slot: _guarded(getattr(handler, slot), self._check)})  # type: ignore[attr-defined]
+        guarded = handler._replace(**{slot: _guarded(getattr(handler, slot), self._check)})  # type: ignore[attr-defined]
+        self._guarded[method] = (handler, guarded)
+        return guarded
 
 
 def caller_interceptor(settings: CallerSettings, services: Sequence[str]) -> CallerInterceptor | None:
