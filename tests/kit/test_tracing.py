@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from subsecond.kit import tracing
 from subsecond.kit.channels import open_channel
 from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import ServerSettings
@@ -66,9 +67,14 @@ class Cache(cache_pb2_grpc.CacheServicer):
 
 
 class Generator(generation_pb2_grpc.GeneratorServicer):
+    def __init__(self) -> None:
+        # The traceparent of each call, as it arrived ("" for none).
+        self.traceparents: list[str] = []
+
     async def Generate(
         self, request: generation_pb2.GenerationRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
+        self.traceparents.append(dict(context.invocation_metadata() or ()).get("traceparent", ""))  # type: ignore[arg-type]
         yield generation_pb2.GenerationChunk(text="Hello.")
         yield generation_pb2.GenerationChunk(
             done=generation_pb2.GenerationDone(
@@ -82,6 +88,7 @@ class Hops:
     http_url: str
     router: router_pb2_grpc.RouterStub
     cache: Cache
+    generator: Generator
     spans: InMemorySpanExporter
 
 
@@ -113,7 +120,8 @@ async def hops() -> AsyncIterator[Hops]:
     embedding_channel = open_channel(f"127.0.0.1:{embedding.port}", ["subsecond.v1.Embedder"], SHELL)
     cache = Cache(embedding_pb2_grpc.EmbedderStub(embedding_channel))
     cache_server = await _serve("Cache", cache_pb2_grpc.add_CacheServicer_to_server, cache)
-    generation = await _serve("Generator", generation_pb2_grpc.add_GeneratorServicer_to_server, Generator())
+    generator = Generator()
+    generation = await _serve("Generator", generation_pb2_grpc.add_GeneratorServicer_to_server, generator)
     settings = RouterSettings.from_env(
         {
             "SUBSECOND_ROUTER_PORT": "0",
@@ -131,7 +139,9 @@ async def hops() -> AsyncIterator[Hops]:
     assert router.http is not None
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield Hops(f"http://127.0.0.1:{router.http.port}", router_pb2_grpc.RouterStub(channel), cache, spans)
+        yield Hops(
+            f"http://127.0.0.1:{router.http.port}", router_pb2_grpc.RouterStub(channel), cache, generator, spans
+        )
     finally:
         await channel.close()
         await running.stop(0)
@@ -209,6 +219,22 @@ async def test_a_grpc_call_continues_the_trace_of_its_metadata(hops: Hops) -> No
     assert parent_of(generate) == int(PARENT_ID, 16)
     assert ("subsecond.v1.Generator/Generate", trace.SpanKind.SERVER) in spans
     assert ("subsecond.v1.Cache/Lookup", trace.SpanKind.CLIENT) not in spans  # cache: bypass
+
+
+async def test_without_recording_a_callers_trace_still_reaches_every_hop(
+    hops: Hops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export off (no SDK provider: here, recording patched off): no span is made, but the caller's
+    trace context is passed on unchanged, and a call without one sends none."""
+    monkeypatch.setattr(tracing, "recording", lambda: False)
+    hops.spans.clear()
+    hops.generator.traceparents.clear()
+    request = router_pb2.GenerateRequest(prompt="Pass it on", cache=router_pb2.CachePolicy(mode=1))
+    [_ async for _ in hops.router.Generate(request, metadata=[("traceparent", TRACEPARENT)])]
+    request.prompt = "Nothing to pass on"
+    [_ async for _ in hops.router.Generate(request)]
+    assert hops.generator.traceparents == [TRACEPARENT, ""]
+    assert hops.spans.get_finished_spans() == ()
 
 
 def test_log_records_carry_the_current_trace() -> None:

@@ -7,19 +7,22 @@ trace (``traceparent``/``tracestate`` in its metadata) or starts one. Every chan
 call's metadata, so the callee's span is its child. The router's HTTP API continues a trace from the
 request's own headers (``router/http_api.py``).
 
-Export is off by default: without an SDK tracer provider the OpenTelemetry API is a no-op whose spans
-record nothing and cost little, yet still carry an incoming trace context on to the next hop (and into
-the logs). ``configure_tracing`` installs the SDK with an OTLP exporter when the standard variables ask
-for one (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``; the exporter reads
-the other ``OTEL_EXPORTER_OTLP_*`` itself; ``OTEL_SDK_DISABLED=true`` keeps it off; ``OTEL_SERVICE_NAME``
-names the service, by default ``subsecond-<service>``).
+Export is off by default. Without an SDK tracer provider no span is made at all (the API's no-op
+spans still cost microseconds each, which an exact hit of a few milliseconds would notice): an
+incoming trace context is only made current, so that it still goes on to the next hop and into the
+logs, and a call without one costs a dictionary lookup. ``configure_tracing`` installs the SDK with an
+OTLP exporter when the standard variables ask for one (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``; the exporter reads the other ``OTEL_EXPORTER_OTLP_*`` itself;
+``OTEL_SDK_DISABLED=true`` keeps it off; ``OTEL_SERVICE_NAME`` names the service, by default
+``subsecond-<service>``).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import grpc
@@ -66,6 +69,38 @@ def _add_trace_ids(record: logging.LogRecord) -> bool:
     return True
 
 
+TRACEPARENT = "traceparent"
+
+
+def recording() -> bool:
+    """Whether spans are made: an SDK tracer provider was set (``configure_tracing``, or a test's)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def span(name: str) -> AbstractContextManager[object]:
+    """An internal span of the current trace, while spans are recorded."""
+    return tracer.start_as_current_span(name) if recording() else nullcontext()
+
+
+@contextmanager
+def server_span(name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]) -> Iterator[trace.Span | None]:
+    """The span of a call received (None while spans are not recorded), continuing the trace of the
+    caller's ``carrier`` (its metadata or headers) when it sent one."""
+    if recording():
+        with tracer.start_as_current_span(
+            name, context=propagate.extract(carrier), kind=trace.SpanKind.SERVER, attributes=attributes
+        ) as current:
+            yield current
+    elif TRACEPARENT in carrier:
+        token = otel_context.attach(propagate.extract(carrier))
+        try:
+            yield None
+        finally:
+            otel_context.detach(token)
+    else:
+        yield None
+
+
 def _rpc_attributes(method: str) -> dict[str, str]:
     service, _, name = method.lstrip("/").partition("/")
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
@@ -79,25 +114,20 @@ def _traced(behavior: Behavior, method: str) -> Behavior:
     attributes = _rpc_attributes(method)
     name = method.lstrip("/")
 
-    def parent(context: grpc.aio.ServicerContext) -> otel_context.Context:
-        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        return propagate.extract(metadata)
+    def metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+        return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
 
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with tracer.start_as_current_span(
-                name, context=parent(context), kind=trace.SpanKind.SERVER, attributes=attributes
-            ):
+            with server_span(name, metadata(context), attributes):
                 async for response in behavior(request, context):
                     yield response
 
         return stream
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with tracer.start_as_current_span(
-            name, context=parent(context), kind=trace.SpanKind.SERVER, attributes=attributes
-        ):
+        with server_span(name, metadata(context), attributes):
             return await behavior(request, context)
 
     return call
@@ -121,22 +151,32 @@ class ServerTracing(grpc.aio.ServerInterceptor):
         return handler._replace(**{slot: traced})  # type: ignore[attr-defined]
 
 
+def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    """``details`` with the current trace context added to the call's metadata."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    for key, value in carrier.items():
+        metadata.add(key, value)
+    return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
+
+
 async def _traced_call(continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-    """Starts the call in a client span that ends with it, the span's context in the call's metadata."""
+    """Starts the call in a client span that ends with it, the span's context in the call's metadata;
+    while spans are not recorded, with the current trace context only, if there is one."""
+    if not recording():
+        if trace.get_current_span().get_span_context().is_valid:
+            details = _with_context(details)
+        return await continuation(details, request)
     method = details.method.decode() if isinstance(details.method, bytes) else details.method
-    span = tracer.start_span(method.lstrip("/"), kind=trace.SpanKind.CLIENT, attributes=_rpc_attributes(method))
-    with trace.use_span(span, end_on_exit=False):
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        for key, value in carrier.items():
-            metadata.add(key, value)
+    client = tracer.start_span(method.lstrip("/"), kind=trace.SpanKind.CLIENT, attributes=_rpc_attributes(method))
+    with trace.use_span(client, end_on_exit=False):
         try:
-            call = await continuation(details._replace(metadata=metadata), request)  # type: ignore[attr-defined]
+            call = await continuation(_with_context(details), request)
         except BaseException:
-            span.end()
+            client.end()
             raise
-    call.add_done_callback(lambda _: span.end())
+    call.add_done_callback(lambda _: client.end())
     return call
 
 

@@ -38,11 +38,10 @@ from typing import Any, Protocol
 import grpc
 import numpy as np
 from aiohttp import web
-from opentelemetry import propagate, trace
 
 from subsecond.kit.errors import InvalidArgument, ResourceExhausted, ServiceError
 from subsecond.kit.settings import TlsSettings
-from subsecond.kit.tracing import tracer
+from subsecond.kit.tracing import server_span
 from subsecond.router.admission import AUTO
 from subsecond.router.auth import API_KEY_HEADER, GENERATE
 from subsecond.router.metrics import HTTP_RESPONSES
@@ -360,14 +359,11 @@ class HttpApi:
         request_id = _request_id(request)
         request[REQUEST_ID] = request_id
         endpoint = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
-        with tracer.start_as_current_span(
-            f"{request.method} {endpoint}",
-            context=propagate.extract(request.headers),  # the caller's traceparent, when it sent one
-            kind=trace.SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "http.route": endpoint, "request_id": request_id},
-        ) as span:
+        attributes = {"http.request.method": request.method, "http.route": endpoint, "request_id": request_id}
+        with server_span(f"{request.method} {endpoint}", request.headers, attributes) as span:
             response = await self._handled(request, handler, request_id, endpoint)
-            span.set_attribute("http.response.status_code", response.status)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
         HTTP_RESPONSES.labels(endpoint, str(response.status)).inc()
         return response
 

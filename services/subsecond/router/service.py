@@ -23,7 +23,7 @@ from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import InvalidArgument, ServiceError, from_downstream
 from subsecond.kit.prompt_identity import Turn
 from subsecond.kit.server import ServiceDefinition
-from subsecond.kit.tracing import tracer
+from subsecond.kit.tracing import span
 from subsecond.router import admin
 from subsecond.router.admission import Admitted, admit
 from subsecond.router.auth import ADMIN, GENERATE, WORKFLOW
@@ -109,7 +109,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         IN_FLIGHT.inc()
         try:
             with _counted(REQUESTS), _counted(PROTOCOL_REQUESTS, protocol):
-                with tracer.start_as_current_span("admission"):
+                with span("admission"):
                     caller = self._settings.keys.authenticate(metadata, GENERATE)
                     admitted = admit(request, caller.tenant, self._settings)
                     await self._quotas.admit(caller.tenant)
