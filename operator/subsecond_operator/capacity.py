@@ -8,8 +8,11 @@ three facts, remembered in ``status.capacity``:
   takes when it does not queue;
 - the **peak rate per replica**: the highest completion rate per ready replica seen (only over windows in which the
   replica count did not change, so that the rate is the ready replicas' own);
-- whether the latency has **climbed**: a mean over ``CLIMB`` times the floor is queueing, so the replicas were at
-  (or near) what they can serve, and the peak rate is then a measured saturation throughput.
+- whether the latency has **climbed**: a mean over ``CLIMB`` times the floor, over the window and over its last
+  30 s, at a completion rate that held (the recent rate within ``STEADY`` of the window's), is queueing that lasted,
+  so the replicas were at (or near) what they can serve, and the peak rate is then a measured saturation
+  throughput. The first window of a jump is not: its rate mixes the load before it (in the simulator's batching
+  step, it read 5 at once for 8).
 
 By Little's law, the requests a replica serves at once are its completion rate times the time each takes: at the
 saturation throughput, that is the concurrency. So once the latency has climbed, the fitted concurrency is
@@ -30,6 +33,8 @@ from typing import Any
 MIN_COMPLETIONS = 50
 # A mean this many times the floor is queueing: the latency has climbed.
 CLIMB = 2.0
+# A completion rate that held: the recent (30 s) one within this share of the window's.
+STEADY = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,15 +43,32 @@ class Evidence:
     peak_rps_per_replica: float | None = None  # the highest completion rate per ready replica seen
     climbed: bool = False  # a mean over CLIMB x the floor has been seen: the peak is a saturation throughput
 
-    def learn(self, *, rate_rps: float, mean_seconds: float | None, ready: int, window_seconds: float) -> Evidence:
+    def learn(
+        self,
+        *,
+        rate_rps: float,
+        mean_seconds: float | None,
+        ready: int,
+        window_seconds: float,
+        recent_rps: float | None = None,
+        recent_mean_seconds: float | None = None,
+    ) -> Evidence:
         """The evidence after a window in which ``ready`` replicas (unchanged over it) completed ``rate_rps`` at a
-        mean of ``mean_seconds``."""
+        mean of ``mean_seconds`` (and over its recent part, ``recent_rps`` at ``recent_mean_seconds``; without
+        them, no climb is read)."""
         if mean_seconds is None or mean_seconds <= 0.0 or ready <= 0 or rate_rps * window_seconds < MIN_COMPLETIONS:
             return self
         floor = mean_seconds if self.floor_seconds is None else min(self.floor_seconds, mean_seconds)
         per_replica = rate_rps / ready
         peak = per_replica if self.peak_rps_per_replica is None else max(self.peak_rps_per_replica, per_replica)
-        return Evidence(floor, peak, self.climbed or mean_seconds >= CLIMB * floor)
+        climbed = (
+            mean_seconds >= CLIMB * floor
+            and recent_mean_seconds is not None
+            and recent_mean_seconds >= CLIMB * floor
+            and recent_rps is not None
+            and abs(recent_rps - rate_rps) <= STEADY * rate_rps
+        )
+        return Evidence(floor, peak, self.climbed or climbed)
 
     @property
     def fitted_concurrency(self) -> int | None:

@@ -220,7 +220,12 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
     if snapshot.ready_replicas == current and since_scale >= objective.window_seconds:
         # The window's rate and mean are these replicas' own only when their count held over all of it.
         evidence = evidence.learn(
-            rate_rps=rate, mean_seconds=snapshot.mean_seconds, ready=current, window_seconds=objective.window_seconds
+            rate_rps=rate,
+            mean_seconds=snapshot.mean_seconds,
+            ready=current,
+            window_seconds=objective.window_seconds,
+            recent_rps=snapshot.recent_rps,
+            recent_mean_seconds=snapshot.recent_mean_seconds,
         )
     concurrency = evidence.concurrency(spec.capacity.concurrency_per_replica)
     if snapshot.ready_replicas < current:

@@ -122,7 +122,15 @@ def test_evidence_learns_the_floor_the_peak_and_the_climb() -> None:
     assert evidence == Evidence(0.1, 10.0, climbed=False)
     evidence = evidence.learn(rate_rps=150.0, mean_seconds=0.19, ready=2, window_seconds=60.0)  # under 2x: no climb
     assert evidence == Evidence(0.1, 75.0, climbed=False)
-    evidence = evidence.learn(rate_rps=160.0, mean_seconds=0.2, ready=2, window_seconds=60.0)
+    # A jump's first window: the mean climbed, but the rate was still rising (it mixes the load before it).
+    jump = evidence.learn(
+        rate_rps=160.0, mean_seconds=0.2, ready=2, window_seconds=60.0, recent_rps=180.0, recent_mean_seconds=0.3
+    )
+    assert jump == Evidence(0.1, 80.0, climbed=False)
+    assert evidence.learn(rate_rps=160.0, mean_seconds=0.2, ready=2, window_seconds=60.0) == jump  # no recent part
+    evidence = evidence.learn(
+        rate_rps=160.0, mean_seconds=0.2, ready=2, window_seconds=60.0, recent_rps=165.0, recent_mean_seconds=0.25
+    )
     assert evidence == Evidence(0.1, 80.0, climbed=True) and evidence.fitted_concurrency == 8
     assert evidence.concurrency(64) == 8 and evidence.concurrency(4) == 4
     status = evidence.to_status(64, 7.5)

@@ -185,3 +185,15 @@ def test_batching_replica_serves_its_batch_at_the_latency_of_one() -> None:
     single = simulate(spec_one, "steady", "hpa", duration=600.0, base_rps=rate, service=one_slot, seed=5)
     single_means = sorted(m for m in single.mean_ms if m is not None)
     assert single_means[len(single_means) // 2] / 1000 > one_slot.mean_service_seconds * 1.4
+
+
+@pytest.mark.parametrize("profile", ["step", "spike"])
+def test_default_operator_against_the_hpa_after_a_jump(profile: str) -> None:
+    """After a jump the default operator sizes the backlog from the arrivals it shows and holds as much as the HPA
+    on CPU at 60 %; it no longer doubles while the backlog drains (21 replicas on this step, 25 on the spike)."""
+    spec = default_spec()
+    operator = simulate(spec, profile, "operator", **STEP)  # type: ignore[arg-type]
+    hpa = simulate(spec, profile, "hpa", **STEP)  # type: ignore[arg-type]
+    assert operator.attainment >= hpa.attainment
+    assert max(operator.replicas) <= max(hpa.replicas) + 3
+    assert operator.replica_minutes <= hpa.replica_minutes * 1.1

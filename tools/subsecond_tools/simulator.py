@@ -5,8 +5,8 @@ service time on the first free slot of a FIFO pool. A replica has ``concurrency`
 one request at a time (P95 about 2.3x the median); ``batching`` serves 8 at once at the same per-request
 latency, as a server with in-flight batching does up to its batch size, and queues beyond. Replicas added by
 a policy serve only after a start-up delay. Every 15 s a policy sees what it would read from Prometheus or
-metrics-server (the P95, mean and completion rate over the last ``window`` seconds, the completion rate over
-the last 30 s, the busy share of the ready replicas' slots, the ready replicas) and sets a replica count.
+metrics-server (the P95, mean and completion rate over the last ``window`` seconds, the completion rate and the
+mean over the last 30 s, the busy share of the ready replicas' slots, the ready replicas) and sets a replica count.
 
 Policies (:data:`POLICIES`): ``operator`` is :func:`subsecond_operator.decision.decide` with the default spec
 (and the service's concurrency, as the chart renders it), which fits the replicas' capacity from what it reads
