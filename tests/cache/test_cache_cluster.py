@@ -1,11 +1,12 @@
 """The Cache servicer on a real Redis Cluster and a real Sentinel group (tests/redis_cluster.py).
 
 The servicer runs in process as in test_cache_service.py (whose request helpers it uses), with the
-semantic tier in Qdrant Edge; only the exact tier's Redis changes. Tenants' answers land on
+semantic tier off: only the exact tier is on Redis. Tenants' answers land on
 different primaries and are read and invalidated there; a tenant's keys share one slot. A primary
-killed with SIGKILL is replaced by its replica: meanwhile lookups are misses that name the bypassed
-backend (never errors), and once the replica is promoted the answers stored before the crash are
-hits again. Each failover's time (from the kill to the first hit) is measured and printed.
+killed with SIGKILL is replaced by its replica: meanwhile lookups keep answering, as misses that name
+the bypassed backend (never errors), and once the replica is promoted the answers stored before the
+crash are hits again. Each failover's time (from the kill to the first hit) is measured and printed
+(``pytest -s``), with the slowest lookup meanwhile.
 """
 
 from __future__ import annotations
@@ -30,16 +31,17 @@ TENANTS = [f"tenant-{index}" for index in range(12)]
 # A failover must be over in this long: detection (a node timeout of 1 s, a sentinel's 0.5 s), the
 # election and the client finding the new primary, on a busy two-core machine.
 FAILOVER_LIMIT_SECONDS = 20.0
-# A lookup meanwhile: a few Redis timeouts (50 ms) and the cluster client's pause after CLUSTERDOWN
-# (0.25 s), with room for a busy machine; without the client's retries bounded it took 3.4 s.
-SLOWEST_LOOKUP_SECONDS = 1.5
+# Lookups answered (as misses) while the primary is gone, 50 ms apart: a failover takes seconds, so a
+# service that kept answering made several; one whose first lookup waited the failover out (redis-py's
+# cluster retries did, 3.4 s) made none.
+LEAST_ANSWERED_MEANWHILE = 3
 
 
 @pytest.fixture
 async def cluster_cache(
     redis_cluster: RedisCluster, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> AsyncIterator[cache_pb2_grpc.CacheStub]:
-    cache_settings = settings(redis_cluster.url, fake_embedder, tmp_path)
+    cache_settings = settings(redis_cluster.url, fake_embedder, tmp_path, SEMANTIC_ENABLED="false")
     async with serving(cache_settings, definition(cache_settings)) as stub:
         yield stub
 
@@ -48,7 +50,7 @@ async def cluster_cache(
 async def sentinel_cache(
     redis_sentinel: RedisSentinel, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> AsyncIterator[cache_pb2_grpc.CacheStub]:
-    cache_settings = settings(redis_sentinel.url, fake_embedder, tmp_path)
+    cache_settings = settings(redis_sentinel.url, fake_embedder, tmp_path, SEMANTIC_ENABLED="false")
     async with serving(cache_settings, definition(cache_settings)) as stub:
         yield stub
 
@@ -97,9 +99,8 @@ async def test_a_killed_cluster_primary_is_replaced_and_its_answers_are_served_a
     primary = redis_cluster.primary_of(stored.key)
     await _replicated(primary)
 
-    seconds, bypassed = await _failover(cluster_cache, primary, "Which ocean is the largest?")
+    await _failover("Redis Cluster", cluster_cache, primary, "Which ocean is the largest?")
 
-    print(f"\nRedis Cluster failover: first hit {seconds:.2f} s after SIGKILL, {bypassed} lookups bypassed")
     assert redis_cluster.primary_of(stored.key).port != primary.port
     await _writes_again(cluster_cache)
 
@@ -111,9 +112,8 @@ async def test_a_killed_sentinel_primary_is_followed_to_the_promoted_replica(
     await sentinel_cache.Store(store("Which ocean is the largest?", "The Pacific."))
     await _replicated(redis_sentinel.primary)
 
-    seconds, bypassed = await _failover(sentinel_cache, redis_sentinel.primary, "Which ocean is the largest?")
+    await _failover("Sentinel", sentinel_cache, redis_sentinel.primary, "Which ocean is the largest?")
 
-    print(f"\nSentinel failover: first hit {seconds:.2f} s after SIGKILL, {bypassed} lookups bypassed")
     assert redis_sentinel.primary_port() == redis_sentinel.replica.port
     await _writes_again(sentinel_cache)
 
@@ -128,20 +128,25 @@ async def _replicated(primary: RedisProcess) -> None:
         await client.aclose()
 
 
-async def _failover(cache: cache_pb2_grpc.CacheStub, primary: RedisProcess, prompt: str) -> tuple[float, int]:
-    """Kills the primary and looks the prompt up every 50 ms until it is a hit again: the seconds
-    that took and how many lookups were misses that bypassed Redis. Every lookup meanwhile answers
-    (fails open) and promptly: none ends with an error, none waits out the failover."""
+async def _failover(kind: str, cache: cache_pb2_grpc.CacheStub, primary: RedisProcess, prompt: str) -> None:
+    """Kills the primary and looks the prompt up every 50 ms until it is a hit again; prints the
+    seconds that took, how many lookups were misses that bypassed Redis meanwhile, and the slowest of
+    them. Every lookup meanwhile answers (fails open): none ends with an error, none waits it out."""
     primary.kill()
     killed = time.monotonic()
-    bypassed = 0
+    bypassed, slowest = 0, 0.0
     while time.monotonic() - killed < FAILOVER_LIMIT_SECONDS:
         started = time.monotonic()
         response = await cache.Lookup(lookup(prompt, semantic=False))
-        assert time.monotonic() - started < SLOWEST_LOOKUP_SECONDS
         if response.hit:
             assert response.tier == cache_pb2.CACHE_TIER_EXACT
-            return time.monotonic() - killed, bypassed
+            assert bypassed >= LEAST_ANSWERED_MEANWHILE
+            print(
+                f"\n{kind} failover: first hit {time.monotonic() - killed:.2f} s after SIGKILL; "
+                f"{bypassed} misses meanwhile, the slowest {slowest:.2f} s"
+            )
+            return
+        slowest = max(slowest, time.monotonic() - started)
         assert response.bypassed == "redis"  # not a plain miss: the answer was replicated
         bypassed += 1
         await asyncio.sleep(0.05)

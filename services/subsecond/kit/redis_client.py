@@ -115,9 +115,12 @@ def connect(url: str, *, timeout_seconds: float, retry: Retry | None = None) -> 
     if target.mode == "cluster":
         # redis-py's cluster client retries a command three times by default, re-reading the slot map
         # in between, with back-off: through a failover that held a lookup for seconds (measured: 3.4 s)
-        # where it should fail open at once. One immediate retry after a fresh slot map follows a
-        # primary that has already moved; MOVED and ASK redirections are followed either way.
-        options.setdefault("retry", Retry(NoBackoff(), 1))
+        # where it should fail open at once. Without retries a command that finds its node gone fails
+        # at once and marks the slot map stale; the next command (after the caller's cool-down) reads
+        # it again, which finds the promoted replica once there is one. Re-reading costs 0.1-0.2 s of
+        # CPU in redis-py (measured on a loaded machine), so one a cool-down, not two a command.
+        # MOVED and ASK redirections are followed either way.
+        options.setdefault("retry", Retry(NoBackoff(), 0))
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
             ssl=target.tls,
