@@ -1,7 +1,8 @@
 """How clients reach the router in the chart: the HTTP API's port on the router's pods and Service,
 an Ingress (HTTP, and gRPC through nginx's GRPC(S) backend protocol), Gateway API routes, and the
 NetworkPolicy each exposure mode needs (the controller's or the Gateway's namespace, the load
-balancer's client ranges), rendered with the real helm and validated as the other manifests are."""
+balancer's client ranges), rendered with the real helm and validated as the other manifests are; and
+the services' trace export (`tracing.*`)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,22 @@ def test_a_load_balancer_admits_its_client_ranges_by_ip_block() -> None:
 )
 def test_the_schema_refuses_bad_values(values: list[str], message: str) -> None:
     assert message in template_error(*DEFAULT_ARGS, *values)
+
+
+def test_tracing_exports_from_every_service_only_when_asked() -> None:
+    services = ("router", "cache", "embedding", "generation")
+    for deployment in (one(template(*DEFAULT_ARGS), "Deployment", name_of(s)) for s in services):
+        (container, *_) = pod_spec(deployment)["containers"]
+        assert not any(name.startswith("OTEL_") for name in env_of(container))
+    manifests = template(
+        *DEFAULT_ARGS,
+        "--set", "tracing.otlpEndpoint=http://otel-collector.monitoring:4317",
+        "--set", "tracing.env.OTEL_TRACES_SAMPLER=parentbased_traceidratio",
+    )  # fmt: skip
+    for service in services:
+        (container, *_) = pod_spec(one(manifests, "Deployment", name_of(service)))["containers"]
+        env = env_of(container)
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4317"
+        assert env["OTEL_SERVICE_NAME"] == f"subsecond-{service}"
+        assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert "does not match pattern '^OTEL_" in template_error(*DEFAULT_ARGS, "--set", "tracing.env.PATH=/bin")

@@ -350,6 +350,16 @@ spec:
             {{- include "subsecond.tlsEnv" . | trim | nindent 12 }}
             {{- include (printf "subsecond.%s.env" $component) $root | nindent 12 }}
             {{- include "subsecond.extraEnv" (dict "prefix" $prefix "settings" $values.settings) | nindent 12 }}
+            {{- with $root.Values.tracing.otlpEndpoint }}
+            - name: OTEL_EXPORTER_OTLP_ENDPOINT
+              value: {{ . | quote }}
+            - name: OTEL_SERVICE_NAME
+              value: subsecond-{{ $component }}
+            {{- end }}
+            {{- range $name, $value := $root.Values.tracing.env }}
+            - name: {{ $name }}
+              value: {{ $value | quote }}
+            {{- end }}
           {{- /* Probes on grpc.health.v1: NOT_SERVING while warming up and while draining. */}}
           {{- $startup := $values.startupProbe }}
           {{- $failures := int $startup.failureThreshold }}
