@@ -192,11 +192,14 @@ def test_gpu_count_is_the_tensor_parallel_size(rendered: dict[str, list[Manifest
     (triton,) = [c for c in serving["containers"] if c["name"] == "triton"]
     startup = triton["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 1200, "engine load needs a long startup probe"
+    # Triton's metrics (on loopback) come with the generation service's own, on its one metrics port.
     service = one(manifests, "Service", name_of("generation"))
-    assert {"name": "triton-metrics", "port": 8002, "targetPort": "triton-metrics"} in service["spec"]["ports"]
+    assert {port["name"] for port in service["spec"]["ports"]} == {"grpc", "metrics"}
+    generation = [c for c in serving["containers"] if c["name"] == "generation"]
+    assert env_of(generation[0])["SUBSECOND_GENERATION_TRITON_METRICS_URL"] == "http://127.0.0.1:8002/metrics"
     monitors = rendered["production-external"]
     endpoints = one(monitors, "ServiceMonitor", name_of("generation"))["spec"]["endpoints"]
-    assert {e["port"] for e in endpoints} == {"metrics", "triton-metrics"}
+    assert {e["port"] for e in endpoints} == {"metrics"}
 
 
 def test_cpu_trial_asks_for_no_gpu(rendered: dict[str, list[Manifest]]) -> None:

@@ -1,7 +1,10 @@
-"""TLS in the chart (`tls.enabled`): the production profile renders no plaintext gRPC listener, one
-cert-manager Certificate per service whose names are the ones the callers check, and TLS-capable
-probes; the rendered settings are then used for real: a kit server and channel with certificates
-carrying exactly the Certificates' names, checked by the rendered exec probe and a mutual-TLS call.
+"""TLS in the chart (`tls.enabled`): the production profile renders no plaintext listener (no
+container port served without a certificate: Triton's are all on loopback, its metrics served again
+by the generation service), one cert-manager Certificate per service and the operator whose names are
+the ones the callers and Prometheus check, and TLS-capable probes; the rendered settings are then used
+for real: a kit server and channel with certificates carrying exactly the Certificates' names, checked
+by the rendered exec probe and a mutual-TLS call, and the loopback exec probes of Triton and the
+operator run against a loopback HTTP server.
 
 kubernetes-validate has no schema for cert-manager's Certificate: that kind alone is skipped when
 the production profile is validated here; its fields are asserted instead."""
@@ -9,17 +12,23 @@ the production profile is validated here; its fields are asserted instead."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import grpc
 import kubernetes_validate
+import pytest
 import trustme
-import yaml
 from chart_render import (
     CHART,
     DEFAULT_ARGS,
@@ -31,7 +40,6 @@ from chart_render import (
     name_of,
     one,
     pod_spec,
-    profile_values,
     run_helm,
     template,
     template_error,
@@ -43,14 +51,26 @@ from subsecond.kit.tls import channel_credentials
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
 
 SERVICES = ("router", "cache", "embedding", "generation")
+# Every component with a certificate: the services, and the operator for its metrics endpoint.
+CERTIFIED = (*SERVICES, "operator")
+# The container ports each serves with it (the router's HTTP API too: services/subsecond/router/http_api.py).
+TLS_PORTS = {service: {"grpc", "metrics"} for service in SERVICES} | {"operator": {"metrics"}}
+TLS_PORTS["router"].add("http")
 CALLER_OF = {"cache": "router", "generation": "router", "embedding": "cache"}
 TLS_DIRECTORY = "/etc/subsecond/tls"
 CERT_MANAGER = ("cert-manager.io/",)
 
 
 def service_container(manifests: list[Manifest], service: str) -> Manifest:
+    """The container of a service (or of the operator) in its Deployment."""
     deployment = one(manifests, "Deployment", name_of(service))
     (container,) = [c for c in pod_spec(deployment)["containers"] if c["name"] == service]
+    return container
+
+
+def triton_container(manifests: list[Manifest]) -> Manifest:
+    generation = pod_spec(one(manifests, "Deployment", name_of("generation")))
+    (container,) = [c for c in generation["containers"] if c["name"] == "triton"]
     return container
 
 
@@ -75,29 +95,28 @@ def plaintext_grpc_listeners(manifests: list[Manifest]) -> list[str]:
 
 def plaintext_listeners(manifests: list[Manifest]) -> list[str]:
     """Every container port of the rendered Deployments served in plaintext: the services' gRPC
-    ports as above, their metrics ports when the service has no certificate (the kit serves them over
-    HTTPS with it) or its ServiceMonitor scrapes them in plaintext, and every other container's port
-    but Triton's gRPC (launch-triton binds it to loopback: tests/images)."""
+    ports (and the router's HTTP API) as above; the services' and the operator's metrics ports when
+    the component has no certificate (the kit, and the operator's endpoints module, serve them over
+    HTTPS with it) or its ServiceMonitor scrapes them in plaintext; and every other port of any
+    container. Triton declares none: launch-triton binds all of its ports to loopback (tests/images)."""
     plaintext = plaintext_grpc_listeners(manifests)
     monitors = {monitor["metadata"]["name"]: monitor for monitor in find(manifests, "ServiceMonitor")}
-    for service in SERVICES:
-        prefix = f"SUBSECOND_{service.upper()}_"
-        if not env_of(service_container(manifests, service)).get(prefix + "TLS_CERT_FILE"):
-            plaintext.append(f"{service}: metrics without a certificate")
+    for component in CERTIFIED:
+        prefix = f"SUBSECOND_{component.upper()}_"
+        if not env_of(service_container(manifests, component)).get(prefix + "TLS_CERT_FILE"):
+            plaintext.append(f"{component}: metrics without a certificate")
             continue
-        (endpoint,) = [e for e in monitors[name_of(service)]["spec"]["endpoints"] if e["port"] == "metrics"]
-        secret = one(manifests, "Certificate", name_of(service))["spec"]["secretName"]
+        (endpoint,) = [e for e in monitors[name_of(component)]["spec"]["endpoints"] if e["port"] == "metrics"]
+        secret = one(manifests, "Certificate", name_of(component))["spec"]["secretName"]
         if endpoint.get("scheme") != "https" or endpoint["tlsConfig"] != {
             "ca": {"secret": {"name": secret, "key": "ca.crt"}},
-            "serverName": name_of(service),
+            "serverName": name_of(component),
         }:
-            plaintext.append(f"{service}: metrics scraped in plaintext")
+            plaintext.append(f"{component}: metrics scraped in plaintext")
     for deployment in find(manifests, "Deployment"):
         for container in pod_spec(deployment)["containers"]:
-            if container["name"] in SERVICES:
-                continue
             for port in container.get("ports", []):
-                if port["name"] != "triton-grpc":
+                if port["name"] not in TLS_PORTS.get(container["name"], set()):
                     plaintext.append(f"{container['name']}: {port['name']}")
     return plaintext
 
@@ -129,24 +148,105 @@ def test_production_renders_zero_plaintext_grpc_listeners(rendered: dict[str, li
         assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
 
 
-def test_production_serves_every_services_port_over_tls_metrics_included(rendered: dict[str, list[Manifest]]) -> None:
-    """The four services' gRPC and metrics ports are all TLS. What is left in plaintext is Triton's
-    HTTP port (the kubelet's readiness probe; no NetworkPolicy admits a peer to it), Triton's metrics
-    and the operator's ports: none of them is a subsecond service's, and the metrics are admitted only
-    from networkPolicy.metricsFrom."""
+def test_production_renders_zero_plaintext_listeners(rendered: dict[str, list[Manifest]]) -> None:
+    """Issue 10's target: every container port of the production profile is served over TLS (the
+    services' gRPC and metrics, the operator's metrics); Triton declares none and probes itself in its
+    container; the operator's health endpoint is on loopback, probed the same way."""
     manifests = rendered["production-external"]
-    remaining = plaintext_listeners(manifests)
-    assert remaining == ["triton: triton-http", "triton: triton-metrics", "operator: metrics", "operator: health"]
-    # The profile keeps the chart's default metricsFrom (the monitoring namespace).
-    assert "metricsFrom" not in profile_values("production-external")["networkPolicy"]
-    metrics_from = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]["metricsFrom"]
-    policy = one(manifests, "NetworkPolicy", name_of("generation"))["spec"]["ingress"]
-    admitting_8000 = [rule for rule in policy if {"port": 8000, "protocol": "TCP"} in rule.get("ports", [])]
-    assert admitting_8000 == []
-    (triton_metrics,) = [rule for rule in policy if {"port": 8002, "protocol": "TCP"} in rule.get("ports", [])]
-    assert triton_metrics["from"] == metrics_from
-    # The check can fail: without tls.enabled every service port is plaintext.
-    assert len([entry for entry in plaintext_listeners(rendered["default"]) if "metrics" in entry]) >= len(SERVICES)
+    assert plaintext_listeners(manifests) == []
+    triton = triton_container(manifests)
+    assert "ports" not in triton
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "exec" in triton[probe] and "httpGet" not in triton[probe]
+    operator = service_container(manifests, "operator")
+    assert [port["name"] for port in operator["ports"]] == ["metrics"]
+    assert "exec" in operator["livenessProbe"]
+    assert {"name": "tls", "mountPath": TLS_DIRECTORY, "readOnly": True} in operator["volumeMounts"]
+    (volume,) = tls_volumes(manifests, "operator")
+    assert volume["secret"]["secretName"] == one(manifests, "Certificate", name_of("operator"))["spec"]["secretName"]
+    # No ServiceMonitor scrapes a port other than the components' TLS metrics ports.
+    for monitor in find(manifests, "ServiceMonitor"):
+        assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
+    # The check can fail: without tls.enabled every metrics port is plaintext, the operator's too.
+    default_metrics = [entry for entry in plaintext_listeners(rendered["default"]) if "metrics" in entry]
+    assert len(default_metrics) >= len(CERTIFIED)
+    # And a port declared on a container that serves no certificate is counted.
+    with_a_port = copy.deepcopy(manifests)
+    triton_container(with_a_port)["ports"] = [{"name": "triton-http", "containerPort": 8000}]
+    assert plaintext_listeners(with_a_port) == ["triton: triton-http"]
+
+
+@pytest.fixture
+def loopback_health() -> Iterator[tuple[dict[str, int], int]]:
+    """A loopback HTTP server standing in for Triton's and kopf's health endpoints: the status each
+    path answers (missing: 404), set by the test, and the server's port."""
+    statuses: dict[str, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(statuses.get(self.path, 404))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield statuses, server.server_port
+    server.shutdown()
+    server.server_close()
+
+
+def _run_probe(command: list[str], port: int, rendered_port: int) -> int:
+    """Runs a rendered exec probe here, with this machine's Python and the stand-in's port for the
+    one it names (the container's own is not free on a shared machine); its exit status."""
+    rendered = f"127.0.0.1:{rendered_port}"
+    assert rendered in command[-1]
+    argv = [sys.executable, *[part.replace(rendered, f"127.0.0.1:{port}") for part in command[1:]]]
+    return subprocess.run(argv, capture_output=True, timeout=60).returncode
+
+
+@pytest.mark.parametrize(
+    ("component", "probe", "path", "port"),
+    [
+        ("triton", "startupProbe", "/v2/health/ready", 8000),
+        ("triton", "readinessProbe", "/v2/health/ready", 8000),
+        ("triton", "livenessProbe", "/v2/health/live", 8000),
+        ("operator", "livenessProbe", "/healthz", 8080),
+    ],
+)
+def test_the_loopback_exec_probes_pass_only_on_200(
+    rendered: dict[str, list[Manifest]],
+    loopback_health: tuple[dict[str, int], int],
+    component: str,
+    probe: str,
+    path: str,
+    port: int,
+) -> None:
+    """Triton answers 400 while its models are not ready; a probe passes on 200 only, fails on an
+    error status or no answer."""
+    manifests = rendered["production-external"]
+    container = triton_container(manifests) if component == "triton" else service_container(manifests, component)
+    command = container[probe]["exec"]["command"]
+    assert command[0] in ("python", "python3")
+    assert container[probe]["timeoutSeconds"] >= 5
+    statuses, stand_in = loopback_health
+    statuses[path] = 200
+    assert _run_probe(command, stand_in, port) == 0
+    statuses[path] = 400
+    assert _run_probe(command, stand_in, port) != 0
+    with socket_closed() as closed:
+        assert _run_probe(command, closed, port) != 0
+
+
+@contextlib.contextmanager
+def socket_closed() -> Iterator[int]:
+    """A loopback port bound but not listening: a connection to it is refused."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
 
 
 def test_inner_services_require_their_callers_certificates(rendered: dict[str, list[Manifest]]) -> None:
@@ -165,9 +265,10 @@ def test_inner_services_require_their_callers_certificates(rendered: dict[str, l
 
 
 def test_one_certificate_per_service_for_serving_and_calling(rendered: dict[str, list[Manifest]]) -> None:
+    """The services', and the operator's for its metrics endpoint."""
     manifests = rendered["production-external"]
-    assert len(find(manifests, "Certificate")) == len(SERVICES)
-    for service in SERVICES:
+    assert len(find(manifests, "Certificate")) == len(CERTIFIED)
+    for service in CERTIFIED:
         spec = one(manifests, "Certificate", name_of(service))["spec"]
         name = name_of(service)
         namespaced = f"{name}.{NAMESPACE}"
@@ -200,10 +301,10 @@ def test_production_validates_strictly_but_cert_managers_kind(rendered: dict[str
 
 
 def test_existing_secrets_replace_cert_manager() -> None:
-    secrets = [f"--set=tls.existingSecrets.{service}={service}-tls-mine" for service in SERVICES]
+    secrets = [f"--set=tls.existingSecrets.{service}={service}-tls-mine" for service in CERTIFIED]
     manifests = template(*DEFAULT_ARGS, "--set", "tls.enabled=true", *secrets)
     assert not find(manifests, "Certificate")
-    for service in SERVICES:
+    for service in CERTIFIED:
         (volume,) = tls_volumes(manifests, service)
         assert volume["secret"]["secretName"] == f"{service}-tls-mine"
     assert plaintext_grpc_listeners(manifests) == []
