@@ -101,15 +101,22 @@ class CacheClient:
             if self._lookups.available():  # the trial is due: made for the near cache, nobody waits for it
                 self._tasks.spawn(self._keep(key, self._lookups.call(lambda: self._ask(lookup, seconds))))
             return _served(near)
+        if near is None:  # nothing to serve meanwhile: the lookup is awaited in line, no task of its own
+            return await self._asked(key, self._lookups.call(lambda: self._ask(lookup, seconds)))
         asking = asyncio.ensure_future(self._lookups.call(lambda: self._ask(lookup, seconds)))
-        if near is not None:
-            try:
-                await asyncio.wait({asking}, timeout=self._settings.near_cache.wait_seconds)
-            finally:
-                if not asking.done():  # slow (or this call was cancelled): the lookup ends on its own
-                    self._tasks.spawn(self._keep(key, asking))
-            if not asking.done():
-                return _served(near)
+        try:
+            await asyncio.wait({asking}, timeout=self._settings.near_cache.wait_seconds)
+        finally:
+            if not asking.done():  # slow (or this call was cancelled): the lookup ends on its own
+                self._tasks.spawn(self._keep(key, asking))
+        if not asking.done():
+            return _served(near)
+        return await self._asked(key, asking, near)
+
+    async def _asked(
+        self, key: str, asking: Awaitable[cache_pb2.LookupResponse], near: NearHit | None = None
+    ) -> cache_pb2.LookupResponse | None:
+        """The lookup's answer; while the cache cannot answer, the near cache's copy or None."""
         try:
             response = await asking
         except BackendDown:
