@@ -254,7 +254,7 @@ def test_network_policies_allow_what_they_must_and_nothing_more(rendered: dict[s
         "router": {(50051, frozenset({"any"})), (9461, frozenset({"metrics"}))},
         "cache": {(50052, frozenset({"router"})), (9462, frozenset({"metrics"}))},
         "embedding": {(50053, frozenset({"cache"})), (9463, frozenset({"metrics"}))},
-        "generation": {(50054, frozenset({"router"})), (9464, frozenset({"metrics"})), (8002, frozenset({"metrics"}))},
+        "generation": {(50054, frozenset({"router"})), (9464, frozenset({"metrics"}))},
         "redis": {(6379, frozenset({"cache", "embedding"}))},
         "qdrant": {(6333, frozenset({"cache"}))},
         "operator": {(9465, frozenset({"metrics"}))},
