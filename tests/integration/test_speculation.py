@@ -1,21 +1,48 @@
-"""Speculative misses on the real engines (the stack's router runs the default, SPECULATE=always): a
-miss is embedded once, by its lookup, and stored in both tiers; a semantic hit cancels the generation
-it started, in the generation service (which cancels Triton's request)."""
+"""Speculative misses on the real engines, on a stack of this module's own whose router speculates
+(``SPECULATE=always``; the default is off): a miss is embedded once, by its lookup, and stored in both
+tiers; a semantic hit cancels the generation it started, in the generation service (which cancels
+Triton's request)."""
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from router_calls import call, metric, settle_store
 
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
-from subsecond_tools.stack.runner import Stack
+from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 pytestmark = pytest.mark.stack
 
 # Embed calls the embedding service answered (its request histogram counts every call).
 EMBED_CALLS = "subsecond_embedding_request_duration_seconds_count"
 STREAMS = "subsecond_generation_streams_total"
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    config = StackConfig(
+        ports=Ports.free(),
+        run_dir=tmp_path_factory.mktemp("speculating"),
+        environment={"SUBSECOND_ROUTER_SPECULATE": "always"},
+    )
+    running = Stack(config)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def router(stack: Stack) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+    async with stack.channel("router", as_service=None) as channel:
+        yield router_pb2_grpc.RouterStub(channel)
+
+
+@pytest.fixture(scope="module")
+async def cache(stack: Stack) -> AsyncIterator[cache_pb2_grpc.CacheStub]:
+    async with stack.channel("cache") as channel:
+        yield cache_pb2_grpc.CacheStub(channel)
 
 
 @pytest.fixture(scope="module", autouse=True)

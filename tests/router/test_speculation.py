@@ -1,4 +1,4 @@
-"""Misses that do not wait for the semantic lookup (``SPECULATE``): the router in the kit's server
+"""Misses that do not wait for the semantic lookup (``SPECULATE=always``, else as named): the router in the kit's server
 shell on port 0 in front of the fake cache and generation service of test_router_service.py (real
 gRPC servers with scripted answers; the real ones need Redis, Qdrant, an embedding model and Triton).
 
@@ -16,10 +16,18 @@ import pytest
 import test_router_service
 from test_router_service import Script, Stack, answer, counted, refused, text, until
 
+from subsecond.kit.settings import SettingsError
+from subsecond.router.settings import RouterSettings
 from subsecond.v1 import cache_pb2, router_pb2, types_pb2
 
 own_stack = test_router_service.own_stack
-router_env = test_router_service.router_env
+ALWAYS = {"SPECULATE": "always"}
+
+
+@pytest.fixture
+def router_env() -> dict[str, str]:
+    """``own_stack``'s settings: speculating (the default is off), unless a test parametrises them."""
+    return ALWAYS
 
 STOP = types_pb2.FINISH_REASON_STOP
 EMBEDDING = [0.6, 0.8, 0.0]
@@ -29,6 +37,15 @@ SEMANTIC_HIT = cache_pb2.LookupResponse(
     similarity=0.95,
     answer=cache_pb2.CachedAnswer(chunks=["From the cache."], completion_tokens=4, finish_reason=STOP),
 )
+
+
+def test_speculating_is_off_unless_set_and_a_mode_is_one_of_three() -> None:
+    default = RouterSettings.from_env({})
+    assert (default.speculate, default.speculate_share) == ("off", 0.5)
+    spare = RouterSettings.from_env({"SUBSECOND_ROUTER_SPECULATE": "spare", "SUBSECOND_ROUTER_SPECULATE_SHARE": "0.25"})
+    assert (spare.speculate, spare.speculate_share) == ("spare", 0.25)
+    with pytest.raises(SettingsError, match="SPECULATE must be one of off, always, spare, not 'sometimes'"):
+        RouterSettings.from_env({"SUBSECOND_ROUTER_SPECULATE": "sometimes"})
 
 
 def speculated(outcome: str) -> float:
@@ -128,7 +145,7 @@ async def test_a_multi_turn_miss_asks_only_the_exact_tier(own_stack: Stack) -> N
     assert own_stack.cache.semantic_lookups == []
 
 
-@pytest.mark.parametrize("router_env", [{"TENANT_MAX_STREAMS": "1"}])
+@pytest.mark.parametrize("router_env", [ALWAYS | {"TENANT_MAX_STREAMS": "1"}])
 async def test_a_semantic_hit_is_served_when_the_limits_refused_its_generation(own_stack: Stack) -> None:
     cache, generator = own_stack.cache, own_stack.generator
     generator.scripts["Holds the slot"] = Script(hold=asyncio.Event())
@@ -185,6 +202,7 @@ def auto_env(tmp_path: Path) -> dict[str, str]:
         "TIERS": "small,large",
         "AUTO_LARGE_TIER": "large",
         "TIER_CENTROIDS_FILE": str(_centroids(tmp_path)),
+        **ALWAYS,
     }
 
 

@@ -131,7 +131,7 @@ class RouterSettings:
             default_deadline_seconds=env.number("DEFAULT_DEADLINE_SECONDS", 60.0, minimum=0.1),
             cache_timeout_seconds=env.number("CACHE_TIMEOUT_MS", 150.0, minimum=1.0) / 1000.0,
             cache_breaker_cooldown_seconds=env.number("CACHE_BREAKER_COOLDOWN_MS", 500.0, minimum=1.0) / 1000.0,
-            speculate=env.text("SPECULATE", "always"),
+            speculate=env.text("SPECULATE", "off"),
             speculate_share=env.number("SPECULATE_SHARE", 0.5, minimum=0.0, maximum=1.0),
             near_cache=NearCacheLimits(
                 max_entries=env.integer("NEAR_CACHE_ENTRIES", 10_000, minimum=0),
