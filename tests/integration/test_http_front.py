@@ -1,11 +1,14 @@
-"""The router's OpenAI-compatible HTTP API on the real stack: `curl -N` reading server-sent events,
-OpenAI's Python client (sync and async, streamed and not), and one prompt asked over HTTP then over
-gRPC answered from the one cache entry the first wrote."""
+"""The router's OpenAI-compatible HTTP API on the real stack, over HTTPS with the router's certificate
+as `subsecond up` serves it: `curl -N` reading server-sent events, OpenAI's Python client (sync and
+async, streamed and not), and one prompt asked over HTTP then over gRPC answered from the one cache
+entry the first wrote."""
 
 import asyncio
 import json
+import ssl
 import subprocess
 import uuid
+from typing import Any
 
 import openai
 import pytest
@@ -21,7 +24,13 @@ SYSTEM = "Answer in one short sentence."
 
 
 def base_url(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.config.ports.router_http}/v1"
+    scheme = "https" if stack.ca_file else "http"
+    return f"{scheme}://127.0.0.1:{stack.config.ports.router_http}/v1"
+
+
+def trust(stack: Stack) -> dict[str, Any]:
+    """What OpenAI's clients need to trust the stack's CA (nothing for a plaintext stack)."""
+    return {"verify": ssl.create_default_context(cafile=str(stack.ca_file))} if stack.ca_file else {}
 
 
 def messages(prompt: str) -> list[dict[str, str]]:
@@ -33,6 +42,7 @@ async def test_curl_streams_server_sent_events(stack: Stack) -> None:
     argv = [
         "curl", "-sS", "-N", "--max-time", "120", base_url(stack) + "/chat/completions",
         "-H", "Content-Type: application/json", "-H", f"Authorization: Bearer {KEY}", "-d", json.dumps(body),
+        *(["--cacert", str(stack.ca_file)] if stack.ca_file else []),
     ]  # fmt: skip
     result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=130, check=True)
     events = [line.removeprefix("data: ") for line in result.stdout.splitlines() if line.startswith("data: ")]
@@ -53,7 +63,8 @@ async def test_the_openai_clients_and_grpc_share_one_cache_entry(
     prompt = f"In one word, what colour is the sky? ({uuid.uuid4().hex[:8]})"
 
     def ask_sync() -> openai.types.chat.ChatCompletion:
-        with openai.OpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0) as client:
+        http = openai.DefaultHttpx2Client(**trust(stack))
+        with openai.OpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, http_client=http) as client:
             return client.chat.completions.create(model="small", messages=messages(prompt), max_tokens=32)
 
     first = await asyncio.to_thread(ask_sync)
@@ -63,7 +74,8 @@ async def test_the_openai_clients_and_grpc_share_one_cache_entry(
         pytest.skip("the model ran out of tokens: a truncated answer is never cached")
     await settle_store()
 
-    async with openai.AsyncOpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0) as client:
+    http = openai.DefaultAsyncHttpx2Client(**trust(stack))
+    async with openai.AsyncOpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, http_client=http) as client:
         again = await client.chat.completions.with_raw_response.create(
             model="small", messages=messages(prompt), max_tokens=32
         )
