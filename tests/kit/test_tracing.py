@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from subsecond.kit import tracing
 from subsecond.kit.channels import open_channel
 from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import ServerSettings
-from subsecond.kit.tracing import _add_trace_ids, export_requested, tracer
+from subsecond.kit.tracing import _add_trace_ids, export_requested
 from subsecond.router.service import wire
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import (
@@ -92,17 +93,6 @@ class Hops:
     spans: InMemorySpanExporter
 
 
-def _exporter() -> InMemorySpanExporter:
-    """The process's SDK provider (set once: the API allows one) with this module's exporter."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
-
-
 async def _serve(service: str, add: object, servicer: object) -> RunningServer:
     descriptor = {"Embedder": embedding_pb2, "Cache": cache_pb2, "Generator": generation_pb2}[service]
     definition = ServiceDefinition.for_servicer(
@@ -115,7 +105,21 @@ async def _serve(service: str, add: object, servicer: object) -> RunningServer:
 
 @pytest.fixture(scope="module")
 async def hops() -> AsyncIterator[Hops]:
-    spans = _exporter()
+    # The kit's tracer from an SDK provider of this module's own, recording into memory: not the
+    # process's global provider, which the API lets a process set once, for every later test too.
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tracing, "tracer", provider.get_tracer("subsecond"))
+        patch.setattr(tracing, "recording", lambda: True)
+        async with _hops(spans) as running:
+            yield running
+    provider.shutdown()
+
+
+@asynccontextmanager
+async def _hops(spans: InMemorySpanExporter) -> AsyncIterator[Hops]:
     embedding = await _serve("Embedder", embedding_pb2_grpc.add_EmbedderServicer_to_server, Embedder())
     embedding_channel = open_channel(f"127.0.0.1:{embedding.port}", ["subsecond.v1.Embedder"], SHELL)
     cache = Cache(embedding_pb2_grpc.EmbedderStub(embedding_channel))
@@ -239,7 +243,7 @@ async def test_without_recording_a_callers_trace_still_reaches_every_hop(
 
 def test_log_records_carry_the_current_trace() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "message", None, None)
-    with tracer.start_as_current_span("work") as span:
+    with TracerProvider().get_tracer("test").start_as_current_span("work") as span:
         _add_trace_ids(record)
     assert record.trace_id == format(span.get_span_context().trace_id, "032x")  # type: ignore[attr-defined]
     outside = logging.LogRecord("x", logging.INFO, __file__, 1, "message", None, None)
