@@ -26,7 +26,7 @@ from subsecond.kit.channels import open_channel
 from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import CallerSettings, EnvReader, ServerSettings, SettingsError, TlsSettings
 from subsecond.kit.tls import ReloadingServerCertificates
-from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
+from subsecond.v1 import embedding_pb2, embedding_pb2_grpc, generation_pb2, generation_pb2_grpc
 from subsecond_tools.stack.certificates import StackCertificates, issue, write_certificates
 
 EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
@@ -200,6 +200,37 @@ async def test_without_tls_a_signed_service_token_identifies_the_caller(
         "forged": grpc.StatusCode.UNAUTHENTICATED,
         "none": grpc.StatusCode.UNAUTHENTICATED,
     }
+
+
+class OneChunkGenerator(generation_pb2_grpc.GeneratorServicer):
+    """A streaming RPC (unary request, streamed answer), as the router calls generation."""
+
+    async def Generate(
+        self, request: generation_pb2.GenerationRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generation_pb2.GenerationChunk]:
+        yield generation_pb2.GenerationChunk(text="ok")
+
+
+async def test_without_tls_a_streaming_call_carries_the_token_too(certificates: StackCertificates) -> None:
+    """grpc.aio files a client interceptor under the first call kind it implements: the token must reach
+    a unary-stream call (the router's Generate on generation) as it reaches a unary one."""
+    generator = ServiceDefinition.for_servicer(
+        generation_pb2.DESCRIPTOR.services_by_name["Generator"],
+        generation_pb2_grpc.add_GeneratorServicer_to_server,
+        OneChunkGenerator(),
+    )
+    inner = dataclasses.replace(
+        PLAIN, callers=CallerSettings(identity="generation", allowed=("router",), token_file=certificates.token_file)
+    )
+    running = await start_server(inner, generator)
+    router = dataclasses.replace(PLAIN, callers=CallerSettings(identity="router", token_file=certificates.token_file))
+    channel = open_channel(f"127.0.0.1:{running.port}", [generator.names[0]], router)
+    try:
+        stream = generation_pb2_grpc.GeneratorStub(channel).Generate(generation_pb2.GenerationRequest(), timeout=5)
+        assert [chunk.text async for chunk in stream] == ["ok"]
+    finally:
+        await channel.close()
+        await running.stop(0)
 
 
 def test_a_service_token_is_bound_to_its_name_time_and_secret() -> None:

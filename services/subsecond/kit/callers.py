@@ -5,7 +5,7 @@ call it: :class:`CallerInterceptor` accepts a call when the caller's name is in
 ``CallerSettings.allowed``. The name is, under mutual TLS, a subject alternative name of the
 client certificate the handshake verified; without TLS (the local stack), the name in a service
 token, ``<name>.<unix seconds>.<HMAC-SHA256 of name.seconds under the shared secret>``, sent as
-the ``x-subsecond-service-token`` metadata by :class:`TokenInterceptor` on the caller's channels
+the ``x-subsecond-service-token`` metadata by :func:`token_interceptors` on the caller's channels
 and compared in constant time. A token is accepted for five minutes around its time, which bounds
 the use of one read off the wire; the shared secret is read once at start-up.
 
@@ -155,13 +155,10 @@ def caller_interceptor(settings: CallerSettings, services: Sequence[str]) -> Cal
     return CallerInterceptor(services, CallerCheck(settings.allowed, token))
 
 
-class TokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds a fresh service token, signed as ``identity``, to every call of a channel."""
+class _TokenInterceptor:
+    """Adds a fresh service token, signed as ``identity``, to every call of one kind. One class per call
+    kind below: grpc.aio files an interceptor under the first kind it implements only, so a single class
+    implementing all four would sign unary calls and leave streaming ones (generation's) without a token."""
 
     def __init__(self, identity: str, token: ServiceToken) -> None:
         self._identity = identity
@@ -172,15 +169,23 @@ class TokenInterceptor(
         metadata.add(TOKEN_METADATA, self._token.sign(self._identity))
         return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
 
+
+class _UnaryUnaryToken(_TokenInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamToken(_TokenInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamUnaryToken(_TokenInterceptor, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _StreamStreamToken(_TokenInterceptor, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
@@ -189,4 +194,6 @@ def token_interceptors(settings: CallerSettings) -> list[grpc.aio.ClientIntercep
     """What a channel of this service adds to its calls: its token when it has a shared secret."""
     if settings.token_file is None:
         return []
-    return [TokenInterceptor(settings.identity, ServiceToken.from_file(settings.token_file))]
+    token = ServiceToken.from_file(settings.token_file)
+    kinds = (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)
+    return [kind(settings.identity, token) for kind in kinds]
