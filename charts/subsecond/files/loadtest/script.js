@@ -15,6 +15,8 @@ const SCENARIO = env('SCENARIO', 'steady');
 const SPIKE = num('SPIKE_FACTOR', 4);
 const MAX_TOKENS = num('MAX_TOKENS', 0); // 0: the tier's default (only an answer that ends by itself is stored)
 const DEADLINE = env('DEADLINE', '30s');
+const WARM_TRIES = num('WARM_TRIES', 5); // calls per warm-up prompt before it is given up
+const WARM_RETRY_MS = num('WARM_RETRY_MS', 3000);
 const DATA = JSON.parse(open(env('DATA', './data/mix.json')));
 const MIX = parseMix(env('MIX', 'repeats=0.35,paraphrases=0.2,near_misses=0.2,static=0.15,fresh=0.1'));
 // Similarity of a prompt to its own entry: a near-miss found at (about) 1.0 is its own stored
@@ -114,7 +116,7 @@ function request(prompt, task) {
   return { prompt, task: task || '', maxTokens: MAX_TOKENS };
 }
 
-// Sends one Generate and calls back with {servedBy, similarity, code} when the stream ends;
+// Sends one Generate and calls back with {ok, servedBy, similarity, error} when the stream ends;
 // `timed` records the latencies (the warm-up in setup does not).
 function generate(req, tags, timed, done) {
   const started = Date.now();
@@ -141,7 +143,8 @@ function generate(req, tags, timed, done) {
         firstChunkLatency.add(first - started, { ...tags, served_by: servedBy });
       }
     }
-    done({ ok, servedBy, similarity: completion ? completion.similarity || 0 : 0 });
+    const error = failed ? `${failed.code}: ${failed.message}` : completion ? '' : 'no final message';
+    done({ ok, servedBy, similarity: completion ? completion.similarity || 0 : 0, error });
   });
   stream.write(req);
   stream.end();
@@ -155,16 +158,23 @@ function connect() {
   }
 }
 
+// Warms one prompt, trying again after a failure: a stack that has just started (a cache still
+// loading, a router refusing generations while its cache is bypassed) fails the first calls, and a
+// prompt left unwarmed turns the run's exact and semantic hits into generations.
+function warm(prompt, triesLeft) {
+  generate(request(prompt), { phase: 'warm' }, false, (r) => {
+    if (r.ok) return;
+    if (triesLeft > 1) setTimeout(() => warm(prompt, triesLeft - 1), WARM_RETRY_MS);
+    else console.warn(`warm-up failed for: ${prompt} (${r.error})`);
+  });
+}
+
 // Warms what the run expects to find: the repeats, the paraphrases' anchors and the near-misses'
 // anchors, each answered (and stored) once before the clock starts.
 export function setup() {
   connect();
   const prompts = [...DATA.repeats, ...DATA.paraphrases.map((p) => p.anchor), ...DATA.near_misses.map((p) => p.anchor)];
-  for (const prompt of prompts) {
-    generate(request(prompt), { phase: 'warm' }, false, (r) => {
-      if (!r.ok) console.warn(`warm-up failed for: ${prompt}`);
-    });
-  }
+  for (const prompt of prompts) warm(prompt, WARM_TRIES);
 }
 
 function pick(items) {
