@@ -149,7 +149,7 @@ def test_each_pod_may_reach_only_what_it_calls(rendered: dict[str, list[Manifest
         for component in ("router", "cache", "embedding", "generation", "redis", "qdrant")
     }
     assert calls == {
-        "router": {(50052, "cache"), (50054, "generation")},
+        "router": {(50052, "cache"), (50053, "embedding"), (50054, "generation")},  # embedding: /v1/embeddings
         "cache": {(50053, "embedding"), (6379, "redis"), (6333, "qdrant")},
         "embedding": {(6379, "redis")},
         "generation": set(),  # Triton is in the pod: loopback

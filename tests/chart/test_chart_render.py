@@ -251,9 +251,11 @@ def test_network_policies_allow_what_they_must_and_nothing_more(rendered: dict[s
             (port["port"], frozenset(_peers(rule))) for rule in policy["spec"]["ingress"] for port in rule["ports"]
         }
     assert policies == {
-        "router": {(50051, frozenset({"any"})), (9461, frozenset({"metrics"}))},
+        # The HTTP API (http.enabled, the default) on 8080 from the router's callers; its /v1/embeddings
+        # makes the router a caller of the embedding service.
+        "router": {(50051, frozenset({"any"})), (8080, frozenset({"any"})), (9461, frozenset({"metrics"}))},
         "cache": {(50052, frozenset({"router"})), (9462, frozenset({"metrics"}))},
-        "embedding": {(50053, frozenset({"cache"})), (9463, frozenset({"metrics"}))},
+        "embedding": {(50053, frozenset({"cache", "router"})), (9463, frozenset({"metrics"}))},
         "generation": {(50054, frozenset({"router"})), (9464, frozenset({"metrics"}))},
         "redis": {(6379, frozenset({"cache", "embedding"}))},
         "qdrant": {(6333, frozenset({"cache"}))},

@@ -56,7 +56,8 @@ CERTIFIED = (*SERVICES, "operator")
 # The container ports each serves with it (the router's HTTP API too: services/subsecond/router/http_api.py).
 TLS_PORTS = {service: {"grpc", "metrics"} for service in SERVICES} | {"operator": {"metrics"}}
 TLS_PORTS["router"].add("http")
-CALLER_OF = {"cache": "router", "generation": "router", "embedding": "cache"}
+# Who calls each inner service; the router embeds for the HTTP API's /v1/embeddings (http.enabled, the default).
+CALLERS_OF = {"cache": ("router",), "generation": ("router",), "embedding": ("cache", "router")}
 TLS_DIRECTORY = "/etc/subsecond/tls"
 CERT_MANAGER = ("cert-manager.io/",)
 
@@ -251,13 +252,14 @@ def socket_closed() -> Iterator[int]:
 
 def test_inner_services_require_their_callers_certificates(rendered: dict[str, list[Manifest]]) -> None:
     manifests = rendered["production-external"]
-    for service, caller in CALLER_OF.items():
+    for service, callers in CALLERS_OF.items():
         env = env_of(service_container(manifests, service))
         prefix = f"SUBSECOND_{service.upper()}_"
         assert env[prefix + "TLS_CLIENT_CA_FILE"] == f"{TLS_DIRECTORY}/ca.crt"
-        assert env[prefix + "ALLOWED_CALLERS"] == name_of(caller)
-        # The name checked is one the caller's certificate carries.
-        assert name_of(caller) in one(manifests, "Certificate", name_of(caller))["spec"]["dnsNames"]
+        assert env[prefix + "ALLOWED_CALLERS"] == ",".join(name_of(caller) for caller in callers)
+        for caller in callers:
+            # The name checked is one the caller's certificate carries.
+            assert name_of(caller) in one(manifests, "Certificate", name_of(caller))["spec"]["dnsNames"]
     # The router's public port: clients present API keys, not certificates.
     router = env_of(service_container(manifests, "router"))
     assert "SUBSECOND_ROUTER_TLS_CLIENT_CA_FILE" not in router
@@ -394,7 +396,8 @@ async def test_the_rendered_settings_serve_mutual_tls_to_the_rendered_caller_and
             return grpc.StatusCode.OK
 
         assert await embed_as("cache") == grpc.StatusCode.OK
-        assert await embed_as("router") == grpc.StatusCode.PERMISSION_DENIED
+        assert await embed_as("router") == grpc.StatusCode.OK  # the HTTP API's /v1/embeddings
+        assert await embed_as("generation") == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await running.stop(0)
 

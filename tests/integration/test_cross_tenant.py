@@ -109,7 +109,8 @@ async def test_no_caller_reads_writes_or_removes_another_tenants_cache(
         "in plaintext": grpc.aio.insecure_channel(stack.address("cache")),
     }
     embedding_as = {
-        "as router": stack.channel("embedding", as_service="router"),
+        # The cache and the router (the HTTP API's /v1/embeddings) are its callers; generation is not.
+        "as generation": stack.channel("embedding", as_service="generation"),
         "without a certificate": stack.channel("embedding", as_service=None),
     }
     generation_as = {

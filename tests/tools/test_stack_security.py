@@ -1,7 +1,8 @@
 """The local stack's security settings, used for real: an inner service started with the
 environment the stack gives it (a stand-in Embedder in the kit's server shell, on the stack's port)
 and called through Stack.channel as each of the stack's services. Secure (the default): mutual TLS,
-only the cache is served. Plaintext (``tls=False``): still only the cache, identified by its token."""
+only its callers (the cache, and the router for the HTTP API's /v1/embeddings) are served. Plaintext
+(``tls=False``): still only those, identified by their tokens."""
 
 from __future__ import annotations
 
@@ -54,10 +55,11 @@ async def embed_as(stack: Stack, caller: str | None) -> grpc.StatusCode:
 async def test_only_the_inner_services_caller_is_served(stack: tuple[Stack, RunningServer]) -> None:
     running_stack, _ = stack
     tls = running_stack.ca_file is not None
-    outcomes = {caller: await embed_as(running_stack, caller) for caller in ("cache", "router", None)}
+    outcomes = {caller: await embed_as(running_stack, caller) for caller in ("cache", "router", "generation", None)}
     assert outcomes == {
         "cache": grpc.StatusCode.OK,
-        "router": grpc.StatusCode.PERMISSION_DENIED,
+        "router": grpc.StatusCode.OK,  # the HTTP API's /v1/embeddings
+        "generation": grpc.StatusCode.PERMISSION_DENIED,
         # No certificate fails the mutual TLS handshake; without TLS, no token is unauthenticated.
         None: grpc.StatusCode.UNAVAILABLE if tls else grpc.StatusCode.UNAUTHENTICATED,
     }

@@ -179,9 +179,16 @@ data:
 {{- end }}
 {{- end }}
 
-{{/* Who may call each inner service: the router calls cache and generation, the cache embeds. */}}
-{{- define "subsecond.callerOf" -}}
-{{- get (dict "cache" "router" "generation" "router" "embedding" "cache") . -}}
+{{/* Who may call each inner service: the router calls cache and generation, the cache embeds, and so does the
+router when it serves the HTTP API's /v1/embeddings. */}}
+{{- define "subsecond.allowedCallers" -}}
+{{- $embedding := ternary (list "cache" "router") (list "cache") .root.Values.http.enabled }}
+{{- $callers := get (dict "cache" (list "router") "generation" (list "router") "embedding" $embedding) .component | default list }}
+{{- $names := list }}
+{{- range $callers }}
+{{- $names = append $names (include "subsecond.componentName" (dict "root" $.root "component" .)) }}
+{{- end }}
+{{- join "," $names -}}
 {{- end }}
 
 {{/* The Secret holding one service's certificate (tls.crt, tls.key, ca.crt). */}}
@@ -216,11 +223,11 @@ name in certificates and checks is its object name, <release>-subsecond-<service
   value: {{ $directory }}/ca.crt
 - name: {{ $prefix }}IDENTITY
   value: {{ include "subsecond.componentName" . }}
-{{- with include "subsecond.callerOf" .component }}
+{{- with include "subsecond.allowedCallers" . }}
 - name: {{ $prefix }}TLS_CLIENT_CA_FILE
   value: {{ $directory }}/ca.crt
 - name: {{ $prefix }}ALLOWED_CALLERS
-  value: {{ include "subsecond.componentName" (dict "root" $.root "component" .) }}
+  value: {{ . | quote }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -17,8 +17,9 @@ from pathlib import Path
 import trustme
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
-# Who may call whom in the stack: the router calls the cache and generation, the cache embeds.
-CALLERS: Mapping[str, str] = {"cache": "router", "generation": "router", "embedding": "cache"}
+# Who may call whom in the stack: the router calls the cache and generation; the cache embeds, and so does the
+# router for the HTTP API's /v1/embeddings.
+CALLERS: Mapping[str, str] = {"cache": "router", "generation": "router", "embedding": "cache,router"}
 
 
 @dataclass(frozen=True)
