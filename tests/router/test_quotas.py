@@ -290,6 +290,9 @@ def test_quota_settings_are_read_and_checked() -> None:
         {"SUBSECOND_ROUTER_QUOTA_REQUESTS_PER_MINUTE": "60", "SUBSECOND_ROUTER_QUOTA_OVERRIDES": "gold=600/0"}
     )
     assert settings.quotas.default == Quota(60, 0) and settings.quotas.overrides == {"gold": Quota(600, 0)}
-    assert settings.quotas.redis_url == "" and settings.quotas.replicas == 1
+    assert settings.quotas.redis_url == "" and settings.quotas.replicas == 1 and settings.quotas.lease == 16
+    assert RouterSettings.from_env({"SUBSECOND_ROUTER_QUOTA_LEASE": "0"}).quotas.lease == 0
     with pytest.raises(ValueError, match="QUOTA_OVERRIDES: gold=lots"):
         RouterSettings.from_env({"SUBSECOND_ROUTER_QUOTA_OVERRIDES": "gold=lots"})
+    with pytest.raises(ValueError, match="QUOTA_LEASE"):
+        RouterSettings.from_env({"SUBSECOND_ROUTER_QUOTA_LEASE": "-1"})

@@ -235,6 +235,7 @@ def _quotas(env: EnvReader) -> QuotaSettings:
         replicas=env.integer("QUOTA_REPLICAS", 1, minimum=1),
         redis_timeout_seconds=env.number("QUOTA_REDIS_TIMEOUT_MS", 50.0, minimum=1.0) / 1000.0,
         redis_cooldown_seconds=env.number("QUOTA_REDIS_COOLDOWN_MS", 1000.0, minimum=1.0) / 1000.0,
+        lease=env.integer("QUOTA_LEASE", 16, minimum=0),
     )
 
 
