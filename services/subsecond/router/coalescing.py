@@ -10,7 +10,7 @@ it ends, so later requests go to the cache (or start a new flight).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 E = TypeVar("E")
@@ -66,13 +66,13 @@ class Flight(Generic[E]):
     def listeners(self) -> int:
         return self._listeners
 
-    def listen(self) -> AsyncIterator[E]:
+    def listen(self) -> AsyncGenerator[E, None]:
         """Every event from the start, then the flight's error (if any) is raised. The listener
         counts from this call on, so a flight is not cancelled between joining and iterating."""
         self._listeners += 1
         return self._events_from_start()
 
-    async def _events_from_start(self) -> AsyncIterator[E]:
+    async def _events_from_start(self) -> AsyncGenerator[E, None]:
         seen = 0
         try:
             while True:

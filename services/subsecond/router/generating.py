@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import cast
 
 import grpc
 
@@ -118,9 +117,7 @@ class Generation:
         try:
             # Closed with this answer, not when it is collected: a speculative miss closes its answer on a
             # semantic hit, and the flight is cancelled the moment its last listener has left.
-            # (Flight.listen is an async generator; its annotation says only AsyncIterator.)
-            listening = cast(AsyncGenerator[generation_pb2.GenerationChunk, None], flight.listen())
-            async with aclosing(listening) as chunks:
+            async with aclosing(flight.listen()) as chunks:
                 async for chunk in chunks:
                     if not chunk.HasField("done"):
                         yield Piece(chunk.text)
