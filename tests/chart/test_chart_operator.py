@@ -40,6 +40,10 @@ def test_objectives_measure_what_each_service_controls_with_its_concurrency() ->
     assert all(value > 1 for value in concurrency.values())
     bigger = template(*DEFAULT_ARGS, "--set", "triton.engines.maxBatchSize=128")
     assert one(bigger, "LatencySLO", _name("generation"))["spec"]["capacity"]["concurrencyPerReplica"] == 128
+    # The utilisation ceiling: the CRD's default unless set, then passed on as given.
+    assert all("maxUtilization" not in spec["capacity"] for spec in slos.values())
+    ceiling = template(*DEFAULT_ARGS, "--set-json", "cache.latencySLO.capacity.maxUtilization=0.5")
+    assert one(ceiling, "LatencySLO", _name("cache"))["spec"]["capacity"]["maxUtilization"] == 0.5
 
 
 def _uninstall(manifests: list[Manifest]) -> list[Manifest]:
