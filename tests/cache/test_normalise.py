@@ -65,7 +65,8 @@ def test_thresholds_per_tenant_and_model_override_the_default() -> None:
     assert settings.threshold_for("acme", "small").similarity == 0.8
     strict = OPERATING_POINTS["strict"]
     assert settings.threshold_for("acme", "large") == settings.similarity_thresholds["acme"] == strict
-    assert settings.threshold_for("beta", "small").similarity < settings.similarity_threshold
+    assert settings.threshold_for("beta", "small") == OPERATING_POINTS["loose"]
+    assert settings.threshold_for("beta", "small").probability < OPERATING_POINTS["default"].probability
     assert settings.threshold_for("other", "small").similarity == settings.similarity_threshold
 
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from redis_server import RedisServer
 
-from subsecond.cache.guard import OPERATING_POINTS
+from subsecond.cache.guard import OPERATING_POINTS, Acceptance, accept_semantic
 from subsecond.cache.service import definition
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.verifier import CONFIG_FILE, MODEL_FILE, PairVerifier, open_verifier
@@ -41,7 +41,7 @@ def verifier() -> PairVerifier:
 
 
 # Written for this test, in none of the training inputs (the generators' templates, the dev pairs,
-# QQP): one change of meaning each, in the kinds that word rules miss.
+# QQP): one change of meaning each, in the kinds that word rules miss or barely catch.
 REFUSED = [
     ("Can the referee fine the coach?", "Can the coach fine the referee?"),  # roles
     ("How do I port my number from Verizon to T-Mobile?", "How do I port my number from T-Mobile to Verizon?"),
@@ -54,20 +54,31 @@ REFUSED = [
 ACCEPTED = [
     ("How many calories are in two bananas?", "How many calories are in 2 bananas?"),  # numeral
     ("What does the EPA regulate?", "What does the Environmental Protection Agency regulate?"),  # abbreviation
-    ("How do I repot an orchid without killing it?", "How do I repot an orchid wihtout killing it?"),  # typo
+    ("Is it necessary to repot an orchid every year?", "Is it neccessary to repot an orchid every year?"),  # typo
 ]
 
 
+def test_the_verifier_ranks_every_change_of_meaning_below_every_rewording(verifier: PairVerifier) -> None:
+    refused = [verifier.probability(cached, query) for cached, query in REFUSED]
+    accepted = [verifier.probability(cached, query) for cached, query in ACCEPTED]
+    assert max(refused) < min(accepted)
+    # On its own, at the default point's probability, it refuses most of these changes (the direction
+    # swap scores 0.31 against 0.30: the guard's direction rule refuses it, see the next test).
+    assert sum(p < DEFAULT for p in refused) >= 3
+    assert all(p >= DEFAULT for p in accepted)
+
+
 @pytest.mark.parametrize(("cached", "query"), REFUSED)
-def test_the_verifier_refuses_a_change_of_meaning(verifier: PairVerifier, cached: str, query: str) -> None:
-    assert verifier.probability(cached, query) < DEFAULT
+def test_the_semantic_tier_refuses_a_change_of_meaning(verifier: PairVerifier, cached: str, query: str) -> None:
+    decision = accept_semantic(query, cached, 0.95, Acceptance(OPERATING_POINTS["default"], verifier))
+    assert not decision.hit
 
 
 @pytest.mark.parametrize(("cached", "query"), ACCEPTED)
-def test_the_verifier_accepts_the_same_question_written_another_way(
+def test_the_semantic_tier_serves_the_same_question_written_another_way(
     verifier: PairVerifier, cached: str, query: str
 ) -> None:
-    assert verifier.probability(cached, query) >= DEFAULT
+    assert accept_semantic(query, cached, 0.95, Acceptance(OPERATING_POINTS["default"], verifier)).hit
 
 
 def test_the_verifier_is_a_probability_and_deterministic(verifier: PairVerifier) -> None:

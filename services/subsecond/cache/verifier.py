@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidProtobuf, RuntimeException
 from tokenizers import Tokenizer
 
 from subsecond.cache.guard import VerifierFailure
@@ -86,6 +86,6 @@ def open_verifier(model_dir: Path) -> PairVerifier | None:
         return None
     try:
         return PairVerifier(model_dir)
-    except (OSError, KeyError, ValueError, Fail, InvalidArgument, RuntimeException):
+    except (OSError, KeyError, ValueError, Fail, InvalidArgument, InvalidProtobuf, RuntimeException):
         log.exception("the pair verifier in %s does not load; the semantic tier serves nothing", model_dir)
         return None
