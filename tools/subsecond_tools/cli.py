@@ -69,6 +69,7 @@ def _up(args: argparse.Namespace) -> int:
         ports = stack.config.ports
         scheme = "https" if stack.ca_file else "http"
         grpcurl = f"-cacert {stack.ca_file}" if stack.ca_file else "-plaintext"
+        curl = f"--cacert {stack.ca_file} {scheme}" if stack.ca_file else scheme
         services = "\n".join(
             f"  {service:<11} {stack.address(service)}   (metrics {scheme}://localhost:{port}/metrics)"
             for service, port in (
@@ -85,12 +86,16 @@ def _up(args: argparse.Namespace) -> int:
         )
         print(
             f"\nsubsecond is up:\n{services}\n"
+            f"  HTTP API    {scheme}://localhost:{ports.router_http}/v1   (OpenAI-compatible, served by the router)\n"
             f"  triton      127.0.0.1:{ports.triton_grpc} (gRPC), metrics http://127.0.0.1:{ports.triton_metrics}/metrics\n"
             f"  redis       {stack.redis_url}\n"
             f"{security}"
             f"  logs        {stack.config.run_dir}/\n\n"
             'Try:  .venv/bin/subsecond ask "What is the capital of France?"   (twice: the second is a cache hit)\n'
-            f"      grpcurl {grpcurl} 127.0.0.1:50051 list\n\n"
+            f"      grpcurl {grpcurl} 127.0.0.1:{ports.router} list\n"
+            f"      curl -N {curl}://localhost:{ports.router_http}/v1/chat/completions "
+            "-H 'content-type: application/json' "
+            """-d '{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "Hi!"}]}'\n\n"""
             "Ctrl-C stops everything.",
             flush=True,
         )
