@@ -55,7 +55,7 @@ up: prepare ## Run Redis, Triton and the four services on this machine until Ctr
 test: prepare tools proto-check lint ## Run every test (unit and integration on the real engines)
 	$(PY) -m pytest -q
 
-test-unit: install ## Run only the tests that need no engine
+test-unit: prepare ## Run only the tests that need no engine (the models prepared, no Triton or service processes)
 	$(PY) -m pytest -q -m "not stack"
 
 proto: ## Regenerate services/subsecond/v1 from proto/subsecond/v1
