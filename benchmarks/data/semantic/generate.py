@@ -411,7 +411,11 @@ PARAPHRASES: list[tuple[str, str, Fill]] = [
         _ordinal("What happened on the {o} day of the trip?", "what happened on the {o} day of our trip"),
     ),
     ("para-medical", "abbreviation", _abbreviated(ABBREVIATION_SENTENCES, MEDICAL_ABBREVIATIONS)),
-    ("para-state2", "abbreviation", _abbreviated(["Best hikes near {x}?", "Is {x} good to retire in?"], ABBREVIATIONS[:5])),
+    (
+        "para-state2",
+        "abbreviation",
+        _abbreviated(["Best hikes near {x}?", "Is {x} good to retire in?"], ABBREVIATIONS[:5]),
+    ),
     ("para-typo3", "typo", _typo("Can you check the {w} in this email?")),
     ("para-typo4", "typo", _typo("What does {w} mean in a sentence?")),
     ("para-casual", "register", _topic("How do I {t}?", "hey, how do you {t}")),
