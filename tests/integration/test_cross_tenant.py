@@ -228,7 +228,7 @@ def inner_attempts(
             (
                 f"Embedder/Embed for blue, {who}",
                 partial(embedding_pb2_grpc.EmbedderStub(channel).Embed, embed, timeout=30),
-                DENIED if who == "as router" else NO_HANDSHAKE,
+                DENIED if who == "as generation" else NO_HANDSHAKE,
             )
             for who, channel in embedding_as.items()
         ),

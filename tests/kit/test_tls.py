@@ -50,7 +50,7 @@ def _definition() -> ServiceDefinition:
 
 @pytest.fixture
 def certificates(tmp_path: Path) -> StackCertificates:
-    return write_certificates(tmp_path, ["embedding", "cache", "router"])
+    return write_certificates(tmp_path, ["embedding", "cache", "router", "generation"])
 
 
 def _settings(certificates: StackCertificates, service: str, *, mutual: bool = True) -> ServerSettings:
@@ -106,10 +106,10 @@ async def test_a_plaintext_client_cannot_reach_a_tls_server(embedding: RunningSe
 async def test_a_certificate_of_another_service_is_permission_denied(
     certificates: StackCertificates, embedding: RunningServer
 ) -> None:
-    """The router's certificate is genuine, but only the cache may embed."""
-    router = _settings(certificates, "router")
+    """Generation's certificate is genuine, but only the cache and the router may embed."""
+    generation = _settings(certificates, "generation")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await _embed(embedding.port, dataclasses.replace(router, callers=CallerSettings(identity="router")))
+        await _embed(embedding.port, dataclasses.replace(generation, callers=CallerSettings(identity="generation")))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
