@@ -14,15 +14,21 @@ from redis_server import RedisServer
 
 from subsecond_tools.stack.redis import find_redis_server
 
-WRITE_SECONDS = 1.0
+WRITE_SECONDS = 3.0
+# With `appendfsync everysec`, Redis hands a write to the kernel before it replies, except while a
+# background fsync is still running on a slow disk: then it postpones the write for up to 2 s and
+# replies anyway (Redis's documented bound for everysec). A SIGKILL can lose those writes, no older.
+POSTPONED_SECONDS = 2.0
 
 
-def write_until_stopped(server: RedisServer, sig: signal.Signals) -> list[str]:
+def write_until_stopped(server: RedisServer, sig: signal.Signals) -> tuple[list[str], list[float], float]:
     """Writes keys one after another for WRITE_SECONDS, then sends ``sig`` while writes still go on.
 
-    Returns the keys Redis acknowledged (a write cut by the signal is not acknowledged).
+    Returns the keys Redis acknowledged (a write cut by the signal is not acknowledged), when each was
+    acknowledged, and when the signal was sent (``time.monotonic``).
     """
     acknowledged: list[str] = []
+    times: list[float] = []
     stop_writing = threading.Event()
 
     def writer() -> None:
@@ -32,6 +38,7 @@ def write_until_stopped(server: RedisServer, sig: signal.Signals) -> list[str]:
                 key = f"answer:{len(acknowledged)}"
                 client.set(key, "x" * 200)
                 acknowledged.append(key)
+                times.append(time.monotonic())
         except redis.RedisError:
             pass  # the server went away mid-write
         finally:
@@ -40,10 +47,11 @@ def write_until_stopped(server: RedisServer, sig: signal.Signals) -> list[str]:
     thread = threading.Thread(target=writer)
     thread.start()
     time.sleep(WRITE_SECONDS)
+    signalled = time.monotonic()
     server.stop(sig)
     stop_writing.set()
     thread.join(timeout=5)
-    return acknowledged
+    return acknowledged, times, signalled
 
 
 @pytest.fixture
@@ -55,18 +63,23 @@ def persistent_redis(tmp_path: Path) -> RedisServer:
 def test_a_restart_keeps_every_acknowledged_answer(persistent_redis: RedisServer, sig: signal.Signals) -> None:
     persistent_redis.start()
     try:
-        written = write_until_stopped(persistent_redis, sig)
+        written, times, signalled = write_until_stopped(persistent_redis, sig)
         persistent_redis.start()
         client = redis.Redis.from_url(persistent_redis.url)
-        present = sum(client.exists(key) for key in written)
+        present = [bool(client.exists(key)) for key in written]
         client.close()
     finally:
         persistent_redis.stop()
 
-    assert len(written) > 100, "the writer hardly wrote: the test would prove nothing"
-    # Redis writes each command to the file before it replies, so even a SIGKILL loses nothing that was
-    # acknowledged; a power cut would lose up to the last second (fsync every second), which no test here makes.
-    assert present == len(written)
+    old = sum(1 for at in times if at < signalled - POSTPONED_SECONDS)
+    assert old > 100, "the writer hardly wrote before the last seconds: the test would prove nothing"
+    if sig == signal.SIGTERM:
+        assert all(present)  # a stopped Redis writes and fsyncs everything before it exits
+    else:
+        # Only a tail of the newest writes may be gone, never a hole, never one older than the postponement.
+        kept = present.index(False) if False in present else len(present)
+        assert not any(present[kept:]), "a lost write is followed by a kept one: not a tail"
+        assert kept >= old, f"lost {len(written) - kept} writes, some older than {POSTPONED_SECONDS} s"
 
 
 def test_without_persistence_a_restart_empties_it(tmp_path: Path) -> None:
@@ -74,7 +87,7 @@ def test_without_persistence_a_restart_empties_it(tmp_path: Path) -> None:
     server = RedisServer(find_redis_server(), tmp_path)
     server.start()
     try:
-        written = write_until_stopped(server, signal.SIGTERM)
+        written, _, _ = write_until_stopped(server, signal.SIGTERM)
         server.start()
         client = redis.Redis.from_url(server.url)
         present = sum(client.exists(key) for key in written)
