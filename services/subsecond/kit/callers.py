@@ -20,13 +20,14 @@ import hashlib
 import hmac
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from subsecond.kit.errors import PermissionDenied, Unauthenticated
+from subsecond.kit.interceptors import WrappingInterceptor, with_behavior
 from subsecond.kit.settings import CallerSettings
 
 TOKEN_METADATA = "x-subsecond-service-token"
@@ -114,37 +115,23 @@ def _guarded(behavior: Behavior, check: CallerCheck) -> Behavior:
     return call
 
 
-class CallerInterceptor(grpc.aio.ServerInterceptor):
+class CallerInterceptor(WrappingInterceptor):
     """Runs a :class:`CallerCheck` before every method of ``services`` (full gRPC service names).
 
     The server shell installs it after kit.errors' StatusInterceptor, which therefore wraps it and
-    turns its refusals into status codes. Like that one, it guards a method's handler once and uses
-    the guarded one again while the continuation returns the same handler: the check runs on every
-    call, the wrapping does not (and StatusInterceptor then finds the same handler each call too)."""
-
-    SLOTS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+    turns its refusals into status codes. The check runs on every call; the guarded handler is built
+    once per method (kit.interceptors)."""
 
     def __init__(self, services: Sequence[str], check: CallerCheck) -> None:
+        super().__init__()
         self._prefixes = tuple(f"/{name}/" for name in services)
         self._check = check
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(self._prefixes):
-            return handler
-        known = self._guarded.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        slot = next(name for name in self.SLOTS if getattr(handler, name) is not None)
-        guarded = handler._replace(**{slot: _guarded(getattr(handler, slot), self._check)})  # type: ignore[attr-defined]
-        self._guarded[method] = (handler, guarded)
-        return guarded
+    def applies(self, method: str) -> bool:
+        return method.startswith(self._prefixes)
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return with_behavior(handler, lambda behavior: _guarded(behavior, self._check))
 
 
 def caller_interceptor(settings: CallerSettings, services: Sequence[str]) -> CallerInterceptor | None:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from subsecond.kit.interceptors import WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -163,30 +165,12 @@ def _stream(behavior: Behavior, method: str) -> Behavior:
     return call
 
 
-class StatusInterceptor(grpc.aio.ServerInterceptor):
-    """Ends every call that raised with the status its error names (see the module's docstring).
+class StatusInterceptor(WrappingInterceptor):
+    """Ends every call that raised with the status its error names (see the module's docstring); a
+    method's handler is wrapped once (kit.interceptors)."""
 
-    A method's handler is wrapped once, not on every call: the wrapping is kept with the handler it
-    wraps and used again while the continuation returns that same handler (about 8 us a call here)."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = _mapped(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _mapped(handler, method)
 
 
 def _mapped(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

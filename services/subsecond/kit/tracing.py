@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+
+from subsecond.kit.interceptors import WrappingInterceptor, with_behavior
 
 log = logging.getLogger(__name__)
 
@@ -133,22 +135,11 @@ def _traced(behavior: Behavior, method: str) -> Behavior:
     return call
 
 
-class ServerTracing(grpc.aio.ServerInterceptor):
+class ServerTracing(WrappingInterceptor):
     """A server span around every call (installed first, so that it also covers the status mapping)."""
 
-    SLOTS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        slot = next(name for name in self.SLOTS if getattr(handler, name) is not None)
-        traced = _traced(getattr(handler, slot), handler_call_details.method)
-        return handler._replace(**{slot: traced})  # type: ignore[attr-defined]
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return with_behavior(handler, lambda behavior: _traced(behavior, method))
 
 
 def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
