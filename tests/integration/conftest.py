@@ -7,16 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from stack_keys import ADMIN_KEY, API_KEYS
 
 from subsecond.router.auth import hash_key
 from subsecond.v1 import cache_pb2_grpc, router_pb2_grpc
 from subsecond_tools.stack.runner import Ports, Stack, StackConfig
 
 pytestmark = pytest.mark.stack
-
-# Tenants for isolation tests: one key per tenant, plus the default tenant "local"; an admin key.
-API_KEYS = {"key-blue": "blue", "key-green": "green"}
-ADMIN_KEY = "key-ops"
 
 
 @pytest.fixture(scope="session")

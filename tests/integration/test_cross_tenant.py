@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ADMIN_KEY
 from router_calls import call, settle_store
+from stack_keys import ADMIN_KEY
 
 from subsecond.v1 import (
     cache_pb2,

@@ -19,7 +19,7 @@ from subsecond_tools.stack.runner import Stack
 
 pytestmark = pytest.mark.stack
 
-KEY = "key-blue"  # tenant "blue" (conftest.API_KEYS)
+KEY = "key-blue"  # tenant "blue" (stack_keys.API_KEYS)
 SYSTEM = "Answer in one short sentence."
 
 
