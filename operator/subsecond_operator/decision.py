@@ -38,6 +38,9 @@ class Reason(StrEnum):
 class Recommendation:
     time: float  # seconds since the epoch
     replicas: int
+    # Sized to drain a backlog (a saturated breach), not for the load: binds the scale-down window only until the
+    # backlog has drained (see ``decide``).
+    backlog: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,13 @@ def _ceiling(busy: float, ceiling: float, ready: int) -> int:
     if needed / (1.0 + TOLERANCE) <= ready <= needed / (1.0 - TOLERANCE):
         return ready
     return math.ceil(needed - 1e-9)
+
+
+def _drained(window: list[Recommendation], now: float, latency_window_seconds: float) -> bool:
+    """A backlog's recommendations are in ``window``, the last of them a whole latency window ago, and other
+    recommendations (made since) are there to take their place."""
+    last = max((r.time for r in window if r.backlog), default=None)
+    return last is not None and now - last >= latency_window_seconds and any(not r.backlog for r in window)
 
 
 def plan(
@@ -276,15 +286,22 @@ def decide(spec: SLOSpec, snapshot: Snapshot) -> Decision:
     # A window that still mostly measures the count before the last change (or a backlog since drained) is fitted
     # as if the ready replicas had queued it: an at-risk plan (not a breach) waits until the window has passed.
     recommendation = current if settling else wanted.replicas
+    backlog = wanted.saturated or wanted.backlog_rps is not None
     keep = max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
     # Keep the window's recommendations and the last one before it, which shows the window is covered.
     older = [r for r in snapshot.recommendations if snapshot.now - r.time > keep][-1:]
     recent = [r for r in snapshot.recommendations if snapshot.now - r.time <= keep]
-    history = (*older, *recent, Recommendation(snapshot.now, recommendation))
+    history = (*older, *recent, Recommendation(snapshot.now, recommendation, backlog))
     # Like the HPA: go up only as far as every recommendation in the up-window agrees, and down only
     # as far as every one in the (longer) down-window agrees. A brief dip never removes a replica.
     up_to = min(r.replicas for r in history if snapshot.now - r.time <= spec.scale_up.stabilization_seconds)
-    down_to = max(r.replicas for r in history if snapshot.now - r.time <= spec.scale_down.stabilization_seconds)
+    down_window = [r for r in history if snapshot.now - r.time <= spec.scale_down.stabilization_seconds]
+    if _drained(down_window, snapshot.now, objective.window_seconds):
+        # A backlog's recommendations count what it took to drain it (completions that include the drain, the
+        # ready replicas a breach holds), not the load: once a whole latency window has passed without one, the
+        # window's other recommendations say what the load needs.
+        down_window = [r for r in down_window if not r.backlog]
+    down_to = max(r.replicas for r in down_window)
     if history[0].time > snapshot.now - spec.scale_down.stabilization_seconds:
         down_to = max(down_to, current)  # the window is not covered yet (a new object): no scale-down
     desired = current

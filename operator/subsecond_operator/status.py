@@ -28,7 +28,7 @@ def history(status: Mapping[str, Any]) -> tuple[Recommendation, ...]:
     for item in status.get("recommendations") or ():
         time = parse_iso(item.get("time"))
         if time is not None:
-            kept.append(Recommendation(time, int(item["replicas"])))
+            kept.append(Recommendation(time, int(item["replicas"]), bool(item.get("backlog", False))))
     return tuple(sorted(kept, key=lambda r: r.time))
 
 
@@ -97,7 +97,10 @@ def decided(
         "message": message,
         "lastDecisionTime": iso(now),
         "lastScaleTime": iso(now) if scaled else previous.get("lastScaleTime"),
-        "recommendations": [{"time": iso(r.time), "replicas": r.replicas} for r in decision.recommendations],
+        "recommendations": [
+            {"time": iso(r.time), "replicas": r.replicas, **({"backlog": True} if r.backlog else {})}
+            for r in decision.recommendations
+        ],
         "conditions": conditions(previous, now, ready=ready, degraded=degraded, at_max=at_max),
     }
 

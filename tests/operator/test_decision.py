@@ -11,6 +11,7 @@ from slo_specs import base_spec
 from subsecond_operator.decision import Reason, Recommendation, Snapshot, decide, plan
 from subsecond_operator.queueing import fit, response_quantile
 from subsecond_operator.spec import SLOSpec
+from subsecond_operator.status import decided, history
 
 NOW = 1_000_000.0
 OBJECTIVE = base_spec()["objective"]
@@ -82,6 +83,28 @@ CASES = {
     ),
     "fast now, busy 2 min ago: hold": Case(
         _snap(4, 0.1, 5.0, recommendations=(*_history(1), Recommendation(NOW - 120, 4))), 4, Reason.STABILIZING
+    ),
+    # A backlog's recommendations (sized to drain it) bind the scale-down window only until a whole latency window
+    # (1m) has passed without one; then the load's own recommendations decide.
+    "backlog drained a window ago: down to the load's": Case(
+        _snap(4, 0.1, 5.0, recommendations=(*_history(1), Recommendation(NOW - 60, 4, backlog=True))),
+        3,
+        Reason.OVER_PROVISIONED,
+    ),
+    "backlog 45 s ago: hold": Case(
+        _snap(4, 0.1, 5.0, recommendations=(*_history(1), Recommendation(NOW - 45, 4, backlog=True))),
+        4,
+        Reason.STABILIZING,
+    ),
+    "backlog drained, the load's own 4 still in the window: hold": Case(
+        _snap(
+            4,
+            0.1,
+            5.0,
+            recommendations=(*_history(1), Recommendation(NOW - 200, 4, backlog=True), Recommendation(NOW - 120, 4)),
+        ),
+        4,
+        Reason.STABILIZING,
     ),
     "scale down within its cooldown: hold": Case(
         _snap(4, 0.1, 5.0, recommendations=_history(1), last_scale_time=NOW - 60), 4, Reason.COOLING_DOWN
@@ -189,6 +212,18 @@ def test_a_hold_for_the_margin_says_so() -> None:
     decision = decide(spec, _snap(5, 0.145, 40.0, mean_seconds=0.070, recommendations=_history(4)))
     assert decision.recommended == 5 and decision.recommendations[-1] == Recommendation(NOW, 5)
     assert "4 would be predicted to hold the target, but not the scale-down margin (80% of it)" in decision.message
+
+
+def test_a_backlog_recommendation_is_marked_and_kept_in_status() -> None:
+    """A saturated breach's recommendation says it drains a backlog, and the status keeps that for the next tick."""
+    spec = _spec()
+    decision = decide(spec, _snap(2, 5.0, 20.0, mean_seconds=2.0, recent_mean_seconds=2.5))
+    assert decision.recommendations[-1] == Recommendation(NOW, decision.recommended or 0, backlog=True)
+    steady = decide(spec, _snap(3, _steady_observed(3, 20.0), 20.0))
+    assert not steady.recommendations[-1].backlog
+    for made in (decision, steady):
+        kept = decided({}, _snap(2, 0.1, 20.0), made, generation=1, prometheus_error=None, spec_concurrency=1)
+        assert history(kept) == made.recommendations
 
 
 def test_history_keeps_the_window_and_the_one_before_it() -> None:
