@@ -17,6 +17,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 
 from subsecond.generation.chat_template import ChatTemplate
 from subsecond.generation.entry_model import ContractError
+from subsecond.generation.prompts import ModelPrompt
 from subsecond.generation.service import STREAMS, GeneratorService, definition
 from subsecond.generation.settings import GenerationSettings
 from subsecond.kit.server import RunningServer, start_server
@@ -211,6 +212,29 @@ async def test_prompt_tokens_are_counted_with_the_model_tokenizer(stack_of, toke
     text = input_value(running.fake.requests[0], "text_input").reshape(-1)[0].decode()
     tokenizer = Tokenizer.from_file(str(tokenizer_root / MODEL / "tokenizer.json"))
     assert chunks[-1].done.prompt_tokens == len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+async def test_the_prompt_is_counted_only_once_the_first_chunk_is_out(stack_of, monkeypatch) -> None:
+    """Tokenizing holds the GIL: counted before, it would delay the request to Triton and the first chunk."""
+    counted_at: list[float] = []
+    count = ModelPrompt.count
+
+    def timed_count(self: ModelPrompt, text: str) -> int:
+        counted_at.append(time.monotonic())
+        return count(self, text)
+
+    monkeypatch.setattr(ModelPrompt, "count", timed_count)
+    running = await stack_of(script=Script(outputs=(b"Red", b"Red."), delay=0.3))
+
+    began = time.monotonic()
+    chunks = await _collect(running.stub, _request())
+
+    assert [chunk.text for chunk in chunks] == ["Red", ".", ""]
+    assert chunks[-1].done.prompt_tokens > 0
+    assert len(counted_at) == 1 and counted_at[0] - began >= 0.3  # after Triton's first response, not at the call
+    # A stream with no text at all is still counted, at its final response.
+    running.fake.script = Script(outputs=())
+    assert (await _collect(running.stub, _request()))[-1].done.prompt_tokens == chunks[-1].done.prompt_tokens
 
 
 async def test_a_generation_that_uses_all_of_max_tokens_finishes_with_length(stack_of) -> None:
