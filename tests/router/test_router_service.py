@@ -50,6 +50,8 @@ class Script:
     fail: grpc.StatusCode | None = None
     # When set, waited for after the first chunk.
     hold: asyncio.Event | None = None
+    # Seconds before the first chunk (a prompt's prefill).
+    delay: float = 0.0
 
 
 class FakeGenerator(generation_pb2_grpc.GeneratorServicer):
@@ -76,6 +78,7 @@ class FakeGenerator(generation_pb2_grpc.GeneratorServicer):
         self.journal.append(f"generate {prompt}")
         script = self.scripts.get(prompt, Script())
         try:
+            await asyncio.sleep(script.delay)
             for i, text in enumerate(script.chunks):
                 yield generation_pb2.GenerationChunk(text=text)
                 if i == 0 and script.hold is not None:

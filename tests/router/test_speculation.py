@@ -177,6 +177,23 @@ async def test_spare_speculates_only_below_its_share_of_the_generation_limit(own
     first.cancel()
 
 
+@pytest.mark.parametrize("router_env", [{"SPECULATE": "spare", "MAX_GENERATIONS": "4", "SPECULATE_SHARE": "0.25"}])
+async def test_spare_counts_a_cancelled_speculation_until_its_prefill_would_have_ended(own_stack: Stack) -> None:
+    cache, generator = own_stack.cache, own_stack.generator
+    generator.scripts["Warm"] = Script(delay=1.0)  # the tier's first chunk takes a second
+    await answer(own_stack, router_pb2.GenerateRequest(prompt="Warm"))
+    cache.hit = SEMANTIC_HIT
+    await answer(own_stack, router_pb2.GenerateRequest(prompt="A paraphrase"))  # speculated, then cancelled
+    assert len(cache.semantic_lookups) == 2
+
+    # Nothing runs in the router, but the backend still reads the cancelled prompt: no slot to spare.
+    await answer(own_stack, router_pb2.GenerateRequest(prompt="Another paraphrase"))
+    assert len(cache.semantic_lookups) == 2 and cache.lookups[-1].semantic
+    await asyncio.sleep(1.2)  # that prefill is over
+    await answer(own_stack, router_pb2.GenerateRequest(prompt="A third paraphrase"))
+    assert len(cache.semantic_lookups) == 3
+
+
 async def test_a_call_cancelled_during_the_semantic_lookup_cancels_its_generation(own_stack: Stack) -> None:
     cache, generator = own_stack.cache, own_stack.generator
     cache.semantic_hold = asyncio.Event()

@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 import grpc
+from opentelemetry import trace
 
 from subsecond.kit.errors import Internal, ResourceExhausted, from_downstream
 from subsecond.kit.prompt_identity import request_digest
@@ -48,6 +49,9 @@ from subsecond.v1 import cache_pb2, generation_pb2, generation_pb2_grpc, router_
 
 log = logging.getLogger(__name__)
 
+# The weight of the newest time to first chunk in a tier's moving average (``Generation.wasted``).
+_PREFILL_WEIGHT = 0.25
+
 
 class Generation:
     def __init__(
@@ -70,14 +74,36 @@ class Generation:
             on_running=self._count_running,
         )
         self._flights: Coalescer[generation_pb2.GenerationChunk] = Coalescer()
+        # Per tier, a moving average of the time to the first chunk: how long the backend reads a prompt.
+        self._prefill_seconds: dict[str, float] = {}
+        # When the prefills of cancelled speculative generations end (time.monotonic()).
+        self._wasted_until: list[float] = []
 
     def _count_running(self, running: int) -> None:
         self._running = running
         GENERATIONS_IN_FLIGHT.set(running)
 
     def has_spare(self, share: float) -> bool:
-        """Fewer generations run than ``share`` of the router's limit (``MAX_GENERATIONS``)."""
-        return self._running < share * self._limits.total
+        """Fewer generations run than ``share`` of the router's limit (``MAX_GENERATIONS``), counting a
+        cancelled speculative one as running until its prefill would have ended (``wasted``)."""
+        return self._running + self._still_wasted() < share * self._limits.total
+
+    def wasted(self, tier: str) -> None:
+        """A speculative generation of ``tier`` was cancelled (a semantic hit): the backend goes on
+        reading its prompt (llama.cpp notices a cancellation only between 64-token chunks; an engine
+        finishes the context phase it scheduled), so for about a first chunk's time its capacity is
+        not spare although the router's slot is free."""
+        self._still_wasted()
+        self._wasted_until.append(time.monotonic() + self._prefill_seconds.get(tier, 0.0))
+
+    def _still_wasted(self) -> int:
+        now = time.monotonic()
+        self._wasted_until = [end for end in self._wasted_until if end > now]
+        return len(self._wasted_until)
+
+    def _prefilled(self, tier: str, seconds: float) -> None:
+        known = self._prefill_seconds.get(tier)
+        self._prefill_seconds[tier] = seconds if known is None else known + _PREFILL_WEIGHT * (seconds - known)
 
     async def answer(
         self,
@@ -99,16 +125,31 @@ class Generation:
         await self._quotas.check_tokens(request.tenant)  # hits and static answers are never held to it
 
         slot: Slot | None = None
+        call: grpc.aio.UnaryStreamCall | None = None
 
         def start() -> AsyncIterator[generation_pb2.GenerationChunk]:
-            nonlocal slot
+            nonlocal slot, call
             slot = self._slots.take(request.tenant, bypassed=bypassed)  # refused here: no flight starts
-            return self._generate(request, choice.tier, fitted, deadline.remaining(), store, embedding)
+            generate = generation_pb2.GenerationRequest(
+                model=choice.tier,
+                messages=chat_messages(fitted.turns),
+                max_tokens=fitted.max_tokens,
+                sampling=request.sampling_params(),
+            )
+            try:  # called here, not in the flight's task: the request leaves a turn of the loop sooner
+                call = self._stub.Generate(generate, timeout=deadline.remaining())
+            except BaseException:
+                slot.release()
+                raise
+            return self._generate(call, time.perf_counter(), request, choice.tier, store, embedding)
 
         flight, leader = self._flights.join(key, start)
         if leader:
-            assert slot is not None
-            flight.when_ended(slot.release)  # however the flight ends, even cancelled before it started
+            assert slot is not None and call is not None
+            # However the flight ends, even cancelled before it started: the slot is given back, and
+            # the call cancelled (a no-op after its last chunk).
+            flight.when_ended(slot.release)
+            flight.when_ended(call.cancel)
             TIER_CHOICES.labels(choice.tier, choice.reason).inc()
             TOKENS_SAVED.labels(choice.tier, "prompt").inc(fitted.trimmed_prompt_tokens)
             TOKENS_SAVED.labels(choice.tier, "completion").inc(fitted.capped_max_tokens)
@@ -146,51 +187,42 @@ class Generation:
 
     async def _generate(
         self,
+        call: grpc.aio.UnaryStreamCall,
+        started: float,
         request: Admitted,
         tier: str,
-        fitted: Fitted,
-        budget_seconds: float,
         store: bool,
         embedding: PromptEmbedding,
     ) -> AsyncIterator[generation_pb2.GenerationChunk]:
-        """The flight's body: one generation stream, then the write-through of a normal finish."""
-        call = self._stub.Generate(
-            generation_pb2.GenerationRequest(
-                model=tier,
-                messages=chat_messages(fitted.turns),
-                max_tokens=fitted.max_tokens,
-                sampling=request.sampling_params(),
-            ),
-            timeout=budget_seconds,
-        )
-        started = first = time.perf_counter()
+        """The flight's body: the generation stream ``call`` (made at ``started``), then the write-through
+        of a normal finish."""
+        first = started
         chunks: list[str] = []
         offsets: list[float] = []
-        try:
-            async for chunk in call:
-                if chunk.text:
-                    now = time.perf_counter()
-                    if not chunks:
-                        HOP_DURATION.labels("generation_first_chunk").observe(now - started)
-                        first = now
-                    chunks.append(chunk.text)
-                    offsets.append(now - first)
-                yield chunk
-                if chunk.HasField("done"):
-                    usage = chunk.done.prompt_tokens + chunk.done.completion_tokens
-                    self._tasks.spawn(self._quotas.spend_tokens(request.tenant, usage))
-                    if store and chunk.done.finish_reason == types_pb2.FINISH_REASON_STOP:
-                        answer = cache_pb2.CachedAnswer(
-                            chunks=chunks,
-                            prompt_tokens=chunk.done.prompt_tokens,
-                            completion_tokens=chunk.done.completion_tokens,
-                            finish_reason=chunk.done.finish_reason,
-                            chunk_offsets_seconds=offsets,
-                            model=tier,
-                        )
-                        self._tasks.spawn(self._cache.store(request, answer, embedding))
-                    else:
-                        STORES.labels("skipped").inc()
-                    return
-        finally:
-            call.cancel()  # a no-op after the last chunk; cancels the generation otherwise
+        async for chunk in call:
+            if chunk.text:
+                now = time.perf_counter()
+                if not chunks:
+                    HOP_DURATION.labels("generation_first_chunk").observe(now - started)
+                    self._prefilled(tier, now - started)
+                    trace.get_current_span().add_event("generation first chunk")
+                    first = now
+                chunks.append(chunk.text)
+                offsets.append(now - first)
+            yield chunk
+            if chunk.HasField("done"):
+                usage = chunk.done.prompt_tokens + chunk.done.completion_tokens
+                self._tasks.spawn(self._quotas.spend_tokens(request.tenant, usage))
+                if store and chunk.done.finish_reason == types_pb2.FINISH_REASON_STOP:
+                    answer = cache_pb2.CachedAnswer(
+                        chunks=chunks,
+                        prompt_tokens=chunk.done.prompt_tokens,
+                        completion_tokens=chunk.done.completion_tokens,
+                        finish_reason=chunk.done.finish_reason,
+                        chunk_offsets_seconds=offsets,
+                        model=tier,
+                    )
+                    self._tasks.spawn(self._cache.store(request, answer, embedding))
+                else:
+                    STORES.labels("skipped").inc()
+                return

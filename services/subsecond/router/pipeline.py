@@ -128,6 +128,7 @@ class Answerer:
             if semantic is not None and semantic.hit:
                 SPECULATIVE.labels("cancelled").inc()
                 SPECULATIVE_WASTED_TOKENS.inc(fitted.prompt_tokens)
+                self._generation.wasted(choice.tier)
                 answer = replay(request, semantic)
             else:
                 SPECULATIVE.labels("served").inc()
