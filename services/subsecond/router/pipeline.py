@@ -12,7 +12,8 @@ guard: about 10-20 ms here). No chunk goes out before the semantic tier has answ
 hit the generation is cancelled (its flight, and so its call to the generation service and Triton's
 request, end when its last listener leaves) and the hit is served; on a miss the generation already
 under way is the answer. ``spare`` speculates only while fewer than ``SPECULATE_SHARE`` of
-``MAX_GENERATIONS`` run, so that a router near its limit does not spend slots on prefills a hit
+``MAX_GENERATIONS`` run (a cancelled one counted until its prefill would have ended:
+``Generation.wasted``), so that a router near its limit does not spend slots on prefills a hit
 would waste. ``auto`` speculates when its tier is chosen without the embedding (the task, the
 lengths, or no centroids); when the centroid rule would decide, it waits for the lookup as before.
 
