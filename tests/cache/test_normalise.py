@@ -22,6 +22,15 @@ from subsecond.kit.settings import SettingsError
         ("How do I analyse and organise data?", "How do I analyze and organize data?"),
         ("Is exercise a promise?", "Is exercise a promise?"),
         ("the least expensive and quickest way", "the cheapest and fastest way"),
+        ("whats the best way to sleep 8 hrs", "what is the best way to sleep 8 hours"),
+        ("can i fly w/ a power bank in the u.s.", "can i fly with a power bank in the US"),
+        ("How does one become a notary?", "How do you become a notary?"),
+        ("where can one recycle batteries", "where can you recycle batteries"),
+        ("is one tablet enough", "is one tablet enough"),
+        ("Ask the Transportation Security Administration", "Ask the TSA"),
+        ("lower my hemoglobin A1c", "lower my A1C"),
+        ("the most safe and least painful option", "the safest and most painless option"),
+        ("the tiniest country", "the smallest country"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
@@ -36,6 +45,11 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("How is ROI calculated?", "How is return on investment calculated?"),
         ("What is the cheapest way to learn French?", "What is the least expensive way to learn French?"),
         ("What is the quickest way to boil an egg?", "What's the fastest way to boil an egg?"),
+        ("how does one get over jet lag", "how do you get over jet lag"),
+        ("How do I file a complaint with the Federal Trade Commission?", "How do I file a complaint with the FTC?"),
+        ("how long to boil eggs, approx", "how long to boil eggs, approximately"),
+        ("hwo do i reset my router", "how do i reset my router"),
+        ("how long shoud i rest after a run", "how long should i rest after a run"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
@@ -51,6 +65,9 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("Explain Gbps to a beginner.", "Explain GBps to a beginner.", "entity"),
         ("How do I migrate from MySQL to Postgres?", "Steps to move to MySQL from Postgres", "direction"),
         ("Convert this JSON file to YAML.", "How can I turn YAML into JSON?", "direction"),
+        ("Is one tablet enough for a headache?", "Are two tablets enough for a headache?", "number"),
+        ("What does the form ask for?", "What does the farm ask for?", "substitution"),
+        ("Is the mode a good summary here?", "Is the made a good summary here?", "substitution"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

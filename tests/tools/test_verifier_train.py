@@ -59,10 +59,51 @@ def test_a_negation_can_be_added_far_from_its_verb() -> None:
             "How do I renew my license at the Department of Motor Vehicles?",
         ),
         (vt.superlative, "What is the cheapest flight to Rome?", "What is the least expensive flight to Rome?"),
+        (vt.reorder, "How do I reverse a list in Python?", "In Python, how do I reverse a list?"),
     ],
 )
 def test_each_positive_augmentation_keeps_the_meaning(change: vt.Augment, text: str, expected: str) -> None:
     assert change(random.Random(0), text) == expected
+
+
+def test_a_short_word_gets_two_letters_traded_after_its_first() -> None:
+    slips = {vt.typo(random.Random(seed), "can dogs eat it") for seed in range(20)}
+    assert slips and None not in slips
+    for slip in slips:
+        changed = [(a, b) for a, b in zip(["can", "dogs", "eat", "it"], (slip or "").split(), strict=True) if a != b]
+        (word, typed), *others = changed
+        assert not others and word[0] == typed[0] and sorted(word) == sorted(typed)
+
+
+def test_structural_pairs_keep_or_trade_the_roles() -> None:
+    examples = list(vt.structural_pairs(random.Random(0), 20))
+    by_kind = {kind: [e for e in examples if e.kind == kind] for kind in {e.kind for e in examples}}
+    assert set(by_kind) == {"gen-passive", "gen-pronoun", "gen-than", "gen-either"}
+    passives = by_kind["gen-passive"]
+    assert any(e.same and " be " in e.query for e in passives) and any(not e.same for e in passives)
+    assert all(not e.same for e in by_kind["gen-pronoun"] + by_kind["gen-than"])
+    # the trade keeps every word: only the order tells the meanings apart
+    assert all(_words(e.cached) == _words(e.query) for e in by_kind["gen-than"] + by_kind["gen-either"])
+
+
+def _words(text: str) -> list[str]:
+    return sorted(word.strip("?,:") for word in text.split())
+
+
+def test_a_quantifier_is_traded_for_another() -> None:
+    changed = {vt.quantifier_change(random.Random(seed), "Do all cats hate water?") for seed in range(10)}
+    assert None not in changed and "Do all cats hate water?" not in changed
+    assert all(c and c.endswith(" cats hate water?") and c.split()[1] in [*vt.QUANTIFIERS[1:], "none"] for c in changed)
+
+
+def test_length_batches_hold_every_pair_once_in_batches_of_about_one_length() -> None:
+    rng = random.Random(0)
+    examples = [vt.Example("q" * rng.randrange(5, 200), "x", True, "k") for _ in range(1000)]
+    batches = vt.length_batches(examples, random.Random(1))
+    assert sorted(id(e) for b in batches for e in b) == sorted(id(e) for e in examples)
+    assert all(len(b) <= vt.BATCH for b in batches)
+    spread = [max(len(e.cached) for e in b) - min(len(e.cached) for e in b) for b in batches]
+    assert sorted(spread)[len(spread) // 2] < 20  # a random batch would span most of 5..200
 
 
 def test_a_typo_is_one_slip_in_a_long_word() -> None:

@@ -61,14 +61,18 @@ DEFAULT_DATA_DIR = Path("benchmarks/data/semantic")
 SEED = 13
 THREADS = 2
 # Transformer layers kept: each costs about 1.5 ms per call on a 30-token pair (int8, one thread, this
-# machine), and the semantic hit may grow by at most 2 ms: one.
-LAYERS = 1
+# machine; the first 1.8 ms with the embeddings and the head), and the semantic hit may grow by at most
+# 2 ms over the one-layer verifier's figure: two.
+LAYERS = 2
 MAX_LENGTH = 48
 BATCH = 16
 EPOCHS = 1
+# Batches are cut from windows of this many pairs sorted by length (then the batches are shuffled), so
+# that a batch pads to nearly its own pairs' length: the same pairs, fewer padded tokens per step.
+LENGTH_WINDOW = BATCH * 32
 LEARNING_RATE = 3e-4
 HEAD_LEARNING_RATE = 3e-3
-QQP_LINES = 2000  # train-half duplicate lines: half positives and sources of changes, half neighbours
+QQP_LINES = 3000  # train-half duplicate lines: half positives and sources of changes, half neighbours
 PER_KIND = 300  # generated pairs of each augmentation or change kind, at most
 NEIGHBOUR_MIN_SIMILARITY = 0.70  # an other-line neighbour this close would reach the verifier
 # Largest share of dev pairs on which the int8 and float models may decide differently.
@@ -142,6 +146,14 @@ CONFUSABLE = [
     ("simple interest", "compound interest"), ("inflation", "deflation"), ("assets", "liabilities"),
     ("baking soda", "baking powder"), ("alligator", "crocodile"), ("rabbit", "hare"),
     ("speed", "velocity"), ("fission", "fusion"), ("ionic", "covalent"), ("acid", "base"),
+    # round four: HTTP methods, file formats, protocols, units, statistics written as people write them
+    ("PUT", "DELETE"), ("HEAD", "OPTIONS"), ("JSON", "YAML"), ("CSV", "TSV"), ("JPG", "PNG"), ("MP3", "WAV"),
+    ("XML", "JSON"), ("EPUB", "MOBI"), ("AVI", "MKV"), ("SMB", "NFS"), ("FTP", "SCP"), ("HTTP/1.1", "HTTP/2"),
+    ("VLAN", "VPN"), ("IPsec", "TLS"), ("kg", "lb"), ("km", "mi"), ("GHz", "MHz"), ("TB", "Tb"), ("Hz", "kHz"),
+    ("mmHg", "kPa"), ("nm", "mm"), ("oz", "fl oz"), ("z-score", "t-score"), ("Pearson", "Spearman"),
+    ("one-tailed", "two-tailed"), ("type I error", "type II error"), ("confidence interval", "prediction interval"),
+    ("R-squared", "adjusted R-squared"), ("systolic", "diastolic"), ("antibiotic", "antiviral"),
+    ("W-2", "1099"), ("ETF", "mutual fund"), ("ext4", "NTFS"),
 ]  # fmt: skip
 ENTITIES = {
     "country": _names(
@@ -193,6 +205,7 @@ OPENERS = [
     ("how do i", "how can i"), ("how do i", "how does one"), ("how do i", "what is the way to"),
     ("what is", "what's"), ("what are", "which are"), ("how can i", "is there a way to"),
     ("can you explain", "please explain"), ("why is", "for what reason is"), ("what is the best way to", "how best to"),
+    ("how do you", "how does one"), ("how can you", "how can one"), ("should i", "should one"),
 ]  # fmt: skip
 WRAPPERS = [
     "Please {q}", "Could you tell me: {q}", "Quick question: {q}", "I was wondering, {q}", "{q} Thanks!",
@@ -203,6 +216,27 @@ ROLE_VERBS = [
     "sue", "pay", "hire", "fire", "email", "invite", "train", "follow", "chase", "bite", "replace", "beat",
     "teach", "interview", "report", "warn", "owe", "call", "help", "thank", "support", "reward",
 ]  # fmt: skip
+PARTICIPLES = {
+    "sue": "sued", "pay": "paid", "hire": "hired", "fire": "fired", "email": "emailed", "invite": "invited",
+    "train": "trained", "follow": "followed", "chase": "chased", "bite": "bitten", "replace": "replaced",
+    "beat": "beaten", "teach": "taught", "interview": "interviewed", "report": "reported", "warn": "warned",
+    "owe": "owed", "call": "called", "help": "helped", "thank": "thanked", "support": "supported",
+    "reward": "rewarded",
+}  # fmt: skip
+# Role swaps people write with a pronoun: {x} is "my <noun>", the other side "I"/"me".
+PRONOUN_PATTERNS = [
+    ("Can my {x} {v} me?", "Can I {v} my {x}?"), ("Why would my {x} {v} me?", "Why would I {v} my {x}?"),
+    ("What happens if my {x} tries to {v} me?", "What happens if I try to {v} my {x}?"),
+    ("Is it normal for my {x} to {v} me?", "Is it normal for me to {v} my {x}?"),
+    ("Should my {x} {v} me first?", "Should I {v} my {x} first?"),
+]  # fmt: skip
+# Comparisons turned around ("Is A faster than B?" / "Is B faster than A?"): different questions; while
+# "Which is faster, A or B?" is "Which is faster, B or A?".
+COMPARATIVES = [
+    "faster", "cheaper", "safer", "healthier", "better", "harder to learn", "more popular", "more expensive",
+    "heavier", "older", "more reliable", "riskier",
+]  # fmt: skip
+QUANTIFIERS = ["all", "some", "no", "most", "few", "every", "any", "none of the"]
 ROLE_NOUNS = [
     "manager", "employee", "landlord", "tenant", "doctor", "nurse", "teacher", "student", "parent", "child",
     "buyer", "seller", "client", "agency", "company", "contractor", "customer", "bank", "coach", "player",
@@ -250,15 +284,18 @@ Augment = Callable[[random.Random, str], str | None]
 
 
 def typo(rng: random.Random, text: str) -> str | None:
-    """One keyboard slip (two letters traded, one dropped or doubled) in a word of six letters or more."""
-    words = [m for m in _WORD.finditer(text) if len(m.group()) >= 6]
+    """One keyboard slip: two letters traded in a word of three letters or more ("hwo", "slwo"), or one
+    dropped or doubled in a word of six or more."""
+    words = [m for m in _WORD.finditer(text) if len(m.group()) >= 3]
     if not words:
         return None
     match = rng.choice(words)
-    word, i = match.group(), rng.randrange(1, len(match.group()) - 2)
-    slip = rng.choice(
-        [word[:i] + word[i + 1] + word[i] + word[i + 2 :], word[:i] + word[i + 1 :], word[:i] + word[i] + word[i:]]
-    )
+    word, i = match.group(), rng.randrange(2, len(match.group()))  # the first letter is seldom the slip
+    traded = word[:i - 1] + word[i] + word[i - 1] + word[i + 1 :]
+    if len(word) < 6:
+        slip = traded
+    else:
+        slip = rng.choice([traded, word[:i] + word[i + 1 :], word[:i] + word[i] + word[i:]])
     return text[: match.start()] + slip + text[match.end() :]
 
 
@@ -302,8 +339,25 @@ def superlative(rng: random.Random, text: str) -> str | None:
     return None
 
 
+_TRAILING_CLAUSE = re.compile(
+    r"^(?P<head>\w.*\w) (?P<tail>(?:in|on|for|with|after|during|when|if|while|at) [\w' -]{3,40}?)[?.!]*$",
+    re.IGNORECASE,
+)
+
+
+def reorder(rng: random.Random, text: str) -> str | None:
+    """A trailing clause moved to the front: "How do I reverse a list in Python?" -> "In Python, how do I
+    reverse a list?"."""
+    match = _TRAILING_CLAUSE.match(text)
+    if not match or len(match.group("head").split()) < 3:
+        return None
+    head, tail = match.group("head"), match.group("tail")
+    return f"{tail[0].upper()}{tail[1:]}, {head[0].lower()}{head[1:]}?"
+
+
 POSITIVE_AUGMENTS: dict[str, Augment] = {
     "typo": typo, "numeral": numeral, "abbreviation": abbreviation, "register": register, "superlative": superlative,
+    "reorder": reorder,
 }  # fmt: skip
 
 
@@ -409,9 +463,19 @@ def opposite(rng: random.Random, text: str) -> str | None:
     return None
 
 
+def quantifier_change(rng: random.Random, text: str) -> str | None:
+    """One quantifier for another ("Do all cats..." -> "Do some cats...")."""
+    present = [word for word in QUANTIFIERS if re.search(rf"\b{word}\b", text, re.IGNORECASE)]
+    if not present:
+        return None
+    old = rng.choice(present)
+    new = rng.choice([word for word in QUANTIFIERS if word != old])
+    return re.sub(rf"\b{old}\b", new, text, count=1, flags=re.IGNORECASE)
+
+
 NEGATIVE_CHANGES: dict[str, Augment] = {
     "role": role_swap, "direction": direction_swap, "negation": negation, "number": number_change,
-    "term": term_change, "entity": entity_change, "opposite": opposite,
+    "term": term_change, "entity": entity_change, "opposite": opposite, "quantifier": quantifier_change,
 }  # fmt: skip
 
 
@@ -437,6 +501,28 @@ def templated_negatives(rng: random.Random, count: int) -> Iterable[Example]:
         if reworded and reworded != text:
             yield Example(text, reworded, True, "gen-register")
             yield Example(reworded, swapped, False, f"gen-{kind}")
+
+
+def structural_pairs(rng: random.Random, count: int) -> Iterable[Example]:
+    """Who does what to whom, written the ways that keep most words: a passive that keeps the roles (a
+    positive) or trades them (a negative), a role swap with a pronoun on one side, and a comparison
+    turned around (a negative) or an either-or question with its options reordered (a positive)."""
+    things = ENTITIES["tool"] + ENTITIES["country"]
+    for _ in range(count):
+        x, y = rng.sample(ROLE_NOUNS, 2)
+        verb = rng.choice(ROLE_VERBS)
+        participle = PARTICIPLES[verb]
+        active = f"Can a {x} {verb} a {y}?"
+        yield Example(active, f"Can a {y} be {participle} by a {x}?", True, "gen-passive")
+        yield Example(active, f"Can a {x} be {participle} by a {y}?", False, "gen-passive")
+        mine, theirs = rng.choice(PRONOUN_PATTERNS)
+        yield Example(mine.format(x=x, v=verb), theirs.format(x=x, v=verb), False, "gen-pronoun")
+        first, second = rng.sample(things, 2)
+        degree = rng.choice(COMPARATIVES)
+        yield Example(f"Is {first} {degree} than {second}?", f"Is {second} {degree} than {first}?", False, "gen-than")
+        yield Example(
+            f"Which is {degree}, {first} or {second}?", f"Which is {degree}: {second} or {first}?", True, "gen-either"
+        )
 
 
 def framed_texts(rng: random.Random) -> list[str]:
@@ -536,6 +622,7 @@ def training_set(data_dir: Path, embedder_dir: Path) -> list[Example]:
     examples += augmented(rng, texts, POSITIVE_AUGMENTS, same=True)
     examples += augmented(rng, texts, NEGATIVE_CHANGES, same=False)
     examples += list(templated_negatives(rng, 300))
+    examples += list(structural_pairs(rng, 150))
     examples += neighbour_negatives(lines[QQP_LINES // 2 :], embedder_dir)
     # Either prompt may be the cached one: half the pairs are turned around.
     examples = [Example(e.query, e.cached, e.same, e.kind) if rng.random() < 0.5 else e for e in examples]
@@ -625,6 +712,17 @@ def _load_tokenizer() -> Any:
     return tokenizer
 
 
+def length_batches(examples: Sequence[Example], rng: random.Random) -> list[list[Example]]:
+    """Batches of BATCH pairs of about one length (cut from LENGTH_WINDOW-pair windows sorted by length),
+    in a shuffled order: dynamic padding then pads each batch to nearly its own length."""
+    batches = []
+    for start in range(0, len(examples), LENGTH_WINDOW):
+        window = sorted(examples[start : start + LENGTH_WINDOW], key=lambda e: len(e.cached) + len(e.query))
+        batches += [window[i : i + BATCH] for i in range(0, len(window), BATCH)]
+    rng.shuffle(batches)
+    return batches
+
+
 def train(examples: Sequence[Example], layers: int) -> torch.nn.Module:
     import torch
 
@@ -638,15 +736,16 @@ def train(examples: Sequence[Example], layers: int) -> torch.nn.Module:
     optimiser = torch.optim.AdamW(
         [{"params": body, "lr": LEARNING_RATE}, {"params": head, "lr": HEAD_LEARNING_RATE}], weight_decay=0.01
     )
-    steps = EPOCHS * ((len(examples) + BATCH - 1) // BATCH)
+    rng = random.Random(SEED)
+    epochs = [length_batches(examples, rng) for _ in range(EPOCHS)]
+    steps = sum(len(batches) for batches in epochs)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: min(1.0, (step + 1) / (0.06 * steps)) * max(0.0, 1.0 - step / steps)
     )
     loss_fn = torch.nn.BCEWithLogitsLoss()
     started, step = time.perf_counter(), 0
-    for _ in range(EPOCHS):
-        for start in range(0, len(examples), BATCH):
-            chunk = examples[start : start + BATCH]
+    for batches in epochs:
+        for chunk in batches:
             ids, mask, types = _batch(tokenizer, chunk)
             labels = torch.tensor([float(e.same) for e in chunk])
             loss = loss_fn(model(ids, mask, types), labels)

@@ -321,6 +321,8 @@ _CAPITALISED_TIME_WORDS = _stems("march may august")
 _DEMONYM_ENDINGS = frozenset({"n", "an", "ian", "es", "ese", "ish", "i"})
 _VOWELS = "aeiou"
 _LONG_WORD = 8  # from this length, any one-letter slip is a typo
+_SHORTEST_SLIP = 3  # two adjacent letters swapped, from this length
+_SHORT_SLIP = 5  # a vowel, a doubled letter or a consonant inside the word, from this length
 _SHORT_TERM = 5  # mixed-case words this short keep their case: units and symbols
 # Share of two prompts' words that must line up, in order, for them to read as the same sentence.
 _ALIGNED = 0.8
@@ -760,23 +762,36 @@ def _single_substitution(content: _Aligned) -> bool:
 
 
 def _typo_of(x: str, y: str) -> bool:
-    """One slip of the keyboard, or a spelling variant, between two words of five letters or more with
-    the same first letter: two adjacent letters swapped, a letter doubled or undoubled, a vowel added,
-    dropped or changed ("favourite"/"favorite"), or, in words of eight letters or more, any one letter
-    added, dropped or changed. "Austria" and "Australia" are two slips apart, "employer" and
-    "employee" differ by a consonant: not typos."""
-    if x == y or len(x) < 5 or len(y) < 5 or x[0] != y[0]:
+    """One slip of the keyboard, or a spelling variant, between two words with the same first letter:
+    two adjacent letters swapped (from three letters: "hwo"/"how", "slwo"/"slow"); from five letters, a
+    letter doubled or undoubled, a vowel added, dropped or changed ("favourite"/"favorite") or a
+    consonant dropped inside the word ("shoud"/"should", not "planet"/"plane"); from eight, any one
+    letter added, dropped or changed. Shorter words change meaning with one vowel ("mode"/"made",
+    "cost"/"coast"). "Austria" and "Australia"
+    are two slips apart, "employer" and "employee" differ by a consonant, "ssh" and "ssl" by one: not
+    typos."""
+    if x == y or min(len(x), len(y)) < _SHORTEST_SLIP or x[0] != y[0]:
         return False
     long_words = min(len(x), len(y)) >= _LONG_WORD
     if len(x) == len(y):
         diffs = [i for i in range(len(x)) if x[i] != y[i]]
         if len(diffs) == 2 and diffs[1] == diffs[0] + 1:
             return x[diffs[0]] == y[diffs[1]] and x[diffs[1]] == y[diffs[0]]
-        return len(diffs) == 1 and (long_words or (x[diffs[0]] in _VOWELS and y[diffs[0]] in _VOWELS))
+        return (
+            len(x) >= _SHORT_SLIP
+            and len(diffs) == 1
+            and (long_words or (x[diffs[0]] in _VOWELS and y[diffs[0]] in _VOWELS))
+        )
     longer, shorter = (x, y) if len(x) > len(y) else (y, x)
-    if len(longer) != len(shorter) + 1:
+    if len(longer) != len(shorter) + 1 or len(shorter) < _SHORT_SLIP:
         return False
     return any(
-        longer[:i] + longer[i + 1 :] == shorter and (long_words or longer[i] == longer[i - 1] or longer[i] in _VOWELS)
+        longer[:i] + longer[i + 1 :] == shorter
+        and (
+            long_words
+            or longer[i] == longer[i - 1]
+            or longer[i] in _VOWELS
+            or i < len(longer) - 1
+        )
         for i in range(1, len(longer))
     )

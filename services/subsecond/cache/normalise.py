@@ -4,9 +4,12 @@ The guard compares words; these rewrites make the common ways of writing the sam
 words, so that the guard does not refuse a paraphrase for its spelling:
 
 - fractions in digits, glyphs or words become decimals ("1/2", "½", "half a" -> "0.5");
+- shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is"),
+  and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
 - negations written without the apostrophe get it back ("dont" -> "don't");
 - abbreviations and their expansions meet on the abbreviation ("the Internal Revenue Service" ->
-  "the IRS", "California" -> "CA"): US states, agencies, finance, medical and computing terms;
+  "the IRS", "California" -> "CA", "hemoglobin A1c" -> "A1C"): US states, federal agencies, finance,
+  medical and computing terms;
 - British spellings become American ("analyse" -> "analyze", "organise" -> "organize");
 - a few adjectives become one of their synonyms, in every degree ("quickest" -> "fastest"), and
   "least"/"less" + an adjective becomes its opposite's superlative or comparative ("least
@@ -68,7 +71,47 @@ _ABBREVIATIONS = """
     GPU:graphics_processing_unit PC:personal_computer VPN:virtual_private_network
     RAM:random-access_memory|random_access_memory SSD:solid-state_drive|solid_state_drive
     API:application_programming_interface FAQ:frequently_asked_questions ASAP:as_soon_as_possible
+    USPS:United_States_Postal_Service|U.S._Postal_Service|US_Postal_Service FTC:Federal_Trade_Commission
+    FCC:Federal_Communications_Commission FEMA:Federal_Emergency_Management_Agency
+    OSHA:Occupational_Safety_and_Health_Administration NIH:National_Institutes_of_Health
+    TSA:Transportation_Security_Administration DOJ:Department_of_Justice DHS:Department_of_Homeland_Security
+    USCIS:United_States_Citizenship_and_Immigration_Services|U.S._Citizenship_and_Immigration_Services
+    FDIC:Federal_Deposit_Insurance_Corporation CFPB:Consumer_Financial_Protection_Bureau
+    SBA:Small_Business_Administration IMF:International_Monetary_Fund WTO:World_Trade_Organization
+    NATO:North_Atlantic_Treaty_Organization SNAP:Supplemental_Nutrition_Assistance_Program
+    SSN:social_security_number SSI:supplemental_security_income PTO:paid_time_off HR:human_resources
+    CEO:chief_executive_officer CFO:chief_financial_officer CPA:certified_public_accountant
+    LLC:limited_liability_company HELOC:home_equity_line_of_credit EPS:earnings_per_share
+    REIT:real_estate_investment_trust PMI:private_mortgage_insurance RSU:restricted_stock_unit
+    YTD:year_to_date ETA:estimated_time_of_arrival DIY:do_it_yourself|do-it-yourself
+    ECG:electrocardiogram|EKG CBC:complete_blood_count OTC:over-the-counter|over_the_counter
+    GERD:gastroesophageal_reflux_disease RSV:respiratory_syncytial_virus HRT:hormone_replacement_therapy
+    CPR:cardiopulmonary_resuscitation IV:intravenous A1C:HbA1c|hemoglobin_A1c|haemoglobin_A1c
+    HPV:human_papillomavirus IBD:inflammatory_bowel_disease DVT:deep_vein_thrombosis
+    PCOS:polycystic_ovary_syndrome CBT:cognitive_behavioral_therapy|cognitive_behavioural_therapy
+    LDL:low-density_lipoprotein HDL:high-density_lipoprotein BPM:beats_per_minute
+    CLI:command-line_interface|command_line_interface GUI:graphical_user_interface
+    IDE:integrated_development_environment ISP:internet_service_provider DNS:domain_name_system
 """
+# Shortened words people type, written out (the opposite direction of the abbreviations above: these
+# are words, and the long form is what the rest of the text is written in).
+_SHORTHANDS = {
+    "uni": "university", "info": "information", "approx": "approximately", "govt": "government",
+    "dept": "department", "pic": "picture", "pics": "pictures", "hrs": "hours",
+    "mins": "minutes", "secs": "seconds", "yr": "year", "yrs": "years", "wk": "week",
+    "wks": "weeks", "pls": "please", "plz": "please", "thx": "thanks", "b4": "before",
+    "cuz": "because", "tmrw": "tomorrow", "u": "you", "ur": "your", "w/o": "without",
+    "w/": "with", "ok": "okay", "whats": "what is", "hows": "how is", "wheres": "where is", "im": "I am",
+}  # fmt: skip
+_SHORTHAND = re.compile(
+    r"(?<![\w/])(" + "|".join(re.escape(short) for short in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
+)
+# "How does one ..." is "how do you ...": "one" as the impersonal pronoun, after a question word and an
+# auxiliary only, where it cannot be the number ("is one tablet enough" keeps its "one").
+_ONE_PRONOUN = re.compile(
+    r"\b((?:how|what|where|why|when|which|who)(?: \w+)?) (does|do|can|could|should|would|must|might|may) one\b",
+    re.IGNORECASE,
+)
 _EXPANSIONS: dict[str, str] = {}
 for _entry in _ABBREVIATIONS.split():
     _short, _, _longs = _entry.partition(":")
@@ -119,6 +162,12 @@ _SYNONYMS = [
     ),
     (("hard", "harder", "hardest"), ("difficult", "more difficult", "most difficult")),
     (("big", "bigger", "biggest"), ("large", "larger", "largest")),
+    (("small", "smaller", "smallest"), ("tiny", "tinier", "tiniest")),
+    (("safe", "safer", "safest"), ("safe", "more safe", "most safe")),
+    (("healthy", "healthier", "healthiest"), ("healthy", "more healthy", "most healthy")),
+    (("common", "more common", "most common"), ("frequent", "more frequent", "most frequent")),
+    (("expensive", "more expensive", "most expensive"), ("costly", "costlier", "costliest")),
+    (("painless", "more painless", "most painless"), ("painless", "less painful", "least painful")),
 ]
 _SYNONYM_OF = {
     variant: canonical[degree]
@@ -133,6 +182,8 @@ _SYNONYM = re.compile(
 
 def normalise(text: str) -> str:
     """The prompt with the rewrites above applied; case is kept where nothing was rewritten."""
+    text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
+    text = _ONE_PRONOUN.sub(lambda m: f"{m.group(1)} {'do' if m.group(2).lower() == 'does' else m.group(2)} you", text)
     text = _NEGATED_WITHOUT_APOSTROPHE.sub(lambda m: m.group(1) + "n't", text)
     text = _CANT_WONT.sub(lambda m: m.group(1) + "n't", text)
     text = _FRACTION_DIGITS.sub(_fraction, text)
