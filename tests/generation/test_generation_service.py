@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fake_triton import FakeTriton, Script, check_request, entry_model_config, input_value, start_fake_triton
+from grpc.aio._call import StreamStreamCall
 from tokenizers import Tokenizer, models, pre_tokenizers
 from tritonclient.grpc import model_config_pb2, service_pb2
 
@@ -214,25 +215,30 @@ async def test_prompt_tokens_are_counted_with_the_model_tokenizer(stack_of, toke
     assert chunks[-1].done.prompt_tokens == len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-async def test_the_prompt_is_counted_only_once_the_first_chunk_is_out(stack_of, monkeypatch) -> None:
-    """Tokenizing holds the GIL: counted before, it would delay the request to Triton and the first chunk."""
-    counted_at: list[float] = []
-    count = ModelPrompt.count
+async def test_the_prompt_is_counted_only_once_the_request_is_written_to_triton(stack_of, monkeypatch) -> None:
+    """Tokenizing holds the GIL: counted before the request is written, it would delay the request."""
+    journal: list[str] = []
+    # The concrete call class (grpc.aio.StreamStreamCall is its abstract base): the real write, watched.
+    count, write = ModelPrompt.count, StreamStreamCall.write
 
-    def timed_count(self: ModelPrompt, text: str) -> int:
-        counted_at.append(time.monotonic())
+    def counting(self: ModelPrompt, text: str) -> int:
+        journal.append("count")
         return count(self, text)
 
-    monkeypatch.setattr(ModelPrompt, "count", timed_count)
-    running = await stack_of(script=Script(outputs=(b"Red", b"Red."), delay=0.3))
+    async def writing(self: StreamStreamCall, request: object) -> None:
+        await write(self, request)
+        journal.append("written")
 
-    began = time.monotonic()
+    monkeypatch.setattr(ModelPrompt, "count", counting)
+    monkeypatch.setattr(StreamStreamCall, "write", writing)
+    running = await stack_of(script=Script(outputs=(b"Red", b"Red.")))
+
     chunks = await _collect(running.stub, _request())
 
     assert [chunk.text for chunk in chunks] == ["Red", ".", ""]
     assert chunks[-1].done.prompt_tokens > 0
-    assert len(counted_at) == 1 and counted_at[0] - began >= 0.3  # after Triton's first response, not at the call
-    # A stream with no text at all is still counted, at its final response.
+    assert journal == ["written", "count"]
+    # A stream with no text at all is counted too.
     running.fake.script = Script(outputs=())
     assert (await _collect(running.stub, _request()))[-1].done.prompt_tokens == chunks[-1].done.prompt_tokens
 

@@ -151,6 +151,7 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
         try:
             await responses.write(entry.request(text, request.max_tokens, Sampling.from_proto(request.sampling)))
             span.add_event("triton request sent")
+            prompt_tokens.start()
             async for response in responses:
                 if not answered:
                     answered = True
@@ -172,7 +173,6 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
                             forwarded = True
                             span.add_event("first chunk")
                         yield generation_pb2.GenerationChunk(text=piece)
-                        prompt_tokens.start()
                     continue
                 reason = (
                     types_pb2.FINISH_REASON_LENGTH
@@ -180,7 +180,7 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
                     else types_pb2.FINISH_REASON_STOP
                 )
                 outcome = "length" if reason == types_pb2.FINISH_REASON_LENGTH else "stop"
-                counted = await prompt_tokens.start()
+                counted = await prompt_tokens.count
                 TOKENS.labels(request.model, "prompt").inc(counted)
                 TOKENS.labels(request.model, "completion").inc(completion_tokens)
                 yield generation_pb2.GenerationChunk(
@@ -209,18 +209,22 @@ class GeneratorService(generation_pb2_grpc.GeneratorServicer):
 
 class _PromptTokens:
     """The prompt's token count (TensorRT-LLM's ensemble returns none), needed only for the last chunk:
-    counted in a worker thread once the first chunk has gone out, so that tokenizing (about 0.2 ms for a
-    short prompt, holding the GIL) never delays the request to Triton or the first chunk."""
+    counted in a worker thread once the request is written, while the model reads the prompt (which
+    takes far longer than tokenizing it). Tokenizing holds the GIL (about 0.2 ms for a short prompt
+    here): started at the call, it delayed the request itself; started after the first chunk, it
+    delayed that chunk's way out."""
 
     def __init__(self, prompt: ModelPrompt, text: str) -> None:
         self._prompt = prompt
         self._text = text
         self._count: asyncio.Future[int] | None = None
 
-    def start(self) -> asyncio.Future[int]:
-        """The count, started by the first call."""
-        if self._count is None:
-            self._count = asyncio.ensure_future(asyncio.to_thread(self._prompt.count, self._text))
+    def start(self) -> None:
+        self._count = asyncio.ensure_future(asyncio.to_thread(self._prompt.count, self._text))
+
+    @property
+    def count(self) -> asyncio.Future[int]:
+        assert self._count is not None, "started once the request is written"
         return self._count
 
     def cancel(self) -> None:
