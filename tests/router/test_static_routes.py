@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from subsecond.router.static_routes import Part, StaticRoutesError, answer, load_routes, match, parse_routes
+from subsecond.router.static_routes import Part, Routes, StaticRoutesError, answer, load_routes, match, parse_routes
 
 RULES = parse_routes(
     [
@@ -143,3 +143,30 @@ def test_a_32000_character_prompt_is_matched_and_answered_in_linear_time(text: s
     if matched is not None:
         answer(*matched, text)
     assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("rules", [RULES, SHIPPED], ids=["test-rules", "shipped"])
+def test_screening_the_regexes_with_one_set_changes_no_match(rules: Routes) -> None:
+    """The RE2 set only skips rules whose regex is not found: every text gets the rule (and the groups)
+    that searching each rule in turn gives, found or not, with or without a task."""
+    texts = [
+        "Is ana@example.com a valid email?",
+        "  is x@y.io a valid email address",
+        "What are your office hours and your Opening Hours?",
+        "Welcome note for Ana",
+        "Welcome Ana to the team",
+        "Find the dates in this",
+        "What is the capital of France? Answer in one sentence.",
+        "welcome note for ana",
+        "",
+        "é" * 40 + " opening hours",  # multi-byte text before the match
+    ]
+    plain = tuple(rules)
+    assert not isinstance(plain, Routes)
+    for text in texts:
+        for task in ("", "extract_emails", "validate_phone", "unknown"):
+            screened, searched = match(rules, text, task), match(plain, text, task)
+            assert (screened is None) == (searched is None), (text, task)
+            if screened is not None and searched is not None:
+                assert screened[0] is searched[0], (text, task)
+                assert (screened[1] and screened[1].groupdict()) == (searched[1] and searched[1].groupdict())

@@ -58,6 +58,7 @@ from subsecond.router.metrics import (
     QUOTA_REFUSALS,
     QUOTA_REQUESTS,
     QUOTA_TOKENS,
+    child,
 )
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ class Quotas:
             )
         if not self._from_lease(tenant, requests):
             await self._take(tenant, REQUESTS, need=requests, add=requests, lease=self._settings.lease)
-        QUOTA_REQUESTS.labels(self.label(tenant)).inc(requests)
+        child(QUOTA_REQUESTS, self.label(tenant)).inc(requests)
 
     def _from_lease(self, tenant: str, requests: int) -> bool:
         """Takes ``requests`` from the tenant's lease when it holds that many still in their window."""
@@ -250,7 +251,7 @@ class Quotas:
 
     async def spend_tokens(self, tenant: str, tokens: int) -> None:
         """Counts a finished generation's tokens; never refuses (the next generation is refused instead)."""
-        QUOTA_TOKENS.labels(self.label(tenant)).inc(tokens)
+        child(QUOTA_TOKENS, self.label(tenant)).inc(tokens)
         if tokens > 0:
             await self._take(tenant, TOKENS, need=0, add=tokens)
 

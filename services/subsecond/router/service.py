@@ -31,7 +31,7 @@ from subsecond.router.cache_client import CacheClient
 from subsecond.router.context import Deadline, Tasks
 from subsecond.router.generating import Generation
 from subsecond.router.http_api import HttpApi
-from subsecond.router.metrics import IN_FLIGHT, PROTOCOL_REQUESTS, REQUESTS, WORKFLOW_DURATION, WORKFLOWS
+from subsecond.router.metrics import IN_FLIGHT, PROTOCOL_REQUESTS, REQUESTS, WORKFLOW_DURATION, WORKFLOWS, child
 from subsecond.router.pipeline import Answerer
 from subsecond.router.quotas import Quotas
 from subsecond.router.settings import RouterSettings
@@ -54,8 +54,9 @@ GENERATOR_SERVICE = generation_pb2.DESCRIPTOR.services_by_name["Generator"].full
 
 
 @contextmanager
-def _counted(calls: Counter, *labels: str) -> Iterator[None]:
-    """Counts the call under ``labels`` and the status code it ends with."""
+def _counted(*series: tuple[Counter, tuple[str, ...]]) -> Iterator[None]:
+    """Counts the call in each of ``series`` (a counter, the labels before the status code) under
+    the status code it ends with: one context for both of Generate's counters."""
     code = grpc.StatusCode.OK
     try:
         yield
@@ -69,7 +70,8 @@ def _counted(calls: Counter, *labels: str) -> Iterator[None]:
         code = grpc.StatusCode.INTERNAL
         raise
     finally:
-        calls.labels(*labels, code.name).inc()
+        for calls, labels in series:
+            child(calls, *labels, code.name).inc()
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -108,7 +110,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         started = time.perf_counter()
         IN_FLIGHT.inc()
         try:
-            with _counted(REQUESTS), _counted(PROTOCOL_REQUESTS, protocol):
+            with _counted((REQUESTS, ()), (PROTOCOL_REQUESTS, (protocol,))):
                 with span("admission"):
                     caller = self._settings.keys.authenticate(metadata, GENERATE)
                     admitted = admit(request, caller.tenant, self._settings)
@@ -134,7 +136,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.WorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.WorkflowEvent]:
         started = time.perf_counter()
-        with _counted(WORKFLOWS):
+        with _counted((WORKFLOWS, ())):
             caller = self._settings.keys.authenticate(_metadata(context), WORKFLOW)
             plan = plan_workflow(
                 request,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from subsecond.kit.errors import Internal
 from subsecond.router.answers import Answer, Outcome
 from subsecond.router.chunking import SentenceChunker
-from subsecond.router.metrics import FIRST_CHUNK, REQUEST_DURATION, SERVED_BY, TOKENS
+from subsecond.router.metrics import FIRST_CHUNK, REQUEST_DURATION, SERVED_BY, TOKENS, child
 from subsecond.v1 import router_pb2
 
 
@@ -70,9 +70,9 @@ def _completion(outcome: Outcome, started: float, first_at: float | None) -> rou
         total_seconds=now - started,
     )
     label = SERVED_BY[outcome.served_by]
-    FIRST_CHUNK.labels(label).observe(completion.time_to_first_chunk_seconds)
-    REQUEST_DURATION.labels(label).observe(completion.total_seconds)
+    child(FIRST_CHUNK, label).observe(completion.time_to_first_chunk_seconds)
+    child(REQUEST_DURATION, label).observe(completion.total_seconds)
     if outcome.model:
-        TOKENS.labels(outcome.model, "prompt").inc(outcome.prompt_tokens)
-        TOKENS.labels(outcome.model, "completion").inc(outcome.completion_tokens)
+        child(TOKENS, outcome.model, "prompt").inc(outcome.prompt_tokens)
+        child(TOKENS, outcome.model, "completion").inc(outcome.completion_tokens)
     return completion
