@@ -229,6 +229,41 @@ async def test_hits_take_no_generation_slot_and_a_miss_over_the_limit_gets_a_ret
     await holding
 
 
+@pytest.mark.parametrize("router_env", [{"MAX_GENERATIONS": "2", "BYPASS_MAX_GENERATIONS": "1"}])
+async def test_beyond_saturation_no_hit_is_refused_because_misses_filled_the_limits(own_stack: Stack) -> None:
+    """Issue 11's clause: with every generation slot taken, a burst of hits (cache-served, and near-cache
+    copies while the cache is down) is answered whole, while each miss is refused at once."""
+    own_stack.cache.hit = EXACT_HIT
+    await served(own_stack, "Repeat")  # a near-cache copy for the outage below
+    own_stack.cache.hit = None
+    hold = asyncio.Event()
+    holding = []
+    for prompt in ("Hold 1", "Hold 2"):
+        own_stack.generator.scripts[prompt] = Script(hold=hold)
+        holding.append(asyncio.create_task(answer(own_stack, router_pb2.GenerateRequest(prompt=prompt))))
+    await until(lambda: len(own_stack.generator.calls) == 2)
+
+    own_stack.cache.hit = EXACT_HIT
+    burst = await asyncio.gather(*(served(own_stack, f"Capital {i}?") for i in range(40)))
+    assert {how for _, how, _ in burst} == {types_pb2.SERVED_BY_EXACT}
+    own_stack.cache.hit = None
+    error = await refused(own_stack, router_pb2.GenerateRequest(prompt="A miss"))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "this router runs 2 generations already; retry later",
+    )
+
+    own_stack.cache.fail = grpc.StatusCode.UNAVAILABLE  # the cache down as well: the near cache answers
+    burst = await asyncio.gather(*(served(own_stack, "Repeat") for _ in range(40)))
+    assert {how for _, how, _ in burst} == {types_pb2.SERVED_BY_EXACT}
+    assert (await refused(own_stack, router_pb2.GenerateRequest(prompt="Another miss"))).code() == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    assert len(own_stack.generator.calls) == 2  # only the held two ever reached generation
+    hold.set()
+    await asyncio.gather(*holding)
+
+
 @pytest.mark.parametrize("router_env", [{"BYPASS_MAX_GENERATIONS": "1"}])
 async def test_generations_the_cache_outage_caused_are_bounded(own_stack: Stack) -> None:
     own_stack.cache.fail = grpc.StatusCode.UNAVAILABLE
