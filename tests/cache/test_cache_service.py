@@ -408,6 +408,40 @@ async def test_with_the_embedder_down_only_the_semantic_tier_is_skipped(
     assert semantic.bypassed == "embedding"
 
 
+async def test_a_semantic_lookup_asks_for_its_embedding_while_the_exact_tier_is_read(
+    cache: cache_pb2_grpc.CacheStub, fake_embedder: FakeEmbedder
+) -> None:
+    fake_embedder.vectors[QUESTION] = towards(0)
+    await cache.Store(store(QUESTION, "Canberra."))
+    embedding_calls = metric("subsecond_cache_hop_duration_seconds_count", hop="embedding")
+    bypasses = metric("subsecond_cache_bypass_total", backend="embedding")
+
+    found = await cache.Lookup(lookup(QUESTION))
+
+    assert found.hit and found.tier == cache_pb2.CACHE_TIER_EXACT
+    # The embedding call began while the exact tier was read (an exact hit cancels it if it has not
+    # ended by then: a cancelled call is no bypass).
+    assert metric("subsecond_cache_hop_duration_seconds_count", hop="embedding") == embedding_calls + 1
+    assert metric("subsecond_cache_bypass_total", backend="embedding") == bypasses
+
+
+async def test_without_embed_during_exact_an_exact_hit_never_calls_the_embedder(
+    redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path
+) -> None:
+    cache_settings = settings(redis_server.url, fake_embedder, tmp_path, EMBED_DURING_EXACT="false")
+    fake_embedder.vectors[QUESTION] = towards(0)
+    fake_embedder.vectors[PARAPHRASE] = towards(5)
+    async with serving(cache_settings, definition(cache_settings)) as cache:
+        await cache.Store(store(QUESTION, "Canberra."))
+        fake_embedder.calls = 0
+        exact = await cache.Lookup(lookup(QUESTION))
+        assert exact.hit and exact.tier == cache_pb2.CACHE_TIER_EXACT
+        assert fake_embedder.calls == 0
+        semantic = await cache.Lookup(lookup(PARAPHRASE))  # embedded after the exact tier missed
+        assert semantic.hit and semantic.tier == cache_pb2.CACHE_TIER_SEMANTIC
+        assert fake_embedder.calls == 1
+
+
 async def test_a_failed_backend_is_skipped_for_its_cool_down_then_tried_again(
     cache: cache_pb2_grpc.CacheStub, redis_server: RedisServer
 ) -> None:

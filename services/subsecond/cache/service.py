@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import grpc
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -208,14 +209,33 @@ class CacheService(cache_pb2_grpc.CacheServicer):
 
     async def _lookup(self, query: Query, request: cache_pb2.LookupRequest) -> cache_pb2.LookupResponse:
         now = time.time()
-        if not request.skip_exact:
-            raw = await self._redis_backend.call(lambda: self._redis.get(query.exact_key))
-            if raw is not None and (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_EXACT)) is not None:
-                return hit
         text = query.semantic_text
-        if not (request.semantic and self._settings.semantic_enabled and text):
-            return cache_pb2.LookupResponse(hit=False)
-        vector = await self._embed(query.tenant, text)
+        semantic = bool(request.semantic and self._settings.semantic_enabled and text)
+        # The embedding is asked for while the exact tier is read (EMBED_DURING_EXACT): a semantic
+        # lookup then waits for the longer of the two round trips, not their sum; an exact hit
+        # cancels the call.
+        embedding = (
+            asyncio.create_task(self._embed(query.tenant, text))
+            if semantic and not request.skip_exact and self._settings.embed_during_exact
+            else None
+        )
+        try:
+            if not request.skip_exact:
+                raw = await self._redis_backend.call(lambda: self._redis.get(query.exact_key))
+                if raw is not None and (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_EXACT)) is not None:
+                    return hit
+            if not semantic:
+                return cache_pb2.LookupResponse(hit=False)
+            vector = await (embedding or self._embed(query.tenant, text))
+        finally:
+            if embedding is not None:
+                _settle(embedding)
+        return await self._semantic(query, request, text, vector, now)
+
+    async def _semantic(
+        self, query: Query, request: cache_pb2.LookupRequest, text: str, vector: list[float], now: float
+    ) -> cache_pb2.LookupResponse:
+        """The semantic tier's answer for ``text`` (embedded as ``vector``), or a miss."""
         miss = cache_pb2.LookupResponse(hit=False, embedding=vector if request.want_embedding else ())
         neighbours = await self._vector_backend.call(
             lambda: self._vectors.search(
@@ -228,24 +248,35 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         )
         acceptance = Acceptance(self._settings.threshold_for(query.tenant, query.model), self._verifier)
         candidates = [(neighbour.prompt, neighbour.score) for neighbour in neighbours]
-        # Only a neighbour at or above the threshold goes to the guard and the verifier, in their threads.
-        if any(score >= acceptance.point.similarity for _, score in candidates):
+        best = next((n for n in neighbours if n.score >= acceptance.point.similarity), None)
+        if best is None:  # every neighbour is below the threshold: no guard, no hop to its threads
+            for decision in accept_candidates(text, candidates, acceptance):
+                SEMANTIC_REJECTS.labels(decision.reason).inc()
+            return miss
+        # Only a neighbour at or above the threshold goes to the guard and the verifier, in their
+        # threads; the best one's answer is read meanwhile (a wasted GET when they refuse it).
+        prefetched = asyncio.create_task(self._redis_backend.call(partial(self._redis.get, best.redis_key)))
+        try:
             decisions = await asyncio.get_running_loop().run_in_executor(
                 self._guard_pool, accept_candidates, text, candidates, acceptance
             )
-        else:  # every neighbour is below the threshold: no guard, no hop to its threads
-            decisions = accept_candidates(text, candidates, acceptance)
-        for neighbour, decision in zip(neighbours, decisions, strict=True):
-            if not decision.hit:
-                SEMANTIC_REJECTS.labels(decision.reason).inc()
-                continue
-            raw = await self._redis_backend.call(partial(self._redis.get, neighbour.redis_key))
-            if raw is None:  # the answer expired: the vector is stale
-                EXPIRED_VECTORS.inc()
-                await self._vector_backend.call(partial(self._vectors.delete, [neighbour.point_id]))
-                continue
-            if (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_SEMANTIC, neighbour.score)) is not None:
-                return hit
+            for neighbour, decision in zip(neighbours, decisions, strict=True):
+                if not decision.hit:
+                    SEMANTIC_REJECTS.labels(decision.reason).inc()
+                    continue
+                raw = await (
+                    prefetched
+                    if neighbour is best
+                    else self._redis_backend.call(partial(self._redis.get, neighbour.redis_key))
+                )
+                if raw is None:  # the answer expired: the vector is stale
+                    EXPIRED_VECTORS.inc()
+                    await self._vector_backend.call(partial(self._vectors.delete, [neighbour.point_id]))
+                    continue
+                if (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_SEMANTIC, neighbour.score)) is not None:
+                    return hit
+        finally:
+            _settle(prefetched)
         return miss
 
     async def _index(self, query: Query, key: str, embedding: Sequence[float]) -> bool:
@@ -305,6 +336,15 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         await self._vectors.close()
         await self._redis.aclose()
         self._guard_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(task: asyncio.Task[Any]) -> None:
+    """Cancels a call the lookup no longer needs, or takes the error of one that failed unread (a
+    bypass it already counted), so that nothing reports it as never retrieved."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 def _embedding_problem(embedding: Sequence[float]) -> str | None:

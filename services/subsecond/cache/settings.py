@@ -33,6 +33,9 @@ class CacheSettings:
     vector_layout: CollectionLayout
     embedding_url: str
     embedding_timeout_seconds: float
+    # Ask for the prompt's embedding while the exact tier is read, not after it missed: a semantic
+    # lookup saves the Redis round trip; an exact hit costs the embedding service a wasted call.
+    embed_during_exact: bool
     semantic_enabled: bool
     similarity_threshold: float
     # Neighbours checked against the threshold and guard, best first.
@@ -64,6 +67,7 @@ class CacheSettings:
             vector_layout=_layout(env),
             embedding_url=env.text("EMBEDDING_URL", "127.0.0.1:50053"),
             embedding_timeout_seconds=env.number("EMBEDDING_TIMEOUT_MS", 250.0, minimum=1.0) / 1000.0,
+            embed_during_exact=env.flag("EMBED_DURING_EXACT", True),
             semantic_enabled=env.flag("SEMANTIC_ENABLED", True),
             similarity_threshold=env.number("SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD, maximum=1.0),
             semantic_candidates=env.integer("SEMANTIC_CANDIDATES", 3, minimum=1, maximum=50),
