@@ -137,7 +137,7 @@ def cache_query(text: str) -> cache_pb2.CacheQuery:
 
 async def forget_embeddings(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    async for key in client.scan_iter(match="subsecond:v1:emb:*", count=1000):
+    async for key in client.scan_iter(match="subsecond:v2:emb:*", count=1000):  # embedding service's _key
         await client.delete(key)
     await client.aclose()
 
