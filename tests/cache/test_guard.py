@@ -6,6 +6,7 @@ from subsecond.cache.guard import (
     DEFAULT_SIMILARITY_THRESHOLD,
     DEFAULT_VERIFIER_PROBABILITY,
     OPERATING_POINTS,
+    OVERRULABLE_RULES,
     RULES,
     VERIFIED_RULES,
     Acceptance,
@@ -144,6 +145,29 @@ def test_accept_semantic(
     assert accept_semantic(query, candidate, similarity, Acceptance(POINT, verifier)) == expected
     # The verifier runs only for a pair that reached it: above the threshold and past the rules.
     assert verifier.calls == (expected.hit or expected.reason == "verifier:refused")
+
+
+@pytest.mark.parametrize(
+    ("overrule", "probability", "expected"),
+    [
+        (None, 1.0, SemanticDecision(False, "guard:substitution")),
+        (0.9, 0.95, SemanticDecision(True, "accepted")),
+        (0.9, 0.85, SemanticDecision(False, "guard:substitution")),
+    ],
+)
+def test_the_verifier_overrules_a_word_rule_only_at_the_points_overrule(
+    overrule: float | None, probability: float, expected: SemanticDecision
+) -> None:
+    verifier = Scripted(probability)
+    point = OperatingPoint(0.80, 0.5, overrule)
+    haiku, sonnet = "Write a haiku about the sea.", "Write a sonnet about the sea."
+    assert accept_semantic(haiku, sonnet, 0.9, Acceptance(point, verifier)) == expected
+    assert verifier.calls == (overrule is not None)
+    # a rule that names a difference outright is never overruled
+    assert accept_semantic(QUERY, DIFFERENT, 0.99, Acceptance(point, Scripted(1.0))) == SemanticDecision(
+        False, "guard:number"
+    )
+    assert "number" not in OVERRULABLE_RULES
 
 
 def test_without_a_verifier_nothing_is_served() -> None:

@@ -62,21 +62,26 @@ log = logging.getLogger(__name__)
 # are in the cache README. Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.75
 DEFAULT_VERIFIER_PROBABILITY = 0.3
+# The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
+DEFAULT_OVERRULE_PROBABILITY: float | None = None
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
     """Where the semantic tier serves: cosine similarity >= ``similarity``, the rules pass, and the pair
-    verifier's probability >= ``probability``."""
+    verifier's probability >= ``probability``; or, when only a rule of OVERRULABLE_RULES refuses the
+    pair, the verifier's probability >= ``overrule`` (None: such a pair is refused)."""
 
     similarity: float
     probability: float
+    overrule: float | None = DEFAULT_OVERRULE_PROBABILITY
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.similarity <= 1.0:
             raise ValueError(f"similarity must be a cosine in [-1, 1], not {self.similarity}")
-        if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"probability must be in [0, 1], not {self.probability}")
+        for name, value in (("probability", self.probability), ("overrule", self.overrule)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], not {value}")
 
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
@@ -92,6 +97,10 @@ OPERATING_POINTS = {
 # the verifier's default point; this one-layer verifier adds refusals, it does not replace a rule.
 RULES = ("number", "time", "negation", "extent", "direction", "entity", "substitution")
 VERIFIED_RULES = RULES
+# Rules that guess from words alone where a synonym and a different thing look alike (one content word
+# swapped, a name that only one prompt gives): a pair only these refuse reaches the verifier, which
+# serves it at the point's ``overrule`` probability. The others name a difference outright.
+OVERRULABLE_RULES = ("entity", "substitution")
 
 
 class Verifier(Protocol):
@@ -133,9 +142,12 @@ def accept_semantic(
     verifier gives the pair at least the point's probability."""
     if not similarity >= acceptance.point.similarity:  # also refuses a NaN similarity
         return SemanticDecision(hit=False, reason="below_threshold")
+    needed = acceptance.point.probability
     reason = false_hit_reason(query, candidate, VERIFIED_RULES)
     if reason is not None:
-        return SemanticDecision(hit=False, reason=f"guard:{reason}")
+        if acceptance.point.overrule is None or reason not in OVERRULABLE_RULES:
+            return SemanticDecision(hit=False, reason=f"guard:{reason}")
+        needed = max(needed, acceptance.point.overrule)
     if acceptance.verifier is None:
         return SemanticDecision(hit=False, reason="verifier:unavailable")
     try:
@@ -143,8 +155,8 @@ def accept_semantic(
     except VerifierFailure:
         log.exception("the pair verifier failed; the semantic tier serves nothing it cannot verify")
         return SemanticDecision(hit=False, reason="verifier:failed")
-    if not probability >= acceptance.point.probability:
-        return SemanticDecision(hit=False, reason="verifier:refused")
+    if not probability >= needed:
+        return SemanticDecision(hit=False, reason=f"guard:{reason}" if reason else "verifier:refused")
     return SemanticDecision(hit=True, reason="accepted")
 
 
