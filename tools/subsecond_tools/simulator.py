@@ -10,8 +10,9 @@ mean over the last 30 s, the busy share of the ready replicas' slots, the ready 
 
 Policies (:data:`POLICIES`): ``operator`` is :func:`subsecond_operator.decision.decide` with the default spec
 (and the service's concurrency, as the chart renders it), which fits the replicas' capacity from what it reads
-(kept across ticks as the operator keeps it in status). Two baselines are the autoscalers a team would otherwise
-use, with the HPA's default behaviour
+(kept across ticks as the operator keeps it in status); ``told`` is a bound on it, not a policy: the operator raised
+at every tick to what the true arrival rate needs, as no metric could tell it sooner. Two baselines are the
+autoscalers a team would otherwise use, with the HPA's default behaviour
 (:func:`hpa_replicas`): ``hpa`` on CPU utilisation (target 60 %: the busy share of the slots), ``keda`` on the
 request rate per replica (target 60 % of what a replica serves, as KEDA's Prometheus scaler hands the HPA an
 average value). Reported per run: SLO attainment (share of 15 s slots whose P95 held the threshold),
@@ -165,10 +166,17 @@ def rate_ratio(snapshot: Snapshot, service: Service) -> float | None:
     return snapshot.arrival_rps / snapshot.current_replicas / (BASELINE_TARGET * service.replica_rps)
 
 
+def told_replicas(spec: SLOSpec, service: Service, rate: float) -> int:
+    """What the arrival ``rate`` needs at the spec's utilisation ceiling, told by the profile itself: no metric,
+    however leading, tells a policy more, or sooner (a step lands on a tick, so this sees it the instant it comes)."""
+    busy = rate * service.mean_service_seconds / service.concurrency
+    return min(spec.max_replicas, math.ceil(busy / spec.capacity.max_utilization - 1e-9))
+
+
 def simulate(
     spec: SLOSpec, profile: str, policy: str, *, duration: float, base_rps: float, service: Service, seed: int
 ) -> Run:
-    if policy not in {"operator", "hpa", "keda"}:
+    if policy not in {"operator", "told", "hpa", "keda"}:
         raise ValueError(f"unknown policy {policy!r}")
     rng = random.Random(seed)  # the same arrivals and service times for every policy
     run = Run(profile, policy)
@@ -220,9 +228,11 @@ def simulate(
                 recent_mean_seconds=None if recent is None else _mean(recent),
                 evidence=evidence,
             )
-            if policy == "operator":
+            if policy in {"operator", "told"}:
                 decision = decide(spec, snapshot)
                 wanted, recommendations, evidence = decision.replicas, decision.recommendations, decision.evidence
+                if policy == "told":
+                    wanted = max(wanted, told_replicas(spec, service, profile_rate(profile, tick, duration, base_rps)))
             elif policy == "hpa":
                 wanted = hpa_replicas(spec, snapshot, cpu_ratio(snapshot, busy_share), history)
             else:
@@ -266,6 +276,7 @@ def default_spec(
     headroom: float | None = None,
     requests_per_second_per_replica: float | None = None,
     concurrency_per_replica: int = 1,
+    max_utilization: float | None = None,
 ) -> SLOSpec:
     """The simulated service's LatencySLO: the CRD's defaults with the service's concurrency, or one of them changed."""
     objective: dict[str, object] = {"thresholdMs": 300, "metric": "simulated_request_duration_seconds"}
@@ -280,13 +291,17 @@ def default_spec(
     capacity: dict[str, object] = {"concurrencyPerReplica": concurrency_per_replica}
     if requests_per_second_per_replica is not None:
         capacity["requestsPerSecondPerReplica"] = requests_per_second_per_replica
+    if max_utilization is not None:
+        capacity["maxUtilization"] = max_utilization
     spec["capacity"] = capacity
     return SLOSpec.parse(spec)
 
 
-# (label, the decision that scales: "operator", "hpa" or "keda"); one run each per profile.
+# (label, the decision that scales: "operator", "told", "hpa" or "keda"); one run each per profile. "told" is a
+# bound, not a policy: the operator raised at every tick to what the true arrival rate needs (told_replicas).
 POLICIES: tuple[tuple[str, str], ...] = (
     ("operator", "operator"),
+    ("bound: operator told the rate", "told"),
     ("hpa (CPU 60 %)", "hpa"),
     ("keda (req/s per replica)", "keda"),
 )
@@ -311,7 +326,7 @@ def _plot(runs: list[Run], path: Path, threshold_ms: float) -> None:
         rows, len(profiles), figsize=(4 * len(profiles), 3.2 * rows), sharex=True, squeeze=False
     )
     colours = {label: f"C{i}" for i, (label, _) in enumerate(POLICIES)}
-    styles = {label: ":" if decision in BASELINES else "-" for label, decision in POLICIES}
+    styles = {label: ":" if kind in BASELINES else "--" if kind == "told" else "-" for label, kind in POLICIES}
     for row, service in enumerate(services):
         replicas_axis, latency_axis = axes[2 * row], axes[2 * row + 1]
         for column, profile in enumerate(profiles):
