@@ -209,14 +209,14 @@ class CacheService(cache_pb2_grpc.CacheServicer):
 
     async def _lookup(self, query: Query, request: cache_pb2.LookupRequest) -> cache_pb2.LookupResponse:
         now = time.time()
-        text = query.semantic_text
-        semantic = bool(request.semantic and self._settings.semantic_enabled and text)
+        # The prompt the semantic tier searches for, if it does (a single-turn prompt).
+        text = query.semantic_text if request.semantic and self._settings.semantic_enabled else None
         # The embedding is asked for while the exact tier is read (EMBED_DURING_EXACT): a semantic
         # lookup then waits for the longer of the two round trips, not their sum; an exact hit
         # cancels the call.
         embedding = (
             asyncio.create_task(self._embed(query.tenant, text))
-            if semantic and not request.skip_exact and self._settings.embed_during_exact
+            if text and not request.skip_exact and self._settings.embed_during_exact
             else None
         )
         try:
@@ -224,7 +224,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 raw = await self._redis_backend.call(lambda: self._redis.get(query.exact_key))
                 if raw is not None and (hit := _hit(raw, request, now, cache_pb2.CACHE_TIER_EXACT)) is not None:
                     return hit
-            if not semantic:
+            if not text:
                 return cache_pb2.LookupResponse(hit=False)
             vector = await (embedding or self._embed(query.tenant, text))
         finally:
