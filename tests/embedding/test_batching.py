@@ -1,4 +1,5 @@
 import asyncio
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,3 +79,27 @@ async def test_one_request_bigger_than_the_batch_still_runs(max_batch: int) -> N
     batcher = MicroBatcher(model, max_batch=max_batch, max_wait=0.01)
     assert (await batcher.embed(["a", "b", "c", "d"])).shape == (4, 1)
     await batcher.close()
+
+
+class MeetingModel(Model):
+    """Each call waits until ``parties`` calls are inside it at once (or fails after a second)."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self._barrier = threading.Barrier(parties, timeout=1.0)
+
+    def __call__(self, texts: Sequence[str]) -> Vectors:
+        self._barrier.wait()
+        return super().__call__(texts)
+
+
+async def test_with_a_concurrency_of_two_two_batches_run_at_once() -> None:
+    # The first batch's call blocks until a second call is inside the model: with one batch at a
+    # time it would time out (BrokenBarrierError) instead.
+    model = MeetingModel(parties=2)
+    batcher = MicroBatcher(model, max_batch=1, max_wait=0.0, concurrency=2)
+    results = await asyncio.wait_for(asyncio.gather(batcher.embed(["a"]), batcher.embed(["bb"])), 5.0)
+    assert [row.ravel().tolist() for row in results] == [[1.0], [2.0]]
+    assert sorted(map(tuple, model.batches)) == [("a",), ("bb",)]
+    await batcher.close()
+

@@ -4,10 +4,11 @@ and that a Redis outage costs the cache, never an embedding."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from redis_server import RedisServer  # tests/cache/redis_server.py, loaded by conftest
 
 MAX_TEXTS = 4
+POLL_SECONDS = 0.01
 
 
 @pytest.fixture
@@ -50,12 +52,32 @@ def rows(response: embedding_pb2.EmbedResponse) -> np.ndarray:
     return np.array([list(embedding.values) for embedding in response.embeddings], dtype=np.float32)
 
 
+async def cached_keys(redis_url: str, count: int) -> list[str]:
+    """The embedding-cache keys, once there are ``count`` (the service writes them after answering)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = await eventually(lambda: client.keys("subsecond:v2:emb:*"), lambda keys: len(keys) >= count)
+    finally:
+        await client.aclose()
+    return sorted(key.decode() for key in keys)
+
+
+async def eventually(read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], seconds: float = 5.0) -> Any:
+    """What ``read`` gives once ``done`` holds of it, or after ``seconds``, whatever it gives then."""
+    for _ in range(int(seconds / POLL_SECONDS)):
+        if done(value := await read()):
+            return value
+        await asyncio.sleep(POLL_SECONDS)
+    return await read()
+
+
 async def test_texts_are_embedded_once_then_served_from_the_redis_cache(
     embedder: embedding_pb2_grpc.EmbedderStub, redis_server: RedisServer
 ) -> None:
     texts = ["How do I reset my password?", "What is the capital of France?"]
 
     first = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))
+    assert len(await cached_keys(redis_server.url, 2)) == 2  # written just after the answer
     again = await embedder.Embed(embedding_pb2.EmbedRequest(texts=[texts[1], "Something new"]))
 
     assert (first.model, first.dimensions, first.cached) == ("all-MiniLM-L6-v2", 384, 0)
@@ -64,11 +86,9 @@ async def test_texts_are_embedded_once_then_served_from_the_redis_cache(
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert again.cached == 1
     np.testing.assert_array_equal(rows(again)[0], vectors[1])
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        assert len(await client.keys("subsecond:v2:emb:all-MiniLM-L6-v2:*")) == 3
-    finally:
-        await client.aclose()
+    keys = await cached_keys(redis_server.url, 3)
+    assert len(keys) == 3
+    assert all(key.startswith("subsecond:v2:emb:all-MiniLM-L6-v2:") for key in keys)
 
 
 @pytest.mark.parametrize(
@@ -123,8 +143,11 @@ async def test_with_redis_down_texts_are_still_embedded(
 
     assert response.cached == 0
     np.testing.assert_allclose(response.embeddings[0].values, cached, atol=1e-6)
-    # The read failed, and the write was skipped while Redis is marked down.
-    assert REGISTRY.get_sample_value("subsecond_embedding_cache_bypass_total") == bypasses + 2
+    # The read failed, and the write (after the answer) was skipped while Redis is marked down.
+    async def bypassed() -> float | None:
+        return REGISTRY.get_sample_value("subsecond_embedding_cache_bypass_total")
+
+    assert await eventually(bypassed, lambda count: count == bypasses + 2) == bypasses + 2
 
 
 async def test_each_tenant_has_its_own_cached_embeddings(
@@ -135,17 +158,14 @@ async def test_each_tenant_has_its_own_cached_embeddings(
     texts = ["Is the merger with Initech still on?"]
 
     first = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts, tenant="acme"))
+    await cached_keys(redis_server.url, 1)
     again = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts, tenant="acme"))
     other = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts, tenant="globex"))
     untenanted = await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))
 
     assert (first.cached, again.cached, other.cached, untenanted.cached) == (0, 1, 0, 0)
     np.testing.assert_allclose(rows(other), rows(first), atol=1e-6)
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        keys = sorted(key.decode().split(":")[4].strip("{}") for key in await client.keys("subsecond:v2:emb:*"))
-    finally:
-        await client.aclose()
+    keys = sorted(key.split(":")[4].strip("{}") for key in await cached_keys(redis_server.url, 3))
     assert keys == ["-", "acme", "globex"]
 
 

@@ -1,12 +1,13 @@
 """OnnxEmbedder against the real int8 model, built once into the repository's model cache."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from subsecond.embedding.onnx_model import MODEL_FILE, OnnxEmbedder
-from subsecond_tools.embedding_export import export_model
+from subsecond.embedding.onnx_model import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxEmbedder
+from subsecond_tools.embedding_export import BUILD, _built, export_model
 
 DIMENSIONS = 384
 
@@ -91,6 +92,18 @@ def test_export_is_skipped_when_the_model_is_built(model_dir: Path) -> None:
     assert (model_dir / MODEL_FILE).stat().st_mtime_ns == built
 
 
+def test_a_model_of_another_build_is_built_again(model_dir: Path, tmp_path: Path) -> None:
+    # What lets `make prepare` replace the model in an existing .cache when the exporter changes.
+    for name in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE):
+        (tmp_path / name).write_bytes((model_dir / name).read_bytes())
+    assert _built(tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["build"] == BUILD
+    del config["build"]  # as the exporter's first build wrote it
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    assert not _built(tmp_path)
+
+
 def test_agrees_with_the_original_model(embedder: OnnxEmbedder) -> None:
     pytest.importorskip("sentence_transformers", reason="needs the model-build extra")
     from subsecond_tools.embedding_export import load_original_model
@@ -106,4 +119,20 @@ def test_texts_of_one_length_share_a_call_and_keep_their_vectors(embedder: OnnxE
     texts = [*same_length, *TEXTS]
     batch = embedder.embed(texts)
     alone = np.concatenate([embedder.embed([text]) for text in texts])
-    np.testing.assert_allclose(batch, alone, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(batch, alone)  # bit for bit
+
+
+def test_two_workers_split_a_batch_and_keep_every_vector(model_dir: Path, embedder: OnnxEmbedder) -> None:
+    # 20 texts of 7 tokens (a group large enough to be split between the workers) among texts of
+    # other lengths, some alone: each text's vector is the one it gets alone, bit for bit.
+    words = ["red", "cat", "sat", "on", "mat", "old", "dog", "ran", "far", "sea", "blue", "warm", "tea"]
+    rng = np.random.default_rng(3)
+    same_length = [" ".join(rng.choice(words, size=5)) for _ in range(20)]
+    texts = [*same_length, *TEXTS]
+    two = OnnxEmbedder(model_dir, workers=2)
+    try:
+        batch = two.embed(texts)
+    finally:
+        two.close()
+    alone = np.concatenate([embedder.embed([text]) for text in texts])
+    np.testing.assert_array_equal(batch, alone)

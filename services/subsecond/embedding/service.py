@@ -1,14 +1,17 @@
 """The Embedder servicer: micro-batched ONNX embeddings with a Redis embedding cache.
 
 The cache is optional: when Redis fails with its own errors (kit.failopen) it is skipped for a
-short cool-down and texts go to the model. A bad request raises kit.errors' InvalidArgument; the
+short cool-down and texts go to the model. New vectors are written to it after the answer has gone:
+the caller (a semantic lookup) never waits for that round trip. A bad request raises kit.errors' InvalidArgument; the
 server shell turns it into a status code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import grpc
@@ -25,6 +28,8 @@ from subsecond.kit.redis_client import REDIS_FAILURES, RedisClient, connect
 from subsecond.kit.server import ServiceDefinition
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 REQUEST_SECONDS = Histogram("subsecond_embedding_request_duration_seconds", "Embed call latency.", buckets=FAST_SECONDS)
 BATCH_TEXTS = Histogram("subsecond_embedding_batch_size_texts", "Texts per model call.", buckets=BATCH_SIZES)
@@ -45,17 +50,19 @@ def _observe_batch(size: int, seconds: float) -> None:
 class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
     def __init__(self, settings: EmbeddingSettings) -> None:
         self._settings = settings
-        self._model = OnnxEmbedder(settings.model_dir, intra_op_threads=settings.threads)
+        self._model = OnnxEmbedder(settings.model_dir, intra_op_threads=settings.threads, workers=settings.workers)
         self._batcher = MicroBatcher(
             self._model.embed,
             max_batch=settings.max_batch,
             max_wait=settings.max_wait_seconds,
             on_batch=_observe_batch,
+            concurrency=settings.workers,
         )
         self._redis: RedisClient | None = (
             connect(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds) if settings.redis_url else None
         )
         self._cache = FailOpen("redis", REDIS_FAILURES, on_bypass=CACHE_BYPASS.inc)
+        self._writes: set[asyncio.Task[None]] = set()  # cache writes still running, awaited at close
 
     def _key(self, tenant: str, text: str) -> str:
         # Per tenant (issue 10): a shared entry would answer one tenant's text faster when another
@@ -99,10 +106,17 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
                 result[i] = vector
         if fresh is not None:
             result[missing] = fresh
-            await self._cache_set([keys[i] for i in missing], fresh)
+            write = asyncio.create_task(self._cache_set([keys[i] for i in missing], fresh))
+            self._writes.add(write)
+            write.add_done_callback(self._written)
         TEXTS.labels("cache").inc(len(texts) - len(missing))
         TEXTS.labels("model").inc(len(missing))
         return result, len(texts) - len(missing)
+
+    def _written(self, write: asyncio.Task[None]) -> None:
+        self._writes.discard(write)
+        if not write.cancelled() and (error := write.exception()) is not None:  # not Redis failing: a bug
+            log.error("embedding-cache write failed", exc_info=error)
 
     async def _cache_get(self, keys: Sequence[str]) -> list[Vectors | None]:
         if self._redis is None:
@@ -128,7 +142,9 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
         await self._batcher.embed(["warm-up"])
 
     async def close(self) -> None:
+        await asyncio.gather(*self._writes, return_exceptions=True)  # each logged already
         await self._batcher.close()
+        self._model.close()
         if self._redis is not None:
             await self._redis.aclose()
 

@@ -20,6 +20,9 @@ class EmbeddingSettings:
     max_wait_seconds: float
     # ONNX Runtime intra-op threads for one model call.
     threads: int
+    # Model calls at once, each on its own thread: batches at once, and the parts of one batch
+    # (texts of one length, a large group's halves) at once. One per core the service may use.
+    workers: int
     # Most texts one Embed call may carry.
     max_texts_per_request: int
     # Characters of a text the tokenizer reads; the rest is cut off before tokenizing. The model
@@ -40,6 +43,7 @@ class EmbeddingSettings:
             max_batch=env.integer("MAX_BATCH", 32, minimum=1, maximum=1024),
             max_wait_seconds=env.number("MAX_WAIT_MS", 0.0, maximum=1000.0) / 1000.0,
             threads=env.integer("THREADS", 1, minimum=1, maximum=64),
+            workers=env.integer("WORKERS", 2, minimum=1, maximum=64),
             max_texts_per_request=env.integer("MAX_TEXTS_PER_REQUEST", 256, minimum=1),
             max_text_chars=env.integer("MAX_TEXT_CHARS", 4096, minimum=1024),
             redis_url=env.text("REDIS_URL", "redis://127.0.0.1:6390/0"),
