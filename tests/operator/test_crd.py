@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 from slo_specs import base_spec
 
+from subsecond_operator.decision import Snapshot, decide
 from subsecond_operator.spec import Latency, SLOSpec, SpecError
+from subsecond_operator.status import decided
 
 
 def _validator(crd: dict[str, Any]) -> jsonschema.Draft4Validator:
@@ -178,3 +182,36 @@ def test_names_and_printer_columns(crd: dict[str, Any]) -> None:
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
         "Objective-ms", "Observed-ms", "Replicas", "Desired", "Ready", "Reason", "Age",
     ]  # fmt: skip
+
+
+def test_status_keeps_what_the_decision_marks(crd: dict[str, Any]) -> None:
+    """A backlog's recommendation is marked in status (the next tick's scale-down window reads the mark), so the
+    status schema must declare the field: the API server prunes what a structural schema does not name."""
+    status_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    spec = SLOSpec.parse(base_spec())
+    snapshot = Snapshot(1_000_000.0, 2, 2, 5.0, 20.0, mean_seconds=2.0, recent_mean_seconds=2.5)
+    decision = decide(spec, snapshot)
+    status = decided({}, snapshot, decision, generation=1, prometheus_error=None, spec_concurrency=1)
+    assert status["recommendations"][-1]["backlog"] is True
+    declared = set(status_schema["properties"]["recommendations"]["items"]["properties"])
+    assert all(set(item) <= declared for item in status["recommendations"])
+    jsonschema.Draft4Validator(status_schema).validate(_merged(status))
+
+
+def _merged(patch: Any) -> Any:
+    """What a JSON merge patch (kopf's) leaves of ``patch`` on an empty object: a null removes its field."""
+    if isinstance(patch, dict):
+        return {key: _merged(value) for key, value in patch.items() if value is not None}
+    return patch
+
+
+def test_chart_scales_cpu_services_down_as_the_crds_defaults() -> None:
+    """The router's, cache's and embedding's LatencySLOs scale down as the CRD's defaults, which the simulator
+    measures (operator/README.md); generation keeps its own, slower behaviour (a GPU pod starts in 25-60 min)."""
+    values = yaml.safe_load((Path(__file__).resolve().parents[2] / "charts/subsecond/values.yaml").read_text())
+    defaults = SLOSpec.parse(base_spec()).scale_down
+    for service in ("router", "cache", "embedding"):
+        behavior = values[service]["latencySLO"]["behavior"]
+        assert SLOSpec.parse(base_spec(behavior=behavior)).scale_down == defaults, service
+    generation = SLOSpec.parse(base_spec(behavior=values["generation"]["latencySLO"]["behavior"])).scale_down
+    assert generation.stabilization_seconds > defaults.stabilization_seconds
