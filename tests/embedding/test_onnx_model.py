@@ -6,7 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from subsecond.embedding.onnx_model import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxEmbedder
+from subsecond.embedding.onnx_model import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    PADDING_WASTE,
+    TOKENIZER_FILE,
+    OnnxEmbedder,
+    padded_groups,
+)
 from subsecond_tools.embedding_export import BUILD, _built, export_model
 
 DIMENSIONS = 384
@@ -113,8 +120,8 @@ def test_agrees_with_the_original_model(embedder: OnnxEmbedder) -> None:
     assert similarities.min() > 0.97
 
 
-def test_texts_of_one_length_share_a_call_and_keep_their_vectors(embedder: OnnxEmbedder) -> None:
-    # Four texts of 7 tokens (one model call) among texts of other lengths.
+def test_texts_sharing_a_call_keep_their_vectors(embedder: OnnxEmbedder) -> None:
+    # Four texts of 7 tokens (one model call) among texts of other lengths (padded calls).
     same_length = ["red cat sat on mat", "old dog ran far away", "the sea is very blue", "we like warm tea too"]
     texts = [*same_length, *TEXTS]
     batch = embedder.embed(texts)
@@ -136,3 +143,20 @@ def test_two_workers_split_a_batch_and_keep_every_vector(model_dir: Path, embedd
         two.close()
     alone = np.concatenate([embedder.embed([text]) for text in texts])
     np.testing.assert_array_equal(batch, alone)
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[], [7], [7] * 20, [5, 40, 6, 41, 5, 256, 7], [12, 13, 14, 15, 16, 30, 31, 2, 3], list(range(2, 60))],
+)
+def test_padded_groups_hold_every_text_once_within_the_padding_budget(lengths: list[int]) -> None:
+    groups = padded_groups(lengths)
+    assert sorted(row for group in groups for row in group) == list(range(len(lengths)))
+    for group in groups:
+        own = sum(lengths[row] for row in group)
+        assert len(group) * max(lengths[row] for row in group) <= (1 + PADDING_WASTE) * own
+
+
+def test_padded_groups_put_equal_lengths_in_one_call_and_far_ones_apart() -> None:
+    assert padded_groups([9] * 32) == [list(range(32))]
+    assert padded_groups([40, 5, 41, 6]) == [[1, 3], [0, 2]]

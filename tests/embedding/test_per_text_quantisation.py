@@ -1,5 +1,6 @@
 """The rewritten int8 model (per-text dynamic quantisation) against the model as exported, on the real
-model: the rewrite changes nothing for one text, and makes a batch give each text its vector alone."""
+model: the rewrite changes nothing for one text, and makes a batch, padded or not, give each text its
+vector alone."""
 
 from __future__ import annotations
 
@@ -65,3 +66,26 @@ def test_a_batch_gives_each_text_its_vector_alone(
     np.testing.assert_allclose(token_embeddings(rewritten, same_length_ids), alone, rtol=0, atol=1e-6)
     # What the rewrite is for: the exported model's per-tensor scale mixes the texts of a batch.
     assert np.abs(token_embeddings(exported, same_length_ids) - alone).max() > 1e-3
+
+
+def test_a_padded_text_gets_its_vector_alone(
+    sessions: tuple[ort.InferenceSession, ort.InferenceSession], model_dir: Path
+) -> None:
+    """Texts of different lengths padded to the longest, the attention mask 0 over the padding: each
+    text's token embeddings (its own positions) are those it gets alone, bit for bit, because the
+    padding is left out of its quantisation range."""
+    exported, rewritten = sessions
+    tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
+    rng = np.random.default_rng(11)
+    texts = [" ".join(rng.choice(WORDS, size=size)) for size in (1, 4, 9, 17, 30)]
+    rows = [encoding.ids for encoding in tokenizer.encode_batch(texts)]
+    longest = max(len(row) for row in rows)
+    ids = np.zeros((len(rows), longest), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    (padded,) = rewritten.run([OUTPUT_NAME], feed)
+    for i, row in enumerate(rows):
+        alone = token_embeddings(exported, np.array([row], dtype=np.int64))[0]
+        np.testing.assert_array_equal(padded[i, : len(row)], alone)

@@ -5,30 +5,29 @@ The model directory is the one :mod:`subsecond_tools.embedding_export` builds: `
 sentence-transformers computes for this model: the mean of the token embeddings over the
 attention mask, L2-normalised.
 
-Texts of the same number of tokens run through the model together, one call per length, each
-unpadded. The exported int8 model quantises its activations with one scale per call, computed
-over the whole input tensor, so in a batch a text's embedding would depend on its neighbours (by up
-to 0.03 per component for 32 texts of one length); the session therefore runs the model as
-:mod:`per_text_quantisation` rewrites it, with one scale per text, which gives every text of a batch
-exactly the vector it gets alone (bit for bit, asserted in tests/embedding) and so the same vector
-whatever batch it arrives in, which a cache keyed by text needs. Padding would still change a
-vector (the padded positions enter the per-text scale), hence groups of equal length rather than
-padded buckets. A group of 32 texts of 19 tokens ran about 1.9 times as many texts a second as the
-same texts one by one, on one thread.
+Texts run through the model together, padded to the longest of their call: sorted by length and
+cut into calls where padding would add more than a quarter of their tokens (``padded_groups``). The
+exported int8 model quantises its activations with one scale per call, computed over the whole
+input tensor, so in a batch a text's embedding would depend on its neighbours (by up to 0.03 per
+component for 32 texts of one length) and on its padding; the session therefore runs the model as
+:mod:`per_text_quantisation` rewrites it, with one scale per text over its unpadded positions, which
+gives every text of a batch exactly the vector it gets alone (bit for bit, asserted in
+tests/embedding) and so the same vector whatever batch it arrives in, which a cache keyed by text
+needs. A group of 32 texts of 19 tokens ran about 1.9 times as many texts a second as the same texts
+one by one, on one thread.
 
 A lone text runs on the model as exported instead: for one text the rewrite computes the same
 vector bit for bit (tests/embedding), but its extra nodes keep ONNX Runtime from fusing each
 quantisation with its product, which cost a lone text about 20% more CPU time.
 
 Because no text's vector depends on the others in its call, a call's texts may be split anyway:
-with ``workers`` > 1 the groups, and a large group's halves, run at the same time on that many
+with ``workers`` > 1 the calls, and a large call's halves, run at the same time on that many
 threads (ONNX Runtime releases the GIL), so one batch uses every core while each call stays on one.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,9 +46,11 @@ MODEL_FILE = "model.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "model.json"
 OUTPUT_NAME = "token_embeddings"
-# A group of texts of one length is split between workers only from this many texts: below it a
-# call's fixed cost (about a third of a lone text's time) outweighs the second core.
+# A call's texts are split between workers only from this many texts: below it a call's fixed
+# cost (about a third of a lone text's time) outweighs the second core.
 SPLIT_FROM = 8
+# Padding a call may add, as a share of its texts' own tokens, before the next text opens a call.
+PADDING_WASTE = 0.25
 
 
 class OnnxEmbedder:
@@ -95,14 +96,12 @@ class OnnxEmbedder:
         A text longer than the model's ``max_seq_length`` tokens is truncated to it.
         """
         vectors = np.empty((len(texts), self._dimensions), dtype=np.float32)
-        rows_by_length: defaultdict[int, list[int]] = defaultdict(list)
         encodings = self._tokenizer.encode_batch_fast(list(texts))
-        for row, encoding in enumerate(encodings):
-            rows_by_length[len(encoding.ids)].append(row)
-        parts = [part for rows in rows_by_length.values() for part in self._split(rows)]
-        calls = [np.array([encodings[row].ids for row in part], dtype=np.int64) for part in parts]
+        ids = [encoding.ids for encoding in encodings]
+        parts = [part for group in padded_groups([len(row) for row in ids]) for part in self._split(group)]
+        calls = [[ids[row] for row in part] for part in parts]
         if self._pool is None or len(calls) == 1:
-            results = [self._mean_tokens(ids) for ids in calls]
+            results = [self._mean_tokens(call) for call in calls]
         else:
             results = list(self._pool.map(self._mean_tokens, calls))
         for part, means in zip(parts, results, strict=True):
@@ -110,23 +109,50 @@ class OnnxEmbedder:
         return vectors
 
     def _split(self, rows: list[int]) -> list[list[int]]:
-        """One length group's rows as the parts that run as one call each: one part, or one per
-        worker when the group is large enough to pay for the second call."""
+        """One call's rows as the parts that run as one call each: one part, or one per worker when
+        the call is large enough to pay for the second."""
         if self._workers == 1 or len(rows) < SPLIT_FROM:
             return [rows]
         size = -(-len(rows) // self._workers)
         return [rows[start : start + size] for start in range(0, len(rows), size)]
 
-    def _mean_tokens(self, ids: npt.NDArray[np.int64]) -> Vectors:
-        """The mean token embedding of each row of ``ids`` (texts of one length), one model call."""
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    def _mean_tokens(self, rows: list[list[int]]) -> Vectors:
+        """The mean token embedding of each text (its token ids), one model call, padded to the longest."""
+        longest = max(len(row) for row in rows)
+        ids = np.zeros((len(rows), longest), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
         if self._takes_token_types:
             feed["token_type_ids"] = np.zeros_like(ids)
-        session = self._alone if len(ids) == 1 else self._per_text
+        session = self._alone if len(rows) == 1 else self._per_text
         (tokens,) = session.run([OUTPUT_NAME], feed)
-        # No padding, so the mean over the attention mask is the mean over all tokens.
-        return np.asarray(tokens, dtype=np.float32).mean(axis=1)
+        # The mean over the attention mask. Padded positions add zeros after the text's own, so a
+        # text's sum is the one it has alone, bit for bit.
+        kept = mask[:, :, None].astype(np.float32)
+        return (np.asarray(tokens, dtype=np.float32) * kept).sum(axis=1) / kept.sum(axis=1)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def padded_groups(lengths: Sequence[int], waste: float = PADDING_WASTE) -> list[list[int]]:
+    """The rows of texts of these token lengths, grouped for one model call each: shortest first, a
+    group closed when padding its texts to the next one's length would add more than ``waste`` of
+    their own tokens."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    tokens = 0
+    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
+        length = lengths[row]
+        if group and (len(group) + 1) * length > (1 + waste) * (tokens + length):
+            groups.append(group)
+            group, tokens = [], 0
+        group.append(row)
+        tokens += length
+    if group:
+        groups.append(group)
+    return groups

@@ -9,8 +9,13 @@ per-tensor zero point gets none; the zero point's share of the product, ``zero_p
 W_zp[n])``, is subtracted afterwards in int32, which is exact. A text's quantised activations, and so
 its vector, are then those of the text alone, whatever else is in the batch.
 
-Texts of a batch must have the same number of tokens (no padding: ``onnx_model.py`` groups them so),
-because the reduction also runs over the sequence axis as it does for one text alone.
+The reduction runs over the sequence axis too, as it does for one text alone, but only over the
+positions the attention mask keeps: the activations are multiplied by the mask before their minimum
+and maximum are taken, and the range always includes 0, so a padded position (a 0 there) never moves
+them. A text padded in a batch of longer texts is then quantised as it is alone; its padded positions
+are quantised with its scale (clipped where they fall outside) and go nowhere, since the attention
+ignores them as keys and the pooling as outputs. With ONNX Runtime's MultiHeadAttention, which
+stops at each text's length, a padded text's vector is its vector alone bit for bit (tests/embedding).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 QMAX = 255.0
+MASK_INPUT = "attention_mask"
 
 
 def per_text_quantisation(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -30,11 +36,11 @@ def per_text_quantisation(model: onnx.ModelProto) -> onnx.ModelProto:
     rewritten.CopyFrom(model)
     graph = rewritten.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    nodes: list[onnx.NodeProto] = []
+    mask, nodes = _positions_mask()
     quantised: dict[str, str] = {}  # a per-tensor zero point's name -> the per-text one (int32)
     for node in graph.node:
         if node.op_type == "DynamicQuantizeLinear":
-            built, zero_point = _quantise_per_text(node)
+            built, zero_point = _quantise_per_text(node, mask)
             nodes.extend(built)
             quantised[node.output[2]] = zero_point
         elif node.op_type == "MatMulInteger" and node.input[2] in quantised:
@@ -53,13 +59,24 @@ def _names(prefix: str) -> Iterator[str]:
         yield f"{prefix}/per_text_{count}"
 
 
-def _quantise_per_text(node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str]:
-    """``DynamicQuantizeLinear`` with min and max per text: the outputs keep their names (the scale and
-    zero point now shaped ``(batch, 1, 1)``); also the zero point as int32, for the product's correction."""
+def _positions_mask() -> tuple[str, list[onnx.NodeProto]]:
+    """The attention mask as float, shaped ``(batch, sequence, 1)`` to multiply activations by."""
+    mask_float, axis, mask = "per_text/mask_float", "per_text/mask_axis", "per_text/mask"
+    return mask, [
+        helper.make_node("Cast", [MASK_INPUT], [mask_float], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Constant", [], [axis], value=numpy_helper.from_array(np.array([2], np.int64))),
+        helper.make_node("Unsqueeze", [mask_float, axis], [mask]),
+    ]
+
+
+def _quantise_per_text(node: onnx.NodeProto, mask: str) -> tuple[list[onnx.NodeProto], str]:
+    """``DynamicQuantizeLinear`` with min and max per text, over its unmasked positions: the outputs
+    keep their names (the scale and zero point now shaped ``(batch, 1, 1)``); also the zero point as
+    int32, for the product's correction."""
     (x,) = node.input
     y, scale, zero_point = node.output
     name = _names(node.name)
-    zero, qmax, axes = next(name), next(name), next(name)
+    zero, qmax, axes, kept = next(name), next(name), next(name), next(name)
     low, high, low0, high0, span, row_scale, shift, unclipped, clipped = (next(name) for _ in range(9))
     row_zero_point_f, row_zero_point = next(name), next(name)
     zero_point_f, zero_point_i32 = next(name), f"{zero_point}_int32"
@@ -67,9 +84,11 @@ def _quantise_per_text(node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str]
         helper.make_node("Constant", [], [zero], value=numpy_helper.from_array(np.array(0.0, np.float32))),
         helper.make_node("Constant", [], [qmax], value=numpy_helper.from_array(np.array(QMAX, np.float32))),
         helper.make_node("Constant", [], [axes], value=numpy_helper.from_array(np.array([1, 2], np.int64))),
+        # Padded positions as 0, which the range includes anyway (below).
+        helper.make_node("Mul", [x, mask], [kept]),
         # Every axis but the batch axis (ONNX 17's ReduceMin/ReduceMax take axes as an attribute).
-        helper.make_node("ReduceMin", [x], [low], axes=[1, 2], keepdims=0),
-        helper.make_node("ReduceMax", [x], [high], axes=[1, 2], keepdims=0),
+        helper.make_node("ReduceMin", [kept], [low], axes=[1, 2], keepdims=0),
+        helper.make_node("ReduceMax", [kept], [high], axes=[1, 2], keepdims=0),
         # The range always includes 0, so that 0 is exactly representable.
         helper.make_node("Min", [low, zero], [low0]),
         helper.make_node("Max", [high, zero], [high0]),
