@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,37 @@ async def serve_echo(port: int) -> None:
     await server.wait_for_termination()
 
 
+class SyncEcho(router_pb2_grpc.RouterServicer):
+    """Echo's answer from gRPC's thread-pool server, whose handlers are plain generators."""
+
+    def Generate(  # type: ignore[override]
+        self, request: router_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[router_pb2.GenerateResponse]:
+        yield Echo.REPLY
+
+
+async def serve_sync_echo(port: int) -> None:
+    """The bare server on gRPC's synchronous stack (a thread pool), for comparison only."""
+    cert, key = (Path(os.environ[f"SUBSECOND_ROUTER_TLS_{name}_FILE"]).read_bytes() for name in ("CERT", "KEY"))  # noqa: ASYNC240
+    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    router_pb2_grpc.add_RouterServicer_to_server(SyncEcho(), server)
+    server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    server.start()
+    await asyncio.to_thread(server.wait_for_termination)
+
+
+async def serve_shell_echo(port: int) -> None:
+    """The same servicer in the kit's server shell (its interceptors, health, reflection, metrics), with
+    the router's TLS settings: what the shell costs a call, before any of the router's code."""
+    env = EnvReader(os.environ, "SUBSECOND_ROUTER_")
+    settings = ServerSettings.read(env, default_port=port, default_metrics_port=0)
+    definition = ServiceDefinition.for_servicer(
+        router_pb2.DESCRIPTOR.services_by_name["Router"], router_pb2_grpc.add_RouterServicer_to_server, Echo()
+    )
+    running = await start_server(settings, definition)
+    await running.server.wait_for_termination()
+
+
 async def serve_cache(port: int) -> None:
     """The stand-in cache in the kit's shell, with the cache's TLS settings from the environment."""
     settings = ServerSettings.read(EnvReader(os.environ, "SUBSECOND_CACHE_"), default_port=port, default_metrics_port=0)
@@ -104,6 +136,9 @@ async def serve_cache(port: int) -> None:
     )
     running = await start_server(settings, definition)
     await running.server.wait_for_termination()
+
+
+SERVERS = {"echo": serve_echo, "sync-echo": serve_sync_echo, "shell-echo": serve_shell_echo, "cache": serve_cache}
 
 
 def free_port() -> int:
@@ -173,7 +208,7 @@ def started(argv: list[str], env: dict[str, str], log_file: Path) -> Iterator[su
 
 async def wait_answering(stub: router_pb2_grpc.RouterStub, name: str) -> None:
     request = prompt(QUESTION)
-    for _ in range(200):
+    for _ in range(600):  # a minute: a loaded machine starts a router slowly
         try:
             if (await first_and_total(stub, request, time.perf_counter()))[2] == types_pb2.SERVED_BY_EXACT:
                 return
@@ -247,6 +282,10 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
     echo_env = {**os.environ, **certificates.environment("router", mutual=False)}
     if "echo" in args.targets:
         specs.append(("echo", [*me, "--serve", "echo", "--port", str(echo_port)], echo_env, echo_port))
+    for name in ("sync-echo", "shell-echo"):
+        if name in args.targets:
+            port = free_port()
+            specs.append((name, [*me, "--serve", name, "--port", str(port)], echo_env, port))
     for processes in args.router_processes:
         for name, near in (("near", {}), ("cache-served", NEAR_CACHE_OFF)):
             if name not in args.targets:
@@ -332,18 +371,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--targets", type=lambda text: text.split(","), default=["echo", "near", "cache-served"],
-        help="which of echo, near, cache-served (default: all)",
+        help="which of echo, sync-echo, shell-echo, near, cache-served (default: echo, near, cache-served)",
     )
     parser.add_argument(
         "--baseline", type=Path, help="another source tree (git archive of a commit): its routers run beside these"
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "hit_path.json")
-    parser.add_argument("--serve", choices=("echo", "cache"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=tuple(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.serve is not None:
-        asyncio.run((serve_echo if args.serve == "echo" else serve_cache)(args.port))
+        asyncio.run(SERVERS[args.serve](args.port))
         return
     args.router_env = {f"SUBSECOND_ROUTER_{k}": v for k, v in args.router_env}
     with tempfile.TemporaryDirectory(prefix="subsecond-hit-path-") as directory:
