@@ -118,7 +118,8 @@ def test_rendering_a_long_conversation_takes_well_under_a_millisecond(tokenizer_
         {"role": "user" if turn % 2 == 0 else "assistant", "content": "word " * 200} for turn in range(40)
     ]
     template.render(long_conversation)
-    started = time.perf_counter()
+    # CPU time of this thread: what the loop would be held for, whatever else the machine runs.
+    started = time.thread_time()
     for _ in range(100):
         template.render(long_conversation)
-    assert (time.perf_counter() - started) / 100 < 0.001
+    assert (time.thread_time() - started) / 100 < 0.001
