@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -269,6 +270,28 @@ async def k6_round(
     }
 
 
+async def loadtest_run(target: Target, rate: float, seconds: float, ca_file: Path, out: Path) -> dict[str, object]:
+    """The load test's own k6 run (loadtest/run.py: its script, every sample written as JSON), exact hits
+    only, at ``rate`` for ``seconds``: its p99 and the CPU per call of k6 and of the server."""
+    sys.path.insert(0, str(REPO / "loadtest"))  # run.py imports its report.py as a top-level module
+    loadtest = importlib.import_module("run")
+    options = loadtest.parser().parse_args(
+        ["--mix", "repeats=1", "--duration", str(seconds), "--tls", "--ca", str(ca_file), "--out", str(out)]
+    )
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = tree_cpu_seconds(target.process.pid)
+    result = await loadtest.run_once(options, f"127.0.0.1:{target.port}", rate, "steady", out / f"{rate:g}", None)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = tree_cpu_seconds(target.process.pid) - server_before
+    (phase,) = result.phases
+    calls = max(1, int(phase["requests"]))
+    k6_cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
+    return {"rate": rate, "requests": calls, "errors": phase["errors"]} | phase["latency"].get("exact", {}) | {
+        "client_cpu_us_per_call": round(k6_cpu / calls * 1e6),
+        "server_cpu_us_per_call": round(server_cpu / calls * 1e6),
+    }
+
+
 def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(r[key] for r in rounds), 3) for key in rounds[0]} | {"rounds": len(rounds)}
 
@@ -335,6 +358,15 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
                     log.info("k6 round %d %s: %s", r, target.name, figures)
                     k6[target.name].append(figures)
             results["k6_client"] = {name: medians(rounds) for name, rounds in k6.items()}
+        if args.loadtest_rates:
+            results["loadtest"] = {
+                target.name: [
+                    await loadtest_run(target, rate, args.loadtest_seconds, certificates.ca_file, run_dir / "loadtest")
+                    for rate in args.loadtest_rates
+                ]
+                for target in targets
+            }
+            log.info("load test: %s", results["loadtest"])
     results["load_after"] = os.getloadavg()
     return results
 
@@ -373,6 +405,11 @@ def main() -> None:
         "--targets", type=lambda text: text.split(","), default=["echo", "near", "cache-served"],
         help="which of echo, sync-echo, shell-echo, near, cache-served (default: echo, near, cache-served)",
     )
+    parser.add_argument(
+        "--loadtest-rates", type=lambda text: [float(r) for r in text.split(",")], default=[],
+        help="then the load test's own k6 run (loadtest/run.py) at each of these rates, against each target",
+    )
+    parser.add_argument("--loadtest-seconds", type=float, default=15.0, help="seconds per load-test rate")
     parser.add_argument(
         "--baseline", type=Path, help="another source tree (git archive of a commit): its routers run beside these"
     )
