@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from subsecond.embedding.onnx_model import (
+    CALL_POSITIONS,
     CONFIG_FILE,
     MODEL_FILE,
     PADDING_WASTE,
@@ -130,8 +131,8 @@ def test_texts_sharing_a_call_keep_their_vectors(embedder: OnnxEmbedder) -> None
 
 
 def test_two_workers_split_a_batch_and_keep_every_vector(model_dir: Path, embedder: OnnxEmbedder) -> None:
-    # 20 texts of 7 tokens (a group large enough to be split between the workers) among texts of
-    # other lengths, some alone: each text's vector is the one it gets alone, bit for bit.
+    # 20 texts of 7 tokens (one call) among texts of other lengths, some alone, the calls run on two
+    # threads: each text's vector is the one it gets alone, bit for bit.
     words = ["red", "cat", "sat", "on", "mat", "old", "dog", "ran", "far", "sea", "blue", "warm", "tea"]
     rng = np.random.default_rng(3)
     same_length = [" ".join(rng.choice(words, size=5)) for _ in range(20)]
@@ -154,9 +155,12 @@ def test_padded_groups_hold_every_text_once_within_the_padding_budget(lengths: l
     assert sorted(row for group in groups for row in group) == list(range(len(lengths)))
     for group in groups:
         own = sum(lengths[row] for row in group)
-        assert len(group) * max(lengths[row] for row in group) <= (1 + PADDING_WASTE) * own
+        positions = len(group) * max(lengths[row] for row in group)
+        assert positions <= (1 + PADDING_WASTE) * own
+        assert positions <= CALL_POSITIONS or len(group) == 1
 
 
-def test_padded_groups_put_equal_lengths_in_one_call_and_far_ones_apart() -> None:
-    assert padded_groups([9] * 32) == [list(range(32))]
+def test_padded_groups_put_near_lengths_in_one_call_far_ones_apart_and_cut_big_calls() -> None:
+    assert padded_groups([9] * 28) == [list(range(28))]  # 252 positions
     assert padded_groups([40, 5, 41, 6]) == [[1, 3], [0, 2]]
+    assert padded_groups([16] * 32) == [list(range(16)), list(range(16, 32))]  # 256 positions each
