@@ -8,13 +8,17 @@ Targets, all up at once and all serving TLS with the same certificate, as the lo
   its near cache;
 - ``cache-served``: the same router with the near cache off, so every hit makes the hop to the cache;
 
-each router with ``PROCESSES`` of ``--router-processes``. The cache is a stand-in process (the kit's
-server shell, mutual TLS and the caller check as in the stack) that answers every ``Lookup`` with an
-exact hit. Each round sends ``--calls`` calls at ``--rate`` a second, open loop, to every target in turn
-(the order rotating between rounds), from this process's grpc.aio client (latency from the scheduled
-start, as benchmarks/serving.py measures); the CPU of the client and of each server process tree is
-read over each round. With ``--k6`` the same targets are then driven by k6 (a compiled client; its
-iteration time, which covers the stream). Medians over rounds go to benchmarks/results/hit_path.json.
+each router with ``PROCESSES`` of ``--router-processes``; on request (``--targets``) also ``shell-echo``, the
+echo's servicer in the kit's server shell, and ``sync-echo``, the echo on gRPC's synchronous server; and
+with ``--baseline`` a second set of routers running another source tree's code (an A/B in one run).
+The cache is a stand-in process (the kit's server shell, mutual TLS and the caller check as in the
+stack) that answers every ``Lookup`` with an exact hit. Each round sends ``--calls`` calls at ``--rate``
+a second, open loop, to every target in turn (the order rotating between rounds), from this process's
+grpc.aio client (latency from the scheduled start, as benchmarks/serving.py measures); the CPU of the
+client and of each server process tree is read over each round. With ``--k6`` the same targets are then
+driven by k6 (a compiled client; its iteration time, which covers the stream), and with
+``--loadtest-rates`` by the load test's own k6 run (loadtest/run.py) at each rate. Medians over rounds
+go to benchmarks/results/hit_path.json.
 
     .venv/bin/python benchmarks/hit_path.py [--rate 100] [--calls 600] [--rounds 3] [--k6]
 """
@@ -88,12 +92,17 @@ class ExactHits(cache_pb2_grpc.CacheServicer):
         return cache_pb2.StoreResponse()
 
 
+def router_credentials() -> grpc.ServerCredentials:
+    """The router's certificate and key, named by its settings in the environment."""
+    cert, key = (Path(os.environ[f"SUBSECOND_ROUTER_TLS_{name}_FILE"]).read_bytes() for name in ("CERT", "KEY"))
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
 async def serve_echo(port: int) -> None:
     """The bare server, with the router's certificate from its settings in the environment."""
-    cert, key = (Path(os.environ[f"SUBSECOND_ROUTER_TLS_{name}_FILE"]).read_bytes() for name in ("CERT", "KEY"))  # noqa: ASYNC240
     server = grpc.aio.server()
     router_pb2_grpc.add_RouterServicer_to_server(Echo(), server)
-    server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    server.add_secure_port(f"127.0.0.1:{port}", router_credentials())
     await server.start()
     await server.wait_for_termination()
 
@@ -109,10 +118,9 @@ class SyncEcho(router_pb2_grpc.RouterServicer):
 
 async def serve_sync_echo(port: int) -> None:
     """The bare server on gRPC's synchronous stack (a thread pool), for comparison only."""
-    cert, key = (Path(os.environ[f"SUBSECOND_ROUTER_TLS_{name}_FILE"]).read_bytes() for name in ("CERT", "KEY"))  # noqa: ASYNC240
     server = grpc.server(ThreadPoolExecutor(max_workers=8))
     router_pb2_grpc.add_RouterServicer_to_server(SyncEcho(), server)
-    server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    server.add_secure_port(f"127.0.0.1:{port}", router_credentials())
     server.start()
     await asyncio.to_thread(server.wait_for_termination)
 
