@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from subsecond.kit import errors
+from subsecond.kit.interceptors import WrappedHandlers, WrappingRegistry
 from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import ServerSettings
 from subsecond.v1 import types_pb2
@@ -47,7 +48,7 @@ async def _echo_stream(
     yield request
 
 
-def _register(server: grpc.aio.Server) -> None:
+def _register(server: WrappingRegistry) -> None:
     decoded = {
         "request_deserializer": types_pb2.ChatMessage.FromString,
         "response_serializer": types_pb2.ChatMessage.SerializeToString,
@@ -176,16 +177,18 @@ async def test_a_methods_handler_is_wrapped_once_and_maps_every_call(server: Run
             except grpc.aio.AioRpcError as error:
                 assert (error.code(), error.details()) == (RAISED[kind].code, RAISED[kind].message)  # type: ignore[attr-defined]
 
-    interceptor = errors.StatusInterceptor()
     first, second = (grpc.unary_unary_rpc_method_handler(_unary) for _ in range(2))
-    returned = [first]
+    served = {f"/{SERVICE}/Unary": first}
 
-    async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        return returned[0]
+    class Servicer(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            return served.get(details.method)
 
-    details = grpc.HandlerCallDetails()
-    details.method = f"/{SERVICE}/Unary"  # type: ignore[attr-defined]
-    wrapped = await interceptor.intercept_service(continuation, details)
-    assert wrapped is not first and await interceptor.intercept_service(continuation, details) is wrapped
-    returned[0] = second  # another handler for the method: wrapped anew
-    assert await interceptor.intercept_service(continuation, details) not in (wrapped, second)
+    handlers = WrappedHandlers(Servicer(), [errors.StatusInterceptor()])
+    details, unknown = grpc.HandlerCallDetails(), grpc.HandlerCallDetails()
+    details.method, unknown.method = f"/{SERVICE}/Unary", f"/{SERVICE}/Nothing"  # type: ignore[attr-defined]
+    wrapped = handlers.service(details)
+    assert wrapped is not first and handlers.service(details) is wrapped
+    served[details.method] = second  # another handler for the method: wrapped anew
+    assert handlers.service(details) not in (wrapped, second)
+    assert handlers.service(unknown) is None

@@ -27,11 +27,12 @@ import prometheus_client
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, multiprocess
 
 from subsecond.kit.callers import caller_interceptor
 from subsecond.kit.errors import StatusInterceptor
+from subsecond.kit.interceptors import WrappingRegistry
 from subsecond.kit.logs import configure_logging
 from subsecond.kit.settings import ServerSettings, SettingsError
 from subsecond.kit.tls import ReloadingServerCertificates, server_certificates
@@ -57,8 +58,8 @@ class ServiceDefinition:
 
     # Full gRPC service names, e.g. "subsecond.v1.Router": health and reflection report them.
     names: Sequence[str]
-    # Registers the servicers on the server.
-    register: Callable[[grpc.aio.Server], None]
+    # Registers the servicers (on the shell's kit.interceptors.WrappingRegistry, in place of the server).
+    register: Callable[[WrappingRegistry], None]
     # Runs after the port is bound and before health turns SERVING (loading models, connecting).
     warm_up: Callable[[], Awaitable[None]] | None = None
     # Runs after the server has drained (closing clients and pools).
@@ -141,11 +142,11 @@ async def start_server(
 ) -> RunningServer:
     """Starts a server on ``settings.host:settings.port`` (0 picks a free port) and warms it up.
     ``serve_metrics=False``: a worker of several, whose supervisor serves the metrics endpoint."""
-    # StatusInterceptor first: it wraps the caller check and so maps its refusals too. Tracing
-    # before both: a call's span covers its refusal.
+    # StatusInterceptor outside the caller check, so that it maps its refusals too; tracing outside
+    # both: a call's span covers its refusal. Applied to each method's handler once, not as gRPC
+    # interceptors on every call (kit.interceptors).
     callers = caller_interceptor(settings.callers, definition.names)
     server = grpc.aio.server(
-        interceptors=[ServerTracing(), StatusInterceptor(), *([callers] if callers is not None else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # Only workers of one service share a port; a single server fails loudly on a taken one.
@@ -154,17 +155,14 @@ async def start_server(
             ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ]
     )
-    definition.register(server)
+    registry = WrappingRegistry(server, [ServerTracing(), StatusInterceptor(), *([callers] if callers else [])])
+    definition.register(registry)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [
-            *definition.names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    health_pb2_grpc.add_HealthServicer_to_server(health, registry)
+    names = [*definition.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    # What reflection.enable_server_reflection does, through the registry (whose type would make it pick
+    # the servicer of gRPC's synchronous server).
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), registry)
     address = f"{settings.host}:{settings.port}"
     certificates = server_certificates(settings.tls)
     port = (
