@@ -1,0 +1,209 @@
+"""Semantic hits with a fresh embedding, asked of the cache service alone (no router): Redis, the
+embedding service and the cache service run as processes on free ports, plaintext.
+
+Answers are stored under one side of QQP duplicate pairs; the other sides that are semantic hits are
+found with a first lookup each, the embedding cache is emptied, and those prompts are asked again
+open-loop at ``--rate`` (latency from each request's scheduled start). Prints p50/p95/p99 and, from
+the services' metrics, the mean time of each hop during the timed lookups.
+
+``--base-services DIR`` (an older checkout's ``services`` directory, e.g. from ``git archive``) with
+``--base-model-dir`` runs that code as "before" too, the two interleaved for ``--rounds`` each::
+
+    .venv/bin/python benchmarks/semantic_hit_cache.py --hits 80 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import redis.asyncio as redis
+
+from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
+from subsecond_tools.stack.redis import find_redis_server, redis_argv
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAIRS_FILE = REPO_ROOT / "benchmarks" / "data" / "semantic" / "shared" / "qqp_duplicates_dev.jsonl"
+ANSWER = cache_pb2.CachedAnswer(
+    chunks=["An answer."], prompt_tokens=5, completion_tokens=2, finish_reason=types_pb2.FINISH_REASON_STOP
+)
+HOP_METRICS = (
+    "subsecond_cache_lookup_duration_seconds",
+    "subsecond_cache_hop_duration_seconds",
+    "subsecond_embedding_request_duration_seconds",
+    "subsecond_embedding_inference_duration_seconds",
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    pythonpath: str | None  # the services' code, when not this checkout's
+    model_dir: Path
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return int(sock.getsockname()[1])
+
+
+def query(text: str) -> cache_pb2.CacheQuery:
+    return cache_pb2.CacheQuery(
+        tenant="local",
+        model="small",
+        messages=[types_pb2.ChatMessage(role="user", content=text)],
+        sampling=types_pb2.SamplingParams(top_p=1.0),
+    )
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The _sum and _count samples of the hop metrics on a service's /metrics."""
+    samples = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(HOP_METRICS) and ("_sum" in line or "_count" in line):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+    return samples
+
+
+def hop_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean milliseconds of each metric (and label set) between two scrapes."""
+    means = {}
+    for name, total in after.items():
+        if "_sum" in name:
+            count = after[name.replace("_sum", "_count")] - before.get(name.replace("_sum", "_count"), 0.0)
+            if count:
+                means[name.replace("_sum", "")] = round((total - before.get(name, 0.0)) / count * 1e3, 2)
+    return means
+
+
+def spawn_services(
+    variant: Variant, ports: dict[str, int], redis_url: str, work: Path
+) -> list[subprocess.Popen[bytes]]:
+    """Redis, the embedding service and the cache service, as the variant's code runs them."""
+    environment = dict(os.environ)
+    if variant.pythonpath:
+        environment["PYTHONPATH"] = variant.pythonpath
+    return [
+        subprocess.Popen(
+            redis_argv(find_redis_server(), ports["redis"], work, persistent=False), stdout=subprocess.DEVNULL
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "subsecond.embedding"],
+            env=environment
+            | {
+                "SUBSECOND_EMBEDDING_PORT": str(ports["embedding"]),
+                "SUBSECOND_EMBEDDING_METRICS_PORT": str(ports["embedding_metrics"]),
+                "SUBSECOND_EMBEDDING_MODEL_DIR": str(variant.model_dir),
+                "SUBSECOND_EMBEDDING_REDIS_URL": redis_url,
+                "SUBSECOND_EMBEDDING_LOG_LEVEL": "WARNING",
+            },
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "subsecond.cache"],
+            env=environment
+            | {
+                "SUBSECOND_CACHE_PORT": str(ports["cache"]),
+                "SUBSECOND_CACHE_METRICS_PORT": str(ports["cache_metrics"]),
+                "SUBSECOND_CACHE_REDIS_URL": redis_url,
+                "SUBSECOND_CACHE_EMBEDDING_URL": f"127.0.0.1:{ports['embedding']}",
+                "SUBSECOND_CACHE_VECTOR_PATH": str(work / "vectors"),
+                "SUBSECOND_CACHE_VERIFIER_DIR": str(REPO_ROOT / ".cache" / "models" / "pair-verifier"),
+                "SUBSECOND_CACHE_LOG_LEVEL": "WARNING",
+            },
+        ),
+    ]
+
+
+async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: float) -> dict[str, float]:
+    """One run's figures (the hop means printed)."""
+    work = Path(tempfile.mkdtemp(prefix="semantic-hit-"))
+    ports = {name: free_port() for name in ("redis", "embedding", "embedding_metrics", "cache", "cache_metrics")}
+    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+    processes = spawn_services(variant, ports, redis_url, work)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['cache']}") as channel:
+            cache = cache_pb2_grpc.CacheStub(channel)
+            await cache.Lookup(cache_pb2.LookupRequest(query=query("warm up")), wait_for_ready=True, timeout=120)
+            for pair in pairs:
+                await cache.Store(cache_pb2.StoreRequest(query=query(pair["a"]), answer=ANSWER))
+            hitting = []
+            for pair in pairs:
+                found = await cache.Lookup(cache_pb2.LookupRequest(query=query(pair["b"]), semantic=True))
+                if found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC:
+                    hitting.append(pair["b"])
+            client = redis.Redis.from_url(redis_url)
+            async for key in client.scan_iter(match="subsecond:v2:emb:*", count=1000):
+                await client.delete(key)
+            await client.aclose()
+            hitting = hitting[:hits]
+            latencies: list[float] = []
+            served = 0
+
+            async def one(text: str, at: float) -> None:
+                nonlocal served
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                found = await cache.Lookup(cache_pb2.LookupRequest(query=query(text), semantic=True))
+                latencies.append(time.perf_counter() - at)
+                served += found.tier == cache_pb2.CACHE_TIER_SEMANTIC
+
+            before = scrape(ports["cache_metrics"]) | scrape(ports["embedding_metrics"])
+            start = time.perf_counter() + 0.1
+            await asyncio.gather(*(one(text, start + i / rate) for i, text in enumerate(hitting)))
+            after = scrape(ports["cache_metrics"]) | scrape(ports["embedding_metrics"])
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait()
+    cuts = statistics.quantiles(latencies, n=100)
+    print("  mean ms of each hop:", json.dumps(hop_means(before, after)))
+    return {
+        "lookups": len(latencies),
+        "semantic_hits": served,
+        "p50_ms": round(cuts[49] * 1e3, 2),
+        "p95_ms": round(cuts[94] * 1e3, 2),
+        "p99_ms": round(cuts[98] * 1e3, 2),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    lines = PAIRS_FILE.read_text().splitlines()
+    pairs = [json.loads(line) for line in random.Random(7).sample(lines, 2 * args.hits)]
+    variants = [Variant("this checkout", None, args.model_dir)]
+    if args.base_services:
+        variants.insert(0, Variant("base", str(args.base_services), args.base_model_dir))
+    results: dict[str, list[dict[str, float]]] = {variant.name: [] for variant in variants}
+    for round_ in range(args.rounds):
+        for variant in variants if round_ % 2 == 0 else variants[::-1]:
+            result = await run(variant, pairs, args.hits, args.rate)
+            results[variant.name].append(result)
+            print(round_, variant.name, json.dumps(result), flush=True)
+    for name, runs in results.items():
+        medians = {key: statistics.median(run[key] for run in runs) for key in ("p50_ms", "p95_ms", "p99_ms")}
+        print(f"{name}: medians of {len(runs)} runs {medians}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hits", type=int, default=80, help="timed lookups per run (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=25.0, help="lookups a second (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each variant, interleaved")
+    parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / ".cache" / "models" / "all-minilm-l6-v2")
+    parser.add_argument("--base-services", type=Path, help="an older checkout's services directory")
+    parser.add_argument("--base-model-dir", type=Path, help="the model that older code runs")
+    asyncio.run(main(parser.parse_args()))
