@@ -14,8 +14,8 @@ positions the attention mask keeps: the activations are multiplied by the mask b
 and maximum are taken, and the range always includes 0, so a padded position (a 0 there) never moves
 them. A text padded in a batch of longer texts is then quantised as it is alone; its padded positions
 are quantised with its scale (clipped where they fall outside) and go nowhere, since the attention
-ignores them as keys and the pooling as outputs. With ONNX Runtime's MultiHeadAttention, which
-stops at each text's length, a padded text's vector is its vector alone bit for bit (tests/embedding).
+ignores them as keys and the pooling as outputs. With ONNX Runtime's MultiHeadAttention and the
+padding after each text, a padded text's vector is its vector alone bit for bit (tests/embedding).
 """
 
 from __future__ import annotations
