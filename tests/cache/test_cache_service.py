@@ -428,7 +428,15 @@ async def test_a_semantic_lookup_asks_for_its_embedding_while_the_exact_tier_is_
 async def test_without_embed_during_exact_an_exact_hit_never_calls_the_embedder(
     redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> None:
-    cache_settings = settings(redis_server.url, fake_embedder, tmp_path, EMBED_DURING_EXACT="false")
+    # Generous timeouts: under load a 50 ms Redis call can time out, and a bypass would fail the test.
+    cache_settings = settings(
+        redis_server.url,
+        fake_embedder,
+        tmp_path,
+        EMBED_DURING_EXACT="false",
+        REDIS_TIMEOUT_MS="2000",
+        EMBEDDING_TIMEOUT_MS="5000",
+    )
     fake_embedder.vectors[QUESTION] = towards(0)
     fake_embedder.vectors[PARAPHRASE] = towards(5)
     async with serving(cache_settings, definition(cache_settings)) as cache:
