@@ -16,7 +16,7 @@ tuned or trained on: the generated held-out split (one template in three), the h
 for its report), the QQP report half (all of it), and 20,000 random pairs of questions from
 different report-half lines.
 
-Systems: similarity alone at 0.75, the rules alone at 0.75 (the shipped guard before the verifier), and
+Systems: similarity alone and the rules alone at the default threshold (the guard without the verifier), and
 the verifier at each named operating point. Selection rule for the points, on the tuned-on sets only:
 of a grid of (similarity, probability, overrule), the one with the most tuned-on hits (the mean of the
 shared paraphrase, generated dev paraphrase and QQP train-half hit rates) whose 95 % Wilson upper bound
@@ -60,6 +60,7 @@ from subsecond.cache.guard import (
     OperatingPoint,
     accept_semantic,
     false_hit_reason,
+    overrulable,
 )
 from subsecond.cache.verifier import MODEL_FILE, PairVerifier
 from subsecond_tools.verifier_train import qqp_part
@@ -232,7 +233,11 @@ def verified(point: OperatingPoint) -> Decide:
             return False
         if s.kept_rules is None:
             return s.probability >= point.probability
-        return point.overrule is not None and s.probability >= max(point.probability, point.overrule)
+        return (
+            overrulable(s.kept_rules, s.pair.b, s.pair.a, point)
+            and point.overrule is not None
+            and s.probability >= max(point.probability, point.overrule)
+        )
 
     return decide
 

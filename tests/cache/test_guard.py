@@ -168,6 +168,13 @@ def test_the_verifier_overrules_a_word_rule_only_at_the_points_overrule(
         False, "guard:number"
     )
     assert "number" not in OVERRULABLE_RULES
+    # nor a rule for a pair longer than the verifier reads: it may differ where the verifier cannot see
+    tail = " and ".join(["the waves"] * 20)
+    long_haiku, long_sonnet = f"{haiku} {tail}", f"{sonnet} {tail}"
+    assert false_hit_reason(long_haiku, long_sonnet) == "substitution"
+    verifier = Scripted(1.0)
+    decision = accept_semantic(long_haiku, long_sonnet, 0.99, Acceptance(point, verifier))
+    assert decision == SemanticDecision(False, "guard:substitution") and verifier.calls == 0
 
 
 def test_without_a_verifier_nothing_is_served() -> None:

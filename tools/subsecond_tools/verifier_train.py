@@ -292,10 +292,7 @@ def typo(rng: random.Random, text: str) -> str | None:
     match = rng.choice(words)
     word, i = match.group(), rng.randrange(2, len(match.group()))  # the first letter is seldom the slip
     traded = word[:i - 1] + word[i] + word[i - 1] + word[i + 1 :]
-    if len(word) < 6:
-        slip = traded
-    else:
-        slip = rng.choice([traded, word[:i] + word[i + 1 :], word[:i] + word[i] + word[i:]])
+    slip = traded if len(word) < 6 else rng.choice([traded, word[:i] + word[i + 1 :], word[:i] + word[i] + word[i:]])
     return text[: match.start()] + slip + text[match.end() :]
 
 

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SIMILARITY_THRESHOLD = 0.7
 DEFAULT_VERIFIER_PROBABILITY = 0.15
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
-DEFAULT_OVERRULE_PROBABILITY: float | None = 0.9
+DEFAULT_OVERRULE_PROBABILITY: float | None = 0.95
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,17 @@ OPERATING_POINTS = {
 # first run of issue 13): with the single-substitution rule dropped and the verifier judging those
 # pairs instead, the never-tuned near misses served rose from 3.8 % to 10 % (generated held out) at
 # the verifier's default point. Round four's rule chose to let the two-layer verifier overrule the
-# word-only rules (OVERRULABLE_RULES) at 0.9 at every point.
+# single-substitution rule (OVERRULABLE_RULES) at 0.95 at every point.
 RULES = ("number", "time", "negation", "extent", "direction", "entity", "substitution")
 VERIFIED_RULES = RULES
 # Rules that guess from words alone where a synonym and a different thing look alike (one content word
-# swapped, a name that only one prompt gives): a pair only these refuse reaches the verifier, which
-# serves it at the point's ``overrule`` probability. The others name a difference outright.
-OVERRULABLE_RULES = ("entity", "substitution")
+# swapped): a pair only these refuse reaches the verifier, which serves it at the point's ``overrule``
+# probability. The others name a difference outright. Not the entity rule: the verifier gave
+# "Summarise this in English: ..." / "... in French: ..." more than 0.9.
+OVERRULABLE_RULES = ("substitution",)
+# The verifier reads at most 48 tokens of a pair: a longer pair may differ where it cannot see, so no
+# rule is overruled for a pair of more words than this (about 1.4 tokens a word).
+OVERRULE_MAX_WORDS = 30
 
 
 class Verifier(Protocol):
@@ -146,9 +150,10 @@ def accept_semantic(
     needed = acceptance.point.probability
     reason = false_hit_reason(query, candidate, VERIFIED_RULES)
     if reason is not None:
-        if acceptance.point.overrule is None or reason not in OVERRULABLE_RULES:
+        overrule = acceptance.point.overrule
+        if overrule is None or not overrulable(reason, query, candidate, acceptance.point):
             return SemanticDecision(hit=False, reason=f"guard:{reason}")
-        needed = max(needed, acceptance.point.overrule)
+        needed = max(needed, overrule)
     if acceptance.verifier is None:
         return SemanticDecision(hit=False, reason="verifier:unavailable")
     try:
@@ -159,6 +164,15 @@ def accept_semantic(
     if not probability >= needed:
         return SemanticDecision(hit=False, reason=f"guard:{reason}" if reason else "verifier:refused")
     return SemanticDecision(hit=True, reason="accepted")
+
+
+def overrulable(reason: str, query: str, candidate: str, point: OperatingPoint) -> bool:
+    """Whether the verifier may overrule the rule named ``reason`` for this pair at ``point``."""
+    return (
+        point.overrule is not None
+        and reason in OVERRULABLE_RULES
+        and len(query.split()) + len(candidate.split()) <= OVERRULE_MAX_WORDS
+    )
 
 
 def accept_candidates(
