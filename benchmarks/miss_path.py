@@ -237,7 +237,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     if not args.traced:
         environment = {k: v for k, v in environment.items() if not k.startswith("OTEL_")}
     run_dir = Path(tempfile.mkdtemp(prefix="subsecond-miss-path-"))
-    stack = Stack(StackConfig(ports=Ports.free(), run_dir=run_dir, environment=environment))
+    stack = Stack(StackConfig(ports=Ports.free(), run_dir=run_dir, environment=environment, tls=args.tls))
     log.info("starting the stack (logs in %s)", run_dir)
     await stack.start()
     misses: list[Miss] = []
@@ -334,6 +334,7 @@ def report(misses: list[Miss], collector: Collector, args: argparse.Namespace) -
         "speculate": args.speculate,
         "router_processes": args.router_processes,
         "router_env": dict(args.router_env),
+        "tls": args.tls,
         "load_average_before": list(args.load_before),
         "load_average_after": list(os.getloadavg()),
     }
@@ -375,6 +376,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="another SUBSECOND_ROUTER_<NAME> for the stack (repeatable), e.g. MAX_GENERATIONS=4",
     )
+    parser.add_argument("--plaintext", dest="tls", action="store_false", help="the stack without TLS")
     parser.add_argument("--untraced", dest="traced", action="store_false", help="no spans (the figures alone)")
     parser.add_argument("--out", type=Path, default=RESULTS / "miss_path.json", help="where the figures go")
     args = parser.parse_args()
