@@ -165,6 +165,14 @@ def _rows(name: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in (DATA_DIR / "shared" / name).read_text().splitlines()]
 
 
+def test_a_rebuilt_embedder_changes_the_recipe(tmp_path: Path) -> None:
+    (tmp_path / "model.int8.onnx").write_bytes(b"one build")
+    first = vt.recipe_hash(DATA_DIR, tmp_path)
+    assert vt.recipe_hash(DATA_DIR, tmp_path) == first
+    (tmp_path / "model.int8.onnx").write_bytes(b"another build")
+    assert vt.recipe_hash(DATA_DIR, tmp_path) != first
+
+
 def test_the_qqp_halves_are_about_even() -> None:
     rows = _rows("qqp_duplicates_dev.jsonl")
     train = sum(vt.qqp_part(row["a"], row["b"]) == "train" for row in rows)

@@ -638,12 +638,14 @@ def describe(examples: Sequence[Example]) -> dict[str, int]:
 # --- training and export ------------------------------------------------------------------------
 
 
-def recipe_hash(data_dir: Path) -> str:
-    """A hash of this recipe (this file, the normaliser) and of every training input."""
+def recipe_hash(data_dir: Path, embedder_dir: Path) -> str:
+    """A hash of this recipe (this file, the normaliser) and of every training input, the embedding
+    model included: it picks the QQP neighbour negatives, so a rebuilt embedder trains another verifier."""
     from subsecond.cache import normalise as normaliser
+    from subsecond.embedding.onnx_model import MODEL_FILE as EMBEDDER_FILE
 
     digest = hashlib.sha256()
-    for path in [Path(__file__), Path(normaliser.__file__), *training_inputs(data_dir)]:
+    for path in [Path(__file__), Path(normaliser.__file__), *training_inputs(data_dir), embedder_dir / EMBEDDER_FILE]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -805,7 +807,7 @@ def build(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model_dir = Path(model_dir)
-    recipe = recipe_hash(data_dir)
+    recipe = recipe_hash(data_dir, embedder_dir)
     config_path = model_dir / CONFIG_FILE
     if (model_dir / MODEL_FILE).is_file() and config_path.is_file():
         if json.loads(config_path.read_text()).get("recipe") == recipe:
