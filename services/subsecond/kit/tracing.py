@@ -84,23 +84,49 @@ def span(name: str) -> AbstractContextManager[object]:
     return tracer.start_as_current_span(name) if recording() else nullcontext()
 
 
+def _server_start(
+    name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
+) -> tuple[trace.Span | None, otel_context.Context | None]:
+    """A received call's span (None while spans are not recorded) and the context to run the call in:
+    its span's, continuing the trace of the caller's ``carrier``, or only the caller's trace while
+    spans are not recorded (None when there is nothing to make current)."""
+    if recording():
+        parent = propagate.extract(carrier)
+        started = tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
+        return started, trace.set_span_in_context(started, parent)
+    if TRACEPARENT in carrier:
+        return None, propagate.extract(carrier)
+    return None, None
+
+
+def _failed(started: trace.Span | None, error: Exception) -> None:
+    """``error`` on the span, as the SDK's own context managers record it (GeneratorExit and
+    CancelledError are no Exception: a call the client cancelled keeps an unset status, as
+    OpenTelemetry's gRPC conventions have CANCELLED on a server)."""
+    if started is not None:
+        started.record_exception(error)
+        started.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
 @contextmanager
 def server_span(name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]) -> Iterator[trace.Span | None]:
     """The span of a call received (None while spans are not recorded), continuing the trace of the
-    caller's ``carrier`` (its metadata or headers) when it sent one."""
-    if recording():
-        with tracer.start_as_current_span(
-            name, context=propagate.extract(carrier), kind=trace.SpanKind.SERVER, attributes=attributes
-        ) as current:
-            yield current
-    elif TRACEPARENT in carrier:
-        token = otel_context.attach(propagate.extract(carrier))
-        try:
-            yield None
-        finally:
-            otel_context.detach(token)
-    else:
+    caller's ``carrier`` (its metadata or headers) when it sent one. Only for code that runs in one
+    context throughout (a coroutine): a streamed call's span is :func:`_traced_stream`'s."""
+    started, current = _server_start(name, carrier, attributes)
+    if current is None:
         yield None
+        return
+    token = otel_context.attach(current)
+    try:
+        yield started
+    except Exception as error:
+        _failed(started, error)
+        raise
+    finally:
+        otel_context.detach(token)
+        if started is not None:
+            started.end()
 
 
 def _rpc_attributes(method: str) -> dict[str, str]:
@@ -111,25 +137,57 @@ def _rpc_attributes(method: str) -> dict[str, str]:
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+
+
+def _traced_stream(behavior: Behavior, name: str, attributes: Mapping[str, str]) -> Behavior:
+    """The streaming ``behavior`` with its call's context made current around each of its steps only,
+    never across a yield: gRPC may close a stream's generator from another task (a client that
+    cancelled while the handler waited at a yield), whose context never had it attached, and
+    OpenTelemetry then fails to detach it. The span, when there is one, ends with the stream."""
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started, current = _server_start(name, _metadata(context), attributes)
+        responses = behavior(request, context)
+        if current is None:
+            async for response in responses:
+                yield response
+            return
+        try:
+            while True:
+                token = otel_context.attach(current)
+                try:
+                    response = await anext(responses)
+                except StopAsyncIteration:
+                    return
+                except Exception as error:
+                    _failed(started, error)
+                    raise
+                finally:
+                    otel_context.detach(token)
+                yield response
+        finally:
+            token = otel_context.attach(current)
+            try:
+                await responses.aclose()  # its own cleanup, in its context, when it was left at a yield
+            finally:
+                otel_context.detach(token)
+                if started is not None:
+                    started.end()
+
+    return stream
+
+
 def _traced(behavior: Behavior, method: str) -> Behavior:
     """``behavior`` in a server span continuing the trace of the call's metadata."""
     attributes = _rpc_attributes(method)
     name = method.lstrip("/")
-
-    def metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-        return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-
     if inspect.isasyncgenfunction(behavior):
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with server_span(name, metadata(context), attributes):
-                async for response in behavior(request, context):
-                    yield response
-
-        return stream
+        return _traced_stream(behavior, name, attributes)
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with server_span(name, metadata(context), attributes):
+        with server_span(name, _metadata(context), attributes):
             return await behavior(request, context)
 
     return call
