@@ -186,7 +186,7 @@ def test_http_panels_compute_rates_and_shares_in_promtool(tmp_path: Path) -> Non
         f'{calls}{{{ours},protocol="http",code="RESOURCE_EXHAUSTED"}}': 60,
     }
     by_protocol, by_code, share = (panel(title)["targets"] for title in HTTP_PANELS)
-    expected = [
+    expected: list[tuple[dict[str, Any], list[tuple[dict[str, str], float]]]] = [
         (by_protocol[0], [({"protocol": "grpc"}, 2.0), ({"protocol": "http"}, 9.0)]),
         (
             by_code[0],
