@@ -19,7 +19,7 @@ from subsecond.kit.callers import token_interceptors
 from subsecond.kit.server import MAX_MESSAGE_BYTES
 from subsecond.kit.settings import ServerSettings
 from subsecond.kit.tls import channel_credentials
-from subsecond.kit.tracing import client_tracing
+from subsecond.kit.tracing import TracedChannel
 
 RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -62,9 +62,11 @@ def open_channel(target: str, service_names: list[str], caller: ServerSettings |
         ("grpc.keepalive_time_ms", 30_000),
         *RECONNECT_OPTIONS,
     ]
-    # Tracing first: the trace context goes out on every call, token or not (kit.tracing).
-    interceptors = [*client_tracing(), *(token_interceptors(caller.callers) if caller is not None else [])]
+    interceptors = token_interceptors(caller.callers) if caller is not None else []
     credentials = channel_credentials(caller.tls) if caller is not None else None
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+        channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    else:
+        channel = grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+    # Tracing outside the interceptors: the trace context goes out on every call, token or not (kit.tracing).
+    return TracedChannel(channel)

@@ -2,8 +2,8 @@
 a span per call on each side of every hop, and the trace id in the JSON logs.
 
 Every server the kit's shell starts runs :class:`ServerTracing`: a call's span continues the caller's
-trace (``traceparent``/``tracestate`` in its metadata) or starts one. Every channel the kit opens runs
-``client_tracing()``: a client span per call, ended when the call is, whose context goes out in the
+trace (``traceparent``/``tracestate`` in its metadata) or starts one. Every channel the kit opens is a
+:class:`TracedChannel`: a client span per call, ended when the call is, whose context goes out in the
 call's metadata, so the callee's span is its child. The router's HTTP API continues a trace from the
 request's own headers (``router/http_api.py``).
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import context as otel_context
@@ -200,56 +200,84 @@ class ServerTracing(WrappingInterceptor):
         return with_behavior(handler, lambda behavior: _traced(behavior, method))
 
 
-def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-    """``details`` with the current trace context added to the call's metadata."""
+MetadataLike: TypeAlias = grpc.aio.Metadata | Sequence[tuple[str, str | bytes]] | None
+
+
+def _with_context(metadata: MetadataLike, current: otel_context.Context | None = None) -> grpc.aio.Metadata:
+    """``metadata`` with the trace context ``current`` (by default the current one) added."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    propagate.inject(carrier, context=current)
+    sent = grpc.aio.Metadata(*(metadata or ()))
     for key, value in carrier.items():
-        metadata.add(key, value)
-    return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
+        sent.add(key, value)
+    return sent
 
 
-async def _traced_call(continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-    """Starts the call in a client span that ends with it, the span's context in the call's metadata;
-    while spans are not recorded, with the current trace context only, if there is one."""
-    if not recording():
-        if trace.get_current_span().get_span_context().is_valid:
-            details = _with_context(details)
-        return await continuation(details, request)
-    method = details.method.decode() if isinstance(details.method, bytes) else details.method
-    client = tracer.start_span(method.lstrip("/"), kind=trace.SpanKind.CLIENT, attributes=_rpc_attributes(method))
-    with trace.use_span(client, end_on_exit=False):
+class _TracedCalls:
+    """A method's calls, each in a client span ending with it while spans are recorded (and were when
+    its channel was opened: ``spans``), its context in the call's metadata; else with the current trace
+    context only, if there is one."""
+
+    def __init__(self, method: str, calls: Callable[..., Any], spans: bool) -> None:
+        self._name = method.lstrip("/")
+        self._attributes = _rpc_attributes(method)
+        self._calls = calls
+        self._spans = spans
+
+    def __call__(self, request: Any, *, metadata: MetadataLike = None, **options: Any) -> Any:
+        if not (self._spans and recording()):
+            if trace.get_current_span().get_span_context().is_valid:
+                metadata = _with_context(metadata)
+            return self._calls(request, metadata=metadata, **options)
+        client = tracer.start_span(self._name, kind=trace.SpanKind.CLIENT, attributes=self._attributes)
         try:
-            call = await continuation(_with_context(details), request)
+            call = self._calls(request, metadata=_with_context(metadata, trace.set_span_in_context(client)), **options)
         except BaseException:
             client.end()
             raise
-    call.add_done_callback(lambda _: client.end())
-    return call
+        call.add_done_callback(lambda _: client.end())
+        return call
 
 
-# One class per kind of call: a channel files each interceptor under the first kind it implements only.
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await _traced_call(continuation, details, request)
+class TracedChannel(grpc.aio.Channel):
+    """``channel`` with its calls traced (:class:`_TracedCalls`). Not client interceptors: grpc.aio runs
+    an intercepted call through a call object and task more, which cost every call tens of
+    microseconds even while no span is recorded (the router README's "Traces" has the figure). Whether
+    its calls may make spans is decided when it is opened (``recording()`` reads the environment while
+    no SDK provider is set, microseconds a call): the services set theirs (``configure_tracing``) before
+    they open a channel. A call that makes no span costs a context lookup, and a trace to carry its
+    injection."""
 
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+        self._spans = recording()
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await _traced_call(continuation, details, request)
+    async def __aenter__(self) -> TracedChannel:
+        return self
 
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.close()
 
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await _traced_call(continuation, details, requests)
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
 
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
 
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await _traced_call(continuation, details, requests)
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
 
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
 
-def client_tracing() -> list[grpc.aio.ClientInterceptor]:
-    """A channel's tracing: a client span per call of every kind, its context in the call's metadata."""
-    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedCalls(method, self._channel.unary_unary(method, *args, **kwargs), self._spans)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedCalls(method, self._channel.unary_stream(method, *args, **kwargs), self._spans)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedCalls(method, self._channel.stream_unary(method, *args, **kwargs), self._spans)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedCalls(method, self._channel.stream_stream(method, *args, **kwargs), self._spans)
