@@ -64,6 +64,23 @@ NEAR_MISSES = [
     ("What are the side effects of metformin?", "What are the side effects of metoprolol?", "substitution"),
     ("What is the cheapest way to get to Rome?", "What is the quickest way to get to Rome?", "substitution"),
     ("Is it careful to drive at night?", "Is it careless to drive at night?", "negation"),
+    # quantifier: universal against existential
+    ("Do all birds migrate in winter?", "Do some birds migrate in winter?", "quantifier"),
+    ("Is every vaccine approved for children?", "Is any vaccine approved for children?", "quantifier"),
+    # direction: a route whose ends are a symbol ("https" is no plural) or a hyphenated word, or
+    # named after a possessive; two actions in the other order
+    ("Can I redirect https to http?", "Can I redirect http to https?", "direction"),
+    ("How to map non-ascii to ascii in Python", "How to map ascii to non-ascii in Python", "direction"),
+    ("Move my files from my laptop to the cloud", "How to move files from the cloud into my laptop?", "direction"),
+    ("Should I wash my face then apply sunscreen?", "Should I apply sunscreen then wash my face?", "direction"),
+    # role: the asker as subject in one and object in the other; a passive whose agent is not the
+    # active's subject
+    ("Can my landlord sue me for unpaid rent?", "Can I sue my landlord for unpaid rent?", "role"),
+    ("What if my brother owes us money?", "What if we owe my brother money?", "role"),
+    ("The driver was hit by the cyclist, who pays?", "The driver hit the cyclist, who pays?", "role"),
+    # entity: a unit after a number whose case differs
+    ("Is 2 TB enough for photos?", "Is 2 Tb enough for photos?", "entity"),
+    ("Is a 5 Mb file too big to email?", "Is a 5 MB file too big to email?", "entity"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -84,6 +101,21 @@ PARAPHRASES = [
     ("How does one learn to cook?", "How do I learn to cook?"),
     ("Is 1,000 a lot of steps?", "Is 1000 a lot of steps?"),
     ("What do Canadians eat for breakfast?", "What do people in Canada eat for breakfast?"),
+    # one kind of quantifier on both sides, or a quantifier of time ("every day")
+    ("Do any cats like water?", "Do some cats like water?"),
+    ("What can I do every day to improve myself?", "What are some things I can do every day to improve myself?"),
+    ("Is it safe at all to fly while pregnant?", "Is it safe to fly while pregnant?"),
+    # a route kept, whatever the possessive or hyphen
+    ("How do I move files from my laptop to the cloud?", "How do I move files from the laptop to the cloud?"),
+    ("How to redirect www to non-www?", "How do I redirect www to non www?"),
+    # the same order of actions, a clause moved to the front
+    ("Should I stretch before I run?", "Before I run, should I stretch?"),
+    ("Wash your face then apply sunscreen?", "Should I wash my face then apply sunscreen?"),
+    # the asker as an object that asks or is addressed to someone
+    ("How do I change a flat tire?", "Could you please tell me how to change a flat tire?"),
+    ("How do I cope with stress?", "Can you help me cope with stress?"),
+    # a unit's case written in lower case on one side
+    ("Is 2 TB enough for photos?", "is 2 tb enough for photos"),
 ]
 
 
@@ -97,6 +129,15 @@ def test_near_misses_are_refused_with_their_reason(query: str, candidate: str, r
 def test_paraphrases_pass(query: str, candidate: str) -> None:
     assert false_hit_reason(query, candidate) is None
     assert false_hit_reason(candidate, query) is None
+
+
+def test_a_passive_keeps_its_roles_when_its_agent_is_the_actives_subject() -> None:
+    # The word-order rule ("direction") refuses any passive against its active; the role rule alone
+    # tells the passive that keeps the roles from the one that trades them.
+    passive = "The contract was cancelled by the supplier."
+    assert false_hit_reason(passive, "The supplier cancelled the contract.", ("role",)) is None
+    assert false_hit_reason(passive, "We cancelled the contract with the supplier.", ("role",)) == "role"
+    assert false_hit_reason("We cancelled the contract with the supplier.", passive, ("role",)) == "role"
 
 
 def test_identical_prompts_pass() -> None:
