@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from subsecond.kit.server import start_server
-from subsecond.kit.tracing import _traced_call, server_span, span
+from subsecond.kit.tracing import _TracedCalls, server_span, span
 from subsecond.router.service import wire
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
@@ -72,28 +72,28 @@ async def tracing_work_us(metadata: dict[str, str], rounds: int = 20_000) -> flo
     """Microseconds of the tracing work one exact hit does in router and cache, through the kit's own
     functions: the router's server span, its admission span, its lookup call's context, the cache's
     server span. ``metadata``: what the caller sent (with or without a ``traceparent``)."""
-    details = grpc.aio.ClientCallDetails("/subsecond.v1.Cache/Lookup", None, None, None, None)
 
     class Sent:
-        """The call as a channel would start it: its details, and done at once."""
+        """The call as a channel would start it: the metadata it carries, and done at once."""
 
-        def __init__(self, details: grpc.aio.ClientCallDetails) -> None:
-            self.details = details
+        def __init__(self, metadata: grpc.aio.Metadata | None) -> None:
+            self.metadata = metadata
 
         def add_done_callback(self, callback: Callable[[object], None]) -> None:
             callback(self)
 
-    async def sent(details: grpc.aio.ClientCallDetails, request: object) -> Sent:
-        return Sent(details)
+    def sent(request: object, *, metadata: grpc.aio.Metadata | None = None, **_: object) -> Sent:
+        return Sent(metadata)
 
+    lookup = _TracedCalls("/subsecond.v1.Cache/Lookup", sent, spans=True)
     attributes = {"rpc.system": "grpc"}
     started = time.perf_counter()
     for _ in range(rounds):
         with server_span("generate", metadata, attributes):
             with span("admission"):
                 pass
-            carried = await _traced_call(sent, details, None)
-            with server_span("lookup", dict(carried.details.metadata or ()), attributes):
+            carried = lookup(None)
+            with server_span("lookup", dict(carried.metadata or ()), attributes):
                 pass
     return (time.perf_counter() - started) / rounds * 1e6
 
