@@ -67,9 +67,11 @@ NEAR_MISSES = [
     # quantifier: universal against existential
     ("Do all birds migrate in winter?", "Do some birds migrate in winter?", "quantifier"),
     ("Is every vaccine approved for children?", "Is any vaccine approved for children?", "quantifier"),
+    ("Do most dogs like swimming?", "Do few dogs like swimming?", "quantifier"),
     # direction: a route whose ends are a symbol ("https" is no plural) or a hyphenated word, or
     # named after a possessive; two actions in the other order
     ("Can I redirect https to http?", "Can I redirect http to https?", "direction"),
+    ("is it cheaper to ship from canada to the us", "is it cheaper to ship from the us to canada", "direction"),
     ("How to map non-ascii to ascii in Python", "How to map ascii to non-ascii in Python", "direction"),
     ("Move my files from my laptop to the cloud", "How to move files from the cloud into my laptop?", "direction"),
     ("Should I wash my face then apply sunscreen?", "Should I apply sunscreen then wash my face?", "direction"),
@@ -105,6 +107,8 @@ PARAPHRASES = [
     ("Do any cats like water?", "Do some cats like water?"),
     ("What can I do every day to improve myself?", "What are some things I can do every day to improve myself?"),
     ("Is it safe at all to fly while pregnant?", "Is it safe to fly while pregnant?"),
+    ("What are a few good books on Rome?", "What are some good books on Rome?"),
+    ("Which is the most useful language for all beginners?", "Which language is the most useful for every beginner?"),
     # a route kept, whatever the possessive or hyphen
     ("How do I move files from my laptop to the cloud?", "How do I move files from the laptop to the cloud?"),
     ("How to redirect www to non-www?", "How do I redirect www to non www?"),

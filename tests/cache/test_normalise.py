@@ -83,7 +83,8 @@ def test_thresholds_per_tenant_and_model_override_the_default() -> None:
     strict = OPERATING_POINTS["strict"]
     assert settings.threshold_for("acme", "large") == settings.similarity_thresholds["acme"] == strict
     assert settings.threshold_for("beta", "small") == OPERATING_POINTS["loose"]
-    assert settings.threshold_for("beta", "small").probability < OPERATING_POINTS["default"].probability
+    # the stated rule may pick the same point for both (it did in issue 13's fourth round)
+    assert settings.threshold_for("beta", "small").probability <= OPERATING_POINTS["default"].probability
     assert settings.threshold_for("other", "small").similarity == settings.similarity_threshold
 
 

@@ -13,15 +13,16 @@ names the first one it finds:
   "without"/"avoid" more on one side), or the two use opposite words: antonyms in any degree
   (add/remove, before/after, smallest/largest), one root with opposite affixes (lock/unlock,
   enable/disable, include/exclude, careful/careless), opposite particles (log in/log out);
-- ``quantifier``: one prompt quantifies only universally (all/every/each) and the other only
-  existentially (some/any), "do all birds migrate" vs "do some birds migrate" ("every day", "at all"
-  and "than any other" are not counted);
+- ``quantifier``: the two prompts quantify with no kind in common: universal (all/every/each),
+  existential (some/any/a few), most, few; "do all birds migrate" vs "do some birds migrate" ("every
+  day", "at all", "than any other" and "the most" are not counted);
 - ``direction``: one prompt names the route of the other reversed, however worded ("from A to B"
   vs "to A from B", "turn A into B"), or two words trade places around a word between them ("a cat
   eats dog food" vs "a dog eats cat food"), unless a symmetric word joins them ("A and B"); a route's
-  ends may follow a possessive ("from my savings"), be a symbol ("https", never a plural) or a
-  prefixed word ("non-www"); or two actions in the other order around the same "then"/"before"/
-  "after", content words crossing the marker both ways ("X then Y" vs "Y then X");
+  ends may follow a possessive ("from my savings"), be a symbol ("https", never a plural), a
+  prefixed word ("non-www") or a short name after an article ("to the us"); or two actions in the
+  other order around the same "then"/"before"/"after", content words crossing the marker both ways
+  ("X then Y" vs "Y then X");
 - ``role``: the asker is more often the subject in one prompt and the object in the other ("does my
   employer pay me" vs "do I pay my employer"; not "tell me how", "for me", "can you help me"), or a
   passive's agent is not the subject of the same verb in the other ("the patient was infected by the
@@ -298,10 +299,12 @@ _ARTICLES = frozenset({"a", "an", "the"})
 # Words that point at a noun without naming it: skipped when looking for a route's source or target
 # ("from my savings to checking") or an active verb's subject.
 _DETERMINERS = _ARTICLES | _stems("my your his her its our their this that these those")
-# Quantifiers of two kinds: "do all mammals ..." asks the opposite of "do some mammals ..." (the
-# negative ones, "no"/"none", are negators).
+# Quantifiers of four kinds: "do all mammals ..." asks the opposite of "do some mammals ...", "do most
+# cats ..." of "do few cats ..." (the negative ones, "no"/"none", are negators). "most" after an
+# article is a superlative ("the most useful"), "a few" is "some".
 _UNIVERSAL = _stems("all every each everyone everybody everything always")
 _EXISTENTIAL = _stems("some any someone somebody something anyone anybody anything sometimes several")
+_QUANTIFIER_KINDS = {"most": "majority", "few": "minority"}
 _NOT_A_QUANTIFIER_AFTER = _stems("at after than")  # "at all", "after all", "than any other"
 _NOT_A_QUANTIFIER_BEFORE = _stems("time hour day week month year")  # "every day", "all time": how often
 # Words that order two actions: "X then Y" is not "Y then X".
@@ -556,7 +559,9 @@ def _routes(words: list[_Word]) -> frozenset[tuple[str, str]]:
             before = [word for word in words[max(0, i - _ROUTE_REACH) : i] if word.key not in _DETERMINERS]
             named = [word.key for word in before if word.entity]
             source = named[-1] if named else (before[-1].key if before else None)
-        if source is not None and source != target and source not in _STOPWORDS:
+            if source in _STOPWORDS:
+                continue
+        if source is not None and source != target:
             routes.add((source, target))
     return frozenset(routes)
 
@@ -573,24 +578,34 @@ def _unit_after_number(raw: str, words: list[_Word]) -> str | None:
 
 
 def _quantifiers(words: list[_Word]) -> frozenset[str]:
-    """The kinds of quantifier the prompt uses: "universal" (all, every, each) and "existential" (some, any)."""
+    """The kinds of quantifier the prompt uses: "universal" (all, every, each), "existential" (some,
+    any, a few), "majority" (most) and "minority" (few)."""
     kinds = set()
     for i, word in enumerate(words):
         if (i > 0 and words[i - 1].key in _NOT_A_QUANTIFIER_AFTER) or (
             i + 1 < len(words) and words[i + 1].key in _NOT_A_QUANTIFIER_BEFORE
         ):
             continue
+        after_article = i > 0 and words[i - 1].key in _ARTICLES
         if word.key in _UNIVERSAL:
             kinds.add("universal")
-        elif word.key in _EXISTENTIAL:
+        elif word.key in _EXISTENTIAL or (word.key == "few" and after_article):
             kinds.add("existential")
+        elif word.key in _QUANTIFIER_KINDS and not after_article:
+            kinds.add(_QUANTIFIER_KINDS[word.key])
     return frozenset(kinds)
 
 
 def _word_after(words: list[_Word], i: int) -> str | None:
-    """The first word after position i that is not a determiner, or None if that is a stopword."""
-    following = next((word.key for word in words[i + 1 :] if word.key not in _DETERMINERS), None)
-    return None if following is None or following in _STOPWORDS else following
+    """The first word after position i that is not a determiner, or None if that is a stopword; a
+    stopword right after an article is a name ("to the us")."""
+    rest = words[i + 1 :]
+    at = next((j for j, word in enumerate(rest) if word.key not in _DETERMINERS), None)
+    if at is None:
+        return None
+    following = rest[at].key
+    named = at > 0 and rest[at - 1].key in _ARTICLES
+    return following if named or following not in _STOPWORDS else None
 
 
 def _split_clitic(raw: str) -> tuple[str, bool]:
