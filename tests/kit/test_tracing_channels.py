@@ -3,35 +3,17 @@ service runs without ``OTEL_EXPORTER_OTLP_ENDPOINT``): a real server in the kit'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_tracing import SHELL, TRACEPARENT, Generator
 
 from subsecond.kit import tracing
 from subsecond.kit.channels import open_channel
 from subsecond.kit.server import ServiceDefinition, start_server
-from subsecond.kit.settings import ServerSettings
 from subsecond.v1 import generation_pb2, generation_pb2_grpc
-
-SHELL = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, shutdown_grace_seconds=0, log_level="INFO")
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-class Generator(generation_pb2_grpc.GeneratorServicer):
-    def __init__(self) -> None:
-        # The traceparent of each call, as it arrived ("" for none).
-        self.traceparents: list[str] = []
-
-    async def Generate(
-        self, request: generation_pb2.GenerationRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[generation_pb2.GenerationChunk]:
-        self.traceparents.append(dict(context.invocation_metadata() or ()).get("traceparent", ""))  # type: ignore[arg-type]
-        yield generation_pb2.GenerationChunk(text="Hello.")
 
 
 async def test_a_channel_opened_without_spans_passes_the_trace_on_and_never_makes_a_span(

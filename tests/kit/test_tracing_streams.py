@@ -17,15 +17,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_tracing import SHELL
 
 from subsecond.kit import tracing
 from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import Internal
 from subsecond.kit.server import ServiceDefinition, start_server
-from subsecond.kit.settings import ServerSettings
 from subsecond.v1 import generation_pb2, generation_pb2_grpc
 
-SHELL = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, shutdown_grace_seconds=0, log_level="INFO")
 METHOD = "subsecond.v1.Generator/Generate"
 CHUNKS = 20
 
