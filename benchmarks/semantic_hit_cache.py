@@ -32,6 +32,7 @@ from pathlib import Path
 import grpc
 import redis.asyncio as redis
 
+from subsecond.embedding.service import CACHE_KEY_PREFIX
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
 from subsecond_tools.stack.redis import find_redis_server, redis_argv
 
@@ -147,7 +148,7 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
                 if found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC:
                     hitting.append(pair["b"])
             client = redis.Redis.from_url(redis_url)
-            async for key in client.scan_iter(match="subsecond:v2:emb:*", count=1000):
+            async for key in client.scan_iter(match=f"{CACHE_KEY_PREFIX}*", count=1000):
                 await client.delete(key)
             await client.aclose()
             hitting = hitting[:hits]

@@ -37,6 +37,7 @@ import numpy as np
 import redis.asyncio as redis
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from subsecond.embedding.service import CACHE_KEY_PREFIX
 from subsecond.generation.entry_model import EntryModel, is_final
 from subsecond.generation.prompts import ModelPrompt
 from subsecond.kit.prompt_identity import Sampling
@@ -137,7 +138,7 @@ def cache_query(text: str) -> cache_pb2.CacheQuery:
 
 async def forget_embeddings(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    async for key in client.scan_iter(match="subsecond:v2:emb:*", count=1000):  # embedding service's _key
+    async for key in client.scan_iter(match=f"{CACHE_KEY_PREFIX}*", count=1000):
         await client.delete(key)
     await client.aclose()
 

@@ -31,6 +31,8 @@ from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# The embedding cache's keys begin with this (benchmarks empty the cache by it).
+CACHE_KEY_PREFIX = "subsecond:v2:emb:"
 REQUEST_SECONDS = Histogram("subsecond_embedding_request_duration_seconds", "Embed call latency.", buckets=FAST_SECONDS)
 BATCH_TEXTS = Histogram("subsecond_embedding_batch_size_texts", "Texts per model call.", buckets=BATCH_SIZES)
 INFERENCE_SECONDS = Histogram(
@@ -70,7 +72,7 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
         # of no tenant. The tenant is a hash tag (v2; v1 keys expire unread): one request's MGET
         # stays in one slot of a Redis Cluster.
         digest = hashlib.sha256(text.encode()).hexdigest()
-        return f"subsecond:v2:emb:{self._model.name}:{{{tenant or '-'}}}:{digest}"
+        return f"{CACHE_KEY_PREFIX}{self._model.name}:{{{tenant or '-'}}}:{digest}"
 
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
