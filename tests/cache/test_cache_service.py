@@ -18,6 +18,8 @@ from prometheus_client import REGISTRY
 from qdrant_client import AsyncQdrantClient
 from redis_server import RedisServer, free_port
 
+from subsecond.cache import service as cache_service
+from subsecond.cache.guard import Acceptance, SemanticDecision
 from subsecond.cache.service import EMBEDDING_DIMENSIONS, CacheService, definition
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.vectors import ClientVectorIndex, EdgeVectorIndex, Neighbour, VectorIndex
@@ -150,6 +152,33 @@ async def test_the_guard_refuses_a_near_miss_however_close(
 
     assert not found.hit
     assert not found.bypassed
+    assert metric("subsecond_cache_semantic_rejections_total", reason="guard:entity") == refusals + 1
+
+
+async def test_neighbours_are_judged_best_first_and_only_until_one_is_served(
+    cache: cache_pb2_grpc.CacheStub, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    judged: list[str] = []
+    real = cache_service.accept_candidates
+
+    def recorded(query: str, candidates: Sequence[tuple[str, float]], acceptance: Acceptance) -> list[SemanticDecision]:
+        judged.extend(prompt for prompt, _ in candidates)
+        return real(query, candidates, acceptance)
+
+    monkeypatch.setattr(cache_service, "accept_candidates", recorded)
+    also_close = "Tell me the capital of Australia."
+    fake_embedder.vectors.update(
+        {PARAPHRASE: towards(0), NEAR_MISS: towards(2), QUESTION: towards(10), also_close: towards(12)}
+    )
+    for prompt, reply in ((NEAR_MISS, "Vienna."), (QUESTION, "Canberra."), (also_close, "Canberra!")):
+        await cache.Store(store(prompt, reply))
+    refusals = metric("subsecond_cache_semantic_rejections_total", reason="guard:entity")
+
+    found = await cache.Lookup(lookup(PARAPHRASE))
+
+    # The nearest is refused (another country), the next served; the third is never judged.
+    assert found.hit and list(found.answer.chunks) == ["Canberra."]
+    assert judged == [NEAR_MISS, QUESTION]
     assert metric("subsecond_cache_semantic_rejections_total", reason="guard:entity") == refusals + 1
 
 
