@@ -177,3 +177,39 @@ def test_the_qqp_halves_are_about_even() -> None:
     rows = _rows("qqp_duplicates_dev.jsonl")
     train = sum(vt.qqp_part(row["a"], row["b"]) == "train" for row in rows)
     assert 0.45 < train / len(rows) < 0.55
+
+
+def test_the_choosing_part_is_never_trained_on_and_holds_its_shares() -> None:
+    rows = vt.tunable_rows(DATA_DIR)
+    trained = {(e.cached, e.query) for e in vt.labelled_dev_pairs(DATA_DIR)}
+    held = [row for row in rows if vt.choosing_part(row, bool(row["same"]))]
+    assert held and not {(row["a"], row["b"]) for row in held} & trained
+    near = [row for row in rows if not row["same"]]
+    assert 0.4 < sum(vt.choosing_part(row, False) for row in near) / len(near) < 0.6
+    # A generated template goes whole to one part; the QQP lines trained on are none of the held-back ones.
+    by_template: dict[str, set[bool]] = {}
+    for row in rows:
+        if "template" in row:
+            by_template.setdefault(row["template"], set()).add(vt.choosing_part(row, bool(row["same"])))
+    assert by_template and all(len(parts) == 1 for parts in by_template.values())
+    lines = vt.qqp_train_lines(random.Random(0), DATA_DIR)
+    assert not any(vt.choosing_part({"a": a, "b": b}, True) for a, b in lines)
+    qqp = _rows("qqp_duplicates_dev.jsonl")
+    share = sum(vt.choosing_part(row, True) for row in qqp) / len(qqp)
+    assert 0.2 < share < 0.3
+
+
+def test_party_pairs_trade_parties_places_owners_and_units() -> None:
+    pairs = list(vt.party_pairs(random.Random(0), 20))
+    kinds = {(e.kind, e.same) for e in pairs}
+    assert kinds == {
+        ("gen-either", True), ("gen-either-role", False), ("gen-demonym", False), ("gen-demonym", True),
+        ("gen-possessive", False), ("gen-unit", False),
+    }  # fmt: skip
+    for e in pairs:
+        assert e.cached != e.query
+        if e.kind in ("gen-either", "gen-possessive", "gen-unit") or (e.kind == "gen-demonym" and not e.same):
+            # the same words, traded or one unit changed: only structure tells these apart
+            assert len(e.cached.split()) == len(e.query.split())
+    either = next(e for e in pairs if e.kind == "gen-either-role")
+    assert " or the " in either.cached and " or " not in either.query

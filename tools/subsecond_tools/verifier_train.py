@@ -95,6 +95,22 @@ def qqp_part(a: str, b: str) -> str:
     return "train" if hashlib.sha256(f"{a}\n{b}".encode()).digest()[0] % 2 == 0 else "report"
 
 
+# The tunable pairs held back from training for choosing the operating points (cross-fitting: points
+# chosen on pairs the verifier trained on would be optimistic). Near misses: one in two, so that the
+# choosing part holds enough of them (~300) for a 95 % upper bound of 2 % to be reachable at all (with
+# none served, the Wilson bound is ~3.84/n); paraphrases and QQP train-half lines: one in four.
+CHOOSING_SHARE = {False: 0.5, True: 0.25}
+
+
+def choosing_part(row: dict[str, Any], same: bool) -> bool:
+    """Whether a tunable pair is held back for choosing the points, by a hash of its template (a
+    generated pair: the whole template goes, so the choosing part holds templates never trained on)
+    or of the pair; the same for every build and every reader."""
+    key = row.get("template") or f"{row['a']}\n{row['b']}"
+    value = int.from_bytes(hashlib.sha256(f"choose\n{key}".encode()).digest()[:4], "big") / 2**32
+    return value < CHOOSING_SHARE[same]
+
+
 # --- vocabularies ---------------------------------------------------------------------------------
 
 
@@ -174,7 +190,53 @@ ENTITIES = {
         "macOS Android iPhone Chrome Firefox Slack Zoom Gmail Outlook MySQL PostgreSQL MongoDB Redis "
         "React Angular Vue Django Flask Spring AWS Azure"
     ),
+    "brand": _names(
+        "Amazon Walmart Target Costco Netflix Hulu Spotify Uber Lyft Visa Mastercard Toyota Honda Ford Nike "
+        "Adidas Samsung Apple Google Microsoft Tesla IKEA Starbucks FedEx UPS PayPal Venmo Airbnb Disney"
+    ),
 }
+# A country and its people's adjective: "Do Indians need a visa for Japan?" and "Do Japanese need a
+# visa for India?" trade the two, with nearly the same word pieces.
+DEMONYMS = {
+    "France": "French", "Germany": "German", "Spain": "Spanish", "Italy": "Italian", "Japan": "Japanese",
+    "China": "Chinese", "India": "Indian", "Brazil": "Brazilian", "Canada": "Canadian", "Mexico": "Mexican",
+    "Australia": "Australian", "Egypt": "Egyptian", "Kenya": "Kenyan", "Norway": "Norwegian",
+    "Sweden": "Swedish", "Poland": "Polish", "Turkey": "Turkish", "Greece": "Greek", "Portugal": "Portuguese",
+    "Argentina": "Argentinian", "Peru": "Peruvian", "Vietnam": "Vietnamese", "Thailand": "Thai",
+    "Nigeria": "Nigerian", "Korea": "Korean", "Russia": "Russian", "Ireland": "Irish", "Israel": "Israeli",
+}  # fmt: skip
+DEMONYM_PATTERNS = [
+    ("Do {d} citizens need a visa to visit {c}?", "Do citizens of {dc} need a visa to visit {c}?"),
+    ("Is {d} food popular in {c}?", "Is the food of {dc} popular in {c}?"),
+    ("How do {d} people see {c}?", "How do people from {dc} see {c}?"),
+    ("Can a {d} company hire workers in {c}?", "Can a company from {dc} hire workers in {c}?"),
+    ("Why do {d} tourists love {c}?", "Why do tourists from {dc} love {c}?"),
+]  # fmt: skip
+# Units by kind; a number's unit traded for another, of its kind or not ("20 ms" / "20 Mbps"), is
+# another question.
+UNITS = [
+    ("ns", "ms", "s", "min", "hours", "days"), ("KB", "MB", "GB", "TB", "Kb", "Mb", "Gb"),
+    ("kbps", "Mbps", "Gbps", "MB/s"), ("mm", "cm", "m", "km", "in", "ft", "mi"), ("mg", "mcg", "g", "kg", "lb", "oz"),
+    ("ml", "l", "cups", "tbsp", "tsp"), ("W", "kW", "kWh", "V", "A", "mAh"), ("Hz", "kHz", "MHz", "GHz"),
+]  # fmt: skip
+UNIT_FRAMES = [
+    "Is {n} {u} a lot?", "What does {n} {u} mean in practice?", "Is {n} {u} normal?", "Is {n} {u} enough?",
+    "Why is mine only {n} {u}?", "How do I get to {n} {u}?",
+]  # fmt: skip
+# Whose thing did what to whose: the owner moved from one thing to the other.
+OWNED = _names("tree car fence roof dog cat wall window bike garden boat phone laptop house garage")
+OWNED_EVENTS = ["fell on", "damaged", "scratched", "broke", "blocked", "flooded", "hit"]
+POSSESSIVE_PATTERNS = [
+    "Who pays if my {x}'s {s} {e} my {o}?", "What can I do when my {x}'s {s} {e} my {o}?",
+    "Is insurance going to cover it if my {x}'s {s} {e} my {o}?", "My {x}'s {s} {e} my {o}, what now?",
+]  # fmt: skip
+# Either-or questions about two parties: which of the two does it, against one doing it to the other.
+# (an act written "<verb> <rest>": "pay for the repairs" becomes "pay the tenant for the repairs").
+EITHER_ACTS = [
+    "pay for the repairs", "pay the deposit", "pay the fine", "send the invoice", "give notice", "refund the fee",
+    "email the documents", "owe money",
+]  # fmt: skip
+
 YEARS = [str(year) for year in range(1990, 2026)]
 # (short, long): written in prompts either way.
 ABBREVIATED = [
@@ -476,6 +538,33 @@ NEGATIVE_CHANGES: dict[str, Augment] = {
 }  # fmt: skip
 
 
+def party_pairs(rng: random.Random, count: int) -> Iterable[Example]:
+    """Swaps that keep every word between two parties or places: either-or questions turned into one
+    acting on the other (a negative; reordered, a positive), a demonym and a country traded (a
+    negative; the demonym written out, a positive), an owner moved from one thing to the other, and a
+    number's unit traded (negatives)."""
+    for _ in range(count):
+        x, y = rng.sample(ROLE_NOUNS, 2)
+        act = rng.choice(EITHER_ACTS)
+        verb, _, rest = act.partition(" ")
+        either = f"Should the {x} or the {y} {act}?"
+        yield Example(either, f"Should the {y} or the {x} {act}?", True, "gen-either")
+        yield Example(either, f"Should the {x} {verb} the {y} {rest}?".replace("  ", " "), False, "gen-either-role")
+        first, second = rng.sample(sorted(DEMONYMS), 2)
+        pattern, written_out = rng.choice(DEMONYM_PATTERNS)
+        text = pattern.format(d=DEMONYMS[first], c=second)
+        yield Example(text, pattern.format(d=DEMONYMS[second], c=first), False, "gen-demonym")
+        yield Example(text, written_out.format(dc=first, c=second), True, "gen-demonym")
+        owned, other = rng.sample(OWNED, 2)
+        fields = {"x": rng.choice(ROLE_NOUNS), "e": rng.choice(OWNED_EVENTS)}
+        text = rng.choice(POSSESSIVE_PATTERNS).format(s=owned, o=other, **fields)
+        moved = text.replace(f"{fields['x']}'s {owned}", owned).replace(f"my {other}", f"my {fields['x']}'s {other}")
+        yield Example(text, moved, False, "gen-possessive")
+        unit, other_unit = rng.sample([unit for kind in UNITS for unit in kind], 2)
+        frame, number = rng.choice(UNIT_FRAMES), rng.choice([2, 5, 10, 20, 50, 100, 500])
+        yield Example(frame.format(n=number, u=unit), frame.format(n=number, u=other_unit), False, "gen-unit")
+
+
 def templated_negatives(rng: random.Random, count: int) -> Iterable[Example]:
     """Role swaps and route reversals from this module's own patterns (negatives), each prompt also
     reworded by :func:`register` (a positive), and the rewording against the swap (a negative that
@@ -568,17 +657,31 @@ def training_inputs(data_dir: Path) -> list[Path]:
     ]
 
 
-def labelled_dev_pairs(data_dir: Path) -> list[Example]:
-    """The dev split of the generated pairs and the shared labelled pairs (never the held-out ones)."""
+def tunable_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """The labelled pairs that may be tuned on: the shared ones and the dev split of the generated ones
+    (never the held-out split nor the hand-written sets that are only reported)."""
     _, shared_para, shared_near, para, near = training_inputs(data_dir)
     rows = [*_jsonl(shared_para), *_jsonl(shared_near)]
-    rows += [row for row in [*_jsonl(para), *_jsonl(near)] if row.get("split") == "dev"]
+    return rows + [row for row in [*_jsonl(para), *_jsonl(near)] if row.get("split") == "dev"]
+
+
+def labelled_dev_pairs(data_dir: Path) -> list[Example]:
+    """The tunable labelled pairs the verifier trains on: those not held back for choosing the points
+    (nor equal to one that is: a few pairs are in two templates, or shared and generated both)."""
+    rows = tunable_rows(data_dir)
+    held = {(row["a"], row["b"]) for row in rows if choosing_part(row, bool(row["same"]))}
+    rows = [row for row in rows if (row["a"], row["b"]) not in held]
     return [Example(row["a"], row["b"], bool(row["same"]), f"dev-{row['kind']}") for row in rows]
 
 
 def qqp_train_lines(rng: random.Random, data_dir: Path) -> list[tuple[str, str]]:
+    """A sample of the QQP train half's lines, less those held back for choosing the points."""
     rows = _jsonl(training_inputs(data_dir)[0])
-    lines = [(row["a"], row["b"]) for row in rows if qqp_part(row["a"], row["b"]) == "train"]
+    lines = [
+        (row["a"], row["b"])
+        for row in rows
+        if qqp_part(row["a"], row["b"]) == "train" and not choosing_part(row, True)
+    ]
     return rng.sample(lines, min(QQP_LINES, len(lines)))
 
 
