@@ -56,6 +56,8 @@ log = logging.getLogger("hit_path")
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 K6 = Path(sys.executable).parent / "k6"
+PY_SPY = Path(sys.executable).parent / "py-spy"
+PROFILE_HZ = 200
 QUESTION = "What is the capital of France? Answer in one sentence."
 ANSWER = cache_pb2.CachedAnswer(
     chunks=["Paris is the capital", " of France."], completion_tokens=8, finish_reason=types_pb2.FINISH_REASON_STOP
@@ -278,9 +280,12 @@ async def k6_round(
     }
 
 
-async def loadtest_run(target: Target, rate: float, seconds: float, ca_file: Path, out: Path) -> dict[str, object]:
+async def loadtest_run(
+    target: Target, rate: float, seconds: float, ca_file: Path, out: Path, profile: Path | None = None
+) -> dict[str, object]:
     """The load test's own k6 run (loadtest/run.py: its script, every sample written as JSON), exact hits
-    only, at ``rate`` for ``seconds``: its p99 and the CPU per call of k6 and of the server."""
+    only, at ``rate`` for ``seconds``: its p99 and the CPU per call of k6 and of the server. With
+    ``profile``, py-spy samples the server's process tree meanwhile and writes its stacks there."""
     sys.path.insert(0, str(REPO / "loadtest"))  # run.py imports its report.py as a top-level module
     loadtest = importlib.import_module("run")
     options = loadtest.parser().parse_args(
@@ -288,7 +293,10 @@ async def loadtest_run(target: Target, rate: float, seconds: float, ca_file: Pat
     )
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before = tree_cpu_seconds(target.process.pid)
+    spying = None if profile is None else await py_spy(target.process.pid, seconds, profile)
     result = await loadtest.run_once(options, f"127.0.0.1:{target.port}", rate, "steady", out / f"{rate:g}", None)
+    if spying is not None:
+        await spying.wait()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = tree_cpu_seconds(target.process.pid) - server_before
     (phase,) = result.phases
@@ -298,6 +306,62 @@ async def loadtest_run(target: Target, rate: float, seconds: float, ca_file: Pat
         "client_cpu_us_per_call": round(k6_cpu / calls * 1e6),
         "server_cpu_us_per_call": round(server_cpu / calls * 1e6),
     }
+
+
+async def py_spy(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Process:
+    """py-spy sampling ``pid`` and its workers (not pausing them) for ``seconds``, its stacks written to
+    ``out`` (one line per stack: frames by function, ``;``-separated, and the samples that had it)."""
+    argv = [str(PY_SPY), "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--function",
+            "--full-filenames", "--format", "raw", "--rate", str(PROFILE_HZ), "--duration", str(round(seconds)),
+            "--output", str(out)]  # fmt: skip
+    return await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
+
+
+def profile_by_function(stacks: Path, calls: int, top: int) -> dict[str, object]:
+    """Time per call by function, from py-spy's stacks: ``self`` where the function was running, ``total``
+    where it was on the stack; the ``top`` of subsecond's own functions by total, the ``top`` of all by
+    self, and the samples whose running function was subsecond's, gRPC's, or anything else's. py-spy
+    samples threads that are not idle, which on a loaded machine includes waiting for a core: compare
+    shares, not these figures with the CPU measured from /proc."""
+    self_samples: dict[str, int] = {}
+    total_samples: dict[str, int] = {}
+    by_owner = {"subsecond": 0, "grpc": 0, "other": 0}
+    for line in stacks.read_text().splitlines():
+        frames, _, count = line.rpartition(" ")
+        names = [_function(frame) for frame in frames.split(";")[1:]]  # the first is the process
+        if not names:
+            continue
+        n = int(count)
+        self_samples[names[-1]] = self_samples.get(names[-1], 0) + n
+        for name in set(names):
+            total_samples[name] = total_samples.get(name, 0) + n
+        leaf = names[-1]
+        by_owner["subsecond" if "/subsecond/" in leaf else "grpc" if "/grpc/" in leaf else "other"] += n
+
+    def us_per_call(samples: int) -> float:
+        return round(samples / PROFILE_HZ / calls * 1e6, 1)
+
+    own = sorted((name for name in total_samples if "/subsecond/" in name), key=lambda n: -total_samples[n])[:top]
+    running = sorted(self_samples, key=lambda n: -self_samples[n])[:top]
+    return {
+        "sampled_us_per_call": us_per_call(sum(by_owner.values())),
+        "running_us_per_call": {owner: us_per_call(n) for owner, n in by_owner.items()},
+        "running_most": {name.split("/site-packages/")[-1]: us_per_call(self_samples[name]) for name in running},
+        "functions": [
+            {
+                "function": name.split("/services/")[-1],
+                "total_us": us_per_call(total_samples[name]),
+                "self_us": us_per_call(self_samples.get(name, 0)),
+            }
+            for name in own
+        ],
+    }
+
+
+def _function(frame: str) -> str:
+    """``name (path:line)`` as ``path:name``."""
+    name, _, where = frame.partition(" (")
+    return f"{where.rsplit(':', 1)[0]}:{name}"
 
 
 def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
@@ -367,14 +431,23 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
                     k6[target.name].append(figures)
             results["k6_client"] = {name: medians(rounds) for name, rounds in k6.items()}
         if args.loadtest_rates:
-            results["loadtest"] = {
-                target.name: [
-                    await loadtest_run(target, rate, args.loadtest_seconds, certificates.ca_file, run_dir / "loadtest")
-                    for rate in args.loadtest_rates
-                ]
-                for target in targets
-            }
-            log.info("load test: %s", results["loadtest"])
+            # Interleaved: each round runs every rate against every target (the order rotating), so a
+            # change in the machine's load falls on both sides of an A/B alike.
+            loadtest: dict[str, list[dict[str, object]]] = {t.name: [] for t in targets}
+            for r in range(args.loadtest_rounds):
+                for rate in args.loadtest_rates:
+                    for target in targets[r % len(targets) :] + targets[: r % len(targets)]:
+                        stacks = run_dir / f"stacks-{target.name.replace(' ', '-')}-{rate:g}-{r}.txt"
+                        measured = await loadtest_run(
+                            target, rate, args.loadtest_seconds, certificates.ca_file, run_dir / "loadtest",
+                            stacks if args.py_spy else None,
+                        )
+                        if args.py_spy:
+                            calls = int(measured["requests"])  # type: ignore[call-overload]
+                            measured["profile"] = profile_by_function(stacks, calls, args.py_spy)
+                        log.info("load test round %d %s: %s", r, target.name, measured)
+                        loadtest[target.name].append(measured | {"round": r, "load": os.getloadavg()[0]})
+            results["loadtest"] = loadtest
     results["load_after"] = os.getloadavg()
     return results
 
@@ -389,6 +462,23 @@ def table(results: dict[str, object]) -> str:
             lines.append(
                 f"| {client.split('_')[0]} | {name} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | "
                 f"{f['client_cpu_us_per_call']:.0f} | {f['server_cpu_us_per_call']:.0f} |"
+            )
+    runs: dict[str, list[dict[str, float]]] = results.get("loadtest", {})  # type: ignore[assignment]
+    if runs:
+        lines += ["", "| load test: target | rate/s | rounds | p50 ms | p95 ms | p99 ms (each round) | failed | "
+                  "server CPU µs/call |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, target_runs in runs.items():
+        for rate in dict.fromkeys(run["rate"] for run in target_runs):
+            at = [run for run in target_runs if run["rate"] == rate]
+
+            def median(key: str, at: list[dict[str, float]] = at) -> float:
+                return statistics.median(run.get(key, float("nan")) for run in at)
+
+            each = ", ".join(f"{run.get('p99_ms', float('nan')):.1f}" for run in at)
+            lines.append(
+                f"| {name} | {rate:g} | {len(at)} | {median('p50_ms'):.2f} | {median('p95_ms'):.2f} | "
+                f"{median('p99_ms'):.2f} ({each}) | {sum(run['errors'] for run in at):g} | "
+                f"{median('server_cpu_us_per_call'):.0f} |"
             )
     return "\n".join(lines)
 
@@ -418,6 +508,11 @@ def main() -> None:
         help="then the load test's own k6 run (loadtest/run.py) at each of these rates, against each target",
     )
     parser.add_argument("--loadtest-seconds", type=float, default=15.0, help="seconds per load-test rate")
+    parser.add_argument("--loadtest-rounds", type=int, default=1, help="interleaved rounds of the load test")
+    parser.add_argument(
+        "--py-spy", type=int, default=0, metavar="TOP",
+        help="py-spy samples each load-test run's server: CPU per call by function, subsecond's TOP functions",
+    )  # fmt: skip
     parser.add_argument(
         "--baseline", type=Path, help="another source tree (git archive of a commit): its routers run beside these"
     )

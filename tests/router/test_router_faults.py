@@ -122,6 +122,29 @@ def test_the_near_cache_keeps_the_most_recently_used_within_its_entries_bytes_an
     assert get("c") is None  # past NEAR_CACHE_STALE_SECONDS: gone
 
 
+def test_a_near_cache_key_counts_the_text_it_holds_in_the_bytes_bound() -> None:
+    limits = NearCacheLimits(max_entries=10, max_bytes=400, fresh_seconds=1.0, stale_seconds=10.0, wait_seconds=0.0)
+    near = NearCache(limits)
+    near.put("short", answer_of("A"), ("Capital?",))
+    near.put("long", answer_of("A"), ("x" * 400,))  # a small answer to a prompt over the bound: not kept
+    assert near.get("short", max_tokens=0, max_age_seconds=0) is not None
+    assert near.get("long", max_tokens=0, max_age_seconds=0) is None
+    assert near.size[1] < 400
+
+
+async def test_the_near_cache_serves_a_request_as_sent_and_asks_the_cache_for_a_respelling(own_stack: Stack) -> None:
+    cache = own_stack.cache
+    cache.hit = EXACT_HIT
+    await served(own_stack, "Capital of France?")
+    await served(own_stack, "Capital of France?")
+    assert len(cache.lookups) == 1  # the same text: the near cache's
+    answered, how, _ = await served(own_stack, "Capital  of France? ")  # the same to the cache's normalised key
+    assert (answered, how) == ("Paris it is.", types_pb2.SERVED_BY_EXACT)
+    assert len(cache.lookups) == 2  # asked of the cache, which takes it for the same request
+    await served(own_stack, "Capital  of France? ")
+    assert len(cache.lookups) == 2  # and kept under its own key
+
+
 @pytest.mark.parametrize("router_env", [{"NEAR_CACHE_FRESH_SECONDS": "0.2"}])
 async def test_the_near_cache_answers_fresh_copies_itself_and_stale_ones_only_while_the_cache_is_down(
     own_stack: Stack,

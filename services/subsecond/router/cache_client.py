@@ -25,13 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 
 import grpc
 
 from subsecond.kit.errors import from_downstream
 from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
-from subsecond.kit.prompt_identity import request_digest
 from subsecond.router.admission import AUTO, Admitted, chat_messages
 from subsecond.router.answers import Answer, Outcome, Piece
 from subsecond.router.context import Deadline, Tasks
@@ -90,7 +89,7 @@ class CacheClient:
         """The cache's answer (a hit or a miss, with the prompt's embedding when the semantic tier
         computed it); None when the cache could not answer and the near cache had nothing for this
         request. ``semantic`` off: the near cache and the exact tier only."""
-        key = self._near_key(request)
+        key = near_key(request, self._settings)
         near = self._near.get(key, max_tokens=self._lookup_max_tokens(request), max_age_seconds=request.max_age_seconds)
         if near is not None and near.fresh:
             return _served(near)
@@ -99,22 +98,22 @@ class CacheClient:
         if near is not None and not self._lookups.closed:
             CACHE_BYPASS.labels(self._down).inc()
             if self._lookups.available():  # the trial is due: made for the near cache, nobody waits for it
-                self._tasks.spawn(self._keep(key, self._lookups.call(lambda: self._ask(lookup, seconds))))
+                self._tasks.spawn(self._keep(request, self._lookups.call(lambda: self._ask(lookup, seconds))))
             return _served(near)
         if near is None:  # nothing to serve meanwhile: the lookup is awaited in line, no task of its own
-            return await self._asked(key, self._lookups.call(lambda: self._ask(lookup, seconds)))
+            return await self._asked(request, self._lookups.call(lambda: self._ask(lookup, seconds)))
         asking = asyncio.ensure_future(self._lookups.call(lambda: self._ask(lookup, seconds)))
         try:
             await asyncio.wait({asking}, timeout=self._settings.near_cache.wait_seconds)
         finally:
             if not asking.done():  # slow (or this call was cancelled): the lookup ends on its own
-                self._tasks.spawn(self._keep(key, asking))
+                self._tasks.spawn(self._keep(request, asking))
         if not asking.done():
             return _served(near)
-        return await self._asked(key, asking, near)
+        return await self._asked(request, asking, near)
 
     async def _asked(
-        self, key: str, asking: Awaitable[cache_pb2.LookupResponse], near: NearHit | None = None
+        self, request: Admitted, asking: Awaitable[cache_pb2.LookupResponse], near: NearHit | None = None
     ) -> cache_pb2.LookupResponse | None:
         """The lookup's answer; while the cache cannot answer, the near cache's copy or None."""
         try:
@@ -122,7 +121,7 @@ class CacheClient:
         except BackendDown:
             CACHE_BYPASS.labels(self._down).inc()
             return _served(near) if near is not None else None
-        return self._answered(key, response)
+        return self._answered(request, response)
 
     async def lookup_semantic(self, request: Admitted, deadline: Deadline) -> cache_pb2.LookupResponse | None:
         """The semantic tier alone, for a request whose exact lookup missed (``lookup`` with
@@ -136,7 +135,7 @@ class CacheClient:
         except BackendDown:
             CACHE_BYPASS.labels(self._down).inc()
             return None
-        return self._answered(self._near_key(request), response)
+        return self._answered(request, response)
 
     def _lookup_request(self, request: Admitted, *, semantic: bool) -> cache_pb2.LookupRequest:
         # The embedding comes back whenever the semantic tier computes one: "auto" chooses its tier
@@ -149,13 +148,16 @@ class CacheClient:
             want_embedding=semantic,
         )
 
-    def _answered(self, key: str, response: cache_pb2.LookupResponse) -> cache_pb2.LookupResponse:
+    def _answered(self, request: Admitted, response: cache_pb2.LookupResponse) -> cache_pb2.LookupResponse:
         """The cache service's answer, counted (a backend it skipped) and kept (a hit) in the near cache."""
         if response.bypassed:
             CACHE_BYPASS.labels(response.bypassed).inc()
         if response.hit:
-            self._near.put(key, response)
+            self._keep_near(request, response)
         return response
+
+    def _keep_near(self, request: Admitted, response: cache_pb2.LookupResponse) -> None:
+        self._near.put(near_key(request, self._settings), response, tuple(turn.content for turn in request.turns))
 
     async def _ask(self, lookup: cache_pb2.LookupRequest, seconds: float) -> cache_pb2.LookupResponse:
         try:
@@ -168,7 +170,7 @@ class CacheClient:
             raise RedisDown()
         return response
 
-    async def _keep(self, key: str, lookup: Awaitable[cache_pb2.LookupResponse]) -> None:
+    async def _keep(self, request: Admitted, lookup: Awaitable[cache_pb2.LookupResponse]) -> None:
         """A lookup nobody waits for any more (the near cache answered): its hit refreshes the near
         cache, and its outcome moves the breaker."""
         try:
@@ -176,14 +178,13 @@ class CacheClient:
         except BackendDown:
             return
         if response.hit:
-            self._near.put(key, response)
+            self._keep_near(request, response)
 
     async def store(self, request: Admitted, answer: cache_pb2.CachedAnswer, embedding: PromptEmbedding) -> None:
         """Writes a finished generation through (and into the near cache), with the prompt's
         ``embedding`` when its lookup computed one; a failure is counted and logged, never raised
         (the client has its answer already)."""
-        key = self._near_key(request)
-        self._near.put(key, cache_pb2.LookupResponse(hit=True, tier=cache_pb2.CACHE_TIER_EXACT, answer=answer))
+        self._keep_near(request, cache_pb2.LookupResponse(hit=True, tier=cache_pb2.CACHE_TIER_EXACT, answer=answer))
         store = cache_pb2.StoreRequest(
             query=cache_query(request, self._settings), answer=answer, embedding=await embedding.values()
         )
@@ -230,10 +231,12 @@ class CacheClient:
         limits = self._settings.tier_limits[request.tier]
         return min(request.max_tokens or limits.default_max_tokens, limits.max_tokens)
 
-    def _near_key(self, request: Admitted) -> str:
-        """The cache's exact identity, revision included (the near cache keeps only this revision's)."""
-        revision = self._settings.cache_revisions[request.tier]
-        return request_digest(request.tenant, f"{request.tier}@{revision}", request.turns, request.sampling)
+
+
+def near_key(request: Admitted, settings: RouterSettings) -> Hashable:
+    """The near cache's key of ``request``: as sent, revision included (the near cache keeps only this
+    revision's), not normalised (``near_cache.py`` says why)."""
+    return (request.tenant, request.tier, settings.cache_revisions[request.tier], request.turns, request.sampling)
 
 
 def cache_query(request: Admitted, settings: RouterSettings) -> cache_pb2.CacheQuery:
