@@ -83,6 +83,20 @@ NEAR_MISSES = [
     # entity: a unit after a number whose case differs
     ("Is 2 TB enough for photos?", "Is 2 Tb enough for photos?", "entity"),
     ("Is a 5 Mb file too big to email?", "Is a 5 MB file too big to email?", "entity"),
+    # issue 13, round five: the near misses of the shapes the paraphrases below let through
+    ("Which laptop is best for 60k?", "Which laptop is best for 6k?", "number"),
+    ("What happened on the 10th day?", "What happened on the 11th day?", "number"),
+    ("How do I delete all my old tweets?", "How do I delete one of my old tweets?", "quantifier"),
+    ("Regex to replace every match in a string", "Regex to replace the first match in a string", "quantifier"),
+    ("Is coffee bad for you?", "Why is coffee not bad for you?", "negation"),
+    ("How do I get into the IITs?", "How do I get into the NITs?", "entity"),
+    ("How much was the house bought for?", "How much was the house sold for?", "negation"),
+    ("What are the best movies of 2015?", "What are the best books of 2015?", "substitution"),
+    ("Is the employer liable for the accident?", "Is the employee liable for the accident?", "substitution"),
+    ("Do you rinse first and then apply conditioner?", "Do you rinse after you apply conditioner?", "direction"),
+    ("Is the sun bigger than the moon?", "Is the moon bigger than the sun?", "direction"),
+    ("Is the sun bigger than the moon?", "Is the moon not smaller than the sun?", "negation"),
+    ("Does ibuprofen replace paracetamol?", "Does paracetamol replace ibuprofen?", "direction"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -120,6 +134,28 @@ PARAPHRASES = [
     ("How do I cope with stress?", "Can you help me cope with stress?"),
     # a unit's case written in lower case on one side
     ("Is 2 TB enough for photos?", "is 2 tb enough for photos"),
+    # issue 13, round five: a numeral with a suffix read whole; "one"/"first" said with an article or
+    # not at all, or the pronoun "one"; an alternative offered ("or not"); accents, acronyms' plurals,
+    # irregular verbs, common synonyms and derived words; two actions in the same order around another
+    # marker; a comparison from the other side; a symmetric relation
+    ("Which laptop is best for 60k?", "Which laptop is best for 60,000?"),
+    ("What happened on the 10th day?", "What happened on the tenth day?"),
+    ("Is 12 hours of sleep too much for one night?", "Is 12 hours of sleep too much in a night?"),
+    ("How much can one earn from a blog?", "How much can you earn from a blog?"),
+    ("What should I do for my first car?", "What should I do for my car?"),
+    ("Is coffee bad for you? Why or why not?", "Is coffee bad for you?"),
+    ("Is a degree needed or not?", "Is a degree needed?"),
+    ("Is a degree needed? If not, what is?", "Is a degree needed?"),
+    ("Is Pokémon GO worth playing?", "Is Pokemon GO worth playing?"),
+    ("How do I get into the IITs?", "How do I get into an IIT?"),
+    ("How much money have you made from YouTube?", "How much money do you make from YouTube?"),
+    ("What are the best movies of 2015?", "What are the best films of 2015?"),
+    ("How can I fix a leaking tap?", "How can I repair a leaking tap?"),
+    ("Is happiness a choice?", "Is being happy a choice?"),
+    ("Do you rinse first and then apply conditioner?", "Do you apply conditioner after you rinse?"),
+    ("Is the sun bigger than the moon?", "Is the moon smaller than the sun?"),
+    ("Does ibuprofen interact with paracetamol?", "Does paracetamol interact with ibuprofen?"),
+    ("How far is Leeds from York?", "How far is York from Leeds?"),
 ]
 
 

@@ -31,6 +31,12 @@ from subsecond.kit.settings import SettingsError
         ("lower my hemoglobin A1c", "lower my A1C"),
         ("the most safe and least painful option", "the safest and most painless option"),
         ("the tiniest country", "the smallest country"),
+        ("Are two dozen eggs too many?", "Are 24 eggs too many?"),
+        ("half a dozen slices, a dozen cups, 3 dozen roses", "6 slices, 12 cups, 36 roses"),
+        ("dozens of eggs", "dozens of eggs"),
+        ("one and a half miles, 2 and a half hours", "1.5 miles, 2.5 hours"),
+        ("a three point five gpa, from my point of view", "a 3.5 gpa, from my point of view"),
+        ("avg rent in the most affordable city", "average rent in the cheapest city"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
@@ -50,6 +56,8 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("how long to boil eggs, approx", "how long to boil eggs, approximately"),
         ("hwo do i reset my router", "how do i reset my router"),
         ("how long shoud i rest after a run", "how long should i rest after a run"),
+        ("Is 24 eggs too many for a day?", "Are two dozen eggs too many for a day?"),
+        ("convert 1.5 miles to km", "convert one and a half miles to km"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
@@ -68,6 +76,8 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("Is one tablet enough for a headache?", "Are two tablets enough for a headache?", "number"),
         ("What does the form ask for?", "What does the farm ask for?", "substitution"),
         ("Is the mode a good summary here?", "Is the made a good summary here?", "substitution"),
+        ("Are two dozen eggs too many?", "Are 12 eggs too many?", "number"),
+        ("convert 1.5 miles to km", "convert one and a quarter miles to km", "number"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

@@ -215,11 +215,12 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
     """A short code naming why the two prompts would need different answers, or None if none is seen;
     only the named ``rules`` are checked."""
     a, b = _analyse(query), _analyse(candidate)
-    if "number" in rules and a.numbers != b.numbers:
+    if "number" in rules and _numbers_differ(a, b):
         return "number"
     if "time" in rules and a.times and b.times and a.times != b.times:
         return "time"
-    if "negation" in rules and _negation_differs(a, b):
+    converse = _converse_comparison(a, b)
+    if "negation" in rules and (a.negators % 2 != b.negators % 2 or (not converse and _opposite_words(a, b))):
         return "negation"
     if "quantifier" in rules and a.quantifiers and b.quantifiers and not a.quantifiers & b.quantifiers:
         return "quantifier"
@@ -228,7 +229,7 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
         return "extent"
     if "direction" in rules and (
         a.routes & {(target, source) for source, target in b.routes}
-        or _swapped_around_anchor(keys)
+        or (not converse and not _symmetric_predicate(a, b) and _swapped_around_anchor(keys))
         or _sequence_swapped(a, b)
     ):
         return "direction"
@@ -249,7 +250,14 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
 
 
 def _stem(word: str) -> str:
-    """A light stem: enough for "closed"/"close", "eggs"/"egg", "installing"/"install" to meet."""
+    """A light stem: enough for "closed"/"close", "eggs"/"egg", "installing"/"install" to meet, and
+    for an irregular past ("bought"/"buy") or a common synonym ("movie"/"film") to meet its word."""
+    word = _BASE_FORM.get(word, word)
+    stem = _suffix_stem(word)
+    return _SYNONYM_STEMS.get(stem, stem)
+
+
+def _suffix_stem(word: str) -> str:
     if not word.isalpha() or len(word) <= 3:
         return word
     if word.endswith("ies") and len(word) > 4:
@@ -274,6 +282,37 @@ def _stem(word: str) -> str:
 
 def _stems(words: str) -> frozenset[str]:
     return frozenset(_stem(word) for word in words.split())
+
+
+# Irregular past tenses and participles of common verbs, and their base forms: "who won" meets "who
+# wins", "bought" opposes "sell". Forms that are also other words are left out ("left", "found", "saw",
+# "felt", "rose", "lay", "spoke", "drunk", "frozen", "fell").
+_IRREGULAR_FORMS = """
+    began:begin begun:begin broke:break broken:break brought:bring built:build bought:buy caught:catch
+    chose:choose chosen:choose came:come drew:draw drawn:draw drank:drink drove:drive driven:drive
+    ate:eat eaten:eat fought:fight flew:fly flown:fly forgot:forget forgotten:forget gave:give given:give
+    went:go gone:go grew:grow grown:grow heard:hear held:hold kept:keep knew:know known:know
+    learnt:learn lost:lose made:make meant:mean met:meet paid:pay said:say sought:seek sold:sell
+    sent:send shown:show sang:sing sung:sing slept:sleep spent:spend stole:steal stolen:steal
+    stood:stand swam:swim swum:swim taught:teach took:take taken:take thought:think threw:throw
+    thrown:throw understood:understand woke:wake woken:wake wore:wear worn:wear won:win wrote:write
+    written:write got:get gotten:get seen:see
+"""
+_BASE_FORM = dict(entry.split(":") for entry in _IRREGULAR_FORMS.split())
+# Words of general English that mean the same in any question, met on the first of each group (in
+# stems); adjectives in degrees are normalise.py's. Words with another common sense are left out
+# ("mobile", "present", "image", "top").
+_SYNONYM_GROUPS = """
+    film:movie photo:picture:pic child:children:kid delete:remove speak:talk buy:purchase fix:repair:mend
+    website:site earn:make smart:intelligent rich:wealthy shop:store choose:select:pick need:require
+    mistake:error start:begin lawyer:attorney doctor:physician car:automobile tv:television
+    enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit
+"""
+_SYNONYM_STEMS = {
+    _suffix_stem(_BASE_FORM.get(word, word)): _suffix_stem(group.split(":")[0])
+    for group in _SYNONYM_GROUPS.split()
+    for word in group.split(":")[1:]
+}
 
 
 # --- word lists: closed classes of English, not examples from any data set ----------------------
@@ -305,10 +344,12 @@ _DETERMINERS = _ARTICLES | _stems("my your his her its our their this that these
 _UNIVERSAL = _stems("all every each everyone everybody everything always")
 _EXISTENTIAL = _stems("some any someone somebody something anyone anybody anything sometimes several")
 _QUANTIFIER_KINDS = {"most": "majority", "few": "minority"}
+_SINGLE = _stems("one first single 1")
 _NOT_A_QUANTIFIER_AFTER = _stems("at after than")  # "at all", "after all", "than any other"
 _NOT_A_QUANTIFIER_BEFORE = _stems("time hour day week month year")  # "every day", "all time": how often
 # Words that order two actions: "X then Y" is not "Y then X".
 _SEQUENCE_MARKERS = _stems("then before after")
+_AFTER = _stem("after")
 # The asker as the subject and as the object: "my employer pays me" / "I pay my employer".
 _SUBJECT_OBJECT = (("i", "me"), ("we", "us"))
 _ASKER_SUBJECTS = frozenset(subject for subject, _ in _SUBJECT_OBJECT)
@@ -330,6 +371,11 @@ _ROUTE_MARKERS = frozenset({"to", "into", "toward", "towards"})
 _ROUTE_REACH = 3
 # Relations that read the same in both directions: "A and B" is "B and A".
 _SYMMETRIC = _stems("and or vs versus between nor & /")
+# Relations that read the same whichever of two things comes first, wherever the word stands.
+_SYMMETRIC_PREDICATES = _stems(
+    "interact interacts compatible similar alike differ different far distance compare compared equal equivalent"
+)
+_THAN = _stem("than")
 
 # Phrasal verbs with a one-word equivalent, so that "turn on" meets "enable" and opposes "disable".
 _PHRASAL = {
@@ -400,6 +446,9 @@ _CAPITALISED_TIME_WORDS = _stems("march may august")
 
 # Endings that make a place's people or language: Canad-a/Canad-ian, India/India-n, Japan/Japan-ese.
 _DEMONYM_ENDINGS = frozenset({"n", "an", "ian", "es", "ese", "ish", "i"})
+# Suffixes, as stemmed, that derive a word keeping its root's sense: -ion, -ation, -ment, -ness, -ity,
+# -al, -ical, -ive, -ic, -ly.
+_DERIVING_SUFFIXES = frozenset({"ion", "ation", "ment", "ement", "ness", "iti", "al", "ical", "iv", "ic", "li", "alli"})
 _VOWELS = "aeiou"
 _LONG_WORD = 8  # from this length, any one-letter slip is a typo
 _SHORTEST_SLIP = 3  # two adjacent letters swapped, from this length
@@ -435,14 +484,19 @@ _NOT_A_NUMBER_BEFORE = {
     "second": _stems("a per each every few split"),
     "first": _stems("at"),
 }
-_NOT_A_NUMBER_AFTER = {"one": _stems("of another other")}
+# "one" before a modal is the pronoun: "how much can one earn", "what one should know".
+_NOT_A_NUMBER_AFTER = {
+    "one": _stems("of another other can could should would must may might will shall need ever has does"),
+    "second": _stems("hand"),
+}
 _PERCENT_WORDS = frozenset({"%", "percent", "pct"})
 
 
 # --- analysis of one prompt -----------------------------------------------------------------
 
 _CLOCK = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?m\b\.?|\b(\d{1,2}):(\d{2})\b", re.IGNORECASE)
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?![^\W\d_])|[^\W_]+(?:'[^\W_]+)*|[%$€£&/]")
+# A numeral is matched whole or not at all: "60k" and "10th" are one word, never "6" and "0k".
+_TOKEN = re.compile(r"(?>\d+(?:[.,]\d+)*)(?![^\W\d_])|[^\W_]+(?:'[^\W_]+)*|[%$€£&/]")
 _DIGITS = re.compile(r"\d+")
 _NUMERAL = re.compile(r"\d+(?:[.,]\d+)*")
 _NUMBER_UNIT = re.compile(r"\d+(?:\.\d+)?([^\W\d_]+)")
@@ -450,6 +504,8 @@ _ABBREVIATED = re.compile(r"(\d+(?:\.\d+)?)([kmb])")
 _ABBREVIATIONS = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
 _SENTENCE_ENDS = '.!?:;"'
+_ACRONYM_PLURAL = re.compile(r"[A-Z]{2,}s")
+_AFTER_CLAUSE = re.compile(r"\s*(?:[,.?!;:)]|$)")
 _CLITICS = ("'s", "'re", "'ll", "'ve", "'d", "'m")
 _NEGATED_FORMS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
 
@@ -477,7 +533,7 @@ class _Prompt:
 @functools.lru_cache(maxsize=1024)
 def _analyse(text: str) -> _Prompt:
     """Reads one prompt once; a query compared with several cached neighbours is analysed once."""
-    text = normalise(unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'"))
+    text = normalise(_without_accents(text).replace("\u2019", "'").replace("\u2018", "'"))
     text = _PREFIX_HYPHEN.sub(r"\1", text)
     numbers: Counter[str] = Counter()
 
@@ -496,12 +552,15 @@ def _analyse(text: str) -> _Prompt:
     negators, previous_end = 0, 0
     for match in _TOKEN.finditer(text):
         raw, negated = _split_clitic(match.group())
+        if _ACRONYM_PLURAL.fullmatch(raw):
+            raw = raw[:-1]  # "IITs" is the plural of "IIT"
+        negated = negated and not _offers_alternative(words, text, match.end())
         key = _stem(raw.lower())
         if raw.isupper() and len(raw) > 1 and key in _STOPWORDS and not shouting:
             key = raw  # "US" is not "us"
         elif len(raw) <= _SHORT_TERM and any(char.isupper() for char in raw[1:]) and not raw.isupper():
             key = raw  # units and terms told apart by case alone: "GBps" is not "Gbps", "mWh" not "MWh"
-        negators += negated or key in _NEGATORS
+        negators += negated or (key in _NEGATORS and not _offers_alternative(words, text, match.end()))
         initial = not words or any(mark in text[previous_end : match.start()] for mark in _SENTENCE_ENDS)
         if (unit := _unit_after_number(raw, words)) is not None and not shouting:
             symbols.add(unit)
@@ -542,6 +601,32 @@ def _analyse(text: str) -> _Prompt:
     )
 
 
+def _without_accents(text: str) -> str:
+    """The text in NFKC with accents dropped: "Pokémon" is typed "Pokemon"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    if decomposed.isascii():
+        return decomposed
+    return unicodedata.normalize("NFKC", "".join(char for char in decomposed if not unicodedata.combining(char)))
+
+
+def _offers_alternative(words: list[_Word], text: str, end: int) -> bool:
+    """Whether a negator just read offers the other answer rather than negating the question: "or
+    not", "why or why not", "if not," ("is it safe or not" asks what "is it safe" asks)."""
+    previous = words[-1].key if words else ""
+    return previous == "or" or (previous == "why" and len(words) > 1 and words[-2].key == "or") or (
+        previous == "if" and _AFTER_CLAUSE.match(text, end) is not None
+    )
+
+
+def _numbers_differ(a: _Prompt, b: _Prompt) -> bool:
+    """Whether the prompts' numbers differ, but for a lone "one" or "first" in one prompt that the
+    other says with an article or not at all ("in one day" / "in a day", "my first car" / "my car")."""
+    if a.numbers == b.numbers:
+        return False
+    counts_a, counts_b = Counter(dict(a.numbers)), Counter(dict(b.numbers))
+    return sorted([counts_a - counts_b, counts_b - counts_a], key=len) != [Counter(), Counter({"1": 1})]
+
+
 def _routes(words: list[_Word]) -> frozenset[tuple[str, str]]:
     """The (source, target) pairs the prompt names, whatever the wording: "from X to Y", "to Y from
     X", "X to Y", "X into Y". The target is the first word after "to"/"into"; the source the first
@@ -579,7 +664,8 @@ def _unit_after_number(raw: str, words: list[_Word]) -> str | None:
 
 def _quantifiers(words: list[_Word]) -> frozenset[str]:
     """The kinds of quantifier the prompt uses: "universal" (all, every, each), "existential" (some,
-    any, a few), "majority" (most) and "minority" (few)."""
+    any, a few), "majority" (most), "minority" (few) and "single" (one, first, a single): "delete all my
+    tweets" is not "delete one of my tweets"."""
     kinds = set()
     for i, word in enumerate(words):
         if (i > 0 and words[i - 1].key in _NOT_A_QUANTIFIER_AFTER) or (
@@ -593,7 +679,16 @@ def _quantifiers(words: list[_Word]) -> frozenset[str]:
             kinds.add("existential")
         elif word.key in _QUANTIFIER_KINDS and not after_article:
             kinds.add(_QUANTIFIER_KINDS[word.key])
+        elif word.key in _SINGLE and (
+            word.key.isdigit() or word.key == "singl" or _is_number_word(words, i) or _of_follows(words, i)
+        ):
+            kinds.add("single")
     return frozenset(kinds)
+
+
+def _of_follows(words: list[_Word], i: int) -> bool:
+    """Whether "of" follows word i: "one of my tweets" is one of them, though "one of" is no number."""
+    return i + 1 < len(words) and words[i + 1].key == "of"
 
 
 def _word_after(words: list[_Word], i: int) -> str | None:
@@ -718,9 +813,8 @@ def _parse_number_words(words: list[_Word], start: int) -> tuple[int, int]:
 # --- comparisons between two prompts ----------------------------------------------------------
 
 
-def _negation_differs(a: _Prompt, b: _Prompt) -> bool:
-    if a.negators % 2 != b.negators % 2:
-        return True
+def _opposite_words(a: _Prompt, b: _Prompt) -> bool:
+    """Whether the prompts use opposite words: antonyms, opposite affixes or particles."""
     keys_a, keys_b = set(a.keys), set(b.keys)
     only_a, only_b = keys_a - keys_b, keys_b - keys_a
     return (
@@ -729,6 +823,23 @@ def _negation_differs(a: _Prompt, b: _Prompt) -> bool:
         or _opposite_particles(a.keys, b.keys)
         or _opposite_particles(b.keys, a.keys)
     )
+
+
+def _converse_comparison(a: _Prompt, b: _Prompt) -> bool:
+    """The same comparison from the other side: what follows "than" in each prompt comes before it in
+    the other, and the prompts use opposite words ("is the sun bigger than the moon" / "is the moon
+    smaller than the sun"). The opposite word and the swap then cancel out."""
+    if _THAN not in a.keys or _THAN not in b.keys:
+        return False
+    before_a, after_a = _around(a, _THAN)
+    before_b, after_b = _around(b, _THAN)
+    return bool(after_a and after_b and after_a <= before_b and after_b <= before_a and _opposite_words(a, b))
+
+
+def _symmetric_predicate(a: _Prompt, b: _Prompt) -> bool:
+    """Both prompts relate two things by a relation that reads the same both ways ("does X interact with
+    Y", "how far is X from Y", "is X similar to Y"): the two may trade places."""
+    return not _SYMMETRIC_PREDICATES.isdisjoint(a.content) and not _SYMMETRIC_PREDICATES.isdisjoint(b.content)
 
 
 def _antonyms_across(only_a: set[str], only_b: set[str]) -> bool:
@@ -852,20 +963,29 @@ def _swapped_around_anchor(keys: _Aligned) -> bool:
 
 
 def _sequence_swapped(a: _Prompt, b: _Prompt) -> bool:
-    """Two actions in the other order around the same "then"/"before"/"after": content words cross
-    the marker both ways from one prompt to the other, and more of them cross than stay on their side
+    """Two actions in the other order around "then"/"before"/"after", the same or another one ("X
+    first and then Y" is "Y after X", not "X after Y"): content words cross from the earlier action to
+    the later both ways from one prompt to the other, and more of them cross than stay on their side
     (a clause merely moved to the front crosses one way only)."""
-    for marker in _SEQUENCE_MARKERS & set(a.keys) & set(b.keys):
-        before_a, after_a = _sides(a, marker)
-        before_b, after_b = _sides(b, marker)
-        forward, backward = before_a & after_b, after_a & before_b
-        if forward and backward and len(forward | backward) > len(before_a & before_b) + len(after_a & after_b):
-            return True
+    for marker_a in _SEQUENCE_MARKERS & set(a.keys):
+        earlier_a, later_a = _actions(a, marker_a)
+        for marker_b in _SEQUENCE_MARKERS & set(b.keys):
+            earlier_b, later_b = _actions(b, marker_b)
+            forward, backward = earlier_a & later_b, later_a & earlier_b
+            if forward and backward and len(forward | backward) > len(earlier_a & earlier_b) + len(later_a & later_b):
+                return True
     return False
 
 
-def _sides(prompt: _Prompt, marker: str) -> tuple[set[str], set[str]]:
-    """The content words before and after the first ``marker``, markers left out."""
+def _actions(prompt: _Prompt, marker: str) -> tuple[set[str], set[str]]:
+    """The content words of the earlier and of the later action around the first ``marker``, markers
+    left out: the words before "then"/"before" come first, the words before "after" come last."""
+    before, after = _around(prompt, marker)
+    return (after, before) if marker == _AFTER else (before, after)
+
+
+def _around(prompt: _Prompt, marker: str) -> tuple[set[str], set[str]]:
+    """The content words before and after the first ``marker``, sequence markers left out."""
     at = prompt.keys.index(marker)
     content = set(prompt.content) - _SEQUENCE_MARKERS
     return set(prompt.keys[:at]) & content, set(prompt.keys[at + 1 :]) & content
@@ -959,7 +1079,20 @@ def _single_substitution(content: _Aligned) -> bool:
     if tag != "replace" or i2 - i1 != 1 or j2 - j1 != 1:
         return False
     x, y = content.a[i1], content.b[j1]
-    return not (_typo_of(x, y) or _demonym_of(x, y) or _base_forms(x) & _base_forms(y))
+    return not (_typo_of(x, y) or _demonym_of(x, y) or _derived(x, y) or _base_forms(x) & _base_forms(y))
+
+
+def _derived(x: str, y: str) -> bool:
+    """One word made from the other by a suffix that keeps its sense in a question: a noun of an action
+    or quality ("animate"/"animation", "manage"/"management", "happy"/"happiness") or an adjective or
+    adverb of it ("instinct"/"instinctive", "electric"/"electrical"). Not -er/-ee: "employ",
+    "employer" and "employee" are different people."""
+    shorter, longer = sorted((x, y), key=len)
+    return (
+        len(shorter) >= _SHORT_SLIP - 1
+        and longer.startswith(shorter)
+        and longer[len(shorter) :] in _DERIVING_SUFFIXES
+    )
 
 
 def _typo_of(x: str, y: str) -> bool:

@@ -3,7 +3,9 @@
 The guard compares words; these rewrites make the common ways of writing the same thing the same
 words, so that the guard does not refuse a paraphrase for its spelling:
 
-- fractions in digits, glyphs or words become decimals ("1/2", "½", "half a" -> "0.5");
+- fractions in digits, glyphs or words become decimals ("1/2", "½", "half a" -> "0.5"), and a
+  counted dozen its number ("a dozen" -> "12", "two dozen" -> "24", "half a dozen" -> "6"), a number
+  and a half or a spoken decimal its digits ("one and a half" -> "1.5", "three point five" -> "3.5");
 - shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is"),
   and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
 - negations written without the apostrophe get it back ("dont" -> "don't");
@@ -28,6 +30,15 @@ _NEGATED_WITHOUT_APOSTROPHE = re.compile(
 )
 _CANT_WONT = re.compile(r"\b(ca|wo)nt\b", re.IGNORECASE)
 
+# A counted dozen: "a dozen", "half a dozen", "two dozen", "3 dozen" ("dozens" counts nothing).
+_DOZEN_COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "ten": 10}
+_DOZEN = re.compile(r"\b(half an?|a half|an?|one|two|three|four|five|six|ten|\d{1,3})[\s-]+dozen\b", re.IGNORECASE)
+_DIGIT_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+}  # fmt: skip
+_DIGIT_WORD = "|".join(_DIGIT_WORDS)
+_AND_A_HALF = re.compile(rf"\b({_DIGIT_WORD}|\d{{1,3}}) and a half\b", re.IGNORECASE)
+_SPOKEN_DECIMAL = re.compile(rf"\b({_DIGIT_WORD}|\d{{1,3}}) point ((?:(?:{_DIGIT_WORD})\b ?)+)", re.IGNORECASE)
 _FRACTION_DIGITS = re.compile(r"\b(\d{1,2})\s*[/\u2044]\s*(\d{1,2})\b")
 # Fractions in words, longest first; "a"/"of a" after them is the article of the measured thing.
 _FRACTION_WORDS = [
@@ -98,7 +109,7 @@ _ABBREVIATIONS = """
 _SHORTHANDS = {
     "uni": "university", "info": "information", "approx": "approximately", "govt": "government",
     "dept": "department", "pic": "picture", "pics": "pictures", "hrs": "hours",
-    "mins": "minutes", "secs": "seconds", "yr": "year", "yrs": "years", "wk": "week",
+    "mins": "minutes", "avg": "average", "secs": "seconds", "yr": "year", "yrs": "years", "wk": "week",
     "wks": "weeks", "pls": "please", "plz": "please", "thx": "thanks", "b4": "before",
     "cuz": "because", "tmrw": "tomorrow", "u": "you", "ur": "your", "w/o": "without",
     "w/": "with", "ok": "okay", "whats": "what is", "hows": "how is", "wheres": "where is", "im": "I am",
@@ -158,6 +169,7 @@ _SYNONYMS = [
     (
         ("cheap", "cheaper", "cheapest"),
         ("inexpensive", "less expensive", "least expensive"),
+        ("affordable", "more affordable", "most affordable"),
         ("low-cost", "lower-cost", "lowest-cost"),
     ),
     (("hard", "harder", "hardest"), ("difficult", "more difficult", "most difficult")),
@@ -186,11 +198,30 @@ def normalise(text: str) -> str:
     text = _ONE_PRONOUN.sub(lambda m: f"{m.group(1)} {'do' if m.group(2).lower() == 'does' else m.group(2)} you", text)
     text = _NEGATED_WITHOUT_APOSTROPHE.sub(lambda m: m.group(1) + "n't", text)
     text = _CANT_WONT.sub(lambda m: m.group(1) + "n't", text)
+    text = _DOZEN.sub(_dozen, text)
+    text = _AND_A_HALF.sub(lambda m: f"{_digit(m.group(1))}.5", text)
+    text = _SPOKEN_DECIMAL.sub(_spoken_decimal, text)
     text = _FRACTION_DIGITS.sub(_fraction, text)
     text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
     text = _EXPANSION.sub(lambda m: _EXPANSIONS[" ".join(m.group(1).lower().split())], text)
     text = _BRITISH_ISE.sub(_americanise, text)
     return _SYNONYM.sub(lambda m: _SYNONYM_OF[m.group(1).lower()], text)
+
+
+def _digit(word: str) -> int:
+    return int(word) if word.isdigit() else _DIGIT_WORDS[word.lower()]
+
+
+def _spoken_decimal(match: re.Match[str]) -> str:
+    decimals = "".join(str(_DIGIT_WORDS[word.lower()]) for word in match.group(2).split())
+    return f"{_digit(match.group(1))}.{decimals}" + (" " if match.group(2).endswith(" ") else "")
+
+
+def _dozen(match: re.Match[str]) -> str:
+    count = match.group(1).lower()
+    if count.isdigit():
+        return str(int(count) * 12)
+    return "6" if "half" in count else str(_DOZEN_COUNTS[count] * 12)
 
 
 def _fraction(match: re.Match[str]) -> str:
