@@ -1,17 +1,14 @@
 """The Embedder servicer: micro-batched ONNX embeddings with a Redis embedding cache.
 
-The cache is optional: when Redis fails with its own errors (kit.failopen) it is skipped for a
-short cool-down and texts go to the model. New vectors are written to it after the answer has gone:
-the caller (a semantic lookup) never waits for that round trip. A bad request raises kit.errors' InvalidArgument; the
-server shell turns it into a status code.
+The cache (embedding_cache.py) is optional: when Redis fails with its own errors (kit.failopen) it
+is skipped for a short cool-down and texts go to the model. New vectors are written to it after the
+answer has gone: the caller (a semantic lookup) never waits for that round trip. A bad request
+raises kit.errors' InvalidArgument; the server shell turns it into a status code.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import logging
 from collections.abc import Sequence
 
 import grpc
@@ -19,17 +16,15 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 
 from subsecond.embedding.batching import MicroBatcher, Vectors
+from subsecond.embedding.embedding_cache import EmbeddingCache
 from subsecond.embedding.onnx_model import OnnxEmbedder
 from subsecond.embedding.settings import EmbeddingSettings
 from subsecond.kit.errors import InvalidArgument
-from subsecond.kit.failopen import BackendDown, FailOpen
 from subsecond.kit.metrics import BATCH_SIZES, FAST_SECONDS
-from subsecond.kit.redis_client import REDIS_FAILURES, RedisClient, connect
+from subsecond.kit.redis_client import RedisClient, connect
 from subsecond.kit.server import ServiceDefinition
 from subsecond.kit.settings import NAME_PATTERN
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc
-
-log = logging.getLogger(__name__)
 
 # The embedding cache's keys begin with this (benchmarks empty the cache by it).
 CACHE_KEY_PREFIX = "subsecond:v2:emb:"
@@ -63,8 +58,11 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
         self._redis: RedisClient | None = (
             connect(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds) if settings.redis_url else None
         )
-        self._cache = FailOpen("redis", REDIS_FAILURES, on_bypass=CACHE_BYPASS.inc)
-        self._writes: set[asyncio.Task[None]] = set()  # cache writes still running, awaited at close
+        self._cache = (
+            EmbeddingCache(self._redis, ttl_seconds=settings.cache_ttl_seconds, on_bypass=CACHE_BYPASS.inc)
+            if self._redis is not None
+            else None
+        )
 
     def _key(self, tenant: str, text: str) -> str:
         # Per tenant (issue 10): a shared entry would answer one tenant's text faster when another
@@ -99,7 +97,7 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
 
     async def _embed(self, tenant: str, texts: Sequence[str]) -> tuple[Vectors, int]:
         keys = [self._key(tenant, text) for text in texts]
-        found = await self._cache_get(keys)
+        found = await self._cache.get(keys) if self._cache is not None else [None] * len(keys)
         missing = [i for i, vector in enumerate(found) if vector is None]
         fresh = await self._batcher.embed([texts[i] for i in missing]) if missing else None
         result = np.empty((len(texts), self._model.dimensions), dtype=np.float32)
@@ -108,43 +106,19 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
                 result[i] = vector
         if fresh is not None:
             result[missing] = fresh
-            write = asyncio.create_task(self._cache_set([keys[i] for i in missing], fresh))
-            self._writes.add(write)
-            write.add_done_callback(self._written)
+            if self._cache is not None:
+                self._cache.put([keys[i] for i in missing], fresh)
         TEXTS.labels("cache").inc(len(texts) - len(missing))
         TEXTS.labels("model").inc(len(missing))
         return result, len(texts) - len(missing)
-
-    def _written(self, write: asyncio.Task[None]) -> None:
-        self._writes.discard(write)
-        if not write.cancelled() and (error := write.exception()) is not None:  # not Redis failing: a bug
-            log.error("embedding-cache write failed", exc_info=error)
-
-    async def _cache_get(self, keys: Sequence[str]) -> list[Vectors | None]:
-        if self._redis is None:
-            return [None] * len(keys)
-        redis_client = self._redis
-        try:
-            raw = await self._cache.call(lambda: redis_client.mget(keys))
-        except BackendDown:
-            return [None] * len(keys)
-        return [np.frombuffer(value, dtype=np.float32) if isinstance(value, bytes) else None for value in raw]
-
-    async def _cache_set(self, keys: Sequence[str], vectors: Vectors) -> None:
-        if self._redis is None:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, vector in zip(keys, vectors, strict=True):
-                pipe.set(key, vector.astype(np.float32).tobytes(), ex=self._settings.cache_ttl_seconds)
-            with contextlib.suppress(BackendDown):  # the vectors are computed; not caching them is fine
-                await self._cache.call(pipe.execute)
 
     async def warm_up(self) -> None:
         """Runs the model once so the first request does not pay for lazy initialisation."""
         await self._batcher.embed(["warm-up"])
 
     async def close(self) -> None:
-        await asyncio.gather(*self._writes, return_exceptions=True)  # each logged already
+        if self._cache is not None:
+            await self._cache.close()
         await self._batcher.close()
         self._model.close()
         if self._redis is not None:
