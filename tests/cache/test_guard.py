@@ -97,6 +97,10 @@ NEAR_MISSES = [
     ("Is the sun bigger than the moon?", "Is the moon bigger than the sun?", "direction"),
     ("Is the sun bigger than the moon?", "Is the moon not smaller than the sun?", "negation"),
     ("Does ibuprofen replace paracetamol?", "Does paracetamol replace ibuprofen?", "direction"),
+    # two places traded where one is named by its people or language, regular or not
+    ("Is Indian food popular in Japan?", "Is Japanese food popular in India?", "direction"),
+    ("Do the Dutch like to visit Spain?", "Do the Spanish like to visit the Netherlands?", "direction"),
+    ("Is Chinese food popular in Thailand?", "Is Thai food popular in China?", "direction"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -156,6 +160,8 @@ PARAPHRASES = [
     ("Is the sun bigger than the moon?", "Is the moon smaller than the sun?"),
     ("Does ibuprofen interact with paracetamol?", "Does paracetamol interact with ibuprofen?"),
     ("How far is Leeds from York?", "How far is York from Leeds?"),
+    ("Is Indian food spicy?", "Is the food in India spicy?"),
+    ("What do the French eat for lunch?", "What do people in France eat for lunch?"),
 ]
 
 

@@ -34,6 +34,9 @@ from subsecond.kit.settings import SettingsError
         ("Are two dozen eggs too many?", "Are 24 eggs too many?"),
         ("half a dozen slices, a dozen cups, 3 dozen roses", "6 slices, 12 cups, 36 roses"),
         ("dozens of eggs", "dozens of eggs"),
+        ("Do Americans visit America?", "Do people in the US visit the US?"),
+        ("an American in South America", "an US in South America"),
+        ("World War 2, the Second World War, WW2", "WWII, the WWII, WWII"),
         ("one and a half miles, 2 and a half hours", "1.5 miles, 2.5 hours"),
         ("a three point five gpa, from my point of view", "a 3.5 gpa, from my point of view"),
         ("avg rent in the most affordable city", "average rent in the cheapest city"),
@@ -58,6 +61,8 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("how long shoud i rest after a run", "how long should i rest after a run"),
         ("Is 24 eggs too many for a day?", "Are two dozen eggs too many for a day?"),
         ("convert 1.5 miles to km", "convert one and a half miles to km"),
+        ("Do you need a visa to visit America?", "Do you need a visa to visit the United States?"),
+        ("Who will win the American election?", "Who will win the US election?"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
@@ -78,6 +83,7 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("Is the mode a good summary here?", "Is the made a good summary here?", "substitution"),
         ("Are two dozen eggs too many?", "Are 12 eggs too many?", "number"),
         ("convert 1.5 miles to km", "convert one and a quarter miles to km", "number"),
+        ("Do you need a visa to visit America?", "Do you need a visa to visit South America?", "entity"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

@@ -229,7 +229,7 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
         return "extent"
     if "direction" in rules and (
         a.routes & {(target, source) for source, target in b.routes}
-        or (not converse and not _symmetric_predicate(a, b) and _swapped_around_anchor(keys))
+        or (not converse and not _symmetric_predicate(a, b) and (_swapped_around_anchor(keys) or _places_traded(a, b)))
         or _sequence_swapped(a, b)
     ):
         return "direction"
@@ -446,6 +446,18 @@ _CAPITALISED_TIME_WORDS = _stems("march may august")
 
 # Endings that make a place's people or language: Canad-a/Canad-ian, India/India-n, Japan/Japan-ese.
 _DEMONYM_ENDINGS = frozenset({"n", "an", "ian", "es", "ese", "ish", "i"})
+# Demonyms and languages not made by those endings, read as their place: "Chinese" is "China".
+_IRREGULAR_DEMONYMS = """
+    chinese:china french:france spanish:spain spaniard:spain british:britain dutch:netherlands
+    swiss:switzerland greek:greece swedish:sweden swede:sweden danish:denmark dane:denmark
+    finnish:finland turkish:turkey irish:ireland thai:thailand filipino:philippines welsh:wales
+    scottish:scotland norwegian:norway peruvian:peru english:england portuguese:portugal
+    lebanese:lebanon belgian:belgium argentinian:argentina chilean:chile afghan:afghanistan
+    mexican:mexico european:europe icelandic:iceland polish:poland
+"""
+_DEMONYM_PLACE = {
+    _stem(demonym): _stem(place) for demonym, place in (entry.split(":") for entry in _IRREGULAR_DEMONYMS.split())
+}
 # Suffixes, as stemmed, that derive a word keeping its root's sense: -ion, -ation, -ment, -ness, -ity,
 # -al, -ical, -ive, -ic, -ly.
 _DERIVING_SUFFIXES = frozenset({"ion", "ation", "ment", "ement", "ness", "iti", "al", "ical", "iv", "ic", "li", "alli"})
@@ -556,6 +568,7 @@ def _analyse(text: str) -> _Prompt:
             raw = raw[:-1]  # "IITs" is the plural of "IIT"
         negated = negated and not _offers_alternative(words, text, match.end())
         key = _stem(raw.lower())
+        key = _DEMONYM_PLACE.get(key, key) if raw[0].isupper() else key
         if raw.isupper() and len(raw) > 1 and key in _STOPWORDS and not shouting:
             key = raw  # "US" is not "us"
         elif len(raw) <= _SHORT_TERM and any(char.isupper() for char in raw[1:]) and not raw.isupper():
@@ -1057,6 +1070,19 @@ def _unmatched(entities: frozenset[str], other: _Prompt) -> bool:
         )
         for entity in entities
     )
+
+
+def _places_traded(a: _Prompt, b: _Prompt) -> bool:
+    """Two places traded where one is named by its people or language ("Indian food in Japan" /
+    "Japanese food in India"): the swap, once each demonym among the prompts' names is read as its
+    place."""
+    names = a.entities | b.entities
+    place = {x: y for x in names for y in names if len(y) < len(x) and _demonym_of(x, y)}
+    if not place:
+        return False
+    keys_a = tuple(place.get(key, key) for key in a.keys)
+    keys_b = tuple(place.get(key, key) for key in b.keys)
+    return _swapped_around_anchor(_Aligned.of(keys_a, keys_b))
 
 
 def _demonym_of(x: str, y: str) -> bool:

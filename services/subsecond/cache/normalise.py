@@ -10,8 +10,9 @@ words, so that the guard does not refuse a paraphrase for its spelling:
   and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
 - negations written without the apostrophe get it back ("dont" -> "don't");
 - abbreviations and their expansions meet on the abbreviation ("the Internal Revenue Service" ->
-  "the IRS", "California" -> "CA", "hemoglobin A1c" -> "A1C"): US states, federal agencies, finance,
-  medical and computing terms;
+  "the IRS", "California" -> "CA", "hemoglobin A1c" -> "A1C", "World War 2" -> "WWII"): US states,
+  federal agencies, finance, medical and computing terms, the world wars; "America" is "the US"
+  (not South, North, Latin or Central America);
 - British spellings become American ("analyse" -> "analyze", "organise" -> "organize");
 - a few adjectives become one of their synonyms, in every degree ("quickest" -> "fastest"), and
   "least"/"less" + an adjective becomes its opposite's superlative or comparative ("least
@@ -103,7 +104,16 @@ _ABBREVIATIONS = """
     LDL:low-density_lipoprotein HDL:high-density_lipoprotein BPM:beats_per_minute
     CLI:command-line_interface|command_line_interface GUI:graphical_user_interface
     IDE:integrated_development_environment ISP:internet_service_provider DNS:domain_name_system
+    CS:computer_science WWI:World_War_I|World_War_1|World_War_One|First_World_War|WW1
+    WWII:World_War_II|World_War_2|World_War_Two|Second_World_War|WW2
+    WW3:World_War_III|World_War_3|World_War_Three|Third_World_War|WWIII
 """
+# "America" is the US but for the other Americas; "American(s)" its adjective and its people.
+_AMERICA = re.compile(
+    r"(?<!south )(?<!north )(?<!latin )(?<!central )(?<!native )(?<!african )\b(?:the\s+)?(america|americans?)\b",
+    re.IGNORECASE,
+)
+_AMERICA_IS = {"america": "the US", "american": "US", "americans": "people in the US"}
 # Shortened words people type, written out (the opposite direction of the abbreviations above: these
 # are words, and the long form is what the rest of the text is written in).
 _SHORTHANDS = {
@@ -203,6 +213,7 @@ def normalise(text: str) -> str:
     text = _SPOKEN_DECIMAL.sub(_spoken_decimal, text)
     text = _FRACTION_DIGITS.sub(_fraction, text)
     text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
+    text = _AMERICA.sub(lambda m: _AMERICA_IS[m.group(1).lower()], text)
     text = _EXPANSION.sub(lambda m: _EXPANSIONS[" ".join(m.group(1).lower().split())], text)
     text = _BRITISH_ISE.sub(_americanise, text)
     return _SYNONYM.sub(lambda m: _SYNONYM_OF[m.group(1).lower()], text)
