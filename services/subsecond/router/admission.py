@@ -58,25 +58,27 @@ def chat_messages(turns: Sequence[Turn]) -> list[types_pb2.ChatMessage]:
 
 
 def _turns(request: router_pb2.GenerateRequest, settings: RouterSettings) -> tuple[Turn, ...]:
-    if request.prompt and request.messages:
+    # Each field read once: every read of a message's field builds a Python object.
+    prompt, messages = request.prompt, request.messages
+    if prompt and messages:
         raise InvalidArgument("prompt, messages: set exactly one of them, not both")
-    if len(request.messages) > settings.max_messages:
-        raise InvalidArgument(f"messages: {len(request.messages)} messages, at most {settings.max_messages}")
-    size = len(request.prompt) + sum(len(message.content) for message in request.messages)
+    if len(messages) > settings.max_messages:
+        raise InvalidArgument(f"messages: {len(messages)} messages, at most {settings.max_messages}")
+    size = len(prompt) + sum(len(message.content) for message in messages) if messages else len(prompt)
     if size > settings.max_prompt_chars:
         raise InvalidArgument(f"prompt: {size} characters, at most {settings.max_prompt_chars} (MAX_PROMPT_CHARS)")
-    if request.prompt:
-        if not request.prompt.strip():
+    if prompt:
+        if not prompt.strip():
             raise InvalidArgument("prompt: must not be blank")
-        turns: tuple[Turn, ...] = (Turn("user", request.prompt),)
-    elif request.messages:
-        check_roles(request.messages, "messages")
-        for i, message in enumerate(request.messages):
+        turns: tuple[Turn, ...] = (Turn("user", prompt),)
+    elif messages:
+        check_roles(messages, "messages")
+        for i, message in enumerate(messages):
             if not message.content.strip():
                 raise InvalidArgument(f"messages[{i}].content: must not be blank")
-        if request.messages[-1].role != "user":
+        if messages[-1].role != "user":
             raise InvalidArgument("messages: the last message must have role 'user'")
-        turns = tuple(Turn(m.role, m.content) for m in request.messages)
+        turns = tuple(Turn(m.role, m.content) for m in messages)
     else:
         raise InvalidArgument("prompt: set prompt or messages")
     return turns

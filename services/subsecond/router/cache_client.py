@@ -34,7 +34,7 @@ from subsecond.kit.failopen import BackendDown, Breaker, FailOpen
 from subsecond.router.admission import AUTO, Admitted, chat_messages
 from subsecond.router.answers import Answer, Outcome, Piece
 from subsecond.router.context import Deadline, Tasks
-from subsecond.router.metrics import CACHE_BYPASS, HOP_DURATION, NEAR_CACHE_HITS, STORES
+from subsecond.router.metrics import CACHE_BYPASS, HOP_DURATION, NEAR_CACHE_HITS, STORES, child
 from subsecond.router.near_cache import NearCache, NearHit
 from subsecond.router.settings import RouterSettings
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, types_pb2
@@ -251,7 +251,7 @@ def cache_query(request: Admitted, settings: RouterSettings) -> cache_pb2.CacheQ
 
 
 def _served(near: NearHit) -> cache_pb2.LookupResponse:
-    NEAR_CACHE_HITS.labels("fresh" if near.fresh else "stale").inc()
+    child(NEAR_CACHE_HITS, "fresh" if near.fresh else "stale").inc()
     return near.response
 
 

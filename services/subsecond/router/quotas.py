@@ -233,7 +233,7 @@ class Quotas:
             raise ResourceExhausted(
                 f"tenant {tenant}: {requests} requests at once are over its limit of {limit} a minute"
             )
-        if not self._from_lease(tenant, requests):
+        if limit and not self._from_lease(tenant, requests):  # no limit: nothing to take (an exact hit's case)
             await self._take(tenant, REQUESTS, need=requests, add=requests, lease=self._settings.lease)
         child(QUOTA_REQUESTS, self.label(tenant)).inc(requests)
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 
 import grpc
@@ -53,24 +52,29 @@ EMBEDDER_SERVICE = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_na
 GENERATOR_SERVICE = generation_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
 
 
-@contextmanager
-def _counted(*series: tuple[Counter, tuple[str, ...]]) -> Iterator[None]:
+class _Counted:
     """Counts the call in each of ``series`` (a counter, the labels before the status code) under
-    the status code it ends with: one context for both of Generate's counters."""
-    code = grpc.StatusCode.OK
-    try:
-        yield
-    except ServiceError as error:
-        code = error.code
-        raise
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED
-        raise
-    except Exception:
-        code = grpc.StatusCode.INTERNAL
-        raise
-    finally:
-        for calls, labels in series:
+    the status code it ends with: one context for both of Generate's counters. A class, not a
+    ``contextlib.contextmanager`` generator: about 1 us a call against 4.5 us here."""
+
+    __slots__ = ("_series",)
+
+    def __init__(self, *series: tuple[Counter, tuple[str, ...]]) -> None:
+        self._series = series
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        if kind is None or not isinstance(error, Exception | asyncio.CancelledError):
+            code = grpc.StatusCode.OK  # finished, or closed by its reader (GeneratorExit)
+        elif isinstance(error, ServiceError):
+            code = error.code
+        elif isinstance(error, asyncio.CancelledError):
+            code = grpc.StatusCode.CANCELLED
+        else:
+            code = grpc.StatusCode.INTERNAL
+        for calls, labels in self._series:
             child(calls, *labels, code.name).inc()
 
 
@@ -110,7 +114,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         started = time.perf_counter()
         IN_FLIGHT.inc()
         try:
-            with _counted((REQUESTS, ()), (PROTOCOL_REQUESTS, (protocol,))):
+            with _Counted((REQUESTS, ()), (PROTOCOL_REQUESTS, (protocol,))):
                 with span("admission"):
                     caller = self._settings.keys.authenticate(metadata, GENERATE)
                     admitted = admit(request, caller.tenant, self._settings)
@@ -136,7 +140,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.WorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.WorkflowEvent]:
         started = time.perf_counter()
-        with _counted((WORKFLOWS, ())):
+        with _Counted((WORKFLOWS, ())):
             caller = self._settings.keys.authenticate(_metadata(context), WORKFLOW)
             plan = plan_workflow(
                 request,
