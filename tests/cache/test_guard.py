@@ -94,6 +94,7 @@ NEAR_MISSES = [
     ("What are the best movies of 2015?", "What are the best books of 2015?", "substitution"),
     ("Is the employer liable for the accident?", "Is the employee liable for the accident?", "substitution"),
     ("Do you rinse first and then apply conditioner?", "Do you rinse after you apply conditioner?", "direction"),
+    ("When painting a wall, do I sand and then prime?", "When painting a wall, do I prime and then sand?", "direction"),
     ("Is the sun bigger than the moon?", "Is the moon bigger than the sun?", "direction"),
     ("Is the sun bigger than the moon?", "Is the moon not smaller than the sun?", "negation"),
     ("Does ibuprofen replace paracetamol?", "Does paracetamol replace ibuprofen?", "direction"),

@@ -978,14 +978,15 @@ def _swapped_around_anchor(keys: _Aligned) -> bool:
 def _sequence_swapped(a: _Prompt, b: _Prompt) -> bool:
     """Two actions in the other order around "then"/"before"/"after", the same or another one ("X
     first and then Y" is "Y after X", not "X after Y"): content words cross from the earlier action to
-    the later both ways from one prompt to the other, and more of them cross than stay on their side
-    (a clause merely moved to the front crosses one way only)."""
+    the later both ways from one prompt to the other, and more of them cross than stay in the later
+    action (words that stay on the earlier side are often the frame: "when patching drywall do I ...";
+    a clause merely moved to the front crosses one way only)."""
     for marker_a in _SEQUENCE_MARKERS & set(a.keys):
         earlier_a, later_a = _actions(a, marker_a)
         for marker_b in _SEQUENCE_MARKERS & set(b.keys):
             earlier_b, later_b = _actions(b, marker_b)
             forward, backward = earlier_a & later_b, later_a & earlier_b
-            if forward and backward and len(forward | backward) > len(earlier_a & earlier_b) + len(later_a & later_b):
+            if forward and backward and len(forward | backward) > len(later_a & later_b):
                 return True
     return False
 
