@@ -98,6 +98,9 @@ NEAR_MISSES = [
     ("Is the sun bigger than the moon?", "Is the moon bigger than the sun?", "direction"),
     ("Is the sun bigger than the moon?", "Is the moon not smaller than the sun?", "negation"),
     ("Does ibuprofen replace paracetamol?", "Does paracetamol replace ibuprofen?", "direction"),
+    # two runs of words traded around a verb: roles of two-word nouns, possessives
+    ("Can a senior engineer mentor a product manager?", "Can a product manager mentor a senior engineer?", "direction"),
+    ("My cat scratched the neighbour's dog, who pays?", "The neighbour's cat scratched my dog, who pays?", "direction"),
     # two places traded where one is named by its people or language, regular or not
     ("Is Indian food popular in Japan?", "Is Japanese food popular in India?", "direction"),
     ("Do the Dutch like to visit Spain?", "Do the Spanish like to visit the Netherlands?", "direction"),
@@ -162,6 +165,7 @@ PARAPHRASES = [
     ("Does ibuprofen interact with paracetamol?", "Does paracetamol interact with ibuprofen?"),
     ("How far is Leeds from York?", "How far is York from Leeds?"),
     ("Is Indian food spicy?", "Is the food in India spicy?"),
+    ("Can I mix red wine and white wine?", "Can I mix white wine and red wine?"),
     ("What do the French eat for lunch?", "What do people in France eat for lunch?"),
 ]
 

@@ -957,6 +957,8 @@ def _swapped_around_anchor(keys: _Aligned) -> bool:
     aligned = _Aligned(a, b, keys.shared)
     if aligned.ratio_bound() < _ALIGNED:
         return False  # swapping two words keeps the words, so it cannot line these prompts up
+    if _spans_swapped(a, b):
+        return True
     counts_a, counts_b = Counter(a), Counter(b)
     once_a = {key: i for i, key in enumerate(a) if counts_a[key] == 1}
     once_b = {key: i for i, key in enumerate(b) if counts_b[key] == 1}
@@ -972,6 +974,31 @@ def _swapped_around_anchor(keys: _Aligned) -> bool:
                 swapped = tuple(y if key == x else x if key == y else key for key in a)
                 if aligned.ratio(swapped) >= _ALIGNED:
                     return True
+    return False
+
+
+def _spans_swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """The differing middles are x m y and y m x for two runs of words x, y that are not only
+    stopwords, around a run m that is no symmetric word: "a nurse practitioner supervises a physician
+    assistant" / "a physician assistant supervises a nurse practitioner", "my dog bit the neighbour's
+    kid" / "the neighbour's dog bit my kid". Only a permutation of the middle is searched, at most
+    MAX_DIFFERING_WORDS words long."""
+    n = len(a)
+    if n != len(b) or n < 3 or Counter(a) != Counter(b):
+        return False
+    for j in range(1, n - 1):  # y is the last j words of a and the first j of b
+        if a[n - j :] != b[:j]:
+            continue
+        for i in range(1, n - j):
+            x, middle = a[:i], a[i : n - j]
+            if (
+                b[n - i :] == x
+                and b[j : n - i] == middle
+                and x != b[:j]
+                and not set(middle) & _SYMMETRIC
+                and not set(x + b[:j]) <= _STOPWORDS
+            ):
+                return True
     return False
 
 
