@@ -16,7 +16,14 @@ client's own clock (the same wall clock: one machine) gives the send and the fir
 Prints the median of each stage over the misses and the paired medians of first chunk against Triton
 directly (the same pairing as ``benchmarks/serving.py``); writes ``benchmarks/results/miss_path.json``.
 
+``--semantic N`` traces semantic hits instead (no misses): serving.py's semantic row, N fresh
+paraphrases of stored questions at ``--semantic-rate`` open-loop through the router, each with a
+trace context. A hit's marks are the router's spans, the cache service's span and the events it adds
+("exact read", "embedding received", "searched", "judged", "answer read"), and the embedding
+service's span of the cache's call; writes ``benchmarks/results/miss_path_semantic.json``.
+
     .venv/bin/python benchmarks/miss_path.py --misses 30
+    .venv/bin/python benchmarks/miss_path.py --semantic 80
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ log = logging.getLogger("miss_path")
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_TOKENS = 8
 KINDS = ("bypassed", "cache_on", "generation", "triton")
+# The cache service's events on its Lookup span, in the order a semantic hit reaches them.
+CACHE_EVENTS = ("embedding received", "searched", "judged", "answer read")
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -86,6 +95,8 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
                         Span(
                             service=service,
                             name=span.name,
+                            span_id=span.span_id.hex(),
+                            parent_id=span.parent_span_id.hex(),
                             start=span.start_time_unix_nano,
                             end=span.end_time_unix_nano,
                             events={event.name: event.time_unix_nano for event in span.events},
@@ -98,6 +109,8 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 class Span:
     service: str
     name: str
+    span_id: str
+    parent_id: str
     start: int
     end: int
     events: dict[str, int] = field(default_factory=dict)
@@ -190,15 +203,22 @@ def stages(miss: Miss, spans: list[Span]) -> dict[str, float]:
     if lookup:
         marks.append(("lookup sent", min(s.start for s in lookup)))
         # Inside the cache service: its call received, its call to the embedding service (the exact
-        # tier's Redis GET comes before it; the vector search, guard and verifier after), its answer.
+        # tier's Redis GET runs beside it, timed apart below), the embedding service's span of that
+        # call, then the cache's events: the vector search, the guard and verifier, the answer's GET.
         cache = by_name.get(("subsecond-cache", "subsecond.v1.Cache/Lookup"))
         embed = by_name.get(("subsecond-cache", "subsecond.v1.Embedder/Embed"))
+        embedder = next(
+            (s for s in spans if s.service == "subsecond-embedding" and embed and s.parent_id == embed.span_id), None
+        )
         if cache is not None:
             marks.append(("cache received", cache.start))
         if embed is not None:
             marks.append(("cache called embedding", embed.start))
-            marks.append(("embedding answered", embed.end))
+        if embedder is not None:
+            marks.append(("embedding service received", embedder.start))
+            marks.append(("embedding service answered", embedder.end))
         if cache is not None:
+            marks.extend((f"cache: {event}", cache.events[event]) for event in CACHE_EVENTS if event in cache.events)
             marks.append(("cache answered", cache.end))
         marks.append(("lookup answered", max(s.end for s in lookup)))
     if to_gen is not None:
@@ -213,6 +233,8 @@ def stages(miss: Miss, spans: list[Span]) -> dict[str, float]:
     marks.append(("client got first chunk", miss.first))
     out = {f"{a} -> {b}": (tb - ta) / 1e6 for (a, ta), (b, tb) in itertools.pairwise(marks)}
     out["total"] = (miss.first - miss.sent) / 1e6
+    if cache is not None and "exact read" in cache.events:
+        out["cache: exact GET (beside the embedding)"] = (cache.events["exact read"] - cache.start) / 1e6
     if gen is not None and {"triton request sent", "triton first response"} <= gen.events.keys():
         # Robust to Triton's own spread: everything but Triton's time to its first response.
         triton = gen.events["triton first response"] - gen.events["triton request sent"]
@@ -249,6 +271,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         ):
             router = router_pb2_grpc.RouterStub(router_channel)
             generation = generation_pb2_grpc.GeneratorStub(generation_channel)
+            if args.semantic:
+                traced = await traced_semantic_hits(stack, router, cache_pb2_grpc.CacheStub(cache_channel), args)
+                await asyncio.sleep(1.5)  # the last spans exported
+                return semantic_report(traced, collector, args)
             if args.semantic_hits:
                 semantic = await semantic_hits(stack, router, cache_pb2_grpc.CacheStub(cache_channel), args)
             triton_channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.config.ports.triton_grpc}")
@@ -282,12 +308,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
-async def semantic_hits(
-    stack: Stack, router: router_pb2_grpc.RouterStub, cache: cache_pb2_grpc.CacheStub, args: argparse.Namespace
-) -> dict[str, object]:
-    """benchmarks/serving.py's semantic-hit row: fresh paraphrases of stored questions, open loop."""
+async def hitting_paraphrases(stack: Stack, cache: cache_pb2_grpc.CacheStub, wanted: int) -> list[str]:
+    """As benchmarks/serving.py's semantic-hit row: answers stored under one side of QQP duplicate
+    pairs, the other sides that are semantic hits (at most ``wanted``), their embeddings forgotten."""
     lines = (DATA / "qqp_duplicates_dev.jsonl").read_text().splitlines()
-    pairs = [json.loads(line) for line in random.Random(7).sample(lines, 2 * args.semantic_hits)]
+    pairs = [json.loads(line) for line in random.Random(7).sample(lines, 2 * wanted)]
     hitting = []
     for pair in pairs:
         # On a loaded machine a call may time out (the cache's Redis): that pair is left out.
@@ -300,13 +325,66 @@ async def semantic_hits(
         if lookup.hit and lookup.tier == cache_pb2.CACHE_TIER_SEMANTIC:
             hitting.append(pair["b"])
     await forget_embeddings(stack.redis_url)
-    count = min(args.semantic_hits, len(hitting))
-    log.info("semantic hits: %d distinct paraphrases at %.0f/s", count, args.semantic_rate)
+    return hitting[:wanted]
+
+
+async def semantic_hits(
+    stack: Stack, router: router_pb2_grpc.RouterStub, cache: cache_pb2_grpc.CacheStub, args: argparse.Namespace
+) -> dict[str, float]:
+    """benchmarks/serving.py's semantic-hit row: fresh paraphrases of stored questions, open loop."""
+    hitting = await hitting_paraphrases(stack, cache, args.semantic_hits)
+    log.info("semantic hits: %d distinct paraphrases at %.0f/s", len(hitting), args.semantic_rate)
 
     async def one(i: int, t0: float) -> int:
         return (await first_and_total(router, prompt(hitting[i]), t0))[2]
 
-    return await open_loop(args.semantic_rate, count, types_pb2.SERVED_BY_SEMANTIC, one)
+    return await open_loop(args.semantic_rate, len(hitting), types_pb2.SERVED_BY_SEMANTIC, one)
+
+
+async def traced_semantic_hits(
+    stack: Stack, router: router_pb2_grpc.RouterStub, cache: cache_pb2_grpc.CacheStub, args: argparse.Namespace
+) -> tuple[dict[str, float], list[Miss]]:
+    """The semantic-hit row with a trace context on each request: its latencies and each hit's marks
+    at the client (those served otherwise are counted by open_loop, not traced)."""
+    hitting = await hitting_paraphrases(stack, cache, args.semantic)
+    log.info("traced semantic hits: %d distinct paraphrases at %.0f/s", len(hitting), args.semantic_rate)
+    hits: list[Miss] = []
+
+    async def one(i: int, t0: float) -> int:
+        trace_id, metadata = traceparent()
+        sent, first = time.time_ns(), 0
+        async for response in router.Generate(prompt(hitting[i]), metadata=metadata, timeout=60):
+            if not first and (response.text or response.HasField("done")):
+                first = time.time_ns()
+            if response.HasField("done"):
+                if response.done.served_by == types_pb2.SERVED_BY_SEMANTIC:
+                    hits.append(Miss("semantic", trace_id, sent, first))
+                return response.done.served_by
+        raise RuntimeError("stream ended without done")
+
+    latency = await open_loop(args.semantic_rate, len(hitting), types_pb2.SERVED_BY_SEMANTIC, one)
+    return latency, hits
+
+
+def semantic_report(
+    traced: tuple[dict[str, float], list[Miss]], collector: Collector, args: argparse.Namespace
+) -> dict[str, object]:
+    """The traced hits' latency (open loop, from each scheduled start) and the median of each stage."""
+    latency, hits = traced
+    per_stage: dict[str, list[float]] = defaultdict(list)
+    for hit in hits:
+        for stage, ms in stages(hit, collector.spans.get(hit.trace_id, [])).items():
+            per_stage[stage].append(ms)
+    return {
+        "semantic_hits": latency,
+        "traced_hits": len(hits),
+        "router_processes": args.router_processes,
+        "router_env": dict(args.router_env),
+        "tls": args.tls,
+        "load_average_before": list(args.load_before),
+        "load_average_after": list(os.getloadavg()),
+        "stages_p50_ms": {stage: round(statistics.median(values), 2) for stage, values in per_stage.items()},
+    }
 
 
 async def speculative_counts(stack: Stack) -> dict[str, float]:
@@ -369,6 +447,9 @@ def main() -> None:
     )
     parser.add_argument("--semantic-rate", type=float, default=25.0, help="their arrivals/s (default: 25)")
     parser.add_argument(
+        "--semantic", type=int, default=0, help="trace this many semantic hits at --semantic-rate, and no misses"
+    )
+    parser.add_argument(
         "--router-env",
         type=lambda text: tuple(text.split("=", 1)),
         action="append",
@@ -378,8 +459,9 @@ def main() -> None:
     )
     parser.add_argument("--plaintext", dest="tls", action="store_false", help="the stack without TLS")
     parser.add_argument("--untraced", dest="traced", action="store_false", help="no spans (the figures alone)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "miss_path.json", help="where the figures go")
+    parser.add_argument("--out", type=Path, help="where the figures go (default: results/miss_path[_semantic].json)")
     args = parser.parse_args()
+    args.out = args.out or RESULTS / ("miss_path_semantic.json" if args.semantic else "miss_path.json")
     args.load_before = os.getloadavg()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     results = asyncio.run(run(args))

@@ -7,18 +7,26 @@ open-loop at ``--rate`` (latency from each request's scheduled start). Prints p5
 the services' metrics, the mean time of each hop during the timed lookups.
 
 ``--base-services DIR`` (an older checkout's ``services`` directory, e.g. from ``git archive``) with
-``--base-model-dir`` runs that code as "before" too, the two interleaved for ``--rounds`` each::
+``--base-model-dir`` runs that code as "before" too, the two interleaved for ``--rounds`` each;
+``--without-verifier`` runs this checkout a second time with the pair verifier taken out of the
+cache service (a stand-in that gives every pair probability 1 at once: the rules still run), which
+is what the verifier costs a hit::
 
     .venv/bin/python benchmarks/semantic_hit_cache.py --hits 80 --rounds 3
+    .venv/bin/python benchmarks/semantic_hit_cache.py --hits 80 --rounds 3 --without-verifier
+
+Writes every run and the medians to ``--out`` (default ``benchmarks/results/semantic_hit_cache.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import runpy
 import socket
 import statistics
 import subprocess
@@ -28,6 +36,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import redis.asyncio as redis
@@ -49,11 +58,31 @@ HOP_METRICS = (
 )
 
 
+# The flag that makes this script the cache service with its verifier taken out (--without-verifier).
+SERVE_UNVERIFIED = "--serve-cache-without-verifier"
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
     pythonpath: str | None  # the services' code, when not this checkout's
     model_dir: Path
+    verifier: bool = True
+
+
+class CertainVerifier:
+    """The pair verifier's stand-in for --without-verifier: every pair, at once, probability 1."""
+
+    def probability(self, cached: str, query: str) -> float:
+        return 1.0
+
+
+def serve_cache_without_verifier() -> None:
+    """``python -m subsecond.cache`` with CertainVerifier in place of the trained verifier."""
+    from subsecond.cache import service
+
+    service.open_verifier = lambda model_dir: CertainVerifier()  # type: ignore[assignment,return-value]
+    runpy.run_module("subsecond.cache", run_name="__main__")
 
 
 def free_port() -> int:
@@ -115,7 +144,9 @@ def spawn_services(
             },
         ),
         subprocess.Popen(
-            [sys.executable, "-m", "subsecond.cache"],
+            [sys.executable, "-m", "subsecond.cache"]
+            if variant.verifier
+            else [sys.executable, str(Path(__file__).resolve()), SERVE_UNVERIFIED],
             env=environment
             | {
                 "SUBSECOND_CACHE_PORT": str(ports["cache"]),
@@ -130,8 +161,8 @@ def spawn_services(
     ]
 
 
-async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: float) -> dict[str, float]:
-    """One run's figures (the hop means printed)."""
+async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: float) -> dict[str, Any]:
+    """One run's figures, with the mean of each hop from the services' metrics."""
     work = Path(tempfile.mkdtemp(prefix="semantic-hit-"))
     ports = {name: free_port() for name in ("redis", "embedding", "embedding_metrics", "cache", "cache_metrics")}
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
@@ -140,13 +171,18 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['cache']}") as channel:
             cache = cache_pb2_grpc.CacheStub(channel)
             await cache.Lookup(cache_pb2.LookupRequest(query=query("warm up")), wait_for_ready=True, timeout=120)
+            # On a loaded machine a call may time out (the cache's Redis): that pair is left out.
+            stored = []
             for pair in pairs:
-                await cache.Store(cache_pb2.StoreRequest(query=query(pair["a"]), answer=ANSWER))
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await cache.Store(cache_pb2.StoreRequest(query=query(pair["a"]), answer=ANSWER))
+                    stored.append(pair)
             hitting = []
-            for pair in pairs:
-                found = await cache.Lookup(cache_pb2.LookupRequest(query=query(pair["b"]), semantic=True))
-                if found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC:
-                    hitting.append(pair["b"])
+            for pair in stored:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    found = await cache.Lookup(cache_pb2.LookupRequest(query=query(pair["b"]), semantic=True))
+                    if found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC:
+                        hitting.append(pair["b"])
             client = redis.Redis.from_url(redis_url)
             async for key in client.scan_iter(match=f"{CACHE_KEY_PREFIX}*", count=1000):
                 await client.delete(key)
@@ -171,7 +207,6 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
             process.terminate()
             process.wait()
     cuts = statistics.quantiles(latencies, n=100)
-    print("  mean ms of each hop:", json.dumps(hop_means(before, after)))
     return {
         "lookups": len(latencies),
         "semantic_hits": served,
@@ -179,6 +214,7 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
         "p95_ms": round(cuts[94] * 1e3, 2),
         "p99_ms": round(cuts[98] * 1e3, 2),
         "load_average": round(os.getloadavg()[0], 1),
+        "hops_ms": hop_means(before, after),
     }
 
 
@@ -188,18 +224,30 @@ async def main(args: argparse.Namespace) -> None:
     variants = [Variant("this checkout", None, args.model_dir)]
     if args.base_services:
         variants.insert(0, Variant("base", str(args.base_services), args.base_model_dir))
-    results: dict[str, list[dict[str, float]]] = {variant.name: [] for variant in variants}
+    if args.without_verifier:
+        variants.append(Variant("without the verifier", None, args.model_dir, verifier=False))
+    results: dict[str, list[dict[str, Any]]] = {variant.name: [] for variant in variants}
     for round_ in range(args.rounds):
         for variant in variants if round_ % 2 == 0 else variants[::-1]:
             result = await run(variant, pairs, args.hits, args.rate)
             results[variant.name].append(result)
             print(round_, variant.name, json.dumps(result), flush=True)
-    for name, runs in results.items():
-        medians = {key: statistics.median(run[key] for run in runs) for key in ("p50_ms", "p95_ms", "p99_ms")}
-        print(f"{name}: medians of {len(runs)} runs {medians}")
+    medians = {
+        name: {key: statistics.median(run[key] for run in runs) for key in ("p50_ms", "p95_ms", "p99_ms")}
+        for name, runs in results.items()
+    }
+    for name, figures in medians.items():
+        print(f"{name}: medians of {len(results[name])} runs {figures}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"hits": args.hits, "rate_per_s": args.rate, "runs": results, "medians": medians}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == [SERVE_UNVERIFIED]:
+        serve_cache_without_verifier()
+        sys.exit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hits", type=int, default=80, help="timed lookups per run (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=25.0, help="lookups a second (default: %(default)s)")
@@ -207,4 +255,6 @@ if __name__ == "__main__":
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / ".cache" / "models" / "all-minilm-l6-v2")
     parser.add_argument("--base-services", type=Path, help="an older checkout's services directory")
     parser.add_argument("--base-model-dir", type=Path, help="the model that older code runs")
+    parser.add_argument("--without-verifier", action="store_true", help="also run without the pair verifier")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "semantic_hit_cache.json")
     asyncio.run(main(parser.parse_args()))
