@@ -98,6 +98,10 @@ NEAR_MISSES = [
     ("Is the sun bigger than the moon?", "Is the moon bigger than the sun?", "direction"),
     ("Is the sun bigger than the moon?", "Is the moon not smaller than the sun?", "negation"),
     ("Does ibuprofen replace paracetamol?", "Does paracetamol replace ibuprofen?", "direction"),
+    # another unit after the same number names another quantity, whatever the case
+    ("Is 50 ms a good ping?", "Is 50 Mbps a good ping?", "entity"),
+    ("is a 20 ms ping good", "is a 20 mbps ping good", "entity"),
+    ("How much is 3 kg of flour?", "How much is 3 lb of flour?", "entity"),
     # two runs of words traded around a verb: roles of two-word nouns, possessives
     ("Can a senior engineer mentor a product manager?", "Can a product manager mentor a senior engineer?", "direction"),
     ("My cat scratched the neighbour's dog, who pays?", "The neighbour's cat scratched my dog, who pays?", "direction"),
@@ -166,6 +170,8 @@ PARAPHRASES = [
     ("How far is Leeds from York?", "How far is York from Leeds?"),
     ("Is Indian food spicy?", "Is the food in India spicy?"),
     ("Can I mix red wine and white wine?", "Can I mix white wine and red wine?"),
+    ("Is 5 kg of rice enough for a week?", "Is 5 kilograms of rice enough for a week?"),
+    ("calories in a hundred grams of rice", "calories in 100 g of rice"),
     ("What do the French eat for lunch?", "What do people in France eat for lunch?"),
 ]
 
@@ -267,6 +273,15 @@ def test_the_verifier_overrules_a_word_rule_only_at_the_points_overrule(
     verifier = Scripted(1.0)
     decision = accept_semantic(long_haiku, long_sonnet, 0.99, Acceptance(point, verifier))
     assert decision == SemanticDecision(False, "guard:substitution") and verifier.calls == 0
+
+
+def test_another_unit_after_the_same_number_is_never_overruled() -> None:
+    # one word swapped, but a unit after a number: the entity rule, which the verifier cannot overrule
+    point = OperatingPoint(0.80, 0.5, 0.9)
+    acceptance = Acceptance(point, Scripted(1.0))
+    decision = accept_semantic("Is 50 ms a good ping?", "Is 50 Mbps a good ping?", 0.95, acceptance)
+    assert decision == SemanticDecision(False, "guard:entity")
+    assert "entity" not in OVERRULABLE_RULES
 
 
 def test_without_a_verifier_nothing_is_served() -> None:

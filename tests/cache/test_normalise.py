@@ -34,6 +34,8 @@ from subsecond.kit.settings import SettingsError
         ("Are two dozen eggs too many?", "Are 24 eggs too many?"),
         ("half a dozen slices, a dozen cups, 3 dozen roses", "6 slices, 12 cups, 36 roses"),
         ("dozens of eggs", "dozens of eggs"),
+        ("5 kilograms, two liters, 3 lbs, 60 miles per hour, 10 megabytes", "5 kg, two l, 3 lb, 60 mph, 10 MB"),
+        ("a gram of salt, alone grams", "a gram of salt, alone grams"),
         ("Do Americans visit America?", "Do people in the US visit the US?"),
         ("an American in South America", "an US in South America"),
         ("World War 2, the Second World War, WW2", "WWII, the WWII, WWII"),

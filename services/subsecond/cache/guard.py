@@ -237,11 +237,14 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
         _pronoun_roles_traded(a, b) or _passive_agent_differs(a, b) or _passive_agent_differs(b, a)
     ):
         return "role"
+    swap = _substitution(_Aligned.of(a.content, b.content))
     if "entity" in rules and (
-        (_unmatched(a.entities, b) and _unmatched(b.entities, a)) or _symbols_differ_in_case(a, b)
+        (_unmatched(a.entities, b) and _unmatched(b.entities, a))
+        or _symbols_differ_in_case(a, b)
+        or (swap is not None and swap[0] in a.measured and swap[1] in b.measured)
     ):
         return "entity"
-    if "substitution" in rules and _single_substitution(_Aligned.of(a.content, b.content)):
+    if "substitution" in rules and swap is not None:
         return "substitution"
     return None
 
@@ -535,6 +538,7 @@ class _Prompt:
     content: tuple[str, ...]  # keys that are neither stopwords, negators nor numbers
     entities: frozenset[str]
     symbols: frozenset[str]  # units after a number with a capital letter, as written ("TB" in "1 TB")
+    measured: frozenset[str]  # keys of the words right after a number, or with one ("ms" in "100 ms", "100ms")
     quantifiers: frozenset[str]  # "universal" and/or "existential"
     numbers: tuple[tuple[str, int], ...]  # each number, canonically spelled, and how often it occurs
     times: frozenset[str]
@@ -606,6 +610,12 @@ def _analyse(text: str) -> _Prompt:
         content=content,
         entities=frozenset(word.key for word in words if word.entity),
         symbols=frozenset(symbols),
+        measured=frozenset(
+            word.key
+            for i, word in enumerate(words)
+            if _NUMBER_UNIT.fullmatch(word.text)
+            or (i > 0 and (i - 1 in number_positions or _NUMERAL.fullmatch(words[i - 1].text) is not None))
+        ),
         quantifiers=_quantifiers(words),
         numbers=tuple(sorted(numbers.items())),
         times=times,
@@ -1122,18 +1132,21 @@ def _demonym_of(x: str, y: str) -> bool:
     return common >= 5 and len(shorter) - common <= 1 and longer[common:] in _DEMONYM_ENDINGS
 
 
-def _single_substitution(content: _Aligned) -> bool:
-    """Whether the content words are the same, in the same order, but for one swapped for another that
-    is neither a typo, a demonym nor another degree of it."""
+def _substitution(content: _Aligned) -> tuple[str, str] | None:
+    """The one word of each prompt swapped for the other, if the content words are the same, in the
+    same order, but for that one, and it is neither a typo, a demonym, a derived word nor another degree
+    of the other."""
     matcher = difflib.SequenceMatcher(a=content.a, b=content.b, autojunk=False)
     changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
     if len(changes) != 1:
-        return False
+        return None
     tag, i1, i2, j1, j2 = changes[0]
     if tag != "replace" or i2 - i1 != 1 or j2 - j1 != 1:
-        return False
+        return None
     x, y = content.a[i1], content.b[j1]
-    return not (_typo_of(x, y) or _demonym_of(x, y) or _derived(x, y) or _base_forms(x) & _base_forms(y))
+    if _typo_of(x, y) or _demonym_of(x, y) or _derived(x, y) or _base_forms(x) & _base_forms(y):
+        return None
+    return x, y
 
 
 def _derived(x: str, y: str) -> bool:

@@ -6,6 +6,8 @@ words, so that the guard does not refuse a paraphrase for its spelling:
 - fractions in digits, glyphs or words become decimals ("1/2", "½", "half a" -> "0.5"), and a
   counted dozen its number ("a dozen" -> "12", "two dozen" -> "24", "half a dozen" -> "6"), a number
   and a half or a spoken decimal its digits ("one and a half" -> "1.5", "three point five" -> "3.5");
+- a unit named in full after a number becomes its symbol ("5 kilograms" -> "5 kg", "10 megabytes" ->
+  "10 MB", "3 lbs" -> "3 lb"), so that a different unit after the same number is a different quantity;
 - shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is"),
   and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
 - negations written without the apostrophe get it back ("dont" -> "don't");
@@ -114,6 +116,20 @@ _AMERICA = re.compile(
     re.IGNORECASE,
 )
 _AMERICA_IS = {"america": "the US", "american": "US", "americans": "people in the US"}
+# Units after a number: symbol:names, as regular expressions ("_" a space), the longer names first.
+_UNIT_NAMES = """
+    kph:kilomet(?:er|re)s?_per_hour mph:miles?_per_hour Mbps:megabits?_per_second Gbps:gigabits?_per_second
+    km:kilomet(?:er|re)s? kg:kilo(?:gram)?s? mg:milligrams? mcg:micrograms? ml:millilit(?:er|re)s?
+    cm:centimet(?:er|re)s? mm:millimet(?:er|re)s? l:lit(?:er|re)s? g:grams? oz:ounces? lb:lbs ft:feet|foot
+    GB:gigabytes? MB:megabytes? TB:terabytes? KB:kilobytes? ms:milliseconds? GHz:gigahertz MHz:megahertz
+"""
+_UNIT_SYMBOLS = [entry.split(":")[0] for entry in _UNIT_NAMES.split()]
+_UNIT = re.compile(
+    r"(\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|fifty|hundred|thousand))(\s*)(?:"
+    + "|".join(f"({entry.partition(':')[2].replace('_', ' ')})" for entry in _UNIT_NAMES.split())
+    + r")\b",
+    re.IGNORECASE,
+)
 # Shortened words people type, written out (the opposite direction of the abbreviations above: these
 # are words, and the long form is what the rest of the text is written in).
 _SHORTHANDS = {
@@ -213,6 +229,7 @@ def normalise(text: str) -> str:
     text = _SPOKEN_DECIMAL.sub(_spoken_decimal, text)
     text = _FRACTION_DIGITS.sub(_fraction, text)
     text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
+    text = _UNIT.sub(lambda m: m.group(1) + m.group(2) + _UNIT_SYMBOLS[m.lastindex - 3], text)
     text = _AMERICA.sub(lambda m: _AMERICA_IS[m.group(1).lower()], text)
     text = _EXPANSION.sub(lambda m: _EXPANSIONS[" ".join(m.group(1).lower().split())], text)
     text = _BRITISH_ISE.sub(_americanise, text)
