@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -40,6 +41,7 @@ from chart_render import (
     name_of,
     one,
     pod_spec,
+    profile_args,
     run_helm,
     template,
     template_error,
@@ -109,7 +111,8 @@ def plaintext_listeners(manifests: list[Manifest]) -> list[str]:
             continue
         (endpoint,) = [e for e in monitors[name_of(component)]["spec"]["endpoints"] if e["port"] == "metrics"]
         secret = one(manifests, "Certificate", name_of(component))["spec"]["secretName"]
-        if endpoint.get("scheme") != "https" or endpoint["tlsConfig"] != {
+        checked = {key: endpoint.get("tlsConfig", {}).get(key) for key in ("ca", "serverName")}
+        if endpoint.get("scheme") != "https" or checked != {
             "ca": {"secret": {"name": secret, "key": "ca.crt"}},
             "serverName": name_of(component),
         }:
@@ -267,9 +270,12 @@ def test_inner_services_require_their_callers_certificates(rendered: dict[str, l
 
 
 def test_one_certificate_per_service_for_serving_and_calling(rendered: dict[str, list[Manifest]]) -> None:
-    """The services', and the operator's for its metrics endpoint."""
+    """The services', the operator's for its metrics endpoint, and the scraper's, which serves nothing."""
     manifests = rendered["production-external"]
-    assert len(find(manifests, "Certificate")) == len(CERTIFIED)
+    assert len(find(manifests, "Certificate")) == len(CERTIFIED) + 1
+    scraper = one(manifests, "Certificate", name_of("scraper"))["spec"]
+    assert scraper["dnsNames"] == [name_of("scraper")]
+    assert "client auth" in scraper["usages"] and "server auth" not in scraper["usages"]
     for service in CERTIFIED:
         spec = one(manifests, "Certificate", name_of(service))["spec"]
         name = name_of(service)
@@ -300,6 +306,27 @@ def test_production_validates_strictly_but_cert_managers_kind(rendered: dict[str
         kubernetes_validate.validate(manifest, "1.30.0", strict=True)
         checked += 1
     assert checked >= 10
+
+
+def test_metrics_endpoints_serve_only_the_scraper_which_the_servicemonitors_present(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    manifests = rendered["production-external"]
+    for component in CERTIFIED:
+        env = env_of(service_container(manifests, component))
+        assert env[f"SUBSECOND_{component.upper()}_METRICS_CLIENT_CA_FILE"] == f"{TLS_DIRECTORY}/ca.crt"
+    monitors = find(manifests, "ServiceMonitor")
+    assert {monitor["metadata"]["name"] for monitor in monitors} == {name_of(service) for service in CERTIFIED}
+    scraper_secret = one(manifests, "Certificate", name_of("scraper"))["spec"]["secretName"]
+    for monitor in monitors:
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["tlsConfig"]["cert"] == {"secret": {"name": scraper_secret, "key": "tls.crt"}}
+        assert endpoint["tlsConfig"]["keySecret"] == {"name": scraper_secret, "key": "tls.key"}
+    # Switched off: server-authenticated only, as before.
+    values = ["--set", "tls.scraperCertificate=false"]
+    plain = template(*profile_args("production-external"), *values)
+    assert "METRICS_CLIENT_CA_FILE" not in str(plain)
+    assert all("cert" not in monitor["spec"]["endpoints"][0]["tlsConfig"] for monitor in find(plain, "ServiceMonitor"))
 
 
 def test_existing_secrets_replace_cert_manager() -> None:
@@ -337,7 +364,7 @@ def _certificates_as_cert_manager_would_issue(manifests: list[Manifest], directo
     Certificate's dnsNames, and ca.crt, from one throwaway CA standing in for the issuer."""
     authority = trustme.CA()
     mounts = {}
-    for service in SERVICES:
+    for service in (*SERVICES, "scraper"):
         issued = authority.issue_cert(*one(manifests, "Certificate", name_of(service))["spec"]["dnsNames"])
         mount = directory / service
         mount.mkdir()
@@ -398,6 +425,22 @@ async def test_the_rendered_settings_serve_mutual_tls_to_the_rendered_caller_and
         assert await embed_as("cache") == grpc.StatusCode.OK
         assert await embed_as("router") == grpc.StatusCode.OK  # the HTTP API's /v1/embeddings
         assert await embed_as("generation") == grpc.StatusCode.PERMISSION_DENIED
+
+        # The metrics, as the ServiceMonitor scrapes them: the scraper's certificate, or no metrics.
+        def scrape(certificate: str | None) -> str:
+            context = ssl.create_default_context(cafile=str(mounts["scraper"] / "ca.crt"))
+            if certificate is not None:
+                context.load_cert_chain(mounts[certificate] / "tls.crt", mounts[certificate] / "tls.key")
+            with (
+                socket.create_connection(("127.0.0.1", running.metrics_port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=name_of("embedding")) as connection,
+            ):
+                connection.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                return b"".join(iter(lambda: connection.recv(65536), b"")).decode()
+
+        assert "python_info" in await asyncio.to_thread(scrape, "scraper")
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await asyncio.to_thread(scrape, None)
     finally:
         await running.stop(0)
 

@@ -20,6 +20,7 @@ import prometheus_client
 import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_server import Prometheus
 
 from subsecond.kit.callers import ServiceToken
 from subsecond.kit.channels import open_channel
@@ -27,7 +28,7 @@ from subsecond.kit.server import RunningServer, ServiceDefinition, start_server
 from subsecond.kit.settings import CallerSettings, EnvReader, ServerSettings, SettingsError, TlsSettings
 from subsecond.kit.tls import ReloadingServerCertificates
 from subsecond.v1 import embedding_pb2, embedding_pb2_grpc, generation_pb2, generation_pb2_grpc
-from subsecond_tools.stack.certificates import StackCertificates, issue, write_certificates
+from subsecond_tools.stack.certificates import ServiceCertificate, StackCertificates, issue, write_certificates
 
 EMBEDDER = embedding_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 PLAIN = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, shutdown_grace_seconds=1, log_level="INFO")
@@ -325,3 +326,80 @@ async def test_a_watched_certificate_is_reloaded_without_a_grpc_handshake(
         watching.cancel()
         await asyncio.to_thread(http.shutdown)
         http.server_close()
+
+
+def _scraped_by_certificate(certificates: StackCertificates) -> ServerSettings:
+    """The embedding stand-in's settings as the chart gives them: mutual TLS, and its metrics only to a
+    scraper with a certificate of the same CA."""
+    scrapers_ca = {"SUBSECOND_EMBEDDING_METRICS_CLIENT_CA_FILE": str(certificates.ca_file)}
+    env = EnvReader(certificates.environment("embedding") | scrapers_ca, "SUBSECOND_EMBEDDING_")
+    settings = ServerSettings.read(env, default_port=0, default_metrics_port=0)
+    env.done()
+    return settings
+
+
+def _presenting(ca_file: Path, certificate: ServiceCertificate) -> ssl.SSLContext:
+    context = _trusting(ca_file)
+    context.load_cert_chain(certificate.cert_file, certificate.key_file)
+    return context
+
+
+async def test_metrics_need_a_scrapers_certificate_of_the_ca_when_one_is_set(tmp_path: Path) -> None:
+    """With METRICS_CLIENT_CA_FILE (as the chart sets it) the metrics endpoint serves only a scraper
+    presenting a certificate of that CA: none, or one of another CA, fails the handshake."""
+    certificates = write_certificates(tmp_path, ["embedding", "scraper"])
+    running = await start_server(_scraped_by_certificate(certificates), _definition())
+    try:
+        scraper = _presenting(certificates.ca_file, certificates.services["scraper"])
+        assert "python_info" in await asyncio.to_thread(_scrape, running.metrics_port, scraper)
+        with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+            await asyncio.to_thread(_scrape, running.metrics_port, _trusting(certificates.ca_file))
+        (tmp_path / "stranger").mkdir()
+        stranger = issue(trustme.CA(), tmp_path / "stranger", "scraper")
+        with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+            await asyncio.to_thread(_scrape, running.metrics_port, _presenting(certificates.ca_file, stranger))
+    finally:
+        await running.stop(0)
+
+
+def test_a_scrapers_ca_without_a_certificate_is_a_settings_error(tmp_path: Path) -> None:
+    env = EnvReader({"SUBSECOND_CACHE_METRICS_CLIENT_CA_FILE": str(tmp_path)}, "SUBSECOND_CACHE_")
+    ServerSettings.read(env, default_port=0, default_metrics_port=0)
+    with pytest.raises(SettingsError, match="METRICS_CLIENT_CA_FILE"):
+        env.done()
+
+
+async def test_prometheus_scrapes_the_metrics_with_the_scrapers_certificate_and_not_without(tmp_path: Path) -> None:
+    """The real Prometheus, configured as the chart's ServiceMonitor tells the Prometheus Operator to
+    (https, the CA, the service's name, the `scraper` certificate), scrapes the metrics; the same job
+    without the certificate is down. A few seconds."""
+    certificates = write_certificates(tmp_path / "certificates", ["embedding", "scraper"])
+    running = await start_server(_scraped_by_certificate(certificates), _definition())
+    scraper = certificates.services["scraper"]
+    checked = {"ca_file": str(certificates.ca_file), "server_name": "embedding"}
+    target = [{"targets": [f"127.0.0.1:{running.metrics_port}"]}]
+    jobs = [
+        {
+            "job_name": "with-certificate",
+            "scheme": "https",
+            "tls_config": checked | {"cert_file": str(scraper.cert_file), "key_file": str(scraper.key_file)},
+            "static_configs": target,
+        },
+        {"job_name": "without-certificate", "scheme": "https", "tls_config": checked, "static_configs": target},
+    ]
+    (tmp_path / "prometheus").mkdir()
+    prometheus = await asyncio.to_thread(Prometheus, tmp_path / "prometheus", jobs)
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            health = {t["labels"]["job"]: t for t in await asyncio.to_thread(prometheus.targets)}
+            if all(t["health"] != "unknown" for t in health.values()) and len(health) == 2:
+                break
+            assert asyncio.get_running_loop().time() < deadline, health
+            await asyncio.sleep(0.5)
+        assert health["with-certificate"]["health"] == "up", health["with-certificate"]["lastError"]
+        assert health["without-certificate"]["health"] == "down"
+        assert "certificate" in health["without-certificate"]["lastError"].lower()
+    finally:
+        await asyncio.to_thread(prometheus.stop)
+        await running.stop(0)

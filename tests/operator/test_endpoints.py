@@ -1,7 +1,8 @@
 """The operator's own listeners (endpoints): its metrics over HTTPS with a certificate as the chart
 mounts it (a throwaway CA standing in for cert-manager), refused in plaintext and to a scraper of
-another CA, following a renewed certificate without a restart; plain HTTP without one; kopf's
-liveness endpoint on loopback; and none of it needs gRPC, which the operator's image lacks. Seconds."""
+another CA, and with a scrapers' CA only to a scraper presenting its certificate, following a renewed
+certificate without a restart; plain HTTP without one; kopf's liveness endpoint on loopback; and none
+of it needs gRPC, which the operator's image lacks. Seconds."""
 
 from __future__ import annotations
 
@@ -105,6 +106,35 @@ def test_a_half_written_certificate_keeps_the_previous_one_served(
     (directory / "tls.key").write_text("-----BEGIN PRIVATE KEY-----\ntruncated")
     time.sleep(0.3)
     assert "python_info" in scrape(endpoint.port, trusting(authority))
+
+
+def test_with_a_scrapers_ca_only_a_scraper_of_that_ca_is_served(tmp_path: Path) -> None:
+    """``SUBSECOND_OPERATOR_METRICS_CLIENT_CA_FILE``, as the chart sets it: the scraper's certificate
+    (Prometheus's) is required; none, or one of another CA, fails the handshake."""
+    authority = trustme.CA()
+    issue(authority, tmp_path)
+    ca_file = tmp_path / "ca.crt"
+    authority.cert_pem.write_to_path(str(ca_file))
+    tls = metrics_tls(
+        {
+            "SUBSECOND_OPERATOR_TLS_CERT_FILE": str(tmp_path / "tls.crt"),
+            "SUBSECOND_OPERATOR_TLS_KEY_FILE": str(tmp_path / "tls.key"),
+            "SUBSECOND_OPERATOR_METRICS_CLIENT_CA_FILE": str(ca_file),
+        }
+    )
+    endpoint = serve_metrics(0, tls)
+    try:
+        scraper = trusting(authority)
+        authority.issue_cert("release-subsecond-scraper").configure_cert(scraper)
+        assert "python_info" in scrape(endpoint.port, scraper)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            scrape(endpoint.port, trusting(authority))
+        stranger = trusting(authority)
+        trustme.CA().issue_cert("release-subsecond-scraper").configure_cert(stranger)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            scrape(endpoint.port, stranger)
+    finally:
+        endpoint.close()
 
 
 def test_without_a_certificate_metrics_are_plain_http() -> None:

@@ -10,13 +10,8 @@ test sets the Deployment's readyReplicas itself).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +23,7 @@ import prometheus_client
 import pytest
 import yaml
 from kopf.testing import KopfRunner
+from prometheus_server import Prometheus
 from slo_specs import base_spec
 
 from subsecond.kit.metrics import REQUEST_SECONDS
@@ -36,18 +32,9 @@ from subsecond_operator.prometheus import PrometheusClient, Reading
 from subsecond_operator.settings import OperatorSettings
 from subsecond_operator.spec import SLOSpec
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 NAMESPACE, TARGET, SLO = "default", "subsecond-router", "router-p95"
 DEPLOYMENTS = "apps/v1/deployments"
 LATENCYSLOS = "subsecond.dev/v1alpha1/latencyslos"
-
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Exporter:
@@ -84,47 +71,10 @@ def exporter() -> Iterator[Exporter]:
     running.close()
 
 
-class Prometheus:
-    def __init__(self, folder: Path, exporter_port: int) -> None:
-        self.port = _free_port()
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "router", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
-        }
-        (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = (folder / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("prometheus did not become ready: " + (folder / "prometheus.log").read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self._log.close()
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path, exporter: Exporter) -> Iterator[Prometheus]:
-    if not Path(PROMETHEUS).exists():
-        pytest.fail("prometheus not found: install Debian's prometheus package (.ci/run does)")
-    running = Prometheus(tmp_path, exporter.port)
+    target = {"targets": [f"127.0.0.1:{exporter.port}"]}
+    running = Prometheus(tmp_path, [{"job_name": "router", "static_configs": [target]}])
     yield running
     running.stop()
 

@@ -229,6 +229,10 @@ name in certificates and checks is its object name, <release>-subsecond-<service
 - name: {{ $prefix }}ALLOWED_CALLERS
   value: {{ . | quote }}
 {{- end }}
+{{- if .root.Values.tls.scraperCertificate }}
+- name: {{ $prefix }}METRICS_CLIENT_CA_FILE
+  value: {{ $directory }}/ca.crt
+{{- end }}
 {{- end }}
 {{- end }}
 

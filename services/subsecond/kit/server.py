@@ -117,11 +117,10 @@ def _start_metrics(
     certificates: ReloadingServerCertificates | None,
     registry: CollectorRegistry = prometheus_client.REGISTRY,
 ) -> WSGIServer:
-    """The Prometheus endpoint: HTTPS with the service's own certificate when it serves TLS.
-
-    The scrape is server-authenticated only, even where the gRPC port requires client certificates:
-    metrics carry no prompt or answer, the NetworkPolicy admits only ``networkPolicy.metricsFrom``,
-    and requiring one would make Prometheus hold a certificate of the services' own CA."""
+    """The Prometheus endpoint: HTTPS with the service's own certificate when it serves TLS, and
+    with ``METRICS_CLIENT_CA_FILE`` only for a scraper presenting a certificate of that CA (the chart
+    issues Prometheus one, `scraper`); any certificate of the CA is accepted, so the release's own
+    services could read each other's metrics, which carry no prompt or answer."""
     if certificates is None:
         http, _ = prometheus_client.start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
         return http
@@ -132,6 +131,8 @@ def _start_metrics(
         registry=registry,
         certfile=str(tls.cert_file),
         keyfile=str(tls.key_file),
+        client_cafile=str(tls.metrics_client_ca_file) if tls.metrics_client_ca_file else None,
+        client_auth_required=tls.metrics_client_ca_file is not None,
     )
     certificates.follow(cast(ssl.SSLSocket, http.socket).context)
     return http

@@ -150,12 +150,14 @@ class TlsSettings:
     ``cert_file``/``key_file`` are the service's own certificate: its server serves it, and its
     channels present it as their client certificate. With ``client_ca_file`` the server requires a
     client certificate signed by that CA (mutual TLS). With ``ca_file`` the service's channels speak
-    TLS and verify the servers they call against that CA."""
+    TLS and verify the servers they call against that CA. With ``metrics_client_ca_file`` the metrics
+    endpoint requires a client certificate signed by that CA too (Prometheus's, the chart's `scraper`)."""
 
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
     ca_file: Path | None = None
+    metrics_client_ca_file: Path | None = None
 
     @property
     def serves_tls(self) -> bool:
@@ -168,6 +170,7 @@ class TlsSettings:
             key_file=env.path("TLS_KEY_FILE"),
             client_ca_file=env.path("TLS_CLIENT_CA_FILE"),
             ca_file=env.path("TLS_CA_FILE"),
+            metrics_client_ca_file=env.path("METRICS_CLIENT_CA_FILE"),
         )
         env.check(
             (settings.cert_file is None) == (settings.key_file is None),
@@ -176,6 +179,10 @@ class TlsSettings:
         env.check(
             settings.client_ca_file is None or settings.cert_file is not None,
             "TLS_CLIENT_CA_FILE (client certificates) needs TLS_CERT_FILE and TLS_KEY_FILE",
+        )
+        env.check(
+            settings.metrics_client_ca_file is None or settings.cert_file is not None,
+            "METRICS_CLIENT_CA_FILE (the scraper's certificate) needs TLS_CERT_FILE and TLS_KEY_FILE",
         )
         return settings
 

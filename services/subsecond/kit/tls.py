@@ -40,10 +40,12 @@ class ReloadingServerCertificates:
     def __init__(self, tls: TlsSettings) -> None:
         if tls.cert_file is None or tls.key_file is None:
             raise ValueError("a TLS server needs TLS_CERT_FILE and TLS_KEY_FILE")
-        self._files = tuple(path for path in (tls.cert_file, tls.key_file, tls.client_ca_file) if path is not None)
+        watched = (tls.cert_file, tls.key_file, tls.client_ca_file, tls.metrics_client_ca_file)
+        self._files = tuple(path for path in watched if path is not None)
         self._cert_file = tls.cert_file
         self._key_file = tls.key_file
         self._client_ca_file = tls.client_ca_file
+        self._metrics_client_ca_file = tls.metrics_client_ca_file
         self._followers: list[ssl.SSLContext] = []
         self.current = self._load()
 
@@ -67,6 +69,9 @@ class ReloadingServerCertificates:
             self.current = self._load()
             for context in self._followers:
                 context.load_cert_chain(self._cert_file, self._key_file)
+                if self._metrics_client_ca_file is not None:
+                    # Adds a renewed CA; one it replaced stays trusted here until the process restarts.
+                    context.load_verify_locations(cafile=self._metrics_client_ca_file)
         except (OSError, ValueError, ssl.SSLError) as error:
             log.warning("certificate files unreadable; serving the previous ones: %s", error)
             return None
@@ -74,8 +79,8 @@ class ReloadingServerCertificates:
         return self.current.configuration
 
     def follow(self, context: ssl.SSLContext) -> None:
-        """Loads the certificate into ``context`` again whenever this fetcher reloads it: the metrics
-        endpoint's context, which thus changes certificate at the first gRPC handshake after a
+        """Loads the certificate (and the scrapers' CA) into ``context`` again whenever this fetcher
+        reloads it: the metrics endpoint's context, which thus changes certificate at the first gRPC handshake after a
         rotation (probes and callers connect every few seconds; connections are recycled every minute)."""
         self._followers.append(context)
 
