@@ -195,6 +195,14 @@ def test_the_previous_minute_fades_out_of_the_window() -> None:
     assert window.take(200.0, limit=10, need=1, add=1) == 0  # minutes later: all forgotten
 
 
+def test_more_at_once_than_a_replicas_share_is_refused_for_a_window_and_not_counted() -> None:
+    """With Redis down a workflow of 2 steps passes the tenant's limit (3 a minute) but not one
+    replica's share of it (1 of 3 over 2 replicas): refused with a retry hint, never a crash."""
+    window = _Window(60.0)
+    assert window.take(30.0, limit=1, need=2, add=2) == 60.0
+    assert window.take(31.0, limit=1, need=1, add=1) == 0
+
+
 # States (count of the current minute, of the previous one) a replica may find, and the call it makes.
 STATES = [(0, 0, 1, 10), (9, 0, 1, 10), (10, 0, 1, 10), (4, 8, 1, 10), (0, 10, 1, 10), (3, 30, 1, 10), (20, 5, 1, 10)]
 

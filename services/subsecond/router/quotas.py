@@ -179,6 +179,10 @@ class _Window:
         elif self._index != index:
             self._previous, self._current = 0, 0
         self._index = index
+        if limit and need > limit:
+            # More at once than this replica's share (the fallback's, smaller than the limit the
+            # request passed): no wait makes room here; the shared count may, once it is back.
+            return self._window
         start = index * self._window
         if limit and self._previous * (1 - (now - start) / self._window) + self._current + need > limit:
             if self._current + need <= limit:
