@@ -14,6 +14,9 @@ import grpc
 import pytest
 import redis.asyncio as redis
 from fake_embedder import FakeEmbedder, towards
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from qdrant_client import AsyncQdrantClient
 from redis_server import RedisServer, free_port
@@ -23,6 +26,7 @@ from subsecond.cache.guard import Acceptance, SemanticDecision
 from subsecond.cache.service import EMBEDDING_DIMENSIONS, CacheService, definition
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.vectors import ClientVectorIndex, EdgeVectorIndex, Neighbour, VectorIndex
+from subsecond.kit import tracing
 from subsecond.kit.server import ServiceDefinition, start_server
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
 
@@ -180,6 +184,31 @@ async def test_neighbours_are_judged_best_first_and_only_until_one_is_served(
     assert found.hit and list(found.answer.chunks) == ["Canberra."]
     assert judged == [NEAR_MISS, QUESTION]
     assert metric("subsecond_cache_semantic_rejections_total", reason="guard:entity") == refusals + 1
+
+
+async def test_a_traced_semantic_hit_marks_each_wait_on_its_span(
+    redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kit's tracer from an SDK provider of this test's own (not the process's global one), as
+    # tests/kit/test_tracing.py does: benchmarks/miss_path.py --semantic reads these events.
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr(tracing, "tracer", provider.get_tracer("subsecond"))
+    monkeypatch.setattr(tracing, "recording", lambda: True)
+    fake_embedder.vectors.update({QUESTION: towards(0), PARAPHRASE: towards(15)})
+    cache_settings = settings(redis_server.url, fake_embedder, tmp_path)
+    async with serving(cache_settings, definition(cache_settings)) as cache:
+        await cache.Store(store(QUESTION, "Canberra."))
+        found = await cache.Lookup(lookup(PARAPHRASE))
+    provider.shutdown()
+
+    assert found.tier == cache_pb2.CACHE_TIER_SEMANTIC
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "subsecond.v1.Cache/Lookup"]
+    events = [event.name for event in span.events]
+    assert events == ["exact read", "embedding received", "searched", "judged", "answer read"]
+    times = [event.timestamp for event in span.events]
+    assert times == sorted(times)
 
 
 async def test_a_neighbour_below_the_threshold_is_a_miss(
