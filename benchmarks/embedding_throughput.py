@@ -102,6 +102,39 @@ class Variant:
         return float(found["sum"]), float(found["count"])
 
 
+# Where a sampled stack's time goes: the innermost Python frame that holds one of these texts names
+# it (py-spy's raw stacks: frames joined by ';', outermost first). Waits are idle threads, left out.
+PROFILE_RULES = (
+    ("model (ONNX Runtime)", "Session.run"),
+    ("tokenizer", "encode_batch"),
+    ("ids, padding, pooling (numpy)", "onnx_model.py"),
+    ("Redis client", "redis/"),
+    ("micro-batcher", "batching.py"),
+    ("handler: keys, protobuf answer", "embedding/service.py"),
+    ("kit wrappers: tracing, errors, metrics", "kit/tracing.py"),
+    ("kit wrappers: tracing, errors, metrics", "kit/errors.py"),
+    ("kit wrappers: tracing, errors, metrics", "prometheus_client/"),
+)
+IDLE_FRAMES = ("select (selectors.py", "wait (threading.py", "_worker (concurrent/futures/thread.py:8", "serve_forever")
+
+
+def profile_shares(raw: Path) -> dict[str, float]:
+    """Shares (%) of the service's busy samples, by PROFILE_RULES; the rest is gRPC and asyncio."""
+    busy: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, count = line.rsplit(" ", 1)
+        python = [frame for frame in stack.split(";") if ".py:" in frame]
+        if not python or any(idle in python[-1] for idle in IDLE_FRAMES):
+            continue  # an idle thread, or a native thread (gRPC's, ONNX Runtime's pool) with no Python
+        part = next(
+            (name for frame in reversed(python) for name, text in PROFILE_RULES if text in frame),
+            "gRPC and asyncio (the rest)",
+        )
+        busy[part] = busy.get(part, 0) + int(count)
+    total = sum(busy.values()) or 1
+    return {part: round(100 * count / total, 1) for part, count in sorted(busy.items(), key=lambda kv: -kv[1])}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -159,6 +192,7 @@ async def measure(stub: embedding_pb2_grpc.EmbedderStub, load: Load, seconds: fl
 async def run(args: argparse.Namespace, variants: list[Variant]) -> dict[str, object]:
     loads = [load for load in LOADS if args.load is None or load.name in args.load]
     channels: list[grpc.aio.Channel] = []
+    profiles: dict[str, dict[str, float]] = {}
     try:
         stubs = {}
         for variant in variants:
@@ -183,6 +217,8 @@ async def run(args: argparse.Namespace, variants: list[Variant]) -> dict[str, ob
                 await asyncio.sleep(1.0)  # py-spy attaches
                 await measure(stubs[first.name], load, args.seconds)
                 await spy.wait()
+                profiles[load.name] = profile_shares(args.profile / f"{load.name}.txt")
+                print(f"profile of {load.name}: {profiles[load.name]}", flush=True)
         for round_ in range(args.rounds):
             for load in loads:
                 order = variants if round_ % 2 == 0 else variants[::-1]
@@ -207,6 +243,7 @@ async def run(args: argparse.Namespace, variants: list[Variant]) -> dict[str, ob
             "load_average_at_end": os.getloadavg(),
             "seconds_per_measurement": args.seconds,
             "rounds": args.rounds,
+            "profile_shares_of_busy_samples": profiles,
             "variants": {
                 variant.name: {
                     "settings": variant.settings,
