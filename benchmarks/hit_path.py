@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from serving import first_and_total, open_loop, prompt
@@ -147,6 +148,49 @@ async def serve_cache(port: int) -> None:
     )
     running = await start_server(settings, definition)
     await running.server.wait_for_termination()
+
+
+async def own_path(calls: int) -> None:
+    """Prints the CPU of subsecond's own path of a near-cache hit (``RouterService.generate`` iterated
+    to its end in this thread: no gRPC server, no client), µs a call, over ``calls`` calls; the router's
+    settings from the environment, its near cache filled by one lookup of the stand-in cache first."""
+    from subsecond.router.service import wire
+    from subsecond.router.settings import RouterSettings
+
+    service = wire(RouterSettings.from_env(os.environ)).definition
+    servicer = _servicer(service)
+    request = prompt(QUESTION)
+
+    async def one() -> None:
+        async for _ in servicer.generate({}, request, None, "grpc"):
+            pass
+
+    for _ in range(200):  # the near cache filled, the code paths warm
+        await one()
+    started = time.thread_time()
+    for _ in range(calls):
+        await one()
+    print(f"{(time.thread_time() - started) / calls * 1e6:.2f}")
+
+
+class _Registered:
+    """Stands in for the server the servicers are registered on: keeps the method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers |= handlers
+
+
+def _servicer(definition: ServiceDefinition) -> Any:
+    """The servicer ``definition`` registers (the router's ``RouterService``): its Generate's owner."""
+    registered = _Registered()
+    definition.register(registered)  # type: ignore[arg-type]
+    return registered.handlers["Generate"].unary_stream.__self__
 
 
 SERVERS = {"echo": serve_echo, "sync-echo": serve_sync_echo, "shell-echo": serve_shell_echo, "cache": serve_cache}
@@ -430,6 +474,8 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
                     log.info("k6 round %d %s: %s", r, target.name, figures)
                     k6[target.name].append(figures)
             results["k6_client"] = {name: medians(rounds) for name, rounds in k6.items()}
+        if args.own_path_rounds:
+            results["own_path"] = await own_path_rounds(args, me, cache_port, certificates)
         if args.loadtest_rates:
             # Interleaved: each round runs every rate against every target (the order rotating), so a
             # change in the machine's load falls on both sides of an A/B alike.
@@ -452,6 +498,28 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
     return results
 
 
+async def own_path_rounds(
+    args: argparse.Namespace, me: list[str], cache_port: int, certificates: StackCertificates
+) -> dict[str, object]:
+    """subsecond's own path of a near-cache hit (``own_path``), this tree's and the baseline's in turn,
+    each round a process of each: CPU µs a call, the median over rounds and every round's."""
+    trees = [("near", None)] + ([("near base", args.baseline)] if args.baseline is not None else [])
+    rounds: dict[str, list[float]] = {name: [] for name, _ in trees}
+    for r in range(args.own_path_rounds):
+        for name, tree in trees[r % len(trees) :] + trees[: r % len(trees)]:
+            env = router_environment(free_port(), cache_port, 1, certificates)
+            env |= {f"SUBSECOND_ROUTER_{k}": "3600" for k in NEAR_CACHE_OFF}  # one fill serves every call
+            if tree is not None:
+                env["PYTHONPATH"] = os.pathsep.join([str(tree / "services"), env.get("PYTHONPATH", "")])
+            measuring = await asyncio.create_subprocess_exec(
+                *me, "--own-path", str(args.own_path_calls), env=env, stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await measuring.communicate()
+            rounds[name].append(float(out.decode().split()[-1]))
+            log.info("own path round %d %s: %.1f us a call", r, name, rounds[name][-1])
+    return {name: {"cpu_us_per_call": round(statistics.median(v), 1), "rounds": v} for name, v in rounds.items()}
+
+
 def table(results: dict[str, object]) -> str:
     lines = [
         "| client | target | p50 ms | p95 ms | p99 ms | client CPU µs/call | server CPU µs/call |",
@@ -463,6 +531,8 @@ def table(results: dict[str, object]) -> str:
                 f"| {client.split('_')[0]} | {name} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | "
                 f"{f['client_cpu_us_per_call']:.0f} | {f['server_cpu_us_per_call']:.0f} |"
             )
+    own: dict[str, dict[str, float]] = results.get("own_path", {})  # type: ignore[assignment]
+    lines += [f"own path of a near hit, {name}: {own[name]['cpu_us_per_call']} µs a call" for name in own]
     runs: dict[str, list[dict[str, float]]] = results.get("loadtest", {})  # type: ignore[assignment]
     if runs:
         lines += ["", "| load test: target | rate/s | rounds | p50 ms | p95 ms | p99 ms (each round) | failed | "
@@ -517,12 +587,21 @@ def main() -> None:
         "--baseline", type=Path, help="another source tree (git archive of a commit): its routers run beside these"
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "hit_path.json")
+    parser.add_argument(
+        "--own-path-rounds", type=int, default=0,
+        help="rounds of subsecond's own path of a near hit in one thread, no gRPC (this tree and --baseline)",
+    )  # fmt: skip
+    parser.add_argument("--own-path-calls", type=int, default=3000, help="calls per own-path round")
+    parser.add_argument("--own-path", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=tuple(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.serve is not None:
         asyncio.run(SERVERS[args.serve](args.port))
+        return
+    if args.own_path is not None:
+        asyncio.run(own_path(args.own_path))
         return
     args.router_env = {f"SUBSECOND_ROUTER_{k}": v for k, v in args.router_env}
     with tempfile.TemporaryDirectory(prefix="subsecond-hit-path-") as directory:
