@@ -252,7 +252,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             }
 
             # Embeddings per second: one text per call (concurrent callers) vs 32 texts per call, of
-            # mixed lengths (a model call per length) and of one length (one model call).
+            # mixed lengths (26-32 tokens, padded into calls of near lengths) and of one length (14
+            # tokens). benchmarks/embedding_throughput.py measures the same loads on the service alone.
             results["embeddings_per_second"] = {
                 "single_text_calls_16_concurrent": await embed_rate(embedder, 1, 16, args.embed_seconds, mixed_texts),
                 "batch_of_32_calls_2_concurrent": await embed_rate(embedder, 32, 2, args.embed_seconds, mixed_texts),

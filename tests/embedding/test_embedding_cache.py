@@ -76,9 +76,10 @@ async def test_writes_queued_while_one_is_in_flight_all_land_with_the_ttl(client
     await cache.close()
 
     for i in range(10):
-        stored = await client.mget([f"w{i}a", f"w{i}b"])
-        np.testing.assert_array_equal(np.frombuffer(stored[0], dtype=np.float32), vector(2 * i))
-        np.testing.assert_array_equal(np.frombuffer(stored[1], dtype=np.float32), vector(2 * i + 1))
+        first, second = await client.mget([f"w{i}a", f"w{i}b"])
+        assert isinstance(first, bytes) and isinstance(second, bytes)
+        np.testing.assert_array_equal(np.frombuffer(first, dtype=np.float32), vector(2 * i))
+        np.testing.assert_array_equal(np.frombuffer(second, dtype=np.float32), vector(2 * i + 1))
         assert 0 < await client.ttl(f"w{i}a") <= TTL_SECONDS
 
 
