@@ -44,7 +44,7 @@ async def test_concurrent_reads_share_mgets_and_each_caller_gets_its_own_vectors
     before = await mget_calls(client)
 
     # The first read goes at once; the nine started while it is in flight wait and go as one MGET.
-    results = await asyncio.gather(*(cache.get([f"k{2 * i}", f"k{2 * i + 1}"]) for i in range(10)))
+    results = await asyncio.gather(*(cache.get("t", [f"k{2 * i}", f"k{2 * i + 1}"]) for i in range(10)))
 
     assert await mget_calls(client) - before == 2
     for i, (cached, missing) in enumerate(results):
@@ -53,12 +53,29 @@ async def test_concurrent_reads_share_mgets_and_each_caller_gets_its_own_vectors
         assert missing is None
 
 
+async def test_reads_of_different_tenants_never_share_an_mget(client: RedisClient) -> None:
+    """A tenant's keys share a hash tag (one slot of a Redis Cluster, which refuses an MGET over two);
+    so each tenant's reads coalesce apart: five concurrent reads of each, one MGET at once and one
+    for the four queued behind it, per tenant."""
+    await client.set("{a}:1", vector(1).tobytes())
+    await client.set("{b}:1", vector(2).tobytes())
+    cache = EmbeddingCache(client, ttl_seconds=TTL_SECONDS, on_bypass=lambda: None)
+    before = await mget_calls(client)
+
+    results = await asyncio.gather(*(cache.get(tenant, [f"{{{tenant}}}:1"]) for _ in range(5) for tenant in "ab"))
+
+    assert await mget_calls(client) - before == 4
+    for (found,), expected in zip(results, [vector(1), vector(2)] * 5, strict=True):
+        assert found is not None
+        np.testing.assert_array_equal(found, expected)
+
+
 async def test_a_caller_that_gives_up_while_queued_leaves_the_others_their_answers(client: RedisClient) -> None:
     await client.set("kept", vector(1).tobytes())
     cache = EmbeddingCache(client, ttl_seconds=TTL_SECONDS, on_bypass=lambda: None)
-    first = asyncio.create_task(cache.get(["kept"]))
-    abandoned = asyncio.create_task(cache.get(["kept"]))
-    waiting = asyncio.create_task(cache.get(["kept"]))
+    first = asyncio.create_task(cache.get("t", ["kept"]))
+    abandoned = asyncio.create_task(cache.get("t", ["kept"]))
+    waiting = asyncio.create_task(cache.get("t", ["kept"]))
     await asyncio.sleep(0)  # all three have started: the first's MGET is in flight, two are queued
     abandoned.cancel()
 
@@ -90,7 +107,7 @@ async def test_with_redis_down_reads_find_nothing_and_writes_are_dropped(
     cache = EmbeddingCache(client, ttl_seconds=TTL_SECONDS, on_bypass=lambda: bypasses.append(None))
     redis_server.stop()
 
-    found = await asyncio.gather(cache.get(["a"]), cache.get(["b", "c"]))
+    found = await asyncio.gather(cache.get("t", ["a"]), cache.get("t", ["b", "c"]))
     cache.put(["a"], vector(0)[None, :])
     await cache.close()
 

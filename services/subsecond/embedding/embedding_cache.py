@@ -1,8 +1,10 @@
 """The Redis embedding cache, with the round trips of concurrent calls shared.
 
-A read that finds no other in flight is sent at once (a lone lookup, such as a semantic lookup's,
-waits for nothing); the reads that arrive while one is in flight are sent together, as one MGET,
-when it returns. Writes go the same way: those queued while a pipeline is in flight make the next
+A read that finds no other of its tenant in flight is sent at once (a lone lookup, such as a
+semantic lookup's, waits for nothing); the reads of that tenant that arrive while one is in flight
+are sent together, as one MGET, when it returns. Per tenant because a tenant's keys share a hash tag:
+an MGET of one tenant's keys stays in one slot of a Redis Cluster, where keys of two slots would be
+refused (CROSSSLOT). Writes go the same way: those queued while a pipeline is in flight make the next
 one. With 16 callers of one text each, every call paid an MGET and a pipeline of its own, about 8%
 of the service's CPU time per text (Redis on against off, benchmarks/embedding_throughput.py).
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 Vector = npt.NDArray[np.float32]
 Vectors = npt.NDArray[np.float32]
+# A read waiting for its tenant's next MGET: its keys, and the future its vectors are set on.
+_Read = tuple[Sequence[str], "asyncio.Future[list[Vector | None]]"]
 
 
 class EmbeddingCache:
@@ -35,23 +39,24 @@ class EmbeddingCache:
         self._redis = redis
         self._ttl = ttl_seconds
         self._backend = FailOpen("redis", REDIS_FAILURES, on_bypass=on_bypass)
-        self._reading = False  # an MGET is in flight: new reads queue for the next one
-        self._queued_reads: list[tuple[Sequence[str], asyncio.Future[list[Vector | None]]]] = []
+        # The tenants with an MGET in flight, and the reads queued for each one's next MGET.
+        self._queued_reads: dict[str, list[_Read]] = {}
         self._queued_writes: list[tuple[str, bytes]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # the next MGET, the writer: awaited at close
         self._writer: asyncio.Task[None] | None = None
 
-    async def get(self, keys: Sequence[str]) -> list[Vector | None]:
-        """Each key's vector, or None where it is not cached (or Redis is being skipped)."""
-        if self._reading:
+    async def get(self, tenant: str, keys: Sequence[str]) -> list[Vector | None]:
+        """Each key's vector, or None where it is not cached (or Redis is being skipped); the keys are
+        ``tenant``'s (one hash tag)."""
+        if (queued := self._queued_reads.get(tenant)) is not None:
             future: asyncio.Future[list[Vector | None]] = asyncio.get_running_loop().create_future()
-            self._queued_reads.append((keys, future))
+            queued.append((keys, future))
             return await future
-        self._reading = True
+        self._queued_reads[tenant] = []
         try:
             return await self._mget(keys)
         finally:
-            self._next_read()
+            self._next_read(tenant)
 
     def put(self, keys: Sequence[str], vectors: Vectors) -> None:
         """Stores these vectors after the caller has its answer (nobody waits for the write)."""
@@ -72,15 +77,15 @@ class EmbeddingCache:
             return [None] * len(keys)
         return [np.frombuffer(value, dtype=np.float32) if isinstance(value, bytes) else None for value in raw]
 
-    def _next_read(self) -> None:
-        """The reads queued while the last MGET was in flight go as the next one, or reading stops."""
-        if not self._queued_reads:
-            self._reading = False
-            return
-        queued, self._queued_reads = self._queued_reads, []
-        self._start(self._read_queued(queued))
+    def _next_read(self, tenant: str) -> None:
+        """The tenant's reads queued while its last MGET was in flight go as the next one, or its
+        reading stops."""
+        queued = self._queued_reads.pop(tenant)
+        if queued:
+            self._queued_reads[tenant] = []
+            self._start(self._read_queued(tenant, queued))
 
-    async def _read_queued(self, queued: list[tuple[Sequence[str], asyncio.Future[list[Vector | None]]]]) -> None:
+    async def _read_queued(self, tenant: str, queued: list[_Read]) -> None:
         try:
             found = await self._mget([key for keys, _ in queued for key in keys])
         except Exception as error:  # not Redis failing (that is a miss): every waiting caller hears it
@@ -94,7 +99,7 @@ class EmbeddingCache:
                     future.set_result(found[offset : offset + len(keys)])
                 offset += len(keys)
         finally:
-            self._next_read()
+            self._next_read(tenant)
 
     async def _write_queued(self) -> None:
         try:

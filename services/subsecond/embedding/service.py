@@ -97,7 +97,7 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
 
     async def _embed(self, tenant: str, texts: Sequence[str]) -> tuple[Vectors, int]:
         keys = [self._key(tenant, text) for text in texts]
-        found = await self._cache.get(keys) if self._cache is not None else [None] * len(keys)
+        found = await self._cache.get(tenant, keys) if self._cache is not None else [None] * len(keys)
         missing = [i for i, vector in enumerate(found) if vector is None]
         fresh = await self._batcher.embed([texts[i] for i in missing]) if missing else None
         result = np.empty((len(texts), self._model.dimensions), dtype=np.float32)
