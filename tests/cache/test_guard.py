@@ -45,6 +45,9 @@ NEAR_MISSES = [
     ("Summarise the first chapter.", "Summarise the second chapter.", "number"),
     ("Set an alarm for 7am.", "Set an alarm for 7pm.", "number"),
     ("How much is 10k dollars in euros?", "How much is 1,000 dollars in euros?", "number"),
+    # a number only one prompt gives: a detail added, measured apart ("an egg" is no number)
+    ("How many calories are in an egg?", "How many calories are in 3 eggs?", "added_number"),
+    ("Who won the election in 2016?", "Who won the election?", "added_number"),
     # time
     ("What is on TV today?", "What is on TV tomorrow?", "time"),
     ("Is the gym open on Saturday?", "Is the gym open on Sunday?", "time"),
@@ -273,6 +276,21 @@ def test_the_verifier_overrules_a_word_rule_only_at_the_points_overrule(
     verifier = Scripted(1.0)
     decision = accept_semantic(long_haiku, long_sonnet, 0.99, Acceptance(point, verifier))
     assert decision == SemanticDecision(False, "guard:substitution") and verifier.calls == 0
+
+
+def test_the_verifier_overrules_only_a_pair_no_other_rule_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rules stop at the first that refuses: an overrulable one found first must not hide another.
+    from subsecond.cache import guard
+
+    monkeypatch.setattr(guard, "OVERRULABLE_RULES", ("number", "substitution"))
+    point = OperatingPoint(0.80, 0.5, 0.9)
+    other_number = ("Is 80 g of sugar a day too much?", "Is 90 g of sugar a day too much?")
+    assert false_hit_reason(*other_number) == "number"
+    assert accept_semantic(*other_number, 0.95, Acceptance(point, Scripted(1.0))).hit
+    also_negated = ("Is 80 g of sugar a day too much?", "Is 90 g of sugar a day not too much?")
+    assert false_hit_reason(*also_negated) == "number"
+    decision = accept_semantic(*also_negated, 0.95, Acceptance(point, Scripted(1.0)))
+    assert decision == SemanticDecision(False, "guard:number")
 
 
 def test_another_unit_after_the_same_number_is_never_overruled() -> None:

@@ -5,10 +5,8 @@ other, because the two prompts share every word but one; yet they need different
 guard looks at the two prompts' words for the small changes that an embedding glosses over and
 names the first one it finds:
 
-- ``number``: the numbers differ, or only one prompt has one (digits, number words, ordinals,
-  percentages, "10k", clock times: "two eggs" is "2 eggs", "9am" is not "9pm"); a lone "one" or
-  "first" that the other prompt says with an article or not at all is no difference ("in one day" /
-  "in a day"), nor "one" the pronoun ("how much can one earn");
+- ``number``: each prompt has a number the other does not (digits, number words, ordinals,
+  percentages, "10k", clock times: "two eggs" is "2 eggs", "9am" is not "9pm");
 - ``time``: both prompts name a time and the times differ (days, months, seasons, meals, parts of
   the day, today/tomorrow/yesterday, "last week"/"next month");
 - ``negation``: one prompt negates what the other asserts (an odd number of "not"/"n't"/"no"/
@@ -41,6 +39,11 @@ names the first one it finds:
   acronyms, model numbers), "Austria" vs "Australia", "Java" vs "JavaScript"; or a unit after a
   number written in another case ("1 TB" vs "1 Tb", "5 Mb" vs "5 MB": case names the unit), or
   another unit after the same number ("50 ms" vs "50 Mbps": a quantity, never for the verifier);
+- ``added_number``: only one prompt has numbers the other does not ("the 2016 election" / "the
+  election", "3 eggs" / "an egg"): a detail added, often a different question, sometimes the same
+  (its own code, so that its share of refused duplicates and near misses is measured apart); a lone
+  "one" or "first" that the other prompt says with an article or not at all is no difference ("in one
+  day" / "in a day"), nor "one" the pronoun ("how much can one earn");
 - ``substitution``: the prompts are the same but for one content word swapped for another ("a
   haiku about the ocean" vs "a sonnet about the ocean"). With no dictionary the guard cannot tell a
   synonym from a different thing, and a near-identical context is exactly what makes the embedding
@@ -124,7 +127,18 @@ OPERATING_POINTS = {
 # pairs instead, the never-tuned near misses served rose from 3.8 % to 10 % (generated held out) at
 # the verifier's default point. Round four's rule chose to let the two-layer verifier overrule the
 # single-substitution rule (OVERRULABLE_RULES) at 0.9 at every point.
-RULES = ("number", "time", "negation", "quantifier", "extent", "direction", "role", "entity", "substitution")
+RULES = (
+    "number",
+    "time",
+    "negation",
+    "quantifier",
+    "extent",
+    "direction",
+    "role",
+    "entity",
+    "added_number",
+    "substitution",
+)
 VERIFIED_RULES = RULES
 # Rules that guess from words alone where a synonym and a different thing look alike (one content word
 # swapped): a pair only these refuse reaches the verifier, which serves it at the point's ``overrule``
@@ -200,6 +214,9 @@ def overrulable(reason: str, query: str, candidate: str, point: OperatingPoint) 
         point.overrule is not None
         and reason in OVERRULABLE_RULES
         and len(query.split()) + len(candidate.split()) <= OVERRULE_MAX_WORDS
+        # no other rule refuses it: the rules stop at the first that does
+        and false_hit_reason(query, candidate, [rule for rule in VERIFIED_RULES if rule not in OVERRULABLE_RULES])
+        is None
     )
 
 
@@ -228,7 +245,8 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
     """A short code naming why the two prompts would need different answers, or None if none is seen;
     only the named ``rules`` are checked."""
     a, b = _analyse(query), _analyse(candidate)
-    if "number" in rules and _numbers_differ(a, b):
+    numbers = _number_difference(a, b)
+    if numbers == "number" and "number" in rules:
         return "number"
     if "time" in rules and a.times and b.times and a.times != b.times:
         return "time"
@@ -257,6 +275,8 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
         or (swap is not None and swap[0] in a.measured and swap[1] in b.measured)
     ):
         return "entity"
+    if numbers == "added_number" and "added_number" in rules:
+        return "added_number"  # after the rules that name a difference outright: the milder finding
     if "substitution" in rules and swap is not None:
         return "substitution"
     return None
@@ -654,13 +674,18 @@ def _offers_alternative(words: list[_Word], text: str, end: int) -> bool:
     )
 
 
-def _numbers_differ(a: _Prompt, b: _Prompt) -> bool:
-    """Whether the prompts' numbers differ, but for a lone "one" or "first" in one prompt that the
-    other says with an article or not at all ("in one day" / "in a day", "my first car" / "my car")."""
+def _number_difference(a: _Prompt, b: _Prompt) -> str | None:
+    """"number" when each prompt has a number the other lacks ("2 eggs" / "3 eggs"), "added_number"
+    when only one prompt has numbers the other lacks ("the 2016 election" / "the election", "for 3 days"
+    / "for a few days"), None when they agree, or when all that differs is a lone "one" or "first" that
+    the other says with an article or not at all ("in one day" / "in a day", "my first car" / "my car")."""
     if a.numbers == b.numbers:
-        return False
+        return None
     counts_a, counts_b = Counter(dict(a.numbers)), Counter(dict(b.numbers))
-    return sorted([counts_a - counts_b, counts_b - counts_a], key=len) != [Counter(), Counter({"1": 1})]
+    only_a, only_b = counts_a - counts_b, counts_b - counts_a
+    if only_a and only_b:
+        return "number"
+    return None if (only_a or only_b) == Counter({"1": 1}) else "added_number"
 
 
 def _routes(words: list[_Word]) -> frozenset[tuple[str, str]]:
