@@ -167,6 +167,8 @@ PARAPHRASES = [
     ("What are the best movies of 2015?", "What are the best films of 2015?"),
     ("How can I fix a leaking tap?", "How can I repair a leaking tap?"),
     ("Is happiness a choice?", "Is being happy a choice?"),
+    ("Why are cats and dogs so different?", "Why do cats and dogs differ so much?"),
+    ("Have you tried yoga for back pain?", "Do you try yoga for back pain?"),
     ("Do you rinse first and then apply conditioner?", "Do you apply conditioner after you rinse?"),
     ("Is the sun bigger than the moon?", "Is the moon smaller than the sun?"),
     ("Does ibuprofen interact with paracetamol?", "Does paracetamol interact with ibuprofen?"),

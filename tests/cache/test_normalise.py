@@ -36,6 +36,7 @@ from subsecond.kit.settings import SettingsError
         ("dozens of eggs", "dozens of eggs"),
         ("5 kilograms, two liters, 3 lbs, 60 miles per hour, 10 megabytes", "5 kg, two l, 3 lb, 60 mph, 10 MB"),
         ("a gram of salt, alone grams", "a gram of salt, alone grams"),
+        ("earn money on the internet, sell over the Internet", "earn money online, sell online"),
         ("Do Americans visit America?", "Do people in the US visit the US?"),
         ("an American in South America", "an US in South America"),
         ("World War 2, the Second World War, WW2", "WWII, the WWII, WWII"),

@@ -332,7 +332,7 @@ _IRREGULAR_FORMS = """
     sent:send shown:show sang:sing sung:sing slept:sleep spent:spend stole:steal stolen:steal
     stood:stand swam:swim swum:swim taught:teach took:take taken:take thought:think threw:throw
     thrown:throw understood:understand woke:wake woken:wake wore:wear worn:wear won:win wrote:write
-    written:write got:get gotten:get seen:see
+    written:write got:get gotten:get seen:see used:use using:use tried:try dried:dry fried:fry cried:cry
 """
 _BASE_FORM = dict(entry.split(":") for entry in _IRREGULAR_FORMS.split())
 # Words of general English that mean the same in any question, met on the first of each group (in
@@ -495,8 +495,10 @@ _DEMONYM_PLACE = {
     _stem(demonym): _stem(place) for demonym, place in (entry.split(":") for entry in _IRREGULAR_DEMONYMS.split())
 }
 # Suffixes, as stemmed, that derive a word keeping its root's sense: -ion, -ation, -ment, -ness, -ity,
-# -al, -ical, -ive, -ic, -ly.
-_DERIVING_SUFFIXES = frozenset({"ion", "ation", "ment", "ement", "ness", "iti", "al", "ical", "iv", "ic", "li", "alli"})
+# -al, -ical, -ive, -ic, -ly, -ent, -ence.
+_DERIVING_SUFFIXES = frozenset(
+    {"ion", "ation", "ment", "ement", "ness", "iti", "al", "ical", "iv", "ic", "li", "alli", "ent", "enc"}
+)
 _VOWELS = "aeiou"
 _LONG_WORD = 8  # from this length, any one-letter slip is a typo
 _SHORTEST_SLIP = 3  # two adjacent letters swapped, from this length

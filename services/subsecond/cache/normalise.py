@@ -14,7 +14,7 @@ words, so that the guard does not refuse a paraphrase for its spelling:
 - abbreviations and their expansions meet on the abbreviation ("the Internal Revenue Service" ->
   "the IRS", "California" -> "CA", "hemoglobin A1c" -> "A1C", "World War 2" -> "WWII"): US states,
   federal agencies, finance, medical and computing terms, the world wars; "America" is "the US"
-  (not South, North, Latin or Central America);
+  (not South, North, Latin or Central America); "on the internet" is "online";
 - British spellings become American ("analyse" -> "analyze", "organise" -> "organize");
 - a few adjectives become one of their synonyms, in every degree ("quickest" -> "fastest"), and
   "least"/"less" + an adjective becomes its opposite's superlative or comparative ("least
@@ -115,6 +115,7 @@ _AMERICA = re.compile(
     r"(?<!south )(?<!north )(?<!latin )(?<!central )(?<!native )(?<!african )\b(?:the\s+)?(america|americans?)\b",
     re.IGNORECASE,
 )
+_ON_THE_INTERNET = re.compile(r"\b(?:on|over|through|via) (?:the )?internet\b", re.IGNORECASE)
 _AMERICA_IS = {"america": "the US", "american": "US", "americans": "people in the US"}
 # Units after a number: symbol:names, as regular expressions ("_" a space), the longer names first.
 _UNIT_NAMES = """
@@ -234,6 +235,8 @@ def normalise(text: str) -> str:
     text = _FRACTION_DIGITS.sub(_fraction, text)
     text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
     text = _UNIT.sub(_unit, text)
+    if "internet" in lowered:
+        text = _ON_THE_INTERNET.sub("online", text)
     if "americ" in lowered:
         text = _AMERICA.sub(lambda m: _AMERICA_IS[m.group(1).lower()], text)
     text = _EXPANSION.sub(lambda m: _EXPANSIONS[" ".join(m.group(1).lower().split())], text)
