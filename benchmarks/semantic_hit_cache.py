@@ -58,6 +58,7 @@ HOP_METRICS = (
 )
 
 
+SERVICES = ("redis", "embedding", "cache")
 # The flag that makes this script the cache service with its verifier taken out (--without-verifier).
 SERVE_UNVERIFIED = "--serve-cache-without-verifier"
 
@@ -121,10 +122,16 @@ def hop_means(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return means
 
 
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """The user and system CPU a process has used (Linux /proc; its threads included)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spawn_services(
     variant: Variant, ports: dict[str, int], redis_url: str, work: Path
 ) -> list[subprocess.Popen[bytes]]:
-    """Redis, the embedding service and the cache service, as the variant's code runs them."""
+    """Redis, the embedding service and the cache service (SERVICES), as the variant's code runs them."""
     environment = dict(os.environ)
     if variant.pythonpath:
         environment["PYTHONPATH"] = variant.pythonpath
@@ -199,9 +206,14 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
                 served += found.tier == cache_pb2.CACHE_TIER_SEMANTIC
 
             before = scrape(ports["cache_metrics"]) | scrape(ports["embedding_metrics"])
+            cpu_before = {name: cpu_seconds(process) for name, process in zip(SERVICES, processes, strict=True)}
             start = time.perf_counter() + 0.1
             await asyncio.gather(*(one(text, start + i / rate) for i, text in enumerate(hitting)))
             after = scrape(ports["cache_metrics"]) | scrape(ports["embedding_metrics"])
+            cpu = {
+                name: round((cpu_seconds(process) - cpu_before[name]) / len(latencies) * 1e3, 2)
+                for name, process in zip(SERVICES, processes, strict=True)
+            }
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -215,6 +227,7 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
         "p99_ms": round(cuts[98] * 1e3, 2),
         "load_average": round(os.getloadavg()[0], 1),
         "hops_ms": hop_means(before, after),
+        "cpu_ms_per_lookup": cpu,
     }
 
 
