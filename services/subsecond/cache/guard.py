@@ -603,7 +603,7 @@ def _analyse(text: str) -> _Prompt:
     negators, previous_end = 0, 0
     for match in _TOKEN.finditer(text):
         raw, negated = _split_clitic(match.group())
-        if _ACRONYM_PLURAL.fullmatch(raw):
+        if raw[-1] == "s" and _ACRONYM_PLURAL.fullmatch(raw):
             raw = raw[:-1]  # "IITs" is the plural of "IIT"
         negated = negated and not _offers_alternative(words, text, match.end())
         key = _stem(raw.lower())
@@ -622,6 +622,7 @@ def _analyse(text: str) -> _Prompt:
     _count_numbers(words, numbers)
 
     number_positions = {i for i, word in enumerate(words) if _is_number_word(words, i)}
+    numeric = {i for i, word in enumerate(words) if word.text[0].isdigit()}
     content = tuple(
         word.key
         for i, word in enumerate(words)
@@ -648,8 +649,9 @@ def _analyse(text: str) -> _Prompt:
         measured=frozenset(
             word.key
             for i, word in enumerate(words)
-            if _NUMBER_UNIT.fullmatch(word.text)
-            or (i > 0 and (i - 1 in number_positions or _NUMERAL.fullmatch(words[i - 1].text) is not None))
+            if (i in numeric and _NUMBER_UNIT.fullmatch(word.text))
+            or i - 1 in number_positions
+            or (i - 1 in numeric and _NUMERAL.fullmatch(words[i - 1].text))
         ),
         quantifiers=_quantifiers(words),
         numbers=tuple(sorted(numbers.items())),
