@@ -194,6 +194,7 @@ def stages(miss: Miss, spans: list[Span]) -> dict[str, float]:
     for span in spans:
         by_name.setdefault((span.service, span.name), span)
     marks: list[tuple[str, int]] = [("client sent", miss.sent)]
+    beside: dict[str, float] = {}  # stages that run beside the chain of marks
     router = by_name.get(("subsecond-router", "subsecond.v1.Router/Generate"))
     lookup = [s for s in spans if s.service == "subsecond-router" and s.name.endswith("Cache/Lookup")]
     to_gen = next((s for s in spans if s.service == "subsecond-router" and s.name.endswith("Generator/Generate")), None)
@@ -220,6 +221,8 @@ def stages(miss: Miss, spans: list[Span]) -> dict[str, float]:
         if cache is not None:
             marks.extend((f"cache: {event}", cache.events[event]) for event in CACHE_EVENTS if event in cache.events)
             marks.append(("cache answered", cache.end))
+            if "exact read" in cache.events:
+                beside["cache: exact GET (beside the embedding)"] = (cache.events["exact read"] - cache.start) / 1e6
         marks.append(("lookup answered", max(s.end for s in lookup)))
     if to_gen is not None:
         marks.append(("router called generation", to_gen.start))
@@ -233,8 +236,7 @@ def stages(miss: Miss, spans: list[Span]) -> dict[str, float]:
     marks.append(("client got first chunk", miss.first))
     out = {f"{a} -> {b}": (tb - ta) / 1e6 for (a, ta), (b, tb) in itertools.pairwise(marks)}
     out["total"] = (miss.first - miss.sent) / 1e6
-    if cache is not None and "exact read" in cache.events:
-        out["cache: exact GET (beside the embedding)"] = (cache.events["exact read"] - cache.start) / 1e6
+    out.update(beside)
     if gen is not None and {"triton request sent", "triton first response"} <= gen.events.keys():
         # Robust to Triton's own spread: everything but Triton's time to its first response.
         triton = gen.events["triton first response"] - gen.events["triton request sent"]
@@ -372,12 +374,12 @@ def semantic_report(
     """The traced hits' latency (open loop, from each scheduled start) and the median of each stage."""
     latency, hits = traced
     per_stage: dict[str, list[float]] = defaultdict(list)
-    for hit in hits:
+    for hit in hits if args.traced else ():
         for stage, ms in stages(hit, collector.spans.get(hit.trace_id, [])).items():
             per_stage[stage].append(ms)
     return {
         "semantic_hits": latency,
-        "traced_hits": len(hits),
+        "traced_hits": len(hits) if args.traced else 0,
         "router_processes": args.router_processes,
         "router_env": dict(args.router_env),
         "tls": args.tls,
