@@ -17,10 +17,14 @@ a second, open loop, to every target in turn (the order rotating between rounds)
 grpc.aio client (latency from the scheduled start, as benchmarks/serving.py measures); the CPU of the
 client and of each server process tree is read over each round. With ``--k6`` the same targets are then
 driven by k6 (a compiled client; its iteration time, which covers the stream), and with
-``--loadtest-rates`` by the load test's own k6 run (loadtest/run.py) at each rate. Medians over rounds
-go to benchmarks/results/hit_path.json.
+``--loadtest-rates`` by the load test's own k6 run (loadtest/run.py) at each rate, ``--loadtest-rounds``
+times with rates and targets interleaved (``--py-spy``: the server sampled meanwhile, time per call by
+function). ``--own-path-rounds`` measures subsecond's own path of a near hit without gRPC, in one thread,
+for this tree and the baseline in turn. Medians over rounds go to benchmarks/results/hit_path.json.
 
     .venv/bin/python benchmarks/hit_path.py [--rate 100] [--calls 600] [--rounds 3] [--k6]
+    .venv/bin/python benchmarks/hit_path.py --targets near --router-processes 2 --rounds 0
+        --baseline /tmp/base --loadtest-rates 200,250,300 --loadtest-rounds 3 [--py-spy 30]  (one line)
 """
 
 from __future__ import annotations
@@ -581,7 +585,7 @@ def main() -> None:
     parser.add_argument("--loadtest-rounds", type=int, default=1, help="interleaved rounds of the load test")
     parser.add_argument(
         "--py-spy", type=int, default=0, metavar="TOP",
-        help="py-spy samples each load-test run's server: CPU per call by function, subsecond's TOP functions",
+        help="py-spy samples each load-test run's server: time per call by function, subsecond's TOP functions",
     )  # fmt: skip
     parser.add_argument(
         "--baseline", type=Path, help="another source tree (git archive of a commit): its routers run beside these"
