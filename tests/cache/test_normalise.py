@@ -31,6 +31,7 @@ from subsecond.kit.settings import SettingsError
         ("lower my hemoglobin A1c", "lower my A1C"),
         ("the most safe and least painful option", "the safest and most painless option"),
         ("the tiniest country", "the smallest country"),
+        ("the least dangerous, least difficult, least common way", "the safest, easiest, rarest way"),
         ("Are two dozen eggs too many?", "Are 24 eggs too many?"),
         ("half a dozen slices, a dozen cups, 3 dozen roses", "6 slices, 12 cups, 36 roses"),
         ("dozens of eggs", "dozens of eggs"),
@@ -65,6 +66,8 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("Is 24 eggs too many for a day?", "Are two dozen eggs too many for a day?"),
         ("convert 1.5 miles to km", "convert one and a half miles to km"),
         ("Do you need a visa to visit America?", "Do you need a visa to visit the United States?"),
+        ("What is the least common blood type?", "What is the rarest blood type?"),
+        ("Which are the safest neighbourhoods in Leeds?", "Which are the least dangerous neighbourhoods in Leeds?"),
         ("Who will win the American election?", "Who will win the US election?"),
     ],
 )
@@ -87,6 +90,8 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("Are two dozen eggs too many?", "Are 12 eggs too many?", "number"),
         ("convert 1.5 miles to km", "convert one and a quarter miles to km", "number"),
         ("Do you need a visa to visit America?", "Do you need a visa to visit South America?", "entity"),
+        ("What is the least common blood type?", "What is the most common blood type?", "negation"),
+        ("The safest areas of Leeds?", "The most dangerous areas of Leeds?", "negation"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

@@ -447,7 +447,7 @@ _ANTONYM_PAIRS = """
     old:new old:young good:bad right:wrong true:false pass:fail success:failure safe:dangerous
     cheap:expensive high:low big:small large:small long:short tall:short fast:slow hot:cold heavy:light
     hard:easy hard:soft strong:weak rich:poor love:hate benefit:drawback pro:con positive:negative
-    north:south east:west left:right near:far close:far
+    north:south east:west left:right near:far close:far rare:common quiet:noisy quiet:loud
 """
 _ANTONYMS_OF: dict[str, set[str]] = {}
 for _pair in _ANTONYM_PAIRS.split():

@@ -192,7 +192,7 @@ _ISE_WORDS = frozenset(
 # Synonyms met on one form, in each degree: (canonical base, comparative, superlative), others.
 _SYNONYMS = [
     (("fast", "faster", "fastest"), ("quick", "quicker", "quickest"), ("rapid", "more rapid", "most rapid")),
-    (("easy", "easier", "easiest"), ("simple", "simpler", "simplest")),
+    (("easy", "easier", "easiest"), ("simple", "simpler", "simplest"), ("easy", "less difficult", "least difficult")),
     (
         ("cheap", "cheaper", "cheapest"),
         ("inexpensive", "less expensive", "least expensive"),
@@ -202,9 +202,11 @@ _SYNONYMS = [
     (("hard", "harder", "hardest"), ("difficult", "more difficult", "most difficult")),
     (("big", "bigger", "biggest"), ("large", "larger", "largest")),
     (("small", "smaller", "smallest"), ("tiny", "tinier", "tiniest")),
-    (("safe", "safer", "safest"), ("safe", "more safe", "most safe")),
+    (("safe", "safer", "safest"), ("safe", "more safe", "most safe"), ("safe", "less dangerous", "least dangerous")),
     (("healthy", "healthier", "healthiest"), ("healthy", "more healthy", "most healthy")),
     (("common", "more common", "most common"), ("frequent", "more frequent", "most frequent")),
+    (("rare", "rarer", "rarest"), ("rare", "less common", "least common")),
+    (("quiet", "quieter", "quietest"), ("quiet", "less noisy", "least noisy")),
     (("expensive", "more expensive", "most expensive"), ("costly", "costlier", "costliest")),
     (("painless", "more painless", "most painless"), ("painless", "less painful", "least painful")),
 ]
