@@ -339,7 +339,7 @@ NEAR_MISSES: list[tuple[str, str, Fill]] = [
     ("role-advice", "role", _swap("My {x} wants to meet my {y}. How should I prepare?", PEOPLE)),
     ("role-teach", "role", _swap("What should a {x} learn from a {y}?", PEOPLE)),
     ("order-before", "order", _swap("Should I {x} before I {y}?", STEPS)),
-    ("order-first", "order", _swap_reworded("Do you {x} first and then {y}?", "Do you {x} after you {y}?", STEPS)),
+    ("order-first", "order", _swap_reworded("Do you {x} first and then {y}?", "Do you {y} after you {x}?", STEPS)),
     ("dir-import", "direction", _swap("What are the tariffs on goods shipped from {x} to {y}?", COUNTRIES)),
     ("dir-call", "direction", _swap("How much does it cost to call {y} from {x}?", COUNTRIES)),
     ("dir-exchange", "direction", _swap("What is the exchange rate of {x} to {y}?", CURRENCIES)),
