@@ -340,19 +340,15 @@ def overrule_by_rule(sets: dict[str, list[Scored]], point: OperatingPoint) -> di
     """For each rule not yet overrulable: what letting the verifier overrule it too, at each probability
     of the grid, would add at ``point`` on the choosing part (near misses and true pairs served)."""
     near, hits = sets[CHOOSING_NEAR], pooled(sets, CHOOSING_HITS)
-    base_near, base_hits = (sum(map(verified(point), group)) for group in (near, hits))
-    found: dict[str, dict[str, Any]] = {}
-    for rule in VERIFIED_RULES:
-        if rule in OVERRULABLE_RULES:
+    found: dict[str, dict[str, Any]] = {rule: {} for rule in VERIFIED_RULES if rule not in OVERRULABLE_RULES}
+    for overrule in OVERRULE_GRID:
+        if overrule is None:
             continue
-        found[rule] = {}
-        for overrule in OVERRULE_GRID:
-            if overrule is None:
-                continue
-            decide = verified(
-                OperatingPoint(point.similarity, point.probability, overrule), (*OVERRULABLE_RULES, rule)
-            )
-            found[rule][str(overrule)] = {
+        at = OperatingPoint(point.similarity, point.probability, overrule)
+        base_near, base_hits = (sum(map(verified(at), group)) for group in (near, hits))
+        for rule, added in found.items():
+            decide = verified(at, (*OVERRULABLE_RULES, rule))
+            added[str(overrule)] = {
                 "near_misses_added": sum(map(decide, near)) - base_near,
                 "true_pairs_added": sum(map(decide, hits)) - base_hits,
             }
