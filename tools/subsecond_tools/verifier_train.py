@@ -761,7 +761,12 @@ def recipe_hash(data_dir: Path, embedder_dir: Path) -> str:
 
 
 def _cross_encoder(layers: int) -> torch.nn.Module:
-    """MiniLM cut to its first ``layers`` layers, with a logistic head on the mean of the token states."""
+    """MiniLM cut to its first ``layers`` layers, with a logistic head on the mean of the token states.
+
+    Not the ``[CLS]`` state: on a 3,000-pair subsample, scored on the choosing part at cosine >= 0.70,
+    it separated better (AUC 0.86 against 0.82), but built in full, the point the rule chose with it
+    served fewer of the choosing part's true pairs at the same bound (65.0 % against 69.7 %, the mean of
+    its paraphrase and QQP rates) and served no pair by overruling."""
     import torch
     from transformers import AutoModel
 
@@ -865,7 +870,7 @@ def train(examples: Sequence[Example], layers: int) -> torch.nn.Module:
             optimiser.zero_grad()
             step += 1
             if step % 25 == 0:
-                log.info("step %d/%d loss %.3f (%.0f s)", step, steps, float(loss), time.perf_counter() - started)
+                log.info("step %d/%d loss %.3f (%.0f s)", step, steps, loss.item(), time.perf_counter() - started)
     return model.eval()
 
 
