@@ -157,7 +157,7 @@ def test_training_never_reads_the_held_out_pairs_nor_the_reported_qqp_half() -> 
     assert dev and not {(e.cached, e.query) for e in dev} & (held_out - shared)
     lines = vt.qqp_train_lines(random.Random(0), DATA_DIR)
     assert lines and all(vt.qqp_part(a, b) == "train" for a, b in lines)
-    for name in ("handwritten.jsonl", "handwritten2.jsonl"):
+    for name in ("handwritten.jsonl", "handwritten2.jsonl", "handwritten3.jsonl"):
         assert (DATA_DIR / name).is_file() and DATA_DIR / name not in vt.training_inputs(DATA_DIR)
 
 
