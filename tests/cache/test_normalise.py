@@ -36,7 +36,8 @@ from subsecond.kit.settings import SettingsError
         ("half a dozen slices, a dozen cups, 3 dozen roses", "6 slices, 12 cups, 36 roses"),
         ("dozens of eggs", "dozens of eggs"),
         ("5 kilograms, two liters, 3 lbs, 60 miles per hour, 10 megabytes", "5 kg, two l, 3 lb, 60 mph, 10 MB"),
-        ("a gram of salt, alone grams", "a gram of salt, alone grams"),
+        ("a gram of salt, kilometers to miles", "a g of salt, km to miles"),
+        ("my feet hurt after 10 feet", "my feet hurt after 10 ft"),
         ("earn money on the internet, sell over the Internet", "earn money online, sell online"),
         ("Do Americans visit America?", "Do people in the US visit the US?"),
         ("an American in South America", "an US in South America"),
@@ -69,6 +70,7 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("What is the least common blood type?", "What is the rarest blood type?"),
         ("Which are the safest neighbourhoods in Leeds?", "Which are the least dangerous neighbourhoods in Leeds?"),
         ("Who will win the American election?", "Who will win the US election?"),
+        ("how many kilometers is 5 miles", "how many km is 5 miles"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
@@ -92,6 +94,8 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("Do you need a visa to visit America?", "Do you need a visa to visit South America?", "entity"),
         ("What is the least common blood type?", "What is the most common blood type?", "negation"),
         ("The safest areas of Leeds?", "The most dangerous areas of Leeds?", "negation"),
+        # a unit named after a number in one prompt and alone in the other still reads as one word
+        ("convert 10 kilograms to pounds", "convert 10 pounds to kilograms", "direction"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

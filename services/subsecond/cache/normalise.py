@@ -7,7 +7,10 @@ words, so that the guard does not refuse a paraphrase for its spelling:
   counted dozen its number ("a dozen" -> "12", "two dozen" -> "24", "half a dozen" -> "6"), a number
   and a half or a spoken decimal its digits ("one and a half" -> "1.5", "three point five" -> "3.5");
 - a unit named in full after a number becomes its symbol ("5 kilograms" -> "5 kg", "10 megabytes" ->
-  "10 MB", "3 lbs" -> "3 lb"), so that a different unit after the same number is a different quantity;
+  "10 MB", "3 lbs" -> "3 lb"), so that a different unit after the same number is a different quantity,
+  and so does a unit's name elsewhere unless it is also an ordinary word ("feet"): otherwise "convert 50
+  miles to kilometers" and "convert 50 kilometers to miles" would read "kilometers" in one and "km" in
+  the other, and the guard would not see the two units traded;
 - shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is"),
   and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
 - negations written without the apostrophe get it back ("dont" -> "don't");
@@ -125,6 +128,17 @@ _UNIT_NAMES = """
     GB:gigabytes? MB:megabytes? TB:terabytes? KB:kilobytes? ms:milliseconds? GHz:gigahertz MHz:megahertz
 """
 _UNIT_SYMBOLS = [entry.split(":")[0] for entry in _UNIT_NAMES.split()]
+# Names that are ordinary words too ("my feet hurt"): their symbol only after a number.
+_UNIT_ONLY_AFTER_A_NUMBER = frozenset({"ft"})
+_UNIT_NAME = re.compile(
+    r"\b(?:"
+    + "|".join(
+        f"({entry.partition(':')[2].replace('_', ' ')})" if symbol not in _UNIT_ONLY_AFTER_A_NUMBER else "(?!)()"
+        for symbol, entry in zip(_UNIT_SYMBOLS, _UNIT_NAMES.split(), strict=True)
+    )
+    + r")\b",
+    re.IGNORECASE,
+)
 _UNIT = re.compile(
     r"(\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|fifty|hundred|thousand))(\s*)(?:"
     + "|".join(f"({entry.partition(':')[2].replace('_', ' ')})" for entry in _UNIT_NAMES.split())
@@ -237,6 +251,7 @@ def normalise(text: str) -> str:
     text = _FRACTION_DIGITS.sub(_fraction, text)
     text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
     text = _UNIT.sub(_unit, text)
+    text = _UNIT_NAME.sub(lambda m: _symbol(m.groups()), text)
     if "internet" in lowered:
         text = _ON_THE_INTERNET.sub("online", text)
     if "americ" in lowered:
@@ -248,8 +263,12 @@ def normalise(text: str) -> str:
 
 def _unit(match: re.Match[str]) -> str:
     """The number, its spacing and the symbol of the unit whose name matched (groups 3 on, one a unit)."""
-    named = next(i for i, name in enumerate(match.groups()[2:]) if name is not None)
-    return match.group(1) + match.group(2) + _UNIT_SYMBOLS[named]
+    return match.group(1) + match.group(2) + _symbol(match.groups()[2:])
+
+
+def _symbol(names: tuple[str | None, ...]) -> str:
+    """The symbol of the one unit among ``names`` (a group per unit, in ``_UNIT_NAMES``' order) that matched."""
+    return _UNIT_SYMBOLS[next(i for i, name in enumerate(names) if name is not None)]
 
 
 def _digit(word: str) -> int:
