@@ -93,7 +93,7 @@ log = logging.getLogger(__name__)
 # <= 5 %) and that serves <= 0.05 % of random train-half pairs. The rates expected at each point are in
 # the README. Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.75
-DEFAULT_VERIFIER_PROBABILITY = 0.35
+DEFAULT_VERIFIER_PROBABILITY = 0.40
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
 DEFAULT_OVERRULE_PROBABILITY: float | None = 0.9
 
@@ -118,7 +118,7 @@ class OperatingPoint:
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
 OPERATING_POINTS = {
-    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.70),
+    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.75),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
     "loose": OperatingPoint(0.70, 0.05),
 }
