@@ -40,6 +40,7 @@ from typing import Any
 
 import grpc
 import redis.asyncio as redis
+from serving import cache_query
 
 from subsecond.embedding.service import CACHE_KEY_PREFIX
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
@@ -89,15 +90,6 @@ def serve_cache_without_verifier() -> None:
 def free_port() -> int:
     with socket.create_server(("127.0.0.1", 0)) as sock:
         return int(sock.getsockname()[1])
-
-
-def query(text: str) -> cache_pb2.CacheQuery:
-    return cache_pb2.CacheQuery(
-        tenant="local",
-        model="small",
-        messages=[types_pb2.ChatMessage(role="user", content=text)],
-        sampling=types_pb2.SamplingParams(top_p=1.0),
-    )
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -177,17 +169,17 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['cache']}") as channel:
             cache = cache_pb2_grpc.CacheStub(channel)
-            await cache.Lookup(cache_pb2.LookupRequest(query=query("warm up")), wait_for_ready=True, timeout=120)
+            await cache.Lookup(cache_pb2.LookupRequest(query=cache_query("warm up")), wait_for_ready=True, timeout=120)
             # On a loaded machine a call may time out (the cache's Redis): that pair is left out.
             stored = []
             for pair in pairs:
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    await cache.Store(cache_pb2.StoreRequest(query=query(pair["a"]), answer=ANSWER))
+                    await cache.Store(cache_pb2.StoreRequest(query=cache_query(pair["a"]), answer=ANSWER))
                     stored.append(pair)
             hitting = []
             for pair in stored:
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    found = await cache.Lookup(cache_pb2.LookupRequest(query=query(pair["b"]), semantic=True))
+                    found = await cache.Lookup(cache_pb2.LookupRequest(query=cache_query(pair["b"]), semantic=True))
                     if found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC:
                         hitting.append(pair["b"])
             client = redis.Redis.from_url(redis_url)
@@ -201,7 +193,7 @@ async def run(variant: Variant, pairs: list[dict[str, str]], hits: int, rate: fl
             async def one(text: str, at: float) -> None:
                 nonlocal served
                 await asyncio.sleep(max(0.0, at - time.perf_counter()))
-                found = await cache.Lookup(cache_pb2.LookupRequest(query=query(text), semantic=True))
+                found = await cache.Lookup(cache_pb2.LookupRequest(query=cache_query(text), semantic=True))
                 latencies.append(time.perf_counter() - at)
                 served += found.tier == cache_pb2.CACHE_TIER_SEMANTIC
 

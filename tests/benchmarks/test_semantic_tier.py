@@ -4,27 +4,19 @@ never-tuned set."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_modules import load_script
 
 from subsecond.cache.guard import OperatingPoint
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def tier() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("semantic_tier", BENCHMARKS / "semantic_tier.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["semantic_tier"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/semantic_tier.py")
 
 
 def scored(tier: ModuleType, refusing: set[str], probability: float, similarity: float = 0.9) -> object:

@@ -10,7 +10,6 @@ it passes with the SLOs held, and fails with a wrong key or a broken SLO."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from chart_render import (
     DEFAULT_ARGS,
     NAMESPACE,
     RELEASE,
-    REPO,
     Manifest,
     env_of,
     find,
@@ -36,6 +34,7 @@ from chart_render import (
     template,
     template_error,
 )
+from script_modules import load_script
 
 from subsecond.router.auth import hash_key
 from subsecond_tools.stack.runner import Ports, Stack, StackConfig
@@ -50,11 +49,7 @@ THRESHOLDS_CROSSED = 99
 
 def chart_files() -> ModuleType:
     """loadtest/chart_files.py (loadtest/ is a script folder, not a package)."""
-    spec = importlib.util.spec_from_file_location("chart_files", REPO / "loadtest" / "chart_files.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("loadtest/chart_files.py")
 
 
 def test_off_by_default(rendered: dict[str, list[Manifest]]) -> None:

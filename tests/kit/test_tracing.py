@@ -93,7 +93,8 @@ class Hops:
     spans: InMemorySpanExporter
 
 
-async def _serve(service: str, add: object, servicer: object) -> RunningServer:
+async def serve(service: str, add: object, servicer: object) -> RunningServer:
+    """One of the stand-in servicers above in the kit's server shell (the tracing tests share it)."""
     descriptor = {"Embedder": embedding_pb2, "Cache": cache_pb2, "Generator": generation_pb2}[service]
     definition = ServiceDefinition.for_servicer(
         descriptor.DESCRIPTOR.services_by_name[service],
@@ -120,12 +121,12 @@ async def hops() -> AsyncIterator[Hops]:
 
 @asynccontextmanager
 async def _hops(spans: InMemorySpanExporter) -> AsyncIterator[Hops]:
-    embedding = await _serve("Embedder", embedding_pb2_grpc.add_EmbedderServicer_to_server, Embedder())
+    embedding = await serve("Embedder", embedding_pb2_grpc.add_EmbedderServicer_to_server, Embedder())
     embedding_channel = open_channel(f"127.0.0.1:{embedding.port}", ["subsecond.v1.Embedder"], SHELL)
     cache = Cache(embedding_pb2_grpc.EmbedderStub(embedding_channel))
-    cache_server = await _serve("Cache", cache_pb2_grpc.add_CacheServicer_to_server, cache)
+    cache_server = await serve("Cache", cache_pb2_grpc.add_CacheServicer_to_server, cache)
     generator = Generator()
-    generation = await _serve("Generator", generation_pb2_grpc.add_GeneratorServicer_to_server, generator)
+    generation = await serve("Generator", generation_pb2_grpc.add_GeneratorServicer_to_server, generator)
     settings = RouterSettings.from_env(
         {
             "SUBSECOND_ROUTER_PORT": "0",

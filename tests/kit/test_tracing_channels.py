@@ -8,11 +8,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_tracing import SHELL, TRACEPARENT, Generator
+from test_tracing import TRACEPARENT, Generator, serve
 
 from subsecond.kit import tracing
 from subsecond.kit.channels import open_channel
-from subsecond.kit.server import ServiceDefinition, start_server
 from subsecond.v1 import generation_pb2, generation_pb2_grpc
 
 
@@ -23,12 +22,7 @@ async def test_a_channel_opened_without_spans_passes_the_trace_on_and_never_make
     recorded: a channel decides when it is opened (the services set their provider before opening any)."""
     assert not tracing.recording()
     generator = Generator()
-    definition = ServiceDefinition.for_servicer(
-        generation_pb2.DESCRIPTOR.services_by_name["Generator"],
-        generation_pb2_grpc.add_GeneratorServicer_to_server,
-        generator,
-    )
-    server = await start_server(SHELL, definition)
+    server = await serve("Generator", generation_pb2_grpc.add_GeneratorServicer_to_server, generator)
     channel = open_channel(f"127.0.0.1:{server.port}", ["subsecond.v1.Generator"])
     stub = generation_pb2_grpc.GeneratorStub(channel)
     spans = InMemorySpanExporter()

@@ -17,12 +17,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_tracing import SHELL
+from test_tracing import serve
 
 from subsecond.kit import tracing
 from subsecond.kit.channels import open_channel
 from subsecond.kit.errors import Internal
-from subsecond.kit.server import ServiceDefinition, start_server
 from subsecond.v1 import generation_pb2, generation_pb2_grpc
 
 METHOD = "subsecond.v1.Generator/Generate"
@@ -72,12 +71,7 @@ async def test_streamed_calls_end_their_server_span_once_without_detaching_in_an
     with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
         patch.setattr(tracing, "tracer", provider.get_tracer("subsecond"))
         patch.setattr(tracing, "recording", lambda: True)
-        definition = ServiceDefinition.for_servicer(
-            generation_pb2.DESCRIPTOR.services_by_name["Generator"],
-            generation_pb2_grpc.add_GeneratorServicer_to_server,
-            streamer,
-        )
-        running = await start_server(SHELL, definition)
+        running = await serve("Generator", generation_pb2_grpc.add_GeneratorServicer_to_server, streamer)
         channel = open_channel(f"127.0.0.1:{running.port}", ["subsecond.v1.Generator"])
         stub = generation_pb2_grpc.GeneratorStub(channel)
         try:

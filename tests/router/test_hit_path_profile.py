@@ -3,28 +3,16 @@ a function's time per call inclusive and running, and whose code was running."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def hit_path() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))  # hit_path imports serving.py as a top-level module
-    try:
-        spec = importlib.util.spec_from_file_location("hit_path", BENCHMARKS / "hit_path.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hit_path"] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_script("benchmarks/hit_path.py")
 
 
 def test_time_per_call_by_function_counts_a_function_once_a_stack_and_sorts_out_whose_code_ran(
