@@ -1,8 +1,9 @@
 """Calls to the running stack shared by the integration tests: stream a Generate call to its end,
-read a service's metric."""
+read a service's metric, wait for the router's write-throughs."""
 
 import asyncio
 import ssl
+import time
 import urllib.request
 from dataclasses import dataclass
 
@@ -50,6 +51,27 @@ def metric_at(port: int, name: str, *, context: ssl.SSLContext | None = None, **
     return total
 
 
-async def settle_store() -> None:
-    """Write-through runs after the last chunk; give it a moment before looking."""
-    await asyncio.sleep(0.5)
+STORES = "subsecond_router_cache_stores_total"
+RESULTS = ("stored", "skipped", "failed")
+
+
+def store_counts(stack: Stack) -> dict[str, float]:
+    """The router's write-throughs so far, by result."""
+    return {result: metric(stack, "router", STORES, result=result) for result in RESULTS}
+
+
+async def write_throughs(
+    stack: Stack, before: dict[str, float], count: int = 1, seconds: float = 30.0
+) -> dict[str, int]:
+    """Waits until the router has finished ``count`` write-throughs since ``before`` (its
+    ``store_counts``) and returns them by result, e.g. ``{"stored": 1}``. A store runs after the last
+    chunk and waits for the prompt's embedding, so no fixed pause is long enough on a loaded machine."""
+    deadline = time.monotonic() + seconds
+    while True:
+        now = store_counts(stack)
+        moved = {result: int(now[result] - before[result]) for result in RESULTS if now[result] > before[result]}
+        if sum(moved.values()) >= count:
+            return moved
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{sum(moved.values())} of {count} write-throughs finished in {seconds:.0f} s")
+        await asyncio.sleep(0.05)

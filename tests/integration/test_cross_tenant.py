@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
-from router_calls import call, settle_store
+from router_calls import call, store_counts, write_throughs
 from stack_keys import ADMIN_KEY
 
 from subsecond.v1 import (
@@ -87,15 +87,14 @@ async def blue_entries(router: router_pb2_grpc.RouterStub) -> cache_pb2.TenantSt
 
 
 @pytest.fixture(scope="module")
-async def blue_cached(router: router_pb2_grpc.RouterStub, prompt: str) -> cache_pb2.TenantStats:
+async def blue_cached(stack: Stack, router: router_pb2_grpc.RouterStub, prompt: str) -> cache_pb2.TenantStats:
     """Blue's answer to ``prompt``, generated and then served from the cache."""
+    stores = store_counts(stack)
     first = await call(router, ask(prompt), BLUE)
     assert first.done.finish_reason == types_pb2.FINISH_REASON_STOP, "only finished answers are cached"
-    for _ in range(40):
-        await settle_store()
-        if (await call(router, ask(prompt), BLUE)).done.served_by in CACHED:
-            return await blue_entries(router)
-    pytest.fail("blue's answer was never cached")
+    assert await write_throughs(stack, stores) == {"stored": 1}
+    assert (await call(router, ask(prompt), BLUE)).done.served_by in CACHED
+    return await blue_entries(router)
 
 
 async def test_no_caller_reads_writes_or_removes_another_tenants_cache(
@@ -133,13 +132,14 @@ async def test_no_caller_reads_writes_or_removes_another_tenants_cache(
             await channel.close()
 
     # Reads as green and as the anonymous tenant are served, but never from blue's entries.
+    stores = store_counts(stack)
     assert (await call(router, ask(prompt), GREEN)).done.served_by not in CACHED
     events = [event async for event in router.RunWorkflow(workflow)]
     (step,) = [event.chunk.done for event in events if event.HasField("chunk") and event.chunk.HasField("done")]
     assert step.served_by not in CACHED
 
     # An admin removes green's entries: blue's stay, and are what they were.
-    await settle_store()
+    assert await write_throughs(stack, stores, count=2) == {"stored": 2}  # green's answer, the anonymous one
     removed = await router.InvalidateCache(router_pb2.InvalidateCacheRequest(tenant="green"), metadata=keyed(ADMIN_KEY))
     assert removed.removed >= 1 and removed.vectors_removed >= 1
     assert await blue_entries(router) == blue_cached

@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from router_calls import call, settle_store
+from router_calls import call, store_counts, write_throughs
 
 from subsecond.v1 import router_pb2, router_pb2_grpc, types_pb2
 from subsecond_tools.stack.runner import Stack
@@ -67,12 +67,13 @@ async def test_the_openai_clients_and_grpc_share_one_cache_entry(
         with openai.OpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, http_client=http) as client:
             return client.chat.completions.create(model="small", messages=messages(prompt), max_tokens=32)
 
+    stores = store_counts(stack)
     first = await asyncio.to_thread(ask_sync)
     assert first.model_extra is not None and first.model_extra["subsecond"]["served_by"] == "generated"
     assert first.usage is not None and first.usage.completion_tokens > 0
     if first.choices[0].finish_reason != "stop":
         pytest.skip("the model ran out of tokens: a truncated answer is never cached")
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"stored": 1}
 
     http = openai.DefaultAsyncHttpx2Client(**trust(stack))
     async with openai.AsyncOpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, http_client=http) as client:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from router_calls import call, metric, metric_at, settle_store
+from router_calls import call, metric, metric_at, store_counts, write_throughs
 
 from subsecond.v1 import router_pb2, router_pb2_grpc, types_pb2
 from subsecond_tools.stack.runner import Stack
@@ -63,9 +63,7 @@ async def test_a_bad_workflow_is_refused_naming_the_step_and_nothing_runs(
     stack: Stack, router: router_pb2_grpc.RouterStub
 ) -> None:
     before = triton_requests(stack)
-    cycle = router_pb2.WorkflowRequest(
-        steps=[step("a", "{{steps.b}}"), step("b", "{{steps.a}}")]
-    )
+    cycle = router_pb2.WorkflowRequest(steps=[step("a", "{{steps.b}}"), step("b", "{{steps.a}}")])
     bad_tier = onboarding("x")
     bad_tier.steps[1].request.model = "huge"
     for request, message in ((cycle, "step a: dependency cycle"), (bad_tier, "step profile: model: unknown tier")):
@@ -133,7 +131,9 @@ async def test_auto_follows_task_hints_and_long_answers(router: router_pb2_grpc.
     assert (long_answer.done.model, long_answer.done.tier_reason) == ("large", "max_tokens")
 
 
-async def test_cached_answers_replay_at_once_or_paced_like_the_model(router: router_pb2_grpc.RouterStub) -> None:
+async def test_cached_answers_replay_at_once_or_paced_like_the_model(
+    stack: Stack, router: router_pb2_grpc.RouterStub
+) -> None:
     question = router_pb2.GenerateRequest(
         messages=[
             types_pb2.ChatMessage(role="system", content="Answer in one short sentence."),
@@ -141,9 +141,10 @@ async def test_cached_answers_replay_at_once_or_paced_like_the_model(router: rou
         ],
         max_tokens=96,
     )
+    stores = store_counts(stack)
     generated = await call(router, question)
     assert generated.done.finish_reason == types_pb2.FINISH_REASON_STOP  # only finished answers are cached
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"stored": 1}
     at_once = await call(router, question)
     question.replay = router_pb2.REPLAY_PACED
     paced = await call(router, question)

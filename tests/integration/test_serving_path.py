@@ -7,7 +7,7 @@ import uuid
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from router_calls import call, metric, settle_store
+from router_calls import call, metric, store_counts, write_throughs
 
 from subsecond.router.chunking import SentenceChunker
 from subsecond.v1 import (
@@ -44,13 +44,14 @@ async def test_health_and_reflection(stack: Stack) -> None:
     assert {"subsecond.v1.Router", "grpc.health.v1.Health"} <= names
 
 
-async def test_second_ask_is_an_exact_hit(router: router_pb2_grpc.RouterStub) -> None:
+async def test_second_ask_is_an_exact_hit(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
+    stores = store_counts(stack)
     first = await call(router, ask("What is the capital of France?"))
     assert first.done.served_by == types_pb2.SERVED_BY_GENERATED
     assert first.done.finish_reason == types_pb2.FINISH_REASON_STOP
     assert first.text.strip() and first.chunks > 2  # streamed, not one blob
     assert first.done.completion_tokens > 0 and first.done.prompt_tokens > 0
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"stored": 1}
     second = await call(router, ask("What is the capital of France?"))
     assert second.done.served_by == types_pb2.SERVED_BY_EXACT
     assert second.text == first.text
@@ -59,11 +60,12 @@ async def test_second_ask_is_an_exact_hit(router: router_pb2_grpc.RouterStub) ->
 
 
 async def test_paraphrase_is_a_semantic_hit_and_near_miss_is_generated(
-    router: router_pb2_grpc.RouterStub,
+    stack: Stack, router: router_pb2_grpc.RouterStub
 ) -> None:
+    stores = store_counts(stack)
     original = await call(router, ask("How many legs does a spider have?"))
     assert original.done.finish_reason == types_pb2.FINISH_REASON_STOP
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"stored": 1}
     paraphrase = await call(router, ask("How many legs do spiders have?"))
     assert paraphrase.done.served_by == types_pb2.SERVED_BY_SEMANTIC
     assert paraphrase.text == original.text
@@ -72,19 +74,21 @@ async def test_paraphrase_is_a_semantic_hit_and_near_miss_is_generated(
     assert near_miss.done.served_by == types_pb2.SERVED_BY_GENERATED
 
 
-async def test_numbers_that_differ_never_share_an_answer(router: router_pb2_grpc.RouterStub) -> None:
+async def test_numbers_that_differ_never_share_an_answer(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
+    stores = store_counts(stack)
     first = await call(router, ask("What is 15% of 80?"))
     assert first.done.served_by == types_pb2.SERVED_BY_GENERATED
-    await settle_store()
+    await write_throughs(stack, stores)
     other = await call(router, ask("What is 15% of 90?"))
     assert other.done.served_by == types_pb2.SERVED_BY_GENERATED
 
 
-async def test_tenants_never_see_each_others_entries(router: router_pb2_grpc.RouterStub) -> None:
+async def test_tenants_never_see_each_others_entries(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
     prompt = "Name one primary colour."
+    stores = store_counts(stack)
     blue = await call(router, ask(prompt), key="key-blue")
     assert blue.done.served_by == types_pb2.SERVED_BY_GENERATED
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"stored": 1}
     assert (await call(router, ask(prompt), key="key-blue")).done.served_by == types_pb2.SERVED_BY_EXACT
     green = await call(router, ask(prompt), key="key-green")
     assert green.done.served_by == types_pb2.SERVED_BY_GENERATED
@@ -110,11 +114,12 @@ async def test_bad_input_is_invalid_argument_naming_the_field_and_nothing_runs(
     assert metric(stack, "generation", "subsecond_generation_streams_total") == generated_before
 
 
-async def test_truncated_answers_are_not_cached(router: router_pb2_grpc.RouterStub) -> None:
+async def test_truncated_answers_are_not_cached(stack: Stack, router: router_pb2_grpc.RouterStub) -> None:
     request = ask("Write a long story about a dragon.", max_tokens=4)
+    stores = store_counts(stack)
     first = await call(router, request)
     assert first.done.finish_reason == types_pb2.FINISH_REASON_LENGTH
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"skipped": 1}
     assert (await call(router, request)).done.served_by == types_pb2.SERVED_BY_GENERATED
 
 

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from router_calls import call, metric, settle_store
+from router_calls import call, metric, store_counts, write_throughs
 
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc, types_pb2
 from subsecond_tools.stack.runner import Ports, Stack, StackConfig
@@ -72,9 +72,10 @@ async def test_a_miss_is_generated_and_stored_with_one_embedding_call(
     prompt = f"Name one planet that has rings, code {uuid.uuid4().hex[:6]}."
     embedded = metric(stack, "embedding", EMBED_CALLS)
     bypassed = metric(stack, "router", "subsecond_router_cache_bypass_total")
+    stores = store_counts(stack)
 
     answer = await call(router, ask(prompt))
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"stored": 1}
 
     assert answer.done.served_by == types_pb2.SERVED_BY_GENERATED
     assert metric(stack, "router", "subsecond_router_cache_bypass_total") == bypassed  # both lookups answered in time
@@ -91,9 +92,10 @@ async def test_a_miss_is_generated_and_stored_with_one_embedding_call(
 async def test_a_semantic_hit_cancels_the_generation_it_started(
     stack: Stack, router: router_pb2_grpc.RouterStub
 ) -> None:
+    stores = store_counts(stack)
     original = await call(router, ask("How many wheels does a bicycle have?"))
     assert original.done.served_by == types_pb2.SERVED_BY_GENERATED
-    await settle_store()
+    assert await write_throughs(stack, stores) == {"stored": 1}
     cancelled = metric(stack, "generation", STREAMS, outcome="cancelled")
     speculated = metric(stack, "router", "subsecond_router_speculative_generations_total", outcome="cancelled")
 
