@@ -17,6 +17,7 @@ from subsecond.cache.guard import (
     accept_semantic,
     false_hit_reason,
     operating_point,
+    same_text,
 )
 
 # Prompts that embed close but need different answers, with the reason the guard must give.
@@ -112,6 +113,27 @@ NEAR_MISSES = [
     ("Is Indian food popular in Japan?", "Is Japanese food popular in India?", "direction"),
     ("Do the Dutch like to visit Spain?", "Do the Spanish like to visit the Netherlands?", "direction"),
     ("Is Chinese food popular in Thailand?", "Is Thai food popular in China?", "direction"),
+    # issue 13, round six: "and" that orders ("and then", "first ... after") is no symmetric word; a noun
+    # phrase traded with its determiner, or whoever's possessive it keeps; opposites of number and age
+    ("Do I apply the primer and then the paint?", "Do I apply the paint and then the primer?", "direction"),
+    (
+        "Do you install the drivers first and the update after?",
+        "Do you install the update first and the drivers after?",
+        "direction",
+    ),
+    ("What if my dog bites another dog at the park?", "What if another dog bites my dog at the park?", "direction"),
+    ("Why does my son hit his younger brother?", "Why does my younger brother hit my son?", "direction"),
+    (
+        "Is sleeping fewer than 6 hours a night unhealthy?",
+        "Is sleeping more than 6 hours a night unhealthy?",
+        "negation",
+    ),
+    ("Best board games for kids?", "Best board games for adults?", "negation"),
+    # a run of words for another with none related: another audience or case (a rule the verifier may overrule)
+    ("Good hiking boots for beginners?", "Good hiking boots for experienced climbers?", "phrase"),
+    ("What shots does a kitten need?", "What shots does an adult cat need?", "phrase"),
+    # a dictionary word one letter from a term the dictionary lacks is still another word
+    ("Is http secure for logins?", "Is https secure for logins?", "substitution"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -178,6 +200,14 @@ PARAPHRASES = [
     ("Is 5 kg of rice enough for a week?", "Is 5 kilograms of rice enough for a week?"),
     ("calories in a hundred grams of rice", "calories in 100 g of rice"),
     ("What do the French eat for lunch?", "What do people in France eat for lunch?"),
+    # round six: a misspelling (one edit from a dictionary word, itself in none); a word written as one
+    # or as two; "and" between two things with an ordering word elsewhere
+    ("How do I lern to swim as an adult?", "How do I learn to swim as an adult?"),
+    ("common symptons of dehydration", "common symptoms of dehydration"),
+    ("is it bad to drnik soda daily", "is it bad to drink soda daily"),
+    ("how to setup a home vpn", "how to set up a home vpn"),
+    ("where do i login to my bank account", "where do i log in to my bank account"),
+    ("Can I mix salt and pepper first?", "Can I mix pepper and salt first?"),
 ]
 
 
@@ -248,6 +278,21 @@ def test_accept_semantic(
     assert accept_semantic(query, candidate, similarity, Acceptance(POINT, verifier)) == expected
     # The verifier runs only for a pair that reached it: above the threshold and past the rules.
     assert verifier.calls == (expected.hit or expected.reason == "verifier:refused")
+
+
+def test_one_text_once_normalised_is_served_without_the_verifier() -> None:
+    verifier = Scripted(0.0)
+    expanded = ("Is a BMI test expensive?", "is a body mass index test expensive")
+    assert accept_semantic(*expanded, 0.9, Acceptance(POINT, verifier)) == SemanticDecision(True, "accepted")
+    assert accept_semantic(*expanded, 0.79, Acceptance(POINT, verifier)).reason == "below_threshold"
+    assert accept_semantic(*expanded, 0.9, Acceptance(POINT, None)) == SemanticDecision(True, "accepted")
+    assert verifier.calls == 0
+    # case within a word is kept ("MB" is not "Mb"), and any other word asks the verifier
+    assert not same_text("When should I use MB?", "When should I use Mb?")
+    assert not same_text("Is a BMI test expensive?", "Is a BMI check expensive?")
+    assert accept_semantic("When should I use MB?", "When should I use Mb?", 0.99, Acceptance(POINT, verifier)) == (
+        SemanticDecision(False, "verifier:refused")
+    )
 
 
 @pytest.mark.parametrize(

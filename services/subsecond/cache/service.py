@@ -34,6 +34,7 @@ from subsecond.cache.entries import (
     usable,
 )
 from subsecond.cache.guard import Acceptance, accept_candidates
+from subsecond.cache.guard import prepare as prepare_guard
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.vectors import (
     VECTOR_STORE_FAILURES,
@@ -417,6 +418,7 @@ def definition(settings: CacheSettings) -> ServiceDefinition:
     service = CacheService(settings, vectors)
 
     async def warm_up() -> None:
+        await asyncio.to_thread(prepare_guard)
         # Qdrant Edge has no background optimiser: build its index now, while health says NOT_SERVING.
         if isinstance(vectors, EdgeVectorIndex):
             await vectors.optimize()
