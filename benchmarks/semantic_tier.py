@@ -10,13 +10,14 @@ distinct text once) and scores, with ``b`` as the new prompt and ``a`` as the ca
   lowest similarity.
 
 Sets. The tunable pairs (the shared dev near misses and paraphrases, the dev split of the generated
-pairs, the hand-written dev pairs and the QQP duplicates' train half) are cut in two by
+pairs, the hand-written dev pairs, round five's test set from round six on, and the QQP duplicates'
+train half) are cut in two by
 ``verifier_train.choosing_part`` (a stable hash; a generated pair goes with its whole template): the
 **trained-on** part (the verifier trains on it; reported for comparison, a fixed-seed sample of 2,000
 of its QQP lines) and the **choosing** part (one near miss in two, one paraphrase or QQP line in
 four), which the verifier never trains on and on which alone the points are chosen (cross-fitting).
 Never tuned or trained on: the generated held-out split (one template in three), the hand-written
-sets (``handwritten.jsonl``; ``handwritten2.jsonl``, round four; ``handwritten3.jsonl``, round five,
+sets (``handwritten.jsonl``; ``handwritten2.jsonl``, round four; ``handwritten4.jsonl``, round six,
 reported when the file is there), the QQP report half (all of it), and 20,000 random pairs of
 questions from different report-half lines.
 
@@ -27,7 +28,10 @@ choosing part's paraphrase and QQP hit rates) whose 95 % Wilson upper bound of n
 on the choosing part is at most 2 % (``default``), 1 % (``strict``) or 5 % (``loose``) and that serves
 at most 0.05 % of 20,000 random pairs of train-half questions; where the choosing part has too few
 near misses for a bound to be shown at all (with none served, the bound is about 3.84/n), the bound
-is that of none served. Ties go to the higher similarity, then probability, then no overrule.
+is that of none served. Ties go to the higher similarity, then probability, then no overrule. The
+points are nested: ``default`` is chosen first, ``strict`` among the points at least as strict in
+every coordinate, ``loose`` among those at most as strict, so that a stricter point never serves a
+pair a looser one refuses.
 ``overrule`` is the probability at which the verifier serves a pair that only rules of
 ``guard.OVERRULABLE_RULES`` refuse (None: never). Every rate is printed with its 95 % Wilson interval.
 
@@ -68,6 +72,7 @@ from subsecond.cache.guard import (
     OperatingPoint,
     accept_semantic,
     false_hit_reason,
+    same_text,
 )
 from subsecond.cache.verifier import MODEL_FILE, PairVerifier
 from subsecond_tools.verifier_train import choosing_part, qqp_part, tunable_rows
@@ -86,7 +91,7 @@ QQP_TRAINED_SAMPLE = 2_000  # trained-on train-half lines reported (the choosing
 SIMILARITY_GRID = [round(0.55 + 0.05 * i, 2) for i in range(8)]  # 0.55 .. 0.90
 PROBABILITY_GRID = [round(0.05 * i, 2) for i in range(1, 20)] + [0.97, 0.98, 0.99]  # 0.05 .. 0.99
 # The probability at which the verifier overrules the rules of guard.OVERRULABLE_RULES (None: never).
-OVERRULE_GRID: list[float | None] = [None, 0.9, 0.95, 0.97, 0.99]
+OVERRULE_GRID: list[float | None] = [None, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99]
 POINT_BOUNDS = {"strict": 0.01, "default": 0.02, "loose": 0.05}
 RANDOM_BOUND = 0.0005  # random pairs of train-half questions served, at most (issue 13's target)
 # Where similarity alone and the rules alone are measured: round four's default cosine, fixed so that
@@ -100,7 +105,7 @@ CHOOSING_HITS = ("choosing_para", "qqp_choosing")
 HANDWRITTEN = (
     ("handwritten", "handwritten.jsonl"),
     ("handwritten2", "handwritten2.jsonl"),
-    ("handwritten3", "handwritten3.jsonl"),  # round five: reported when the file is there
+    ("handwritten4", "handwritten4.jsonl"),  # round six: reported when the file is there
 )
 LABELS = {
     "choosing_near": "near misses served, choosing part",
@@ -108,13 +113,13 @@ LABELS = {
     "gen_heldout_near": "near misses served, **generated held out**",
     "handwritten_near": "near misses served, **hand-written**",
     "handwritten2_near": "near misses served, **hand-written, round four**",
-    "handwritten3_near": "near misses served, **hand-written, round five**",
+    "handwritten4_near": "near misses served, **hand-written, round six**",
     "choosing_para": "paraphrases served, choosing part",
     "trained_para": "paraphrases served, trained on",
     "gen_heldout_para": "paraphrases served, **generated held out**",
     "handwritten_para": "paraphrases served, **hand-written**",
     "handwritten2_para": "paraphrases served, **hand-written, round four**",
-    "handwritten3_para": "paraphrases served, **hand-written, round five**",
+    "handwritten4_para": "paraphrases served, **hand-written, round six**",
     "qqp_choosing": "QQP duplicates served, train half, choosing part",
     "qqp_trained": "QQP duplicates served, train half (sample; trained on)",
     "qqp_report": "QQP duplicates served, **report half**",
@@ -133,13 +138,15 @@ class Pair:
 
 @dataclass(frozen=True)
 class Scored:
-    """A pair, its cosine and, at or above the grid's lowest similarity, every rule that refuses it and
-    the verifier's probability (None below: such a pair is never served)."""
+    """A pair, its cosine and, at or above the grid's lowest similarity, every rule that refuses it,
+    the verifier's probability (None below: such a pair is never served) and whether the two are one
+    text once normalised (``guard.same_text``: served past the rules without the verifier)."""
 
     pair: Pair
     similarity: float
     refusing: frozenset[str]
     probability: float | None
+    same_text: bool = False
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -225,11 +232,12 @@ def score(pairs: Sequence[Pair], vectors: dict[str, Vectors], verifier: PairVeri
     scored = []
     for pair in pairs:
         similarity = float(np.dot(vectors[pair.a], vectors[pair.b]))
-        refusing, probability = frozenset[str](), None
+        refusing, probability, same = frozenset[str](), None, False
         if similarity >= min(SIMILARITY_GRID[0], BASELINE_THRESHOLD):
             refusing = frozenset(rule for rule in RULES if false_hit_reason(pair.b, pair.a, (rule,)))
             probability = verifier.probability(pair.a, pair.b)
-        scored.append(Scored(pair, similarity, refusing, probability))
+            same = same_text(pair.b, pair.a)
+        scored.append(Scored(pair, similarity, refusing, probability, same))
     return scored
 
 
@@ -255,7 +263,7 @@ def verified(point: OperatingPoint, overrulable: Sequence[str] = OVERRULABLE_RUL
             return False
         refusing = s.refusing & set(VERIFIED_RULES)
         if not refusing:
-            return s.probability >= point.probability
+            return s.same_text or s.probability >= point.probability
         return (
             point.overrule is not None
             and refusing <= set(overrulable)
@@ -289,9 +297,7 @@ def choose_points(sets: dict[str, list[Scored]]) -> tuple[dict[str, dict[str, An
     """The named points by the stated rule (module docstring), and the whole grid."""
     near = sets[CHOOSING_NEAR]
     # Only pairs that reach the verifier can be served: the shares below count the others as refused.
-    reaching = {
-        name: [s for s in sets[name] if s.probability is not None] for name in (*CHOOSING_HITS, "random_train")
-    }
+    reaching = {name: [s for s in sets[name] if s.probability is not None] for name in (*CHOOSING_HITS, "random_train")}
     near_reaching = [s for s in near if s.probability is not None]
 
     def share(name: str, decide: Decide) -> float:
@@ -318,16 +324,33 @@ def choose_points(sets: dict[str, list[Scored]]) -> tuple[dict[str, dict[str, An
                         "random": share("random_train", decide),
                     }
                 )
-    chosen = {}
     provable = wilson(0, len(near))[1]  # the lowest bound this many near misses can show
-    for name, bound in POINT_BOUNDS.items():
-        bound = max(bound, provable)
-        feasible = [row for row in grid if row["near_miss"]["high"] <= bound and row["random"] <= RANDOM_BOUND]
-        best = max(
+
+    def best(name: str, nested: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        bound = max(POINT_BOUNDS[name], provable)
+        feasible = [
+            row for row in grid if row["near_miss"]["high"] <= bound and row["random"] <= RANDOM_BOUND and nested(row)
+        ]
+        return max(
             feasible,
             key=lambda row: (round(row["hits"], 12), row["similarity"], row["probability"], row["overrule"] or 2.0),
         )
-        chosen[name] = best
+
+    # Nested: strict is at least as strict as default in every coordinate, loose at most, so that a
+    # stricter point never serves a pair a looser one refuses (no overrule is the strictest).
+    default = best("default", lambda row: True)
+    strictness = ("similarity", "probability", "overrule")
+
+    def coordinates(row: dict[str, Any]) -> tuple[float, ...]:
+        return tuple(2.0 if row[key] is None else row[key] for key in strictness)
+
+    def stricter(row: dict[str, Any]) -> bool:
+        return all(x >= y for x, y in zip(coordinates(row), coordinates(default), strict=True))
+
+    def looser(row: dict[str, Any]) -> bool:
+        return all(x <= y for x, y in zip(coordinates(row), coordinates(default), strict=True))
+
+    chosen = {"strict": best("strict", stricter), "default": default, "loose": best("loose", looser)}
     return chosen, grid
 
 
@@ -454,8 +477,7 @@ def run(args: argparse.Namespace) -> None:
         f"rules only {BASELINE_THRESHOLD}": rules_only(BASELINE_THRESHOLD),
     }
     chosen = {
-        name: OperatingPoint(row["similarity"], row["probability"], row["overrule"])
-        for name, row in points.items()
+        name: OperatingPoint(row["similarity"], row["probability"], row["overrule"]) for name, row in points.items()
     }
     for name, point in chosen.items():
         systems[f"verifier {name} {_described(point)}"] = verified(point)

@@ -60,6 +60,7 @@ def test_a_negation_can_be_added_far_from_its_verb() -> None:
         ),
         (vt.superlative, "What is the cheapest flight to Rome?", "What is the least expensive flight to Rome?"),
         (vt.reorder, "How do I reverse a list in Python?", "In Python, how do I reverse a list?"),
+        (vt.synonym, "How much does it cost to fix a dishwasher?", "How much does it cost to repair a dishwasher?"),
     ],
 )
 def test_each_positive_augmentation_keeps_the_meaning(change: vt.Augment, text: str, expected: str) -> None:
@@ -157,7 +158,7 @@ def test_training_never_reads_the_held_out_pairs_nor_the_reported_qqp_half() -> 
     assert dev and not {(e.cached, e.query) for e in dev} & (held_out - shared)
     lines = vt.qqp_train_lines(random.Random(0), DATA_DIR)
     assert lines and all(vt.qqp_part(a, b) == "train" for a, b in lines)
-    for name in ("handwritten.jsonl", "handwritten2.jsonl", "handwritten3.jsonl"):
+    for name in ("handwritten.jsonl", "handwritten2.jsonl", "handwritten4.jsonl"):
         assert (DATA_DIR / name).is_file() and DATA_DIR / name not in vt.training_inputs(DATA_DIR)
 
 
@@ -213,3 +214,17 @@ def test_party_pairs_trade_parties_places_owners_and_units() -> None:
             assert len(e.cached.split()) == len(e.query.split())
     either = next(e for e in pairs if e.kind == "gen-either-role")
     assert " or the " in either.cached and " or " not in either.query
+
+
+def test_scope_pairs_trade_the_audience_or_name_it_otherwise() -> None:
+    pairs = list(vt.scope_pairs(random.Random(0), 30))
+    assert {(e.kind, e.same) for e in pairs} == {("gen-scope", False), ("gen-scope", True)}
+    scopes = {scope for pair in vt.SCOPES for scope in pair}
+    names = {name for pair in vt.SCOPE_SYNONYMS for name in pair}
+    for e in pairs:
+        assert e.cached != e.query
+        # one frame and thing on both sides: only the audience differs, from the list its label says
+        cut = next(i for i, (x, y) in enumerate(zip(e.cached, e.query, strict=False)) if x != y)
+        prefix_end = e.cached.rfind(" for ", 0, cut + 1) + len(" for ")
+        rest_a, rest_b = e.cached[prefix_end:].rstrip("?"), e.query[prefix_end:].rstrip("?")
+        assert {rest_a, rest_b} <= (names if e.same else scopes)

@@ -9,17 +9,19 @@ with a fixed seed, deterministic algorithms and a fixed thread count, on:
   half is what ``benchmarks/semantic_tier.py`` reports on), the dev split of the generated
   paraphrases, the shared and the hand-written dev ones, and augmentations of the QQP questions
   that keep their meaning (a typo, a number in words or digits, an abbreviation or its expansion,
-  another register, a polite wrapper, a superlative's synonym);
+  another register, a polite wrapper, a superlative's synonym, an ordinary word's synonym);
 - negatives: the dev split of the generated near misses, the shared and hand-written dev ones, hard
   negatives generated from the QQP questions and from templates written here (two nouns traded
   around a verb, a route or conversion reversed, a negation added or removed, also far from its
   verb, a number, unit, technical term or named entity changed, an opposite word, either-or parties,
-  a demonym and a country, an owner traded), and each sampled QQP question's nearest question from
-  another line when it is close enough to reach the verifier.
+  a demonym and a country, an owner traded, one audience, platform or case for another), and each
+  sampled QQP question's nearest question from another line when it is close enough to reach the
+  verifier; and one audience named two ways (a positive).
 
 Of the tunable pairs and QQP train-half lines, those of :func:`choosing_part` are held back: the
 operating points are chosen on them. The held-out templates of ``benchmarks/data/semantic`` and the
-hand-written sets that are only reported (all but ``handwritten_dev.jsonl``) are never read.
+hand-written sets that are only reported (all but ``handwritten_dev.jsonl`` and, from round six on,
+``handwritten3.jsonl``, round five's test set, read when its leaks were studied) are never read.
 The vocabularies below are closed lists of general knowledge written for this module.
 
 Then: export to ONNX (checked against torch), dynamic int8 quantisation (per-channel weights), a
@@ -217,6 +219,32 @@ DEMONYM_PATTERNS = [
     ("Can a {d} company hire workers in {c}?", "Can a company from {dc} hire workers in {c}?"),
     ("Why do {d} tourists love {c}?", "Why do tourists from {dc} love {c}?"),
 ]  # fmt: skip
+# Whom or what a question is for: two audiences, platforms or cases that want different answers, and
+# ways of naming one audience that want the same (round six).
+SCOPES = [
+    ("beginners", "experts"), ("kids", "adults"), ("teenagers", "seniors"), ("students", "retirees"),
+    ("Windows", "Mac"), ("iPhone", "Android"), ("renters", "homeowners"), ("small dogs", "large dogs"),
+    ("puppies", "adult dogs"), ("flat feet", "high arches"), ("winter", "summer"), ("indoors", "outdoors"),
+    ("men", "women"), ("single filers", "married couples"), ("a small apartment", "a large house"),
+    ("oily skin", "dry skin"), ("first-time buyers", "investors"), ("small businesses", "large companies"),
+    ("cold climates", "hot climates"), ("vegetarians", "meat eaters"), ("the free plan", "the paid plan"),
+    ("newborns", "toddlers"), ("a desktop", "a laptop"), ("sandy soil", "clay soil"), ("short hair", "long hair"),
+]  # fmt: skip
+SCOPE_SYNONYMS = [
+    ("fix", "repair"), ("buy", "purchase"), ("start", "begin"), ("car", "vehicle"), ("help", "assist"),
+    ("mistake", "error"), ("rules", "regulations"), ("kids", "children"), ("doctor", "physician"),
+    ("lawyer", "attorney"), ("movie", "film"), ("trip", "journey"), ("maybe", "perhaps"), ("quit", "give up"),
+    ("get rid of", "eliminate"), ("cellphone", "mobile phone"), ("tips", "advice"), ("ways", "methods"),
+    ("happy", "glad"),
+]  # fmt: skip
+SCOPE_THINGS = _names(
+    "laptops books exercises apps diets vitamins cars mattresses cameras games plants backpacks bikes "
+    "shoes jobs courses hobbies insurance tools snacks"
+)
+SCOPE_FRAMES = [
+    "What are the best {t} for {s}?", "good {t} for {s}", "Which {t} would you recommend for {s}?",
+    "how to choose {t} for {s}", "any {t} suggestions for {s}", "Are there cheap {t} for {s}?",
+]  # fmt: skip
 # Units by kind; a number's unit traded for another, of its kind or not ("20 ms" / "20 Mbps"), is
 # another question.
 UNITS = [
@@ -262,6 +290,17 @@ ABBREVIATED = [
 SUPERLATIVES = [
     ("cheapest", "least expensive"), ("fastest", "quickest"), ("biggest", "largest"), ("easiest", "simplest"),
     ("best", "top"), ("most common", "most frequent"), ("safest", "least risky"), ("smallest", "tiniest"),
+]  # fmt: skip
+# Ordinary words and a synonym that keeps a question's meaning wherever either stands, either way
+# (round six; none with a second sense that the swap would change: not "get", "signs", "present").
+SYNONYMS = [
+    ("fix", "repair"), ("buy", "purchase"), ("start", "begin"), ("gift", "present"), ("car", "vehicle"),
+    ("symptoms", "signs"), ("help", "assist"), ("choose", "pick"), ("shop", "store"), ("mistake", "error"),
+    ("rules", "regulations"), ("kids", "children"), ("doctor", "physician"), ("lawyer", "attorney"),
+    ("movie", "film"), ("trip", "journey"), ("talk", "speak"), ("enough", "sufficient"), ("maybe", "perhaps"),
+    ("job", "occupation"), ("raise", "increase"), ("harmful", "bad"), ("quit", "give up"), ("get rid of", "eliminate"),
+    ("cellphone", "mobile phone"), ("learn", "study"), ("tips", "advice"), ("ways", "methods"), ("near", "close to"),
+    ("receive", "get"), ("house", "home"), ("answer", "reply"), ("smart", "intelligent"), ("happy", "glad"),
 ]  # fmt: skip
 NUMBER_WORDS = {
     1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten",
@@ -395,6 +434,15 @@ def register(rng: random.Random, text: str) -> str | None:
     return lowered.rstrip("?.! ")
 
 
+def synonym(rng: random.Random, text: str) -> str | None:
+    """One ordinary word for a synonym ("fix" / "repair"), either way."""
+    for first, second in rng.sample(SYNONYMS, len(SYNONYMS)):
+        for old, new in ((first, second), (second, first)):
+            if re.search(rf"\b{old}\b", text, re.IGNORECASE):
+                return re.sub(rf"\b{old}\b", new, text, count=1, flags=re.IGNORECASE)
+    return None
+
+
 def superlative(rng: random.Random, text: str) -> str | None:
     for first, second in SUPERLATIVES:
         for old, new in ((first, second), (second, first)):
@@ -421,7 +469,7 @@ def reorder(rng: random.Random, text: str) -> str | None:
 
 POSITIVE_AUGMENTS: dict[str, Augment] = {
     "typo": typo, "numeral": numeral, "abbreviation": abbreviation, "register": register, "superlative": superlative,
-    "reorder": reorder,
+    "reorder": reorder, "synonym": synonym,
 }  # fmt: skip
 
 
@@ -594,6 +642,17 @@ def templated_negatives(rng: random.Random, count: int) -> Iterable[Example]:
             yield Example(reworded, swapped, False, f"gen-{kind}")
 
 
+def scope_pairs(rng: random.Random, count: int) -> Iterable[Example]:
+    """A question for one audience, platform or case against the same question for another (a negative)
+    and for the same one named otherwise (a positive)."""
+    for _ in range(count):
+        frame, thing = rng.choice(SCOPE_FRAMES), rng.choice(SCOPE_THINGS)
+        first, second = rng.choice(SCOPES)
+        yield Example(frame.format(t=thing, s=first), frame.format(t=thing, s=second), False, "gen-scope")
+        name, other_name = rng.choice(SCOPE_SYNONYMS)
+        yield Example(frame.format(t=thing, s=name), frame.format(t=thing, s=other_name), True, "gen-scope")
+
+
 def structural_pairs(rng: random.Random, count: int) -> Iterable[Example]:
     """Who does what to whom, written the ways that keep most words: a passive that keeps the roles (a
     positive) or trades them (a negative), a role swap with a pronoun on one side, and a comparison
@@ -660,14 +719,15 @@ def training_inputs(data_dir: Path) -> list[Path]:
         data_dir / "paraphrase.jsonl",
         data_dir / "nearmiss.jsonl",
         data_dir / "handwritten_dev.jsonl",
+        data_dir / "handwritten3.jsonl",  # round five's test set, tuned on from round six
     ]
 
 
 def tunable_rows(data_dir: Path) -> list[dict[str, Any]]:
     """The labelled pairs that may be tuned on: the shared ones, the dev split of the generated ones and
     the hand-written dev pairs (never the held-out split nor the hand-written sets only reported)."""
-    _, shared_para, shared_near, para, near, hand_dev = training_inputs(data_dir)
-    rows = [*_jsonl(shared_para), *_jsonl(shared_near), *_jsonl(hand_dev)]
+    _, shared_para, shared_near, para, near, *hand_dev = training_inputs(data_dir)
+    rows = [*_jsonl(shared_para), *_jsonl(shared_near), *(row for path in hand_dev for row in _jsonl(path))]
     return rows + [row for row in [*_jsonl(para), *_jsonl(near)] if row.get("split") == "dev"]
 
 
@@ -730,6 +790,7 @@ def training_set(data_dir: Path, embedder_dir: Path) -> list[Example]:
     examples += list(templated_negatives(rng, 300))
     examples += list(structural_pairs(rng, 150))
     examples += list(party_pairs(rng, 250))
+    examples += list(scope_pairs(rng, 150))
     examples += neighbour_negatives(lines[QQP_LINES // 2 :], embedder_dir)
     # Either prompt may be the cached one: half the pairs are turned around.
     examples = [Example(e.query, e.cached, e.same, e.kind) if rng.random() < 0.5 else e for e in examples]
