@@ -438,7 +438,8 @@ def plot(grid: Sequence[dict[str, Any]], sets: dict[str, list[Scored]], points: 
             similarity = row["similarity"]
             curve = (where(verified(OperatingPoint(similarity, p, row["overrule"]))) for p in PROBABILITY_GRID)
             xs, ys = zip(*curve, strict=True)
-            axis.plot(xs, ys, ".-", alpha=0.6, label=f"verifier at similarity {similarity} (p 0.05-0.99)")
+            label = f"verifier, {name}'s similarity {similarity} and overrule {row['overrule']} (p 0.05-0.99)"
+            axis.plot(xs, ys, ".-", alpha=0.6, label=label)
             x, y = where(verified(OperatingPoint(similarity, row["probability"], row["overrule"])))
             axis.plot([x], [y], "k*", markersize=12)
             axis.annotate(name, (x, y), textcoords="offset points", xytext=(6, -12))
