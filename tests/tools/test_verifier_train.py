@@ -220,6 +220,7 @@ def test_scope_pairs_trade_the_audience_or_name_it_otherwise() -> None:
     pairs = list(vt.scope_pairs(random.Random(0), 30))
     assert {(e.kind, e.same) for e in pairs} == {("gen-scope", False), ("gen-scope", True)}
     scopes = {scope for pair in vt.SCOPES for scope in pair}
+    assert {name for name, _ in vt.SCOPE_SYNONYMS} <= scopes  # each renames an audience of SCOPES
     names = {name for pair in vt.SCOPE_SYNONYMS for name in pair}
     for e in pairs:
         assert e.cached != e.query
@@ -228,3 +229,8 @@ def test_scope_pairs_trade_the_audience_or_name_it_otherwise() -> None:
         prefix_end = e.cached.rfind(" for ", 0, cut + 1) + len(" for ")
         rest_a, rest_b = e.cached[prefix_end:].rstrip("?"), e.query[prefix_end:].rstrip("?")
         assert {rest_a, rest_b} <= (names if e.same else scopes)
+
+
+def test_a_synonym_is_never_a_word_with_a_second_sense() -> None:
+    # "get" (obtain / become), "present" (gift / now), "signs" (symptoms / zodiac) are left alone
+    assert vt.synonym(random.Random(0), "Should I get my sister a present for her star signs?") is None

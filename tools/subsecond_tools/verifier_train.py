@@ -231,11 +231,9 @@ SCOPES = [
     ("newborns", "toddlers"), ("a desktop", "a laptop"), ("sandy soil", "clay soil"), ("short hair", "long hair"),
 ]  # fmt: skip
 SCOPE_SYNONYMS = [
-    ("fix", "repair"), ("buy", "purchase"), ("start", "begin"), ("car", "vehicle"), ("help", "assist"),
-    ("mistake", "error"), ("rules", "regulations"), ("kids", "children"), ("doctor", "physician"),
-    ("lawyer", "attorney"), ("movie", "film"), ("trip", "journey"), ("maybe", "perhaps"), ("quit", "give up"),
-    ("get rid of", "eliminate"), ("cellphone", "mobile phone"), ("tips", "advice"), ("ways", "methods"),
-    ("happy", "glad"),
+    ("beginners", "people just starting out"), ("kids", "children"), ("seniors", "older adults"),
+    ("renters", "tenants"), ("puppies", "young dogs"), ("experts", "advanced users"), ("men", "guys"),
+    ("newborns", "new babies"), ("a small apartment", "a tiny flat"), ("Mac", "macOS"),
 ]  # fmt: skip
 SCOPE_THINGS = _names(
     "laptops books exercises apps diets vitamins cars mattresses cameras games plants backpacks bikes "
@@ -294,13 +292,11 @@ SUPERLATIVES = [
 # Ordinary words and a synonym that keeps a question's meaning wherever either stands, either way
 # (round six; none with a second sense that the swap would change: not "get", "signs", "present").
 SYNONYMS = [
-    ("fix", "repair"), ("buy", "purchase"), ("start", "begin"), ("gift", "present"), ("car", "vehicle"),
-    ("symptoms", "signs"), ("help", "assist"), ("choose", "pick"), ("shop", "store"), ("mistake", "error"),
-    ("rules", "regulations"), ("kids", "children"), ("doctor", "physician"), ("lawyer", "attorney"),
-    ("movie", "film"), ("trip", "journey"), ("talk", "speak"), ("enough", "sufficient"), ("maybe", "perhaps"),
-    ("job", "occupation"), ("raise", "increase"), ("harmful", "bad"), ("quit", "give up"), ("get rid of", "eliminate"),
-    ("cellphone", "mobile phone"), ("learn", "study"), ("tips", "advice"), ("ways", "methods"), ("near", "close to"),
-    ("receive", "get"), ("house", "home"), ("answer", "reply"), ("smart", "intelligent"), ("happy", "glad"),
+    ("fix", "repair"), ("buy", "purchase"), ("start", "begin"), ("car", "vehicle"), ("help", "assist"),
+    ("mistake", "error"), ("rules", "regulations"), ("kids", "children"), ("doctor", "physician"),
+    ("lawyer", "attorney"), ("movie", "film"), ("trip", "journey"), ("maybe", "perhaps"), ("quit", "give up"),
+    ("get rid of", "eliminate"), ("cellphone", "mobile phone"), ("tips", "advice"), ("ways", "methods"),
+    ("happy", "glad"),
 ]  # fmt: skip
 NUMBER_WORDS = {
     1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten",

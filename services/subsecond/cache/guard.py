@@ -132,7 +132,7 @@ class OperatingPoint:
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
 OPERATING_POINTS = {
-    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.55),
+    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.60),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
     "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.05, overrule=0.8),
 }
@@ -235,7 +235,9 @@ def same_text(query: str, candidate: str) -> bool:
     written one way), but for punctuation, spacing and the case of a word's first letter: "Is a BMI
     test expensive?" / "is a body mass index test expensive". "MB" and "Mb" stay two words."""
     a, b = _folded(query), _folded(candidate)
-    return len(a) == len(b) and all(x == y or (x[1:] == y[1:] and x[0].lower() == y[0].lower()) for x, y in zip(a, b))
+    if len(a) != len(b):
+        return False
+    return all(x == y or (x[1:] == y[1:] and x[0].lower() == y[0].lower()) for x, y in zip(a, b, strict=True))
 
 
 def _folded(text: str) -> list[str]:
@@ -1272,8 +1274,8 @@ def _substitution(a: _Prompt, b: _Prompt) -> tuple[str, str] | None:
 def _phrase_swapped(a: _Prompt, b: _Prompt) -> bool:
     """The content words are the same, in the same order, but for one run of up to MAX_PHRASE_WORDS
     words swapped for another with no word in common nor related (:func:`_related`, a misspelling),
-    one of them longer than a word ("for beginners"
-    / "for experienced hikers", "a puppy" / "an adult dog", "mexico city" / "madrid")."""
+    one of them longer than a word ("for beginners" / "for experienced hikers", "a puppy" / "an adult
+    dog", "mexico city" / "madrid")."""
     content = _Aligned.of(a.content, b.content)
     x, y = content.a, content.b
     if not x or not y or max(len(x), len(y)) > MAX_PHRASE_WORDS or len(x) + len(y) < 3:
