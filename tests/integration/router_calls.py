@@ -5,6 +5,7 @@ import asyncio
 import ssl
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,6 +54,7 @@ def metric_at(port: int, name: str, *, context: ssl.SSLContext | None = None, **
 
 STORES = "subsecond_router_cache_stores_total"
 RESULTS = ("stored", "skipped", "failed")
+QUIET = 1.0  # seconds without another write-through before the count is taken as complete
 
 
 def store_counts(stack: Stack) -> dict[str, float]:
@@ -60,17 +62,20 @@ def store_counts(stack: Stack) -> dict[str, float]:
     return {result: metric(stack, "router", STORES, result=result) for result in RESULTS}
 
 
-async def write_throughs(
-    stack: Stack, before: dict[str, float], count: int = 1, seconds: float = 30.0
-) -> dict[str, int]:
-    """Waits until the router has finished ``count`` write-throughs since ``before`` (its
-    ``store_counts``) and returns them by result, e.g. ``{"stored": 1}``. A store runs after the last
-    chunk and waits for the prompt's embedding, so no fixed pause is long enough on a loaded machine."""
+async def write_throughs(stack: Stack, before: dict[str, float], count: int = 1, seconds: float = 30.0) -> Counter[str]:
+    """Waits until the router has finished at least ``count`` write-throughs since ``before`` (its
+    ``store_counts``) and then none for QUIET seconds, and returns them by result. A store runs after
+    the last chunk and waits for the prompt's embedding, so no fixed pause is long enough on a loaded
+    machine; and an earlier test's store may land in the same window, so callers check ``>=``."""
     deadline = time.monotonic() + seconds
+    moved: Counter[str] = Counter()
+    last_change = time.monotonic()
     while True:
         now = store_counts(stack)
-        moved = {result: int(now[result] - before[result]) for result in RESULTS if now[result] > before[result]}
-        if sum(moved.values()) >= count:
+        counted = Counter({result: int(now[result] - before[result]) for result in RESULTS})
+        if counted != moved:
+            moved, last_change = counted, time.monotonic()
+        if sum(moved.values()) >= count and time.monotonic() - last_change >= QUIET:
             return moved
         if time.monotonic() > deadline:
             raise AssertionError(f"{sum(moved.values())} of {count} write-throughs finished in {seconds:.0f} s")
