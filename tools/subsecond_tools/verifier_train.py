@@ -430,21 +430,23 @@ def register(rng: random.Random, text: str) -> str | None:
     return lowered.rstrip("?.! ")
 
 
-def synonym(rng: random.Random, text: str) -> str | None:
-    """One ordinary word for a synonym ("fix" / "repair"), either way."""
-    for first, second in rng.sample(SYNONYMS, len(SYNONYMS)):
+def _swapped(pairs: Sequence[tuple[str, str]], text: str) -> str | None:
+    """The text with its first word of ``pairs`` found (in their order, either side) swapped for its
+    partner, once; None when it has none."""
+    for first, second in pairs:
         for old, new in ((first, second), (second, first)):
             if re.search(rf"\b{old}\b", text, re.IGNORECASE):
                 return re.sub(rf"\b{old}\b", new, text, count=1, flags=re.IGNORECASE)
     return None
+
+
+def synonym(rng: random.Random, text: str) -> str | None:
+    """One ordinary word for a synonym ("fix" / "repair"), either way."""
+    return _swapped(rng.sample(SYNONYMS, len(SYNONYMS)), text)
 
 
 def superlative(rng: random.Random, text: str) -> str | None:
-    for first, second in SUPERLATIVES:
-        for old, new in ((first, second), (second, first)):
-            if re.search(rf"\b{old}\b", text, re.IGNORECASE):
-                return re.sub(rf"\b{old}\b", new, text, count=1, flags=re.IGNORECASE)
-    return None
+    return _swapped(SUPERLATIVES, text)
 
 
 _TRAILING_CLAUSE = re.compile(
@@ -564,11 +566,7 @@ def entity_change(rng: random.Random, text: str) -> str | None:
 
 
 def opposite(rng: random.Random, text: str) -> str | None:
-    for first, second in rng.sample(OPPOSITES, len(OPPOSITES)):
-        for old, new in ((first, second), (second, first)):
-            if re.search(rf"\b{old}\b", text, re.IGNORECASE):
-                return re.sub(rf"\b{old}\b", new, text, count=1, flags=re.IGNORECASE)
-    return None
+    return _swapped(rng.sample(OPPOSITES, len(OPPOSITES)), text)
 
 
 def quantifier_change(rng: random.Random, text: str) -> str | None:
