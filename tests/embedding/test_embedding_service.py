@@ -136,6 +136,12 @@ async def test_with_redis_down_texts_are_still_embedded(
 ) -> None:
     texts = ["How do I reset my password?"]
     cached = (await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))).embeddings[0].values
+
+    async def cached_texts() -> int:
+        return (await embedder.Embed(embedding_pb2.EmbedRequest(texts=texts))).cached
+
+    # The first call's write (after its answer) has landed: none is left to fail once Redis stops.
+    assert await eventually(cached_texts, lambda count: count == 1) == 1
     redis_server.stop()
     bypasses = REGISTRY.get_sample_value("subsecond_embedding_cache_bypass_total") or 0.0
 
@@ -143,6 +149,7 @@ async def test_with_redis_down_texts_are_still_embedded(
 
     assert response.cached == 0
     np.testing.assert_allclose(response.embeddings[0].values, cached, atol=1e-6)
+
     # The read failed, and the write (after the answer) was skipped while Redis is marked down.
     async def bypassed() -> float | None:
         return REGISTRY.get_sample_value("subsecond_embedding_cache_bypass_total")
@@ -170,9 +177,7 @@ async def test_each_tenant_has_its_own_cached_embeddings(
 
 
 @pytest.mark.parametrize("tenant", ["*", "acme:x", "a b", "acme*"])
-async def test_a_tenant_that_is_not_a_name_is_refused(
-    embedder: embedding_pb2_grpc.EmbedderStub, tenant: str
-) -> None:
+async def test_a_tenant_that_is_not_a_name_is_refused(embedder: embedding_pb2_grpc.EmbedderStub, tenant: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await embedder.Embed(embedding_pb2.EmbedRequest(texts=["hello"], tenant=tenant))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
