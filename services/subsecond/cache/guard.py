@@ -240,8 +240,11 @@ def same_text(query: str, candidate: str) -> bool:
     return all(x == y or (x[1:] == y[1:] and x[0].lower() == y[0].lower()) for x, y in zip(a, b, strict=True))
 
 
-def _folded(text: str) -> list[str]:
-    return _WORD.findall(normalise(_without_accents(text).replace("\u2019", "'")))
+@functools.lru_cache(maxsize=1024)
+def _folded(text: str) -> tuple[str, ...]:
+    """A prompt's words once normalised; cached like :func:`_analyse`, since a query is compared with
+    each neighbour judged."""
+    return tuple(_WORD.findall(normalise(_without_accents(text).replace("\u2019", "'"))))
 
 
 def overrulable(reason: str, query: str, candidate: str, point: OperatingPoint) -> bool:
