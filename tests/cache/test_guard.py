@@ -108,6 +108,14 @@ NEAR_MISSES = [
     ("How much is 3 kg of flour?", "How much is 3 lb of flour?", "entity"),
     # two runs of words traded around a verb: roles of two-word nouns, possessives
     ("Can a senior engineer mentor a product manager?", "Can a product manager mentor a senior engineer?", "direction"),
+    # round seven: a passive asked with a question word, or opening the question, against the active
+    # with the other actor; he and she trading roles; a name told apart by a symbol ("C#", "C++")
+    ("Who was mentored by Socrates?", "Who mentored Socrates?", "role"),
+    ("What is hunted by owls?", "What hunts owls?", "role"),
+    ("Was the champion beaten by the rookie?", "Did the champion beat the rookie?", "role"),
+    ("Can he evict her for smoking?", "Can she evict him for smoking?", "role"),
+    ("How do I read a file in C?", "How do I read a file in C#?", "entity"),
+    ("is c++ hard to learn", "is c hard to learn", "substitution"),
     ("My cat scratched the neighbour's dog, who pays?", "The neighbour's cat scratched my dog, who pays?", "direction"),
     # two places traded where one is named by its people or language, regular or not
     ("Is Indian food popular in Japan?", "Is Japanese food popular in India?", "direction"),
@@ -208,6 +216,17 @@ PARAPHRASES = [
     ("how to setup a home vpn", "how to set up a home vpn"),
     ("where do i login to my bank account", "where do i log in to my bank account"),
     ("Can I mix salt and pepper first?", "Can I mix pepper and salt first?"),
+    # round seven: a passive turned active with the same actor, also asked with a question word or with
+    # "by" left at the end; a name written with its symbol or as two words; a pronoun trade that only
+    # moves a clause
+    ("Who wrote Dracula?", "Dracula was written by whom?"),
+    ("What is this rash caused by?", "What causes this rash?"),
+    ("What is eaten by koalas?", "What do koalas eat?"),
+    ("The patient was infected by the nurse.", "The nurse infected the patient."),
+    ("Was the champion beaten by the rookie?", "Did the rookie beat the champion?"),
+    ("Is C# hard to learn?", "Is C sharp hard to learn?"),
+    ("Is it worth buying a smart watch?", "Is it worth buying a smartwatch?"),
+    ("Can she evict him if he smokes?", "If he smokes, can she evict him?"),
 ]
 
 
@@ -224,8 +243,8 @@ def test_paraphrases_pass(query: str, candidate: str) -> None:
 
 
 def test_a_passive_keeps_its_roles_when_its_agent_is_the_actives_subject() -> None:
-    # The word-order rule ("direction") refuses any passive against its active; the role rule alone
-    # tells the passive that keeps the roles from the one that trades them.
+    # The role rule alone tells the passive that keeps the roles from the one that trades them (the
+    # word-order rule lets a passive turned active with the same actor through, _voice_turned).
     passive = "The contract was cancelled by the supplier."
     assert false_hit_reason(passive, "The supplier cancelled the contract.", ("role",)) is None
     assert false_hit_reason(passive, "We cancelled the contract with the supplier.", ("role",)) == "role"
