@@ -396,12 +396,16 @@ _IRREGULAR_FORMS = """
 _BASE_FORM = dict(entry.split(":") for entry in _IRREGULAR_FORMS.split())
 # Words of general English that mean the same in any question, met on the first of each group (in
 # stems); adjectives in degrees are normalise.py's. Words with another common sense are left out
-# ("mobile", "present", "image", "top").
+# ("mobile", "image", "top"), unless the one word swapped in a question otherwise alike keeps the sense
+# ("a good present for" / "a good gift for", "signs of" / "symptoms of": round seven).
 _SYNONYM_GROUPS = """
     film:movie photo:picture:pic child:children:kid delete:remove speak:talk buy:purchase fix:repair:mend
     website:site earn:make smart:intelligent rich:wealthy shop:store choose:select:pick need:require
     mistake:error start:begin lawyer:attorney doctor:physician car:automobile tv:television
     enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit
+    car:vehicle fridge:refrigerator bike:bicycle plane:airplane:aeroplane thaw:defrost faucet:tap
+    dad:father mom:mother:mum sick:ill allow:permit symptom:sign gift:present trash:garbage:rubbish
+    stomach:belly:tummy answer:reply end:finish
 """
 _SYNONYM_STEMS = {
     _suffix_stem(_BASE_FORM.get(word, word)): _suffix_stem(group.split(":")[0])

@@ -215,6 +215,7 @@ _SYNONYMS = [
     ),
     (("hard", "harder", "hardest"), ("difficult", "more difficult", "most difficult")),
     (("big", "bigger", "biggest"), ("large", "larger", "largest")),
+    (("near", "nearer", "nearest"), ("near", "closer", "closest")),  # not "close": also a verb
     (("small", "smaller", "smallest"), ("tiny", "tinier", "tiniest")),
     (("safe", "safer", "safest"), ("safe", "more safe", "most safe"), ("safe", "less dangerous", "least dangerous")),
     (("healthy", "healthier", "healthiest"), ("healthy", "more healthy", "most healthy")),
