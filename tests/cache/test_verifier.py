@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -24,6 +25,7 @@ from subsecond.cache.service import definition
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.verifier import CONFIG_FILE, MODEL_FILE, PairVerifier, open_verifier
 from subsecond.kit.server import start_server
+from subsecond.kit.settings import SettingsError
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
 from subsecond_tools.verifier_train import AGREEMENT_BOUND
 
@@ -97,6 +99,25 @@ def test_the_verifier_is_a_probability_and_deterministic(verifier: PairVerifier)
     first = verifier.probability("Is coffee bad for you?", "Is coffee bad for your health?")
     assert 0.0 <= first <= 1.0
     assert verifier.probability("Is coffee bad for you?", "Is coffee bad for your health?") == first
+
+
+def test_two_intra_op_threads_give_the_probabilities_one_gives(verifier: PairVerifier) -> None:
+    """VERIFIER_THREADS splits a call's operators between threads; it must not change a decision."""
+    two = PairVerifier(MODEL_DIR, intra_op_threads=2)
+    for cached, query in REFUSED + ACCEPTED:
+        assert two.probability(cached, query) == pytest.approx(verifier.probability(cached, query), abs=1e-5)
+
+
+@pytest.mark.parametrize(("value", "threads"), [(None, 1), ("2", 2), ("16", 16)])
+def test_verifier_threads_are_read_one_by_default(value: str | None, threads: int) -> None:
+    environ = {} if value is None else {"SUBSECOND_CACHE_VERIFIER_THREADS": value}
+    assert CacheSettings.from_env(environ).verifier_threads == threads
+
+
+@pytest.mark.parametrize("value", ["0", "17", "two"])
+def test_verifier_threads_out_of_bounds_are_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="VERIFIER_THREADS"):
+        CacheSettings.from_env({"SUBSECOND_CACHE_VERIFIER_THREADS": value})
 
 
 def test_int8_and_float_decided_alike_on_the_dev_pairs_when_built() -> None:
@@ -176,6 +197,31 @@ async def test_the_service_serves_a_verified_paraphrase_and_nothing_without_a_ve
     assert found.hit == served
     assert exact.hit  # the exact tier needs no verifier
     assert _refusals("verifier:unavailable") == unavailable + (0 if served else 1)
+
+
+async def test_the_service_builds_its_verifier_with_the_threads_set(
+    redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+    real = PairVerifier.__init__
+
+    def recorded(self: PairVerifier, model_dir: Path, intra_op_threads: int = 1) -> None:
+        built.append(intra_op_threads)
+        real(self, model_dir, intra_op_threads)
+
+    monkeypatch.setattr(PairVerifier, "__init__", recorded)
+    fake_embedder.vectors.update({STORED: towards(0), ASKED: towards(10)})
+    settings = replace(_settings(redis_server.url, fake_embedder, tmp_path, MODEL_DIR), verifier_threads=2)
+    running = await start_server(settings.server, definition(settings))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            cache = cache_pb2_grpc.CacheStub(channel)
+            await cache.Store(cache_pb2.StoreRequest(query=_query(STORED), answer=ANSWER))
+            found = await cache.Lookup(cache_pb2.LookupRequest(query=_query(ASKED), semantic=True))
+    finally:
+        await running.stop(0)
+    assert built == [2]
+    assert found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC
 
 
 async def test_health_is_answered_while_the_verifier_works(

@@ -106,7 +106,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         # The guard and the pair verifier are CPU work (bounded: guard.MAX_DIFFERING_WORDS, the
         # verifier's max_length): a few threads run them so that the event loop keeps answering health
         # checks and exact hits meanwhile. Without a verifier no neighbour is served (fail safe).
-        self._verifier = open_verifier(settings.verifier_dir)
+        self._verifier = open_verifier(settings.verifier_dir, settings.verifier_threads)
         self._guard_pool = ThreadPoolExecutor(settings.guard_workers, thread_name_prefix="cache-guard")
 
     # -- RPCs -----------------------------------------------------------------------------------

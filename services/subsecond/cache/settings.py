@@ -46,6 +46,8 @@ class CacheSettings:
     similarity_thresholds: Mapping[str, OperatingPoint]
     # The pair verifier's model (subsecond_tools.verifier_train); without it nothing is served semantically.
     verifier_dir: Path
+    # ONNX Runtime intra-op threads of one verifier call (verifier.PairVerifier).
+    verifier_threads: int
 
     def threshold_for(self, tenant: str, model: str) -> OperatingPoint:
         """The most specific point set for this tenant and model: tenant/model, tenant, the default."""
@@ -74,6 +76,7 @@ class CacheSettings:
             guard_workers=env.integer("GUARD_WORKERS", 2, minimum=1, maximum=16),
             similarity_thresholds=_thresholds(env),
             verifier_dir=Path(env.text("VERIFIER_DIR", ".cache/models/pair-verifier")),
+            verifier_threads=env.integer("VERIFIER_THREADS", 1, minimum=1, maximum=16),
         )
         env.check(
             settings.vector_url in {"edge", "memory"} or settings.vector_url.startswith(("http://", "https://")),

@@ -16,8 +16,9 @@ a pair needs is the operating point's (``guard.OPERATING_POINTS``), chosen on th
 Both prompts are first rewritten by :func:`subsecond.cache.normalise.normalise`, in training and
 here alike, so that a fraction, an abbreviation or a British spelling reaches the model in one form.
 
-It runs on ONNX Runtime with one intra-op thread (the guard's thread pool gives the parallelism), one
-pair per call, so that int8 activations are quantised over this pair alone.
+It runs on ONNX Runtime with one intra-op thread by default (``VERIFIER_THREADS``; the guard's thread
+pool gives the parallelism between lookups), one pair per call, so that int8 activations are quantised
+over this pair alone.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ class PairVerifier:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # More than one intra-op thread: ONNX Runtime's idle threads spin waiting for work by default,
+        # and in the cache that spinning takes the CPU the embedding service and the other lookups need.
+        # Measured on two shared cores (semantic_hit_cache.py, two threads against one, interleaved):
+        # spinning, the semantic hit's p50 went 23 -> 29 ms at 25 lookups/s and 23 -> 116 ms at 40/s,
+        # though a call alone on an idle machine is faster spinning (3.7 against 4.3 ms not).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
 
     def probability(self, cached: str, query: str) -> float:
@@ -77,7 +84,7 @@ class PairVerifier:
         return 1.0 / (1.0 + math.exp(-float(logit.reshape(-1)[0])))
 
 
-def open_verifier(model_dir: Path) -> PairVerifier | None:
+def open_verifier(model_dir: Path, intra_op_threads: int = 1) -> PairVerifier | None:
     """The verifier built in ``model_dir``, or None (logged) when it is not there or does not load:
     the cache then serves no semantic hits rather than unverified ones."""
     model_dir = Path(model_dir)
@@ -85,7 +92,7 @@ def open_verifier(model_dir: Path) -> PairVerifier | None:
         log.error("no pair verifier in %s (build it: make prepare); the semantic tier serves nothing", model_dir)
         return None
     try:
-        return PairVerifier(model_dir)
+        return PairVerifier(model_dir, intra_op_threads)
     except (OSError, KeyError, ValueError, Fail, InvalidArgument, InvalidProtobuf, RuntimeException):
         log.exception("the pair verifier in %s does not load; the semantic tier serves nothing", model_dir)
         return None
