@@ -283,8 +283,8 @@ async def main(args: argparse.Namespace) -> None:
     if args.base_services:
         variants.insert(0, Variant("base", str(args.base_services), args.base_model_dir))
     for environment in args.compare_env:
-        label = "this checkout, " + " ".join(f"{name}={value}" for name, value in environment)
-        variants.append(Variant(label, None, args.model_dir, environment=tuple(environment)))
+        arm = "this checkout, " + " ".join(f"{name}={value}" for name, value in environment)
+        variants.append(Variant(arm, None, args.model_dir, environment=tuple(environment)))
     if args.without_verifier:
         variants.append(Variant("without the verifier", None, args.model_dir, verifier=False))
     report: dict[str, Any] = {"hits": args.hits, "rates_per_s": args.rate}
