@@ -104,6 +104,10 @@ def test_the_verifier_is_a_probability_and_deterministic(verifier: PairVerifier)
 def test_two_intra_op_threads_give_the_probabilities_one_gives(verifier: PairVerifier) -> None:
     """VERIFIER_THREADS splits a call's operators between threads; it must not change a decision."""
     two = PairVerifier(MODEL_DIR, intra_op_threads=2)
+    options = two._session.get_session_options()
+    # two threads really, and idle ones that sleep (spinning took the embedding service's CPU)
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     for cached, query in REFUSED + ACCEPTED:
         assert two.probability(cached, query) == pytest.approx(verifier.probability(cached, query), abs=1e-5)
 
