@@ -65,7 +65,7 @@ NEAR_MISSES = [
     ("How do I reset my iPhone?", "How do I reset my Android phone?", "entity"),
     # one content word swapped for another in the same sentence
     ("Write a haiku about the sea.", "Write a sonnet about the sea.", "substitution"),
-    ("What are the side effects of metformin?", "What are the side effects of metoprolol?", "substitution"),
+    ("What are the side effects of metformin?", "What are the side effects of metoprolol?", "entity"),
     ("What is the cheapest way to get to Rome?", "What is the quickest way to get to Rome?", "substitution"),
     ("Is it careful to drive at night?", "Is it careless to drive at night?", "negation"),
     # quantifier: universal against existential
@@ -116,6 +116,12 @@ NEAR_MISSES = [
     ("Can he evict her for smoking?", "Can she evict him for smoking?", "role"),
     ("How do I read a file in C?", "How do I read a file in C#?", "entity"),
     ("is c++ hard to learn", "is c hard to learn", "substitution"),
+    # the asker taking the place of "my X" doing the same; two terms no dictionary holds traded;
+    # opposites of size and direction
+    ("Can my landlord enter my flat?", "Can I enter my landlord's flat?", "role"),
+    ("how to migrate data in mysql", "how to migrate data in postgres", "entity"),
+    ("pytorch vs keras for beginners", "tensorflow vs keras for beginners", "entity"),
+    ("how to make a sauce thicker", "how to make a sauce thinner", "negation"),
     ("My cat scratched the neighbour's dog, who pays?", "The neighbour's cat scratched my dog, who pays?", "direction"),
     # two places traded where one is named by its people or language, regular or not
     ("Is Indian food popular in Japan?", "Is Japanese food popular in India?", "direction"),
@@ -227,6 +233,8 @@ PARAPHRASES = [
     ("Is C# hard to learn?", "Is C sharp hard to learn?"),
     ("Is it worth buying a smart watch?", "Is it worth buying a smartwatch?"),
     ("Can she evict him if he smokes?", "If he smokes, can she evict him?"),
+    ("should my dog eat grass", "should I let my dog eat grass"),
+    ("how to install whatsapp", "how to install whatsap"),
 ]
 
 

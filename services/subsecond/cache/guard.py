@@ -36,7 +36,8 @@ names the first one it finds:
 - ``role``: a person (I, we, he, she) acts more often in one prompt and is acted on more often in the
   other ("does my employer pay me" vs "do I pay my employer", "can he sue her" vs "can she sue him";
   not "tell me how", "for me", "can you help me"; a passive's subject is acted on, a pronoun after
-  "by" acts), or a passive's agent is not the subject of the same verb acting on an object in the
+  "by" acts), or the asker takes the place of "my X" doing the same ("can my ex see my location" vs
+  "can I see my ex's location"), or a passive's agent is not the subject of the same verb acting on an object in the
   other ("the patient was infected by the nurse" vs "the patient infected the nurse", "who was
   tutored by X" vs "who tutored X", "was X defeated by Y" vs "did X defeat Y");
 - ``extent``: the prompts differ in more than MAX_DIFFERING_WORDS consecutive words, more than the
@@ -45,7 +46,9 @@ names the first one it finds:
   acronyms, model numbers), "Austria" vs "Australia", "Java" vs "JavaScript", "C" vs "C#" (a name's
   "#" or "++" is kept: "C sharp" is "C#"); or a unit after a
   number written in another case ("1 TB" vs "1 Tb", "5 Mb" vs "5 MB": case names the unit), or
-  another unit after the same number ("50 ms" vs "50 Mbps": a quantity, never for the verifier);
+  another unit after the same number ("50 ms" vs "50 Mbps": a quantity, never for the verifier), or
+  one run of words swapped for another where each has a word no English dictionary holds ("mysql"
+  vs "postgres", "pytorch" vs "tensorflow": two names or terms the verifier cannot tell apart);
 - ``added_number``: only one prompt has numbers the other does not ("the 2016 election" / "the
   election", "3 eggs" / "an egg"): a detail added, often a different question, sometimes the same
   (its own code, so that its share of refused duplicates and near misses is measured apart); a lone
@@ -75,8 +78,9 @@ basic antonyms, irregular verbs, demonyms) or general synonyms, not phrases from
 five's changes were tuned on the dev sets and the QQP train half only; round six's (ordering words,
 traded noun phrases, antonyms of number and age, misspellings, words written as two) after reading
 round five's test set's leaks, which is tuned on since; round seven's (passives asked with a question
-word or opening the question, he/she trades, "C#"/"C++", passives turned active) after reading
-round six's test set's leaks, tuned on since. The quantifier
+word or opening the question, he/she trades, "C#"/"C++", passives turned active, unknown terms
+traded, the asker in the place of "my X", opposites of size and direction) after reading round six's
+test set's leaks and the choosing part's, tuned on since. The quantifier
 and role rules, the sequence and possessive/symbol/prefix parts of the direction rule and the unit
 case of the entity rule were written after seeing which never-tuned near misses leaked (issue 13's
 fourth round), so the held-out figures are optimistic for those kinds. Everything here is a pure function of
@@ -328,6 +332,7 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
         (_unmatched(a.entities, b) and _unmatched(b.entities, a))
         or _symbols_differ_in_case(a, b)
         or (swap is not None and swap[0] in a.measured and swap[1] in b.measured)
+        or _unknown_terms_traded(a, b)
     ):
         return "entity"
     if numbers == "added_number" and "added_number" in rules:
@@ -466,6 +471,7 @@ _SUBJECTS = _stems("i we you he she they")
 _QUESTION_WORDS = _stems("how what why which where when who whom whose if whether")
 _ADDRESSEES = _stems("you someone somebody anyone anybody")
 _PASSIVE_REACH = 4
+_SUBJECT_REACH = 4  # a question's subject comes within its first words: "can my ex see", "how do I"
 # The forms of "be" that make a passive: "the patient was infected by the nurse".
 _PASSIVE_AUXILIARIES = _stems("is am are was were be been being get got")
 # Question words that can stand for a subject or an agent ("who tutored", "tutored by whom").
@@ -527,6 +533,11 @@ _ANTONYM_PAIRS = """
     man:woman boy:girl husband:wife upload:download increase:decrease input:output inbound:outbound
     incoming:outgoing sender:recipient internal:external private:public free:paid day:night
     summer:winter morning:evening wet:dry rent:own buyer:seller lender:borrower
+    thick:thin wide:narrow deep:shallow full:empty light:dark warm:cool loose:tight rise:fall
+    borrow:lend give:take mother:father son:daughter brother:sister aunt:uncle king:queen
+    past:future include:exclude inhale:exhale major:minor senior:junior top:bottom front:back
+    forward:backward horizontal:vertical odd:even raw:cooked indoor:outdoor inner:outer asleep:awake
+    attack:defend offense:defense import:export ascend:descend sweet:sour sweet:savory
 """
 _ANTONYMS_OF: dict[str, set[str]] = {}
 for _pair in _ANTONYM_PAIRS.split():
@@ -1195,9 +1206,35 @@ def _pronoun_roles_traded(a: _Prompt, b: _Prompt) -> bool:
     employer pay me" / "do I pay my employer", "can he sue her" / "can she sue him"): who does what to
     whom changed. An object that asks or benefits ("tell me how", "for me") is not counted."""
     count_a, count_b = _role_counts(a.keys), _role_counts(b.keys)
+    if count_a["i"] != count_b["i"]:
+        fewer, more = (a, b) if count_a["i"] < count_b["i"] else (b, a)
+        if _owned_subject_becomes_asker(fewer.keys, more.keys):
+            return True
     return any(
         (count_a[subject] - count_b[subject]) * (count_a[obj] - count_b[obj]) < 0 for subject, obj in _SUBJECT_OBJECT
     )
+
+
+def _owned_subject_becomes_asker(owned: tuple[str, ...], asking: tuple[str, ...]) -> bool:
+    """One prompt opens on "my X" doing something and the other on "I" doing the same, with X still in
+    it ("can my ex see my location" / "can I see my ex's location", "is my employer allowed to read my
+    texts" / "am I allowed to read my employer's texts"): the asker took X's place."""
+    if "i" not in asking[:_SUBJECT_REACH] or "my" not in owned[:_SUBJECT_REACH]:
+        return False
+    at = owned.index("my")
+    owner = owned[at + 1 : at + 2]
+    action = _next_content(owned, at + 2)
+    return (
+        bool(owner)
+        and owner[0] not in _STOPWORDS
+        and owner[0] in asking
+        and action is not None
+        and action == _next_content(asking, asking.index("i") + 1)
+    )
+
+
+def _next_content(keys: tuple[str, ...], start: int) -> str | None:
+    return next((key for key in keys[start:] if key not in _STOPWORDS), None)
 
 
 def _role_counts(keys: tuple[str, ...]) -> Counter[str]:
@@ -1367,6 +1404,30 @@ def _phrase_swapped(a: _Prompt, b: _Prompt) -> bool:
     if not x or not y or max(len(x), len(y)) > MAX_PHRASE_WORDS or len(x) + len(y) < 3 or "".join(x) == "".join(y):
         return False  # nothing swapped, or one name written as one word and as two ("csharp" / "c sharp")
     return not any(_related(u, v) or _misspelt(_written(a, u), _written(b, v)) for u in x for v in y)
+
+
+def _unknown_terms_traded(a: _Prompt, b: _Prompt) -> bool:
+    """The content words are the same but for one run swapped for another (as :func:`_phrase_swapped`
+    sees them), and each run has a word no English dictionary holds ("mysql" / "postgres", "gitignore"
+    / "gitattributes", "pytorch" / "tensorflow"): two names or technical terms traded, which a model
+    that knows neither cannot tell apart. Not when one word begins the other ("postgres" /
+    "postgresql") or is one edit from it (two spellings of one name)."""
+    content = _Aligned.of(a.content, b.content)
+    x, y = content.a, content.b
+    if not x or not y or max(len(x), len(y)) > MAX_PHRASE_WORDS or "".join(x) == "".join(y):
+        return False
+    unknown_x = {word for key in x for word in _written(a, key) if _unknown(word)}
+    unknown_y = {word for key in y for word in _written(b, key) if _unknown(word)}
+    return (
+        bool(unknown_x)
+        and bool(unknown_y)
+        and not any(u.startswith(v) or v.startswith(u) or _one_edit(u, v) for u in unknown_x for v in unknown_y)
+    )
+
+
+def _unknown(word: str) -> bool:
+    """A word of letters, three or more, that the dictionary lacks: a name, a term, a misspelling."""
+    return len(word) >= 3 and word.isalpha() and word not in _dictionary()
 
 
 def _related(x: str, y: str) -> bool:
