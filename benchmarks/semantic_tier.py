@@ -17,7 +17,7 @@ train half) are cut in two by
 of its QQP lines) and the **choosing** part (one near miss in two, one paraphrase or QQP line in
 four), which the verifier never trains on and on which alone the points are chosen (cross-fitting).
 Never tuned or trained on: the generated held-out split (one template in three), the hand-written
-sets (``handwritten.jsonl``; ``handwritten2.jsonl``, round four; ``handwritten4.jsonl``, round six,
+sets (``handwritten.jsonl``; ``handwritten2.jsonl``, round four; ``handwritten5.jsonl``, round seven,
 reported when the file is there), the QQP report half (all of it), and 20,000 random pairs of
 questions from different report-half lines.
 
@@ -105,7 +105,7 @@ CHOOSING_HITS = ("choosing_para", "qqp_choosing")
 HANDWRITTEN = (
     ("handwritten", "handwritten.jsonl"),
     ("handwritten2", "handwritten2.jsonl"),
-    ("handwritten4", "handwritten4.jsonl"),  # round six: reported when the file is there
+    ("handwritten5", "handwritten5.jsonl"),  # round seven: reported when the file is there
 )
 LABELS = {
     "choosing_near": "near misses served, choosing part",
@@ -113,13 +113,13 @@ LABELS = {
     "gen_heldout_near": "near misses served, **generated held out**",
     "handwritten_near": "near misses served, **hand-written**",
     "handwritten2_near": "near misses served, **hand-written, round four**",
-    "handwritten4_near": "near misses served, **hand-written, round six**",
+    "handwritten5_near": "near misses served, **hand-written, round seven**",
     "choosing_para": "paraphrases served, choosing part",
     "trained_para": "paraphrases served, trained on",
     "gen_heldout_para": "paraphrases served, **generated held out**",
     "handwritten_para": "paraphrases served, **hand-written**",
     "handwritten2_para": "paraphrases served, **hand-written, round four**",
-    "handwritten4_para": "paraphrases served, **hand-written, round six**",
+    "handwritten5_para": "paraphrases served, **hand-written, round seven**",
     "qqp_choosing": "QQP duplicates served, train half, choosing part",
     "qqp_trained": "QQP duplicates served, train half (sample; trained on)",
     "qqp_report": "QQP duplicates served, **report half**",

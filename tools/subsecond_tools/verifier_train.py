@@ -21,7 +21,8 @@ with a fixed seed, deterministic algorithms and a fixed thread count, on:
 Of the tunable pairs and QQP train-half lines, those of :func:`choosing_part` are held back: the
 operating points are chosen on them. The held-out templates of ``benchmarks/data/semantic`` and the
 hand-written sets that are only reported (all but ``handwritten_dev.jsonl`` and, from round six on,
-``handwritten3.jsonl``, round five's test set, read when its leaks were studied) are never read.
+``handwritten3.jsonl``, round five's test set, from round seven ``handwritten4.jsonl``, round six's,
+each read when its leaks were studied) are never read.
 The vocabularies below are closed lists of general knowledge written for this module.
 
 Then: export to ONNX (checked against torch), dynamic int8 quantisation (per-channel weights), a
@@ -296,7 +297,8 @@ SYNONYMS = [
     ("mistake", "error"), ("rules", "regulations"), ("kids", "children"), ("doctor", "physician"),
     ("lawyer", "attorney"), ("movie", "film"), ("trip", "journey"), ("maybe", "perhaps"), ("quit", "give up"),
     ("get rid of", "eliminate"), ("cellphone", "mobile phone"), ("tips", "advice"), ("ways", "methods"),
-    ("happy", "glad"),
+    ("happy", "glad"), ("allowed", "permitted"), ("thaw", "defrost"), ("fridge", "refrigerator"),
+    ("bike", "bicycle"), ("airplane", "plane"), ("answer", "reply"),
 ]  # fmt: skip
 NUMBER_WORDS = {
     1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten",
@@ -714,6 +716,7 @@ def training_inputs(data_dir: Path) -> list[Path]:
         data_dir / "nearmiss.jsonl",
         data_dir / "handwritten_dev.jsonl",
         data_dir / "handwritten3.jsonl",  # round five's test set, tuned on from round six
+        data_dir / "handwritten4.jsonl",  # round six's test set, tuned on from round seven
     ]
 
 
