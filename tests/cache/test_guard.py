@@ -119,6 +119,8 @@ NEAR_MISSES = [
     # the asker taking the place of "my X" doing the same; two terms no dictionary holds traded;
     # opposites of size and direction
     ("Can my landlord enter my flat?", "Can I enter my landlord's flat?", "role"),
+    ("how do i take my sister's name off my mortgage", "how do i take my name off my sister's mortgage", "role"),
+    ("I co-signed my friend's lease and he moved out", "my friend co-signed my lease and he moved out", "role"),
     ("how to migrate data in mysql", "how to migrate data in postgres", "entity"),
     ("pytorch vs keras for beginners", "tensorflow vs keras for beginners", "entity"),
     ("how to make a sauce thicker", "how to make a sauce thinner", "negation"),
@@ -234,6 +236,8 @@ PARAPHRASES = [
     ("Is it worth buying a smart watch?", "Is it worth buying a smartwatch?"),
     ("Can she evict him if he smokes?", "If he smokes, can she evict him?"),
     ("should my dog eat grass", "should I let my dog eat grass"),
+    ("what is my wife's name", "what is the name of my wife"),
+    ("What is Ron's patronus?", "What is Ron Weasley's patronus?"),
     ("how to install whatsapp", "how to install whatsap"),
 ]
 

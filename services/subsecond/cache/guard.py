@@ -37,9 +37,11 @@ names the first one it finds:
   other ("does my employer pay me" vs "do I pay my employer", "can he sue her" vs "can she sue him";
   not "tell me how", "for me", "can you help me"; a passive's subject is acted on, a pronoun after
   "by" acts), or the asker takes the place of "my X" doing the same ("can my ex see my location" vs
-  "can I see my ex's location"), or a passive's agent is not the subject of the same verb acting on an object in the
-  other ("the patient was infected by the nurse" vs "the patient infected the nurse", "who was
-  tutored by X" vs "who tutored X", "was X defeated by Y" vs "did X defeat Y");
+  "can I see my ex's location"), or a thing changes owner between two owners both prompts name
+  ("my ex's name off my lease" vs "my name off my ex's lease"), or a passive's agent is not the
+  subject of the same verb acting on an object in the other ("the patient was infected by the
+  nurse" vs "the patient infected the nurse", "who was tutored by X" vs "who tutored X", "was X
+  defeated by Y" vs "did X defeat Y");
 - ``extent``: the prompts differ in more than MAX_DIFFERING_WORDS consecutive words, more than the
   order-sensitive checks are allowed to read (their cost is bounded by that, not by the prompts);
 - ``entity``: each prompt names something the other does not (capitalised or mixed-case words,
@@ -80,7 +82,8 @@ traded noun phrases, antonyms of number and age, misspellings, words written as 
 round five's test set's leaks, which is tuned on since; round seven's (passives asked with a question
 word or opening the question, he/she trades, "C#"/"C++", passives turned active, unknown terms
 traded, the asker in the place of "my X", opposites of size and direction) after reading round six's
-test set's leaks and the choosing part's, tuned on since. The quantifier
+test set's leaks and the choosing part's, tuned on since; the owner rule after round seven's test set
+was measured (its leaks: see the README). The quantifier
 and role rules, the sequence and possessive/symbol/prefix parts of the direction rule and the unit
 case of the entity rule were written after seeing which never-tuned near misses leaked (issue 13's
 fourth round), so the held-out figures are optimistic for those kinds. Everything here is a pure function of
@@ -324,7 +327,10 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
     ):
         return "direction"
     if "role" in rules and (
-        _pronoun_roles_traded(a, b) or _passive_agent_differs(a, b) or _passive_agent_differs(b, a)
+        _pronoun_roles_traded(a, b)
+        or _passive_agent_differs(a, b)
+        or _passive_agent_differs(b, a)
+        or _owner_changed(a, b)
     ):
         return "role"
     swap = _substitution(a, b)
@@ -660,6 +666,7 @@ class _Word:
     text: str  # as written, without a contraction
     key: str  # lowercased and lightly stemmed: the form words are compared in
     entity: bool  # capitalised mid-sentence, mixed case, an acronym, or letters with digits
+    owner: bool = False  # written with a possessive "'s": "my ex's lease"
 
 
 @dataclass(frozen=True)
@@ -675,6 +682,7 @@ class _Prompt:
     negators: int
     routes: frozenset[tuple[str, str]]  # (source, target) of each "from X to Y", "X into Y", "to Y from X"
     written: frozenset[tuple[str, str]]  # (key, the word as written in lower case) of each content word
+    owners: frozenset[tuple[str, str]]  # (a content word, its owner: "my" or the word before "'s")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -713,7 +721,8 @@ def _analyse(text: str) -> _Prompt:
         initial = not words or any(mark in text[previous_end : match.start()] for mark in _SENTENCE_ENDS)
         if (unit := _unit_after_number(raw, words)) is not None and not shouting:
             symbols.add(unit)
-        words.append(_Word(raw, key, _looks_like_entity(raw, initial, shouting)))
+        owner = match.group().lower().endswith("'s") and len(raw) < len(match.group())
+        words.append(_Word(raw, key, _looks_like_entity(raw, initial, shouting), owner))
         previous_end = match.end()
     words = _join_phrasal_verbs(words)
     _count_numbers(words, numbers)
@@ -756,6 +765,11 @@ def _analyse(text: str) -> _Prompt:
         negators=negators,
         routes=_routes(words),
         written=frozenset((word.key, word.text.lower()) for word in words if word.key in content),
+        owners=frozenset(
+            (owned.key, "my" if word.key == "my" else word.key)
+            for word, owned in pairwise(words)
+            if owned.key in content and (word.key == "my" or (word.owner and word.key in content))
+        ),
     )
 
 
@@ -1212,6 +1226,20 @@ def _pronoun_roles_traded(a: _Prompt, b: _Prompt) -> bool:
             return True
     return any(
         (count_a[subject] - count_b[subject]) * (count_a[obj] - count_b[obj]) < 0 for subject, obj in _SUBJECT_OBJECT
+    )
+
+
+def _owner_changed(a: _Prompt, b: _Prompt) -> bool:
+    """A thing owned by one person in one prompt and by another in the other ("get my ex's name off my
+    lease" / "get my name off my ex's lease", "I cosigned my brother's car loan" / "my brother cosigned
+    my car loan"): whose is whose changed. Owners are "my" and a word written with "'s", and both
+    owners must be in both prompts ("Ron's patronus" / "Ron Weasley's patronus" is one owner named
+    twice); a thing with no owner in one prompt says nothing ("my wife's name" / "the name of my
+    wife")."""
+    owner_b = dict(b.owners)
+    return any(
+        owned in owner_b and owner_b[owned] != owner and owner in b.keys and owner_b[owned] in a.keys
+        for owned, owner in a.owners
     )
 
 
