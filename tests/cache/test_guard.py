@@ -124,6 +124,11 @@ NEAR_MISSES = [
     ("how to migrate data in mysql", "how to migrate data in postgres", "entity"),
     ("pytorch vs keras for beginners", "tensorflow vs keras for beginners", "entity"),
     ("how to make a sauce thicker", "how to make a sauce thinner", "negation"),
+    # two members of one closed set of alternatives (months, units, formats), also where one is a
+    # stopword elsewhere ("may")
+    ("what to plant in march", "what to plant in may", "entity"),
+    ("how many mAh does this power bank have", "how many Wh does this power bank have", "entity"),
+    ("is it faster to boil an egg for a minute", "is it faster to boil an egg for an hour", "entity"),
     ("My cat scratched the neighbour's dog, who pays?", "The neighbour's cat scratched my dog, who pays?", "direction"),
     # two places traded where one is named by its people or language, regular or not
     ("Is Indian food popular in Japan?", "Is Japanese food popular in India?", "direction"),
@@ -237,6 +242,9 @@ PARAPHRASES = [
     ("Can she evict him if he smokes?", "If he smokes, can she evict him?"),
     ("should my dog eat grass", "should I let my dog eat grass"),
     ("what is my wife's name", "what is the name of my wife"),
+    ("is grey paint good for a bedroom", "is gray paint good for a bedroom"),
+    ("how many ounces in a cup", "how many oz in a cup"),
+    ("may i travel in june", "can i travel in june"),
     ("What is Ron's patronus?", "What is Ron Weasley's patronus?"),
     ("how to install whatsapp", "how to install whatsap"),
 ]
