@@ -45,6 +45,10 @@ from subsecond.kit.settings import SettingsError
         ("one and a half miles, 2 and a half hours", "1.5 miles, 2.5 hours"),
         ("a three point five gpa, from my point of view", "a 3.5 gpa, from my point of view"),
         ("avg rent in the most affordable city", "average rent in the cheapest city"),
+        ("the 2nd round, the 10th day, the 21st", "the second round, the tenth day, the 21st"),
+        ("meds w/o side effects b/c of my max dose", "medications without side effects because of my maximum dose"),
+        ("my cumulative grade point average", "my cumulative GPA"),
+        ("unclog a sink with out chemicals", "unclog a sink without chemicals"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:

@@ -248,12 +248,24 @@ def accept_semantic(query: str, candidate: str, similarity: float, acceptance: A
 
 def same_text(query: str, candidate: str) -> bool:
     """Whether the two prompts are one text once normalised (abbreviations, numerals, units, synonyms
-    written one way), but for punctuation, spacing and the case of a word's first letter: "Is a BMI
-    test expensive?" / "is a body mass index test expensive". "MB" and "Mb" stay two words."""
+    written one way), but for punctuation, spacing, the case of a word's first letter and an acronym
+    in lower case: "Is a BMI test expensive?" / "is a body mass index test expensive", "normal BP" /
+    "normal bp". "MB" and "Mb" stay two words."""
     a, b = _folded(query), _folded(candidate)
     if len(a) != len(b):
         return False
-    return all(x == y or (x[1:] == y[1:] and x[0].lower() == y[0].lower()) for x, y in zip(a, b, strict=True))
+    return all(_same_word(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _same_word(x: str, y: str) -> bool:
+    """One word but for its first letter's case, or an acronym typed in lower case ("BP" / "bp"; not
+    a stopword: "US" / "us")."""
+    if x == y or (x[1:] == y[1:] and x[0].lower() == y[0].lower()):
+        return True
+    lower, upper = sorted((x, y), key=str.isupper)
+    return (
+        len(x) > 1 and upper.isupper() and lower.islower() and upper.lower() == lower and _stem(lower) not in _STOPWORDS
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -417,7 +429,8 @@ _SYNONYM_GROUPS = """
     film:movie photo:picture:pic child:children:kid delete:remove speak:talk buy:purchase fix:repair:mend
     website:site earn:make smart:intelligent rich:wealthy shop:store choose:select:pick need:require
     mistake:error start:begin lawyer:attorney doctor:physician car:automobile tv:television
-    enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit
+    enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit:resign
+    hurt:ache noise:sound house:home
     car:vehicle fridge:refrigerator bike:bicycle plane:airplane:aeroplane thaw:defrost faucet:tap
     dad:father mom:mother:mum sick:ill allow:permit symptom:sign gift:present trash:garbage:rubbish
     stomach:belly:tummy answer:reply end:finish

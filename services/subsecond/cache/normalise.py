@@ -11,6 +11,7 @@ words, so that the guard does not refuse a paraphrase for its spelling:
   and so does a unit's name elsewhere unless it is also an ordinary word ("feet"): otherwise "convert 50
   miles to kilometers" and "convert 50 kilometers to miles" would read "kilometers" in one and "km" in
   the other, and the guard would not see the two units traded;
+- the first ten ordinals in digits become words ("2nd" -> "second");
 - shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is"),
   and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
 - negations written without the apostrophe get it back ("dont" -> "don't");
@@ -106,7 +107,7 @@ _ABBREVIATIONS = """
     CPR:cardiopulmonary_resuscitation IV:intravenous A1C:HbA1c|hemoglobin_A1c|haemoglobin_A1c
     HPV:human_papillomavirus IBD:inflammatory_bowel_disease DVT:deep_vein_thrombosis
     PCOS:polycystic_ovary_syndrome CBT:cognitive_behavioral_therapy|cognitive_behavioural_therapy
-    LDL:low-density_lipoprotein HDL:high-density_lipoprotein BPM:beats_per_minute
+    LDL:low-density_lipoprotein HDL:high-density_lipoprotein BPM:beats_per_minute GPA:grade_point_average
     CLI:command-line_interface|command_line_interface GUI:graphical_user_interface
     IDE:integrated_development_environment ISP:internet_service_provider DNS:domain_name_system
     CS:computer_science WWI:World_War_I|World_War_1|World_War_One|First_World_War|WW1
@@ -154,10 +155,18 @@ _SHORTHANDS = {
     "wks": "weeks", "pls": "please", "plz": "please", "thx": "thanks", "b4": "before",
     "cuz": "because", "tmrw": "tomorrow", "u": "you", "ur": "your", "w/o": "without",
     "w/": "with", "ok": "okay", "whats": "what is", "hows": "how is", "wheres": "where is", "im": "I am",
+    "meds": "medications", "max": "maximum", "with out": "without", "b/c": "because", "bc": "because",
 }  # fmt: skip
 _SHORTHAND = re.compile(
     r"(?<![\w/])(" + "|".join(re.escape(short) for short in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
 )
+# The first ten ordinals written with digits are written as words ("1st" -> "first"): the words are
+# what the guard reads as a rank, and "the 2nd round" is "the second round".
+_ORDINAL_WORDS = {
+    "1st": "first", "2nd": "second", "3rd": "third", "4th": "fourth", "5th": "fifth", "6th": "sixth",
+    "7th": "seventh", "8th": "eighth", "9th": "ninth", "10th": "tenth",
+}  # fmt: skip
+_ORDINAL_DIGITS = re.compile(r"\b(" + "|".join(_ORDINAL_WORDS) + r")\b", re.IGNORECASE)
 # "How does one ..." is "how do you ...": "one" as the impersonal pronoun, after a question word and an
 # auxiliary only, where it cannot be the number ("is one tablet enough" keeps its "one").
 _ONE_PRONOUN = re.compile(
@@ -239,6 +248,7 @@ _SYNONYM = re.compile(
 def normalise(text: str) -> str:
     """The prompt with the rewrites above applied; case is kept where nothing was rewritten."""
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
+    text = _ORDINAL_DIGITS.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
     text = _ONE_PRONOUN.sub(lambda m: f"{m.group(1)} {'do' if m.group(2).lower() == 'does' else m.group(2)} you", text)
     text = _NEGATED_WITHOUT_APOSTROPHE.sub(lambda m: m.group(1) + "n't", text)
     text = _CANT_WONT.sub(lambda m: m.group(1) + "n't", text)
