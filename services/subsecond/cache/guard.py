@@ -123,7 +123,7 @@ log = logging.getLogger(__name__)
 # rates expected at each point are in the README.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.65
-DEFAULT_VERIFIER_PROBABILITY = 0.4
+DEFAULT_VERIFIER_PROBABILITY = 0.35
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
 DEFAULT_OVERRULE_PROBABILITY: float | None = 0.8
 
@@ -148,7 +148,7 @@ class OperatingPoint:
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
 OPERATING_POINTS = {
-    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY, overrule=0.97),
+    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.4, overrule=0.97),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
     "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.35, overrule=0.7),
 }
