@@ -181,14 +181,9 @@ def _refusals(reason: str) -> float:
     return REGISTRY.get_sample_value("subsecond_cache_semantic_rejections_total", {"reason": reason}) or 0.0
 
 
-@pytest.mark.parametrize("served", [True, False], ids=["built", "absent"])
-async def test_the_service_serves_a_verified_paraphrase_and_nothing_without_a_verifier(
-    redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path, served: bool
-) -> None:
-    fake_embedder.vectors.update({STORED: towards(0), ASKED: towards(10)})  # cosine 0.98
-    verifier_dir = MODEL_DIR if served else tmp_path / "absent-verifier"
-    settings = _settings(redis_server.url, fake_embedder, tmp_path, verifier_dir)
-    unavailable = _refusals("verifier:unavailable")
+async def _stored_then_asked(settings: CacheSettings) -> tuple[cache_pb2.LookupResponse, cache_pb2.LookupResponse]:
+    """On a cache service of ``settings``: an answer stored for STORED, then ASKED looked up
+    semantically and STORED exactly."""
     running = await start_server(settings.server, definition(settings))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -198,6 +193,18 @@ async def test_the_service_serves_a_verified_paraphrase_and_nothing_without_a_ve
             exact = await cache.Lookup(cache_pb2.LookupRequest(query=_query(STORED)))
     finally:
         await running.stop(0)
+    return found, exact
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["built", "absent"])
+async def test_the_service_serves_a_verified_paraphrase_and_nothing_without_a_verifier(
+    redis_server: RedisServer, fake_embedder: FakeEmbedder, tmp_path: Path, served: bool
+) -> None:
+    fake_embedder.vectors.update({STORED: towards(0), ASKED: towards(10)})  # cosine 0.98
+    verifier_dir = MODEL_DIR if served else tmp_path / "absent-verifier"
+    settings = _settings(redis_server.url, fake_embedder, tmp_path, verifier_dir)
+    unavailable = _refusals("verifier:unavailable")
+    found, exact = await _stored_then_asked(settings)
     assert found.hit == served
     assert exact.hit  # the exact tier needs no verifier
     assert _refusals("verifier:unavailable") == unavailable + (0 if served else 1)
@@ -216,14 +223,7 @@ async def test_the_service_builds_its_verifier_with_the_threads_set(
     monkeypatch.setattr(PairVerifier, "__init__", recorded)
     fake_embedder.vectors.update({STORED: towards(0), ASKED: towards(10)})
     settings = replace(_settings(redis_server.url, fake_embedder, tmp_path, MODEL_DIR), verifier_threads=2)
-    running = await start_server(settings.server, definition(settings))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            cache = cache_pb2_grpc.CacheStub(channel)
-            await cache.Store(cache_pb2.StoreRequest(query=_query(STORED), answer=ANSWER))
-            found = await cache.Lookup(cache_pb2.LookupRequest(query=_query(ASKED), semantic=True))
-    finally:
-        await running.stop(0)
+    found, _ = await _stored_then_asked(settings)
     assert built == [2]
     assert found.hit and found.tier == cache_pb2.CACHE_TIER_SEMANTIC
 

@@ -428,19 +428,18 @@ _BASE_FORM = dict(entry.split(":") for entry in _IRREGULAR_FORMS.split())
 _SYNONYM_GROUPS = """
     film:movie photo:picture:pic child:children:kid delete:remove speak:talk buy:purchase fix:repair:mend
     website:site earn:make smart:intelligent rich:wealthy shop:store choose:select:pick need:require
-    mistake:error start:begin lawyer:attorney doctor:physician car:automobile tv:television
+    mistake:error start:begin lawyer:attorney doctor:physician car:automobile:vehicle tv:television
     enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit:resign
     hurt:ache noise:sound house:home
-    car:vehicle fridge:refrigerator bike:bicycle plane:airplane:aeroplane thaw:defrost faucet:tap
+    fridge:refrigerator bike:bicycle plane:airplane:aeroplane thaw:defrost faucet:tap
     dad:father mom:mother:mum sick:ill allow:permit symptom:sign gift:present trash:garbage:rubbish
     stomach:belly:tummy answer:reply end:finish
 """
 # Closed sets of alternatives: two members of one set are never one thing written two ways, so one
 # swapped for the other is a different question the verifier may not overrule ("in march" / "in may",
 # "how many mAh" / "how many Wh", "csv" / "json"). HTTP methods are not among them: "get", "post" and
-# "delete" (met on "remove") are everyday words. Words joined by "|"
-# are one member written two ways (synonyms, met on the first). General knowledge, not phrases from
-# any data set.
+# "delete" (met on "remove") are everyday words. Words joined by "|" are one member written two ways
+# (synonyms, met on the first). General knowledge, not phrases from any data set.
 _ALTERNATIVES = """
     january february march april may june july august september october november december
     monday tuesday wednesday thursday friday saturday sunday
@@ -1472,11 +1471,22 @@ def _phrase_swapped(a: _Prompt, b: _Prompt) -> bool:
     words swapped for another with no word in common nor related (:func:`_related`, a misspelling),
     one of them longer than a word ("for beginners" / "for experienced hikers", "a puppy" / "an adult
     dog", "mexico city" / "madrid")."""
+    runs = _swapped_runs(a, b)
+    if runs is None or len(runs[0]) + len(runs[1]) < 3:
+        return False
+    x, y = runs
+    return not any(_related(u, v) or _misspelt(_written(a, u), _written(b, v)) for u in x for v in y)
+
+
+def _swapped_runs(a: _Prompt, b: _Prompt) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The run of content words where each prompt has another (their common beginning and end cut
+    off), unless either is empty or longer than MAX_PHRASE_WORDS, or the two are one name written as
+    one word and as two ("csharp" / "c sharp")."""
     content = _Aligned.of(a.content, b.content)
     x, y = content.a, content.b
-    if not x or not y or max(len(x), len(y)) > MAX_PHRASE_WORDS or len(x) + len(y) < 3 or "".join(x) == "".join(y):
-        return False  # nothing swapped, or one name written as one word and as two ("csharp" / "c sharp")
-    return not any(_related(u, v) or _misspelt(_written(a, u), _written(b, v)) for u in x for v in y)
+    if not x or not y or max(len(x), len(y)) > MAX_PHRASE_WORDS or "".join(x) == "".join(y):
+        return None
+    return x, y
 
 
 def _alternatives_traded(a: _Prompt, b: _Prompt) -> bool:
@@ -1495,10 +1505,10 @@ def _unknown_terms_traded(a: _Prompt, b: _Prompt) -> bool:
     / "gitattributes", "pytorch" / "tensorflow"): two names or technical terms traded, which a model
     that knows neither cannot tell apart. Not when one word begins the other ("postgres" /
     "postgresql") or is one edit from it (two spellings of one name)."""
-    content = _Aligned.of(a.content, b.content)
-    x, y = content.a, content.b
-    if not x or not y or max(len(x), len(y)) > MAX_PHRASE_WORDS or "".join(x) == "".join(y):
+    runs = _swapped_runs(a, b)
+    if runs is None:
         return False
+    x, y = runs
     unknown_x = {word for key in x for word in _written(a, key) if _unknown(word)}
     unknown_y = {word for key in y for word in _written(b, key) if _unknown(word)}
     return (
