@@ -49,6 +49,7 @@ from subsecond.kit.settings import SettingsError
         ("meds w/o side effects b/c of my max dose", "medications without side effects because of my maximum dose"),
         ("my cumulative grade point average", "my cumulative GPA"),
         ("unclog a sink with out chemicals", "unclog a sink without chemicals"),
+        ("built in 300 bc in bc canada", "built in 300 bc in bc canada"),  # "bc" is also a date and a place
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:

@@ -155,7 +155,7 @@ _SHORTHANDS = {
     "wks": "weeks", "pls": "please", "plz": "please", "thx": "thanks", "b4": "before",
     "cuz": "because", "tmrw": "tomorrow", "u": "you", "ur": "your", "w/o": "without",
     "w/": "with", "ok": "okay", "whats": "what is", "hows": "how is", "wheres": "where is", "im": "I am",
-    "meds": "medications", "max": "maximum", "with out": "without", "b/c": "because", "bc": "because",
+    "meds": "medications", "max": "maximum", "with out": "without", "b/c": "because",
 }  # fmt: skip
 _SHORTHAND = re.compile(
     r"(?<![\w/])(" + "|".join(re.escape(short) for short in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
