@@ -155,6 +155,16 @@ NEAR_MISSES = [
     ("What shots does a kitten need?", "What shots does an adult cat need?", "phrase"),
     # a dictionary word one letter from a term the dictionary lacks is still another word
     ("Is http secure for logins?", "Is https secure for logins?", "substitution"),
+    # round eight: someone else doing the same (the asker for a named party); a role after a comma; "all"
+    # for "a"; a route through "into" with a modifier on its ends; one letter for another (flags, vitamins)
+    ("the airline cancelled my flight, can i get a refund", "i cancelled my flight, can i get a refund", "role"),
+    ("my landlord wants to end the lease early", "i want to end the lease early", "role"),
+    ("the owner has cancelled our booking", "we have cancelled our booking", "role"),
+    ("my mother in law doesnt like me, how do i handle it", "i dont like my mother in law, how do i handle it", "role"),
+    ("how do i drop all tables in postgres", "how do i drop a table in postgres", "quantifier"),
+    ("can i roll my old 401k into a roth ira", "can i roll my roth ira into my old 401k", "direction"),
+    ("what does the -r flag do in cp", "what does the -p flag do in cp", "entity"),
+    ("is vitamin b good for hair", "is vitamin c good for hair", "entity"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -247,6 +257,12 @@ PARAPHRASES = [
     ("may i travel in june", "can i travel in june"),
     ("What is Ron's patronus?", "What is Ron Weasley's patronus?"),
     ("how to install whatsapp", "how to install whatsap"),
+    # round eight: clauses moved around commas; someone named generically for the asker
+    (
+        "how much notice do i give my employer before resigning in the uk",
+        "in the uk, before resigning, how much notice do i give my employer",
+    ),
+    ("how can a person lose weight fast", "how can i lose weight fast"),
 ]
 
 

@@ -50,6 +50,10 @@ from subsecond.kit.settings import SettingsError
         ("my cumulative grade point average", "my cumulative GPA"),
         ("unclog a sink with out chemicals", "unclog a sink without chemicals"),
         ("built in 300 bc in bc canada", "built in 300 bc in bc canada"),  # "bc" is also a date and a place
+        ("half an hour, a half-hour, a quarter of an hour", "30 minutes, a 30 minutes, 15 minutes"),
+        ("a pint and a half, an hour and a half", "1.5 pints, 1.5 hours"),
+        ("the super bowl in twenty twenty, born nineteen eighty-four", "the super bowl in 2020, born 1984"),
+        ("twenty one pilots, half an hourglass", "twenty one pilots, 0.5 hourglass"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
@@ -76,6 +80,9 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("Which are the safest neighbourhoods in Leeds?", "Which are the least dangerous neighbourhoods in Leeds?"),
         ("Who will win the American election?", "Who will win the US election?"),
         ("how many kilometers is 5 miles", "how many km is 5 miles"),
+        ("30 minute beginner workout", "half hour beginner workout"),
+        ("how many fluid ounces are in a pint and a half", "how many fluid ounces are in 1.5 pints"),
+        ("who won the super bowl in twenty twenty", "who won the super bowl in 2020"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
@@ -101,6 +108,8 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("The safest areas of Leeds?", "The most dangerous areas of Leeds?", "negation"),
         # a unit named after a number in one prompt and alone in the other still reads as one word
         ("convert 10 kilograms to pounds", "convert 10 pounds to kilograms", "direction"),
+        ("a 45 minute workout", "a half hour workout", "number"),
+        ("who won the super bowl in twenty twenty", "who won the super bowl in 2021", "number"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

@@ -5,7 +5,9 @@ words, so that the guard does not refuse a paraphrase for its spelling:
 
 - fractions in digits, glyphs or words become decimals ("1/2", "½", "half a" -> "0.5"), and a
   counted dozen its number ("a dozen" -> "12", "two dozen" -> "24", "half a dozen" -> "6"), a number
-  and a half or a spoken decimal its digits ("one and a half" -> "1.5", "three point five" -> "3.5");
+  and a half or a spoken decimal its digits ("one and a half" -> "1.5", "three point five" -> "3.5"),
+  "a pint and a half" one and a half of the thing ("1.5 pints"), part of an hour its minutes ("half an
+  hour" -> "30 minutes") and a year said in words its digits ("twenty twenty" -> "2020");
 - a unit named in full after a number becomes its symbol ("5 kilograms" -> "5 kg", "10 megabytes" ->
   "10 MB", "3 lbs" -> "3 lb"), so that a different unit after the same number is a different quantity,
   and so does a unit's name elsewhere unless it is also an ordinary word ("feet"): otherwise "convert 50
@@ -26,11 +28,17 @@ words, so that the guard does not refuse a paraphrase for its spelling:
 
 Each table is closed and written here from general knowledge of English, not from any data set.
 Every rewrite is a regular-expression pass over the text: linear in the prompt's length.
+
+The pair verifier reads a pair through :func:`normalise_pair`: both prompts normalised, then a word
+that one of them misspells or runs together written as the other spells it
+(:func:`subsecond.cache.spelling.aligned`).
 """
 
 from __future__ import annotations
 
 import re
+
+from subsecond.cache import spelling
 
 _NEGATED_WITHOUT_APOSTROPHE = re.compile(
     r"\b(do|does|did|is|are|was|were|has|have|had|should|would|could|must|need)nt\b", re.IGNORECASE
@@ -45,6 +53,20 @@ _DIGIT_WORDS = {
 }  # fmt: skip
 _DIGIT_WORD = "|".join(_DIGIT_WORDS)
 _AND_A_HALF = re.compile(rf"\b({_DIGIT_WORD}|\d{{1,3}}) and a half\b", re.IGNORECASE)
+# "a pint and a half", "an hour and a half": one and a half of the thing named.
+_ONE_AND_A_HALF = re.compile(r"\ban? ([a-z]{3,}) and a half\b", re.IGNORECASE)
+# Parts of an hour said in words: "half an hour" is "30 minutes", the number the guard compares.
+_HOUR_PARTS = re.compile(r"\b(?:(half)(?: an |-| )|(?:a )?(quarter)(?: of an |-| ))hour\b", re.IGNORECASE)
+# A year said in words: "twenty twenty" is 2020, "nineteen eighty four" 1984.
+_TENS = {"twenty": 2, "thirty": 3, "forty": 4, "fifty": 5, "sixty": 6, "seventy": 7, "eighty": 8, "ninety": 9}
+_TEENS = {
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+_SPOKEN_YEAR = re.compile(
+    rf"\b(nineteen|twenty) (?:({'|'.join(_TEENS)})|({'|'.join(_TENS)})(?:[ -]({'|'.join(_DIGIT_WORDS)}))?)\b",
+    re.IGNORECASE,
+)
 _SPOKEN_DECIMAL = re.compile(rf"\b({_DIGIT_WORD}|\d{{1,3}}) point ((?:(?:{_DIGIT_WORD})\b ?)+)", re.IGNORECASE)
 _FRACTION_DIGITS = re.compile(r"\b(\d{1,2})\s*[/\u2044]\s*(\d{1,2})\b")
 # Fractions in words, longest first; "a"/"of a" after them is the article of the measured thing.
@@ -257,6 +279,11 @@ def normalise(text: str) -> str:
         text = _DOZEN.sub(_dozen, text)
     if "and a half" in lowered:
         text = _AND_A_HALF.sub(lambda m: f"{_digit(m.group(1))}.5", text)
+        text = _ONE_AND_A_HALF.sub(lambda m: f"1.5 {m.group(1)}s", text)
+    if "hour" in lowered:
+        text = _HOUR_PARTS.sub(lambda m: "30 minutes" if m.group(1) else "15 minutes", text)
+    if "nineteen" in lowered or "twenty" in lowered:
+        text = _SPOKEN_YEAR.sub(_spoken_year, text)
     if "point" in lowered:
         text = _SPOKEN_DECIMAL.sub(_spoken_decimal, text)
     text = _FRACTION_DIGITS.sub(_fraction, text)
@@ -270,6 +297,11 @@ def normalise(text: str) -> str:
     text = _EXPANSION.sub(lambda m: _EXPANSIONS[" ".join(m.group(1).lower().split())], text)
     text = _BRITISH_ISE.sub(_americanise, text)
     return _SYNONYM.sub(lambda m: _SYNONYM_OF[m.group(1).lower()], text)
+
+
+def normalise_pair(first: str, second: str) -> tuple[str, str]:
+    """Two prompts as the pair verifier reads them, in training and serving alike."""
+    return spelling.aligned(normalise(first), normalise(second))
 
 
 def _unit(match: re.Match[str]) -> str:
@@ -289,6 +321,12 @@ def _digit(word: str) -> int:
 def _spoken_decimal(match: re.Match[str]) -> str:
     decimals = "".join(str(_DIGIT_WORDS[word.lower()]) for word in match.group(2).split())
     return f"{_digit(match.group(1))}.{decimals}" + (" " if match.group(2).endswith(" ") else "")
+
+
+def _spoken_year(match: re.Match[str]) -> str:
+    century, teen, tens, unit = (group.lower() if group else None for group in match.groups())
+    later = _TEENS[teen] if teen else _TENS[tens or ""] * 10 + (_DIGIT_WORDS[unit] if unit else 0)
+    return str((19 if century == "nineteen" else 20) * 100 + later)
 
 
 def _dozen(match: re.Match[str]) -> str:

@@ -13,8 +13,9 @@ labelled pairs and generated hard negatives and exported to int8 ONNX by
 ``model.json`` (layers, maximum length, the int8/float agreement, the recipe's hash); the probability
 a pair needs is the operating point's (``guard.OPERATING_POINTS``), chosen on the dev pairs by
 ``benchmarks/semantic_tier.py``.
-Both prompts are first rewritten by :func:`subsecond.cache.normalise.normalise`, in training and
-here alike, so that a fraction, an abbreviation or a British spelling reaches the model in one form.
+Both prompts are first rewritten by :func:`subsecond.cache.normalise.normalise_pair`, in training and
+here alike: normalised, so that a fraction, an abbreviation or a British spelling reaches the model
+in one form, and a word one of them misspells or runs together written as the other spells it.
 
 It runs on ONNX Runtime with one intra-op thread by default (``VERIFIER_THREADS``; the guard's thread
 pool gives the parallelism between lookups), one pair per call, so that int8 activations are quantised
@@ -34,7 +35,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, I
 from tokenizers import Tokenizer
 
 from subsecond.cache.guard import VerifierFailure
-from subsecond.cache.normalise import normalise
+from subsecond.cache.normalise import normalise_pair
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class PairVerifier:
 
     def probability(self, cached: str, query: str) -> float:
         """How likely the answer cached for ``cached`` is right for ``query`` (0..1)."""
-        encoding = self._tokenizer.encode(normalise(cached), normalise(query))
+        encoding = self._tokenizer.encode(*normalise_pair(cached, query))
         ids = np.array([encoding.ids], dtype=np.int64)
         feed = {
             "input_ids": ids,
