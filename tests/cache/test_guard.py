@@ -165,6 +165,16 @@ NEAR_MISSES = [
     ("can i roll my old 401k into a roth ira", "can i roll my roth ira into my old 401k", "direction"),
     ("what does the -r flag do in cp", "what does the -p flag do in cp", "entity"),
     ("is vitamin b good for hair", "is vitamin c good for hair", "entity"),
+    ("is it safe to run git push -f on a shared branch", "is it safe to run git push -u on a shared branch", "entity"),
+    ("why does my husband ignore me when i bring up money", "why do i ignore my husband when he brings it up", "role"),
+    ("can i bring both my dogs on a flight", "can i bring one of my dogs on a flight", "quantifier"),
+    ("will i be charged after the trial unless i cancel", "will i be charged after the trial if i cancel", "negation"),
+    ("copy a file out of a container onto the host", "copy a file from the host into a container", "direction"),
+    ("how do i merge several pdfs into one file", "how do i split one pdf into several files", "negation"),
+    # the past against the future in the same words
+    ("who won the world cup", "who will win the world cup", "time"),
+    ("what was the minimum wage in ohio", "what will the minimum wage be in ohio", "time"),
+    ("has the fed raised interest rates", "will the fed raise interest rates", "time"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -263,6 +273,8 @@ PARAPHRASES = [
         "in the uk, before resigning, how much notice do i give my employer",
     ),
     ("how can a person lose weight fast", "how can i lose weight fast"),
+    ("using only my phone, how can i scan a document", "how can i scan a document using only my phone"),
+    ("what happens if i quit my job", "what will happen if i quit my job"),
 ]
 
 

@@ -718,6 +718,7 @@ def training_inputs(data_dir: Path) -> list[Path]:
         data_dir / "handwritten3.jsonl",  # round five's test set, tuned on from round six
         data_dir / "handwritten4.jsonl",  # round six's test set, tuned on from round seven
         data_dir / "handwritten5.jsonl",  # round seven's test set, tuned on from round eight
+        data_dir / "handwritten_dev2.jsonl",  # round eight's dev pairs, weighted to roles and typos
     ]
 
 

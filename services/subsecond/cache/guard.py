@@ -8,7 +8,9 @@ names the first one it finds:
 - ``number``: each prompt has a number the other does not (digits, number words, ordinals,
   percentages, "10k", clock times: "two eggs" is "2 eggs", "9am" is not "9pm");
 - ``time``: both prompts name a time and the times differ (days, months, seasons, meals, parts of
-  the day, today/tomorrow/yesterday, "last week"/"next month");
+  the day, today/tomorrow/yesterday, "last week"/"next month"), or one asks about the past and the
+  other about the future in otherwise the same words ("who won the world cup" / "who will win the
+  world cup");
 - ``negation``: one prompt negates what the other asserts (an odd number of "not"/"n't"/"no"/
   "without"/"avoid" more on one side; "or not", "why or why not" and "if not," offer the other answer
   and do not count), or the two use opposite words: antonyms in any degree
@@ -332,22 +334,23 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
     numbers = _number_difference(a, b)
     if numbers == "number" and "number" in rules:
         return "number"
-    if "time" in rules and a.times and b.times and a.times != b.times:
+    keys = _Aligned.of(a.keys, b.keys)
+    if "time" in rules and ((a.times and b.times and a.times != b.times) or _past_against_future(keys, a, b)):
         return "time"
     converse = _converse_comparison(a, b)
     if "negation" in rules and (a.negators % 2 != b.negators % 2 or (not converse and _opposite_words(a, b))):
         return "negation"
-    keys = _Aligned.of(a.keys, b.keys)
     if "quantifier" in rules and (
         (a.quantifiers and b.quantifiers and not a.quantifiers & b.quantifiers) or _all_for_an_article(keys)
     ):
         return "quantifier"
     if "extent" in rules and max(len(keys.a), len(keys.b)) > MAX_DIFFERING_WORDS:
         return "extent"
+    moved = _clauses_moved(a, b)  # clauses in another order keep who does what within each
     if "direction" in rules and (
         a.routes & {(target, source) for source, target in b.routes}
         or (
-            not _clauses_moved(a, b)
+            not moved
             and (
                 (
                     not converse
@@ -360,7 +363,7 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
     ):
         return "direction"
     if "role" in rules and (
-        _pronoun_roles_traded(a, b)
+        (not moved and _pronoun_roles_traded(a, b))
         or _passive_agent_differs(a, b)
         or _passive_agent_differs(b, a)
         or _owner_changed(a, b)
@@ -441,6 +444,7 @@ _IRREGULAR_FORMS = """
     fried:fry cried:cry
 """
 _BASE_FORM = dict(entry.split(":") for entry in _IRREGULAR_FORMS.split())
+_PAST_FORMS = frozenset(form for form in _BASE_FORM if not form.endswith("ing"))
 # Words of general English that mean the same in any question, met on the first of each group (in
 # stems); adjectives in degrees are normalise.py's. Words with another common sense are left out
 # ("mobile", "image", "top"), unless the one word swapped in a question otherwise alike keeps the sense
@@ -506,7 +510,7 @@ _STOPWORDS = _stems(
 
 # Words that flip the polarity of a clause ("n't" and "cannot" are split off by the tokeniser),
 # and the verbs that mean "not do": "what should I avoid" asks the opposite of "what should I eat".
-_NEGATORS = _stems("not no never without none nothing nobody nowhere neither nor avoid skip")
+_NEGATORS = _stems("not no never without none nothing nobody nowhere neither nor avoid skip unless except")
 
 _ARTICLES = frozenset({"a", "an", "the"})
 _WORD = re.compile(r"[\w']+")
@@ -520,7 +524,7 @@ _DETERMINERS = _ARTICLES | _stems("my your his her its our their this that these
 # Quantifiers of four kinds: "do all mammals ..." asks the opposite of "do some mammals ...", "do most
 # cats ..." of "do few cats ..." (the negative ones, "no"/"none", are negators). "most" after an
 # article is a superlative ("the most useful"), "a few" is "some".
-_UNIVERSAL = _stems("all every each everyone everybody everything always")
+_UNIVERSAL = _stems("all every each both everyone everybody everything always")
 _EXISTENTIAL = _stems("some any someone somebody something anyone anybody anything sometimes several")
 _QUANTIFIER_KINDS = {"most": "majority", "few": "minority"}
 _SINGLE = _stems("one first single 1")
@@ -544,6 +548,10 @@ _GENERIC_PEOPLE = _stems(
     "person people someone somebody anyone anybody everyone everybody one individual user human guy beginner"
 )
 _AGREEING_AUXILIARIES = _stems("is am are was were has have had do does did")
+# Tense in the auxiliaries: "who won" / "who will win" ask about different events.
+_PAST_AUXILIARIES = _stems("was were did had")
+_FUTURE_AUXILIARIES = _stems("will shall gonna going")
+_TENSE_AUXILIARIES = _AGREEING_AUXILIARIES | _FUTURE_AUXILIARIES | _stems("be been to")
 _SINGULAR_ARTICLES = _stems("a an")
 _MOST_CLAUSES_MOVED = 4  # permutations tried: 24 at most
 # An object that asks ("tell me how ..."), benefits ("... for me") or is addressed to someone else
@@ -562,7 +570,8 @@ _WHOM = {_stem("whom"): _stem("who")}
 _PREFIX_HYPHEN = re.compile(r"\b(non|pre|post|multi)(?:-|(?<=non)\s+)(?=[^\W\d_])", re.IGNORECASE)
 # Words that lead to the target of a route ("to", "into"), and how many words before one its source
 # may be: "convert this JSON file to YAML".
-_ROUTE_MARKERS = frozenset({"to", "into", "toward", "towards"})
+_ROUTE_MARKERS = frozenset({"to", "into", "onto", "toward", "towards"})
+_ROUTE_INTO = frozenset({"into", "onto"})  # always a route: the few words on either side are its ends
 _ROUTE_REACH = 3
 # Relations that read the same in both directions: "A and B" is "B and A"; but not with a word that
 # orders the two ("A and then B", "A first and B after").
@@ -618,6 +627,7 @@ _ANTONYM_PAIRS = """
     past:future include:exclude inhale:exhale major:minor senior:junior top:bottom front:back
     forward:backward horizontal:vertical odd:even raw:cooked indoor:outdoor inner:outer asleep:awake
     attack:defend offense:defense import:export ascend:descend sweet:sour sweet:savory
+    merge:split join:split combine:split
 """
 _ANTONYMS_OF: dict[str, set[str]] = {}
 for _pair in _ANTONYM_PAIRS.split():
@@ -909,7 +919,7 @@ def _routes(words: list[_Word]) -> frozenset[tuple[str, str]]:
                 continue
         if source is not None and source != target:
             routes.add((source, target))
-        if key == "into":
+        if key in _ROUTE_INTO:
             sources = _named_near(words[max(0, i - _ROUTE_REACH) : i])
             targets = _named_near(words[i + 1 : i + 1 + _ROUTE_REACH])
             routes.update((s, t) for s in sources for t in targets if s != t)
@@ -1309,34 +1319,61 @@ def _pronoun_roles_traded(a: _Prompt, b: _Prompt) -> bool:
     """A person who acts more often in one prompt and is acted on more often in the other ("does my
     employer pay me" / "do I pay my employer", "can he sue her" / "can she sue him"): who does what to
     whom changed. An object that asks or benefits ("tell me how", "for me") is not counted."""
+    if _owned_subject_becomes_asker(a.keys, b.keys) or _owned_subject_becomes_asker(b.keys, a.keys):
+        return True
     count_a, count_b = _role_counts(a), _role_counts(b)
-    if count_a["i"] != count_b["i"]:
-        fewer, more = (a, b) if count_a["i"] < count_b["i"] else (b, a)
-        if _owned_subject_becomes_asker(fewer.keys, more.keys):
-            return True
     return any(
         (count_a[subject] - count_b[subject]) * (count_a[obj] - count_b[obj]) < 0 for subject, obj in _SUBJECT_OBJECT
     )
 
 
+def _past_against_future(keys: _Aligned, a: _Prompt, b: _Prompt) -> bool:
+    """One prompt asks about the past and the other about the future, in otherwise the same words ("who
+    won the world cup" / "who will win the world cup", "what was the minimum wage" / "what will the
+    minimum wage be", "has the fed raised rates" / "will the fed raise rates"): all the words that differ
+    are auxiliaries, and a verb is written in the past in one prompt only. Present against future is
+    not counted ("what happens if" asks what "what will happen if" asks)."""
+    only_a, only_b = set(Counter(keys.a) - Counter(keys.b)), set(Counter(keys.b) - Counter(keys.a))
+    if not only_a | only_b or not only_a | only_b <= _TENSE_AUXILIARIES:
+        return False
+    shared = set(a.content) & set(b.content)
+
+    def past(prompt: _Prompt, other: _Prompt, only: set[str]) -> bool:
+        return bool(only & _PAST_AUXILIARIES) or any(
+            _written_past(prompt, key) and not _written_past(other, key) for key in shared
+        )
+
+    return (past(a, b, only_a) and bool(only_b & _FUTURE_AUXILIARIES)) or (
+        past(b, a, only_b) and bool(only_a & _FUTURE_AUXILIARIES)
+    )
+
+
+def _written_past(prompt: _Prompt, key: str) -> bool:
+    return any(text in _PAST_FORMS or (text.endswith("ed") and len(text) > 4) for text in _written(prompt, key))
+
+
 def _actor_replaced(keys: _Aligned) -> bool:
     """The same action done by the asker ("I", "we", "he", "she") in one prompt and by someone named in
     the other ("the owner has cancelled" / "we have cancelled", "my landlord wants to end the lease" /
-    "I want to end the lease"): all that differs is the subject before the same words. Someone named
-    generically ("a person", "someone", "a beginner") may be the asker: not counted."""
-    if keys.following is None:
+    "I want to end my lease"): all that differs, determiners aside, is the subject before the same
+    words. Someone named generically ("a person", "someone", "a beginner") may be the asker: not
+    counted."""
+    a = tuple(key for key in keys.a if key not in _DETERMINERS)
+    b = tuple(key for key in keys.b if key not in _DETERMINERS)
+    changes = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if len(changes) != 1 or changes[0][0] != "replace":
         return False
-    x, y = _without_auxiliaries(keys.a), _without_auxiliaries(keys.b)
-    for person, other in ((x, y), (y, x)):
-        named = [key for key in other if key not in _DETERMINERS]
-        if (
-            len(person) == 1
-            and person[0] in _ACTING_PERSONS
-            and 0 < len(named) <= 2
-            and not any(key in _STOPWORDS or key in _GENERIC_PEOPLE or key in _NEGATORS for key in named)
-        ):
-            return True
-    return False
+    _, i1, i2, j1, j2 = changes[0]
+    if i2 == len(a) and j2 == len(b) and keys.following is None:
+        return False  # the action must follow the subject
+    x, y = _without_auxiliaries(a[i1:i2]), _without_auxiliaries(b[j1:j2])
+    return any(
+        len(person) == 1
+        and person[0] in _ACTING_PERSONS
+        and 0 < len(named) <= 2
+        and not any(key in _STOPWORDS or key in _GENERIC_PEOPLE or key in _NEGATORS for key in named)
+        for person, named in ((x, y), (y, x))
+    )
 
 
 def _without_auxiliaries(keys: tuple[str, ...]) -> tuple[str, ...]:

@@ -179,8 +179,8 @@ _SHORTHANDS = {
     "w/": "with", "ok": "okay", "whats": "what is", "hows": "how is", "wheres": "where is", "im": "I am",
     "meds": "medications", "max": "maximum", "with out": "without", "b/c": "because",
 }  # fmt: skip
-_SHORTHAND = re.compile(
-    r"(?<![\w/])(" + "|".join(re.escape(short) for short in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
+_SHORTHAND = re.compile(  # not in a flag ("git push -u") nor a path
+    r"(?<![\w/-])(" + "|".join(re.escape(s) for s in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
 )
 # The first ten ordinals written with digits are written as words ("1st" -> "first"): the words are
 # what the guard reads as a rank, and "the 2nd round" is "the second round".
