@@ -54,6 +54,9 @@ from subsecond.kit.settings import SettingsError
         ("a pint and a half, an hour and a half", "1.5 pints, 1.5 hours"),
         ("the super bowl in twenty twenty, born nineteen eighty-four", "the super bowl in 2020, born 1984"),
         ("twenty one pilots, half an hourglass", "twenty one pilots, 0.5 hourglass"),
+        ("a couple of miles in a fortnight, born in the nineties", "2 miles in 2 weeks, born in the 90s"),
+        ("is my dr allowed, an s corp, med school", "is my doctor allowed, an s corporation, medical school"),
+        ("git push -u origin", "git push -u origin"),  # a flag, not "you"
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
@@ -83,6 +86,7 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("30 minute beginner workout", "half hour beginner workout"),
         ("how many fluid ounces are in a pint and a half", "how many fluid ounces are in 1.5 pints"),
         ("who won the super bowl in twenty twenty", "who won the super bowl in 2020"),
+        ("can my hoa stop me putting up solar panels", "can my homeowners association stop me putting up solar panels"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:

@@ -13,6 +13,8 @@ from subsecond.cache.spelling import aligned, misspelling
         # a misspelling of a word the other prompt spells: a swap, a dropped letter
         ("why does my dog lick his paws all the time", "his paws all the tiem", "his paws all the time"),
         ("learn python for data analysis", "learn pyhton for data anlysis", "learn python for data analysis"),
+        # two slips in a long word
+        ("a good guitar for a beginner", "a good guitar for a begginer", "a good guitar for a beginner"),
         # two words run together
         ("can i use my debit card abroad", "can i use my debitcard abroad", "can i use my debit card abroad"),
     ],

@@ -14,7 +14,9 @@ words, so that the guard does not refuse a paraphrase for its spelling:
   miles to kilometers" and "convert 50 kilometers to miles" would read "kilometers" in one and "km" in
   the other, and the guard would not see the two units traded;
 - the first ten ordinals in digits become words ("2nd" -> "second");
-- shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is"),
+- shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is",
+  "a couple of" -> "2", "a fortnight" -> "2 weeks"), decades in words take digits ("the nineties" ->
+  "the 90s"),
   and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
 - negations written without the apostrophe get it back ("dont" -> "don't");
 - abbreviations and their expansions meet on the abbreviation ("the Internal Revenue Service" ->
@@ -121,7 +123,9 @@ _ABBREVIATIONS = """
     NATO:North_Atlantic_Treaty_Organization SNAP:Supplemental_Nutrition_Assistance_Program
     SSN:social_security_number SSI:supplemental_security_income PTO:paid_time_off HR:human_resources
     CEO:chief_executive_officer CFO:chief_financial_officer CPA:certified_public_accountant
-    LLC:limited_liability_company HELOC:home_equity_line_of_credit EPS:earnings_per_share
+    LLC:limited_liability_company HOA:homeowners_association|homeowners'_association|home_owners_association
+    RN:registered_nurse AWS:Amazon_Web_Services EV:electric_vehicle FMLA:Family_and_Medical_Leave_Act
+    HELOC:home_equity_line_of_credit EPS:earnings_per_share
     REIT:real_estate_investment_trust PMI:private_mortgage_insurance RSU:restricted_stock_unit
     YTD:year_to_date ETA:estimated_time_of_arrival DIY:do_it_yourself|do-it-yourself
     ECG:electrocardiogram|EKG CBC:complete_blood_count OTC:over-the-counter|over_the_counter
@@ -177,8 +181,16 @@ _SHORTHANDS = {
     "wks": "weeks", "pls": "please", "plz": "please", "thx": "thanks", "b4": "before",
     "cuz": "because", "tmrw": "tomorrow", "u": "you", "ur": "your", "w/o": "without",
     "w/": "with", "ok": "okay", "whats": "what is", "hows": "how is", "wheres": "where is", "im": "I am",
-    "meds": "medications", "max": "maximum", "with out": "without", "b/c": "because",
+    "meds": "medications", "max": "maximum", "with out": "without", "b/c": "because", "dr": "doctor",
+    "corp": "corporation", "med school": "medical school", "a couple of": "2", "a fortnight": "2 weeks",
+    "fortnight": "2 weeks",
 }  # fmt: skip
+# Decades in words: "the nineties" are "the 90s".
+_DECADE_WORDS = {
+    "twenties": "20s", "thirties": "30s", "forties": "40s", "fifties": "50s", "sixties": "60s",
+    "seventies": "70s", "eighties": "80s", "nineties": "90s",
+}  # fmt: skip
+_DECADE = re.compile(r"\b(" + "|".join(_DECADE_WORDS) + r")\b", re.IGNORECASE)
 _SHORTHAND = re.compile(  # not in a flag ("git push -u") nor a path
     r"(?<![\w/-])(" + "|".join(re.escape(s) for s in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
 )
@@ -271,6 +283,7 @@ def normalise(text: str) -> str:
     """The prompt with the rewrites above applied; case is kept where nothing was rewritten."""
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
     text = _ORDINAL_DIGITS.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
+    text = _DECADE.sub(lambda m: _DECADE_WORDS[m.group(1).lower()], text)
     text = _ONE_PRONOUN.sub(lambda m: f"{m.group(1)} {'do' if m.group(2).lower() == 'does' else m.group(2)} you", text)
     text = _NEGATED_WITHOUT_APOSTROPHE.sub(lambda m: m.group(1) + "n't", text)
     text = _CANT_WONT.sub(lambda m: m.group(1) + "n't", text)

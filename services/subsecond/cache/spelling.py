@@ -1,9 +1,10 @@
 """Spelling: an English word list and the misspellings it shows, for the guard and the pair verifier.
 
-A word one edit from another (a letter added, dropped or changed, or two adjacent letters swapped)
-is a misspelling of it when only one of the two is an English word: "lern" of "learn", "symptons"
-of "symptoms". Two dictionary words one edit apart are two words ("cost" / "coast"), and a term the
-dictionary lacks ("mcg") is shorter than this looks at or two edits from any other.
+A word one edit from another (a letter added, dropped or changed, or two adjacent letters swapped),
+or two edits in words of LONG_MISSPELLING letters or more ("begginer"), is a misspelling of it when
+only one of the two is an English word: "lern" of "learn", "symptons" of "symptoms". Two dictionary
+words one edit apart are two words ("cost" / "coast"), and a term the dictionary lacks ("mcg") is
+shorter than this looks at or further from any other.
 
 :func:`aligned` writes a pair of prompts the same where one of them misspells a word the other
 spells, or runs two of its words together ("debitcard" / "debit card"), so that the pair verifier
@@ -18,6 +19,7 @@ import itertools
 import re
 
 SHORTEST_MISSPELLING = 4  # a word out of the dictionary one edit from one in it, from this length
+LONG_MISSPELLING = 8  # two edits, from this length
 
 _WORD = re.compile(r"[A-Za-z]+")
 
@@ -46,15 +48,30 @@ def one_edit(x: str, y: str) -> bool:
 
 def misspelling(x: str, y: str) -> bool:
     """One of two lower-case words a misspelling of the other: from SHORTEST_MISSPELLING letters, the
-    same first letter, one edit apart, only one of them in the dictionary."""
+    same first letter, one edit apart (two from LONG_MISSPELLING letters), only one of them in the
+    dictionary."""
     return (
         min(len(x), len(y)) >= SHORTEST_MISSPELLING
         and x[0] == y[0]
         and x.isalpha()
         and y.isalpha()
         and (x in dictionary()) != (y in dictionary())
-        and one_edit(x, y)
+        and (one_edit(x, y) or (min(len(x), len(y)) >= LONG_MISSPELLING and _edits(x, y) <= 2))
     )
+
+
+def _edits(x: str, y: str) -> int:
+    """Letters added, dropped or changed, or adjacent pairs swapped, that make x of y (the optimal
+    string alignment distance); the words are short, so the table is too."""
+    rows = [list(range(len(y) + 1))]
+    for i in range(1, len(x) + 1):
+        row = [i] + [0] * len(y)
+        for j in range(1, len(y) + 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x[i - 1] != y[j - 1]))
+            if i > 1 and j > 1 and x[i - 1] == y[j - 2] and x[i - 2] == y[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def aligned(first: str, second: str) -> tuple[str, str]:
