@@ -175,6 +175,9 @@ NEAR_MISSES = [
     ("who won the world cup", "who will win the world cup", "time"),
     ("what was the minimum wage in ohio", "what will the minimum wage be in ohio", "time"),
     ("has the fed raised interest rates", "will the fed raise interest rates", "time"),
+    # can against should, asked yes or no; two places traded through a demonym typed in lower case
+    ("can i break my lease", "should i break my lease", "modal"),
+    ("do i need a visa to visit brazil as a canadian", "do i need a visa to visit canada as a brazilian", "direction"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -275,6 +278,8 @@ PARAPHRASES = [
     ("how can a person lose weight fast", "how can i lose weight fast"),
     ("using only my phone, how can i scan a document", "how can i scan a document using only my phone"),
     ("what happens if i quit my job", "what will happen if i quit my job"),
+    ("How were fossils formed?", "How are fossils formed?"),
+    ("how can i break my lease", "how should i break my lease"),
 ]
 
 

@@ -16,6 +16,9 @@ names the first one it finds:
   and do not count), or the two use opposite words: antonyms in any degree
   (add/remove, before/after, smallest/largest), one root with opposite affixes (lock/unlock,
   enable/disable, include/exclude, careful/careless), opposite particles (log in/log out);
+- ``modal``: a yes/no question asks whether something can be done in one prompt and whether it
+  should in the other, in otherwise the same words ("can i break my lease" / "should i break my
+  lease"; "how can i" and "how should i" ask the same);
 - ``quantifier``: the two prompts quantify with no kind in common: universal (all/every/each),
   existential (some/any/a few), most, few, single (one, "one of", first, a single); "do all birds
   migrate" vs "do some birds migrate" ("every day", "at all", "than any other" and "the most" are
@@ -174,6 +177,7 @@ OPERATING_POINTS = {
 RULES = (
     "number",
     "time",
+    "modal",
     "negation",
     "quantifier",
     "extent",
@@ -335,8 +339,10 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
     if numbers == "number" and "number" in rules:
         return "number"
     keys = _Aligned.of(a.keys, b.keys)
-    if "time" in rules and ((a.times and b.times and a.times != b.times) or _past_against_future(keys, a, b)):
+    if "time" in rules and ((a.times and b.times and a.times != b.times) or _tense_changed(keys, a, b)):
         return "time"
+    if "modal" in rules and _modal_changed(a, b):
+        return "modal"
     converse = _converse_comparison(a, b)
     if "negation" in rules and (a.negators % 2 != b.negators % 2 or (not converse and _opposite_words(a, b))):
         return "negation"
@@ -552,6 +558,11 @@ _AGREEING_AUXILIARIES = _stems("is am are was were has have had do does did")
 _PAST_AUXILIARIES = _stems("was were did had")
 _FUTURE_AUXILIARIES = _stems("will shall gonna going")
 _TENSE_AUXILIARIES = _AGREEING_AUXILIARIES | _FUTURE_AUXILIARIES | _stems("be been to")
+# Modals that open a yes/no question, by what they ask: whether one can, or whether one should.
+_MODAL_KINDS = {
+    **{key: "possible" for key in _stems("can could may")},
+    **{key: "advised" for key in _stems("should must")},
+}
 _SINGULAR_ARTICLES = _stems("a an")
 _MOST_CLAUSES_MOVED = 4  # permutations tried: 24 at most
 # An object that asks ("tell me how ..."), benefits ("... for me") or is addressed to someone else
@@ -1327,12 +1338,14 @@ def _pronoun_roles_traded(a: _Prompt, b: _Prompt) -> bool:
     )
 
 
-def _past_against_future(keys: _Aligned, a: _Prompt, b: _Prompt) -> bool:
+def _tense_changed(keys: _Aligned, a: _Prompt, b: _Prompt) -> bool:
     """One prompt asks about the past and the other about the future, in otherwise the same words ("who
     won the world cup" / "who will win the world cup", "what was the minimum wage" / "what will the
-    minimum wage be", "has the fed raised rates" / "will the fed raise rates"): all the words that differ
-    are auxiliaries, and a verb is written in the past in one prompt only. Present against future is
-    not counted ("what happens if" asks what "what will happen if" asks)."""
+    minimum wage be", "has the fed raised rates" / "will the fed raise rates"): all the words that
+    differ are auxiliaries, and a verb is in the past in one prompt only. Present against future is
+    not counted ("what happens if" asks what "what will happen if" asks), nor past against present
+    ("how were fossils formed" / "how are fossils formed": the QQP duplicates say so 13 times for the
+    one near miss it would catch, "was pluto a planet")."""
     only_a, only_b = set(Counter(keys.a) - Counter(keys.b)), set(Counter(keys.b) - Counter(keys.a))
     if not only_a | only_b or not only_a | only_b <= _TENSE_AUXILIARIES:
         return False
@@ -1346,6 +1359,16 @@ def _past_against_future(keys: _Aligned, a: _Prompt, b: _Prompt) -> bool:
     return (past(a, b, only_a) and bool(only_b & _FUTURE_AUXILIARIES)) or (
         past(b, a, only_b) and bool(only_a & _FUTURE_AUXILIARIES)
     )
+
+
+def _modal_changed(a: _Prompt, b: _Prompt) -> bool:
+    """A yes/no question asking whether something can be done against whether it should be ("can i
+    break my lease" / "should i break my lease"): the two open on modals of different kinds and differ
+    in nothing else ("how can i" and "how should i" ask the same)."""
+    if len(a.keys) < 2 or a.keys[1:] != b.keys[1:]:
+        return False
+    kinds = {_MODAL_KINDS.get(a.keys[0]), _MODAL_KINDS.get(b.keys[0])}
+    return None not in kinds and len(kinds) == 2
 
 
 def _written_past(prompt: _Prompt, key: str) -> bool:
@@ -1579,8 +1602,8 @@ def _unmatched(entities: frozenset[str], other: _Prompt) -> bool:
 def _places_traded(a: _Prompt, b: _Prompt) -> bool:
     """Two places traded where one is named by its people or language ("Indian food in Japan" /
     "Japanese food in India"): the swap, once each demonym among the prompts' names is read as its
-    place."""
-    names = a.entities | b.entities
+    place; names typed in lower case count ("visit brazil as a canadian")."""
+    names = a.entities | b.entities | set(a.content) | set(b.content)
     place = {x: y for x in names for y in names if len(y) < len(x) and _demonym_of(x, y)}
     if not place:
         return False
