@@ -127,6 +127,7 @@ NEAR_MISSES = [
     # two members of one closed set of alternatives (months, units, formats), also where one is a
     # stopword elsewhere ("may")
     ("what to plant in march", "what to plant in may", "entity"),
+    ("what is the national dish of slovenia", "what is the national dish of slovakia", "entity"),
     ("how many mAh does this power bank have", "how many Wh does this power bank have", "entity"),
     ("is it faster to boil an egg for a minute", "is it faster to boil an egg for an hour", "entity"),
     ("My cat scratched the neighbour's dog, who pays?", "The neighbour's cat scratched my dog, who pays?", "direction"),
@@ -279,6 +280,7 @@ PARAPHRASES = [
     ("using only my phone, how can i scan a document", "how can i scan a document using only my phone"),
     ("what happens if i quit my job", "what will happen if i quit my job"),
     ("How were fossils formed?", "How are fossils formed?"),
+    ("best time to visit holland", "best time to visit the netherlands"),
     ("how can i break my lease", "how should i break my lease"),
 ]
 

@@ -468,8 +468,10 @@ _SYNONYM_GROUPS = """
 # Closed sets of alternatives: two members of one set are never one thing written two ways, so one
 # swapped for the other is a different question the verifier may not overrule ("in march" / "in may",
 # "how many mAh" / "how many Wh", "csv" / "json"). HTTP methods are not among them: "get", "post" and
-# "delete" (met on "remove") are everyday words. Words joined by "|" are one member written two ways
-# (synonyms, met on the first). General knowledge, not phrases from any data set.
+# "delete" (met on "remove") are everyday words. Countries are typed in lower case as often as not
+# ("slovenia" / "slovakia"); those that are also common words or names ("turkey", "chad", "jordan",
+# "georgia") are left out. Words joined by "|" are one member written two ways (synonyms, met on the
+# first). General knowledge, not phrases from any data set.
 _ALTERNATIVES = """
     january february march april may june july august september october november december
     monday tuesday wednesday thursday friday saturday sunday
@@ -484,6 +486,14 @@ _ALTERNATIVES = """
     csv json xml yaml pdf docx xlsx png jpg|jpeg gif svg mp3 mp4 wav zip
     tcp udp ftp sftp ssh smtp imap dns dhcp ssl tls
     mean|average median mode
+    afghanistan albania algeria argentina armenia australia austria azerbaijan bangladesh belarus belgium
+    bolivia brazil bulgaria cambodia cameroon canada chile china colombia croatia denmark ecuador egypt
+    england estonia ethiopia finland france germany ghana greece guatemala hungary iceland india indonesia
+    iran iraq ireland israel italy jamaica japan kazakhstan kenya korea kuwait latvia lebanon libya
+    lithuania luxembourg malaysia mexico moldova mongolia morocco nepal netherlands|holland nigeria norway
+    pakistan panama paraguay peru philippines poland portugal qatar romania russia scotland serbia
+    singapore slovakia slovenia somalia spain sweden switzerland syria taiwan tanzania thailand tunisia
+    uganda ukraine uruguay venezuela vietnam wales yemen zimbabwe
 """
 _SYNONYM_STEMS = {
     _suffix_stem(_BASE_FORM.get(word, word)): _suffix_stem(group.split(separator)[0])
