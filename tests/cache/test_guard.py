@@ -159,6 +159,7 @@ NEAR_MISSES = [
     # round eight: someone else doing the same (the asker for a named party); a role after a comma; "all"
     # for "a"; a route through "into" with a modifier on its ends; one letter for another (flags, vitamins)
     ("the airline cancelled my flight, can i get a refund", "i cancelled my flight, can i get a refund", "role"),
+    ("the airline cancelled my flight, can i sue", "i cancelled my flight, can i sue the airline", "role"),
     ("my landlord wants to end the lease early", "i want to end the lease early", "role"),
     ("the owner has cancelled our booking", "we have cancelled our booking", "role"),
     ("my mother in law doesnt like me, how do i handle it", "i dont like my mother in law, how do i handle it", "role"),

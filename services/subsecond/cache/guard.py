@@ -1389,22 +1389,26 @@ def _actor_replaced(keys: _Aligned) -> bool:
     """The same action done by the asker ("I", "we", "he", "she") in one prompt and by someone named in
     the other ("the owner has cancelled" / "we have cancelled", "my landlord wants to end the lease" /
     "I want to end my lease"): all that differs, determiners aside, is the subject before the same
-    words. Someone named generically ("a person", "someone", "a beginner") may be the asker: not
-    counted."""
+    words; the party named may be mentioned elsewhere in the asker's prompt ("the airline cancelled my
+    flight" / "I cancelled my flight, can the airline refund me"). Someone named generically ("a
+    person", "someone", "a beginner") may be the asker: not counted."""
     a = tuple(key for key in keys.a if key not in _DETERMINERS)
     b = tuple(key for key in keys.b if key not in _DETERMINERS)
     changes = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if op[0] != "equal"]
-    if len(changes) != 1 or changes[0][0] != "replace":
+    replaced = [op for op in changes if op[0] == "replace"]
+    if len(replaced) != 1:
         return False
-    _, i1, i2, j1, j2 = changes[0]
+    _, i1, i2, j1, j2 = replaced[0]
     if i2 == len(a) and j2 == len(b) and keys.following is None:
         return False  # the action must follow the subject
     x, y = _without_auxiliaries(a[i1:i2]), _without_auxiliaries(b[j1:j2])
+    elsewhere = {key for op in changes if op[0] != "replace" for key in a[op[1] : op[2]] + b[op[3] : op[4]]}
     return any(
         len(person) == 1
         and person[0] in _ACTING_PERSONS
         and 0 < len(named) <= 2
         and not any(key in _STOPWORDS or key in _GENERIC_PEOPLE or key in _NEGATORS for key in named)
+        and (len(changes) == 1 or elsewhere - _STOPWORDS == set(named))
         for person, named in ((x, y), (y, x))
     )
 
