@@ -38,6 +38,7 @@ that one of them misspells or runs together written as the other spells it
 
 from __future__ import annotations
 
+import functools
 import re
 
 from subsecond.cache import spelling
@@ -279,8 +280,11 @@ _SYNONYM = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def normalise(text: str) -> str:
-    """The prompt with the rewrites above applied; case is kept where nothing was rewritten."""
+    """The prompt with the rewrites above applied; case is kept where nothing was rewritten. Cached: the
+    guard and the pair verifier each read the query and its neighbours, so each text is rewritten once
+    a lookup (about 0.15 ms a text otherwise)."""
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
     text = _ORDINAL_DIGITS.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
     text = _DECADE.sub(lambda m: _DECADE_WORDS[m.group(1).lower()], text)
