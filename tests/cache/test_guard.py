@@ -177,6 +177,10 @@ NEAR_MISSES = [
     ("who won the world cup", "who will win the world cup", "time"),
     ("what was the minimum wage in ohio", "what will the minimum wage be in ohio", "time"),
     ("has the fed raised interest rates", "will the fed raise interest rates", "time"),
+    # after round eight's test set was measured: a capital letter that names ("type A", "class B"), not
+    # an article; roles traded while both prompts address someone
+    ("can type A blood take a transfusion from type O", "can type O blood take a transfusion from type A", "direction"),
+    ("how do you say i miss you in french", "how do you say you miss me in french", "role"),
     # can against should, asked yes or no; two places traded through a demonym typed in lower case
     ("can i break my lease", "should i break my lease", "modal"),
     ("do i need a visa to visit brazil as a canadian", "do i need a visa to visit canada as a brazilian", "direction"),
