@@ -1395,8 +1395,8 @@ def _actor_replaced(keys: _Aligned) -> bool:
     the other ("the owner has cancelled" / "we have cancelled", "my landlord wants to end the lease" /
     "I want to end my lease"): all that differs, determiners aside, is the subject before the same
     words; the party named may be mentioned elsewhere in the asker's prompt ("the airline cancelled my
-    flight" / "I cancelled my flight, can the airline refund me"). Someone named generically ("a
-    person", "someone", "a beginner") may be the asker: not counted."""
+    flight, do I get a refund" / "I cancelled my flight, do I get a refund from the airline"). Someone
+    named generically ("a person", "someone", "a beginner") may be the asker: not counted."""
     a = tuple(key for key in keys.a if key not in _DETERMINERS)
     b = tuple(key for key in keys.b if key not in _DETERMINERS)
     changes = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if op[0] != "equal"]
@@ -1430,7 +1430,8 @@ def _without_auxiliaries(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _all_for_an_article(keys: _Aligned) -> bool:
-    """"all" (or every, each) in one prompt where the other has "a": "drop all tables" / "drop a table"."""
+    """A universal quantifier ("all", "every", "each", "both") in one prompt where the other has "a":
+    "drop all tables" / "drop a table"."""
     x, y = _without_auxiliaries(keys.a), _without_auxiliaries(keys.b)
     return any(
         len(one) == 1 and len(other) == 1 and one[0] in _UNIVERSAL and other[0] in _SINGULAR_ARTICLES
