@@ -101,6 +101,20 @@ def test_the_verifier_is_a_probability_and_deterministic(verifier: PairVerifier)
     assert verifier.probability("Is coffee bad for you?", "Is coffee bad for your health?") == first
 
 
+@pytest.mark.parametrize(
+    ("cached", "typed"),
+    [
+        ("why does my dog lick his paws all the time", "why does my dog lick his paws all the tiem"),
+        ("can i use my debit card abroad without fees", "can i use my debitcard abroad without fees"),
+    ],
+)
+def test_the_verifier_reads_a_typo_as_the_word_the_other_prompt_spells(
+    verifier: PairVerifier, cached: str, typed: str
+) -> None:
+    # The model sees the same two texts whether the query misspelt the word or not (normalise_pair).
+    assert verifier.probability(cached, typed) == verifier.probability(cached, cached)
+
+
 def test_two_intra_op_threads_give_the_probabilities_one_gives(verifier: PairVerifier) -> None:
     """VERIFIER_THREADS splits a call's operators between threads; it must not change a decision."""
     two = PairVerifier(MODEL_DIR, intra_op_threads=2)
