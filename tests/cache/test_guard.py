@@ -184,6 +184,11 @@ NEAR_MISSES = [
     # can against should, asked yes or no; two places traded through a demonym typed in lower case
     ("can i break my lease", "should i break my lease", "modal"),
     ("do i need a visa to visit brazil as a canadian", "do i need a visa to visit canada as a brazilian", "direction"),
+    # round nine: a negation moved to another verb or clause; a duty against advice, asked yes or no
+    ("my dog isn't eating but is still drinking water", "my dog is eating but isn't drinking any water", "negation"),
+    ("list pods that are not ready but are running", "list pods that are ready but not running", "negation"),
+    ("do i legally have to give notice when quitting", "should i give notice when quitting", "modal"),
+    ("am i required to wear a helmet in oregon", "should i wear a helmet in oregon", "modal"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -287,6 +292,10 @@ PARAPHRASES = [
     ("How were fossils formed?", "How are fossils formed?"),
     ("best time to visit holland", "best time to visit the netherlands"),
     ("how can i break my lease", "how should i break my lease"),
+    # round nine: a negation that opens a question negates past its subject
+    ("Why does not PMMA dissolve in water?", "Why doesn't PMMA dissolve in water?"),
+    ("why won't my phone connect to wifi", "why does my phone not connect to wifi"),
+    ("am i supposed to tip in japan", "should i tip in japan"),
 ]
 
 
@@ -309,6 +318,12 @@ def test_a_passive_keeps_its_roles_when_its_agent_is_the_actives_subject() -> No
     assert false_hit_reason(passive, "The supplier cancelled the contract.", ("role",)) is None
     assert false_hit_reason(passive, "We cancelled the contract with the supplier.", ("role",)) == "role"
     assert false_hit_reason("We cancelled the contract with the supplier.", passive, ("role",)) == "role"
+
+
+def test_a_note_is_a_word_not_a_negation() -> None:
+    # "notes", "noted" and "noting" stem to "not" if nothing stops them; one swapped word, for the verifier
+    assert false_hit_reason("where can i buy sticky notes", "where can i buy sticky pads") == "substitution"
+    assert false_hit_reason("what is a noted author", "what is a famous author") == "substitution"
 
 
 def test_identical_prompts_pass() -> None:
