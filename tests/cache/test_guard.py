@@ -189,6 +189,12 @@ NEAR_MISSES = [
     ("list pods that are not ready but are running", "list pods that are ready but not running", "negation"),
     ("do i legally have to give notice when quitting", "should i give notice when quitting", "modal"),
     ("am i required to wear a helmet in oregon", "should i wear a helmet in oregon", "modal"),
+    # a condition or scope added at the end; the past for the present (both rules the verifier may overrule)
+    ("how much ibuprofen can i take in a day", "how much ibuprofen can i take in a day while pregnant", "condition"),
+    ("can a convicted felon vote", "can a convicted felon vote in florida", "condition"),
+    ("how do i apologize to my girlfriend", "how do i apologize to my girlfriend after i cheated on her", "condition"),
+    ("was pluto classified as a planet", "is pluto classified as a planet", "tense"),
+    ("was smoking ever allowed on flights", "is smoking allowed on flights", "tense"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -289,9 +295,9 @@ PARAPHRASES = [
     ("how can a person lose weight fast", "how can i lose weight fast"),
     ("using only my phone, how can i scan a document", "how can i scan a document using only my phone"),
     ("what happens if i quit my job", "what will happen if i quit my job"),
-    ("How were fossils formed?", "How are fossils formed?"),
     ("best time to visit holland", "best time to visit the netherlands"),
     ("how can i break my lease", "how should i break my lease"),
+    ("what is the capital of peru", "what is the capital city of peru"),
     # round nine: a negation that opens a question negates past its subject
     ("Why does not PMMA dissolve in water?", "Why doesn't PMMA dissolve in water?"),
     ("why won't my phone connect to wifi", "why does my phone not connect to wifi"),
@@ -318,6 +324,13 @@ def test_a_passive_keeps_its_roles_when_its_agent_is_the_actives_subject() -> No
     assert false_hit_reason(passive, "The supplier cancelled the contract.", ("role",)) is None
     assert false_hit_reason(passive, "We cancelled the contract with the supplier.", ("role",)) == "role"
     assert false_hit_reason("We cancelled the contract with the supplier.", passive, ("role",)) == "role"
+
+
+def test_the_verifier_judges_the_past_for_the_present() -> None:
+    # the QQP duplicates ask "how were fossils formed" for "how are fossils formed" as often as a near
+    # miss asks "was pluto a planet" for "is pluto a planet": the rule names it, the verifier may overrule
+    assert false_hit_reason("How were fossils formed?", "How are fossils formed?") == "tense"
+    assert {"tense", "condition"} <= set(OVERRULABLE_RULES)
 
 
 def test_a_note_is_a_word_not_a_negation() -> None:
