@@ -487,7 +487,10 @@ _SYNONYM_GROUPS = """
     hurt:ache noise:sound house:home
     fridge:refrigerator bike:bicycle plane:airplane:aeroplane thaw:defrost faucet:tap
     dad:father mom:mother:mum sick:ill allow:permit symptom:sign gift:present trash:garbage:rubbish
-    stomach:belly:tummy answer:reply end:finish
+    stomach:belly:tummy answer:reply:respond end:finish
+    rude:impolite wrong:incorrect vegetable:veggie package:parcel abroad:overseas cost:price
+    phone:cellphone:smartphone pee:urine vomit:puke grandma:grandmother grandpa:grandfather
+    bathroom:restroom reduce:decrease:lessen ask:inquire:enquire
 """
 # Closed sets of alternatives: two members of one set are never one thing written two ways, so one
 # swapped for the other is a different question the verifier may not overrule ("in march" / "in may",
