@@ -397,6 +397,11 @@ def test_one_text_once_normalised_is_served_without_the_verifier() -> None:
     # case within a word is kept ("MB" is not "Mb"), and any other word asks the verifier
     assert not same_text("When should I use MB?", "When should I use Mb?")
     assert not same_text("Is a BMI test expensive?", "Is a BMI check expensive?")
+    # a number in words or digits, and a misspelt word, are the text the verifier reads (round nine)
+    assert same_text("How many calories are in two bananas?", "How many calories are in 2 bananas?")
+    assert same_text("Is it necessary to repot an orchid?", "Is it neccessary to repot an orchid?")
+    assert not same_text("How many calories are in two bananas?", "How many calories are in 3 bananas?")
+    assert not same_text("what does the cost of a coast guard job", "what does the cost of a cost guard job")
     assert accept_semantic("When should I use MB?", "When should I use Mb?", 0.99, Acceptance(POINT, verifier)) == (
         SemanticDecision(False, "verifier:refused")
     )

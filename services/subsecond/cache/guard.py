@@ -140,7 +140,7 @@ from itertools import pairwise, takewhile
 from typing import Protocol
 
 from subsecond.cache import spelling
-from subsecond.cache.normalise import normalise
+from subsecond.cache.normalise import normalise, normalise_pair
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ log = logging.getLogger(__name__)
 # rates expected at each point are in the README.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.6
-DEFAULT_VERIFIER_PROBABILITY = 0.45
+DEFAULT_VERIFIER_PROBABILITY = 0.75
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
 DEFAULT_OVERRULE_PROBABILITY: float | None = 0.99
 
@@ -179,9 +179,9 @@ class OperatingPoint:
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
 OPERATING_POINTS = {
-    "strict": OperatingPoint(0.9, 0.75, overrule=None),
+    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.9),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
-    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY, overrule=0.9),
+    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.65, overrule=0.95),
 }
 
 # The rules that still run before the verifier: all of them. Measured (benchmarks/semantic_tier.py,
@@ -282,21 +282,26 @@ def accept_semantic(query: str, candidate: str, similarity: float, acceptance: A
 
 
 def same_text(query: str, candidate: str) -> bool:
-    """Whether the two prompts are one text once normalised (abbreviations, numerals, units, synonyms
-    written one way), but for punctuation, spacing, the case of a word's first letter and an acronym
-    in lower case: "Is a BMI test expensive?" / "is a body mass index test expensive", "normal BP" /
-    "normal bp". "MB" and "Mb" stay two words."""
-    a, b = _folded(query), _folded(candidate)
+    """Whether the two prompts are one text as the pair verifier reads them (normalised: abbreviations,
+    numerals, units, synonyms written one way; a word one of them misspells written as the other spells
+    it), but for punctuation, spacing, the case of a word's first letter, an acronym in lower case and
+    a number in words or digits: "Is a BMI test expensive?" / "is a body mass index test expensive",
+    "normal BP" / "normal bp", "two bananas" / "2 bananas", "neccessary" / "necessary". "MB" and "Mb"
+    stay two words."""
+    a, b = _folded(query, candidate)
     if len(a) != len(b):
         return False
     return all(_same_word(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _same_word(x: str, y: str) -> bool:
-    """One word but for its first letter's case, or an acronym typed in lower case ("BP" / "bp"; not
-    a stopword: "US" / "us")."""
+    """One word but for its first letter's case, a number in words or digits ("two" / "2"), or an
+    acronym typed in lower case ("BP" / "bp"; not a stopword: "US" / "us")."""
     if x == y or (x[1:] == y[1:] and x[0].lower() == y[0].lower()):
         return True
+    if x.isdigit() != y.isdigit():
+        word, digits = (y, x) if x.isdigit() else (x, y)
+        return _UNITS.get(word.lower()) == int(digits)
     lower, upper = sorted((x, y), key=str.isupper)
     return (
         len(x) > 1 and upper.isupper() and lower.islower() and upper.lower() == lower and _stem(lower) not in _STOPWORDS
@@ -304,10 +309,10 @@ def _same_word(x: str, y: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _folded(text: str) -> tuple[str, ...]:
-    """A prompt's words once normalised; cached like :func:`_analyse`, since a query is compared with
-    each neighbour judged."""
-    return tuple(_WORD.findall(normalise(_without_accents(text).replace("\u2019", "'"))))
+def _folded(query: str, candidate: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The two prompts' words as the pair verifier reads them (``normalise_pair``)."""
+    a, b = normalise_pair(*(_without_accents(text).replace("\u2019", "'") for text in (query, candidate)))
+    return tuple(_WORD.findall(a)), tuple(_WORD.findall(b))
 
 
 def overrulable(reason: str, query: str, candidate: str, point: OperatingPoint) -> bool:
