@@ -80,13 +80,13 @@ def test_round_eight_is_reported_only_when_its_file_is_there(tier: ModuleType, t
     data = tmp_path / "semantic"
     (data / "shared").mkdir(parents=True)
     for path in (tier.DATA_DIR).rglob("*.jsonl"):
-        if path.name != "handwritten6.jsonl":
+        if path.name != "handwritten7.jsonl":
             (data / path.relative_to(tier.DATA_DIR)).symlink_to(path)
-    assert "handwritten6_near" not in tier.load_sets(data)
+    assert "handwritten7_near" not in tier.load_sets(data)
     rows = [{"a": "is it legal", "b": "is it illegal", "same": False, "kind": "negation"},
             {"a": "whats 2+2", "b": "what is two plus two", "same": True, "kind": "numeral"}]  # fmt: skip
-    (data / "handwritten6.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (data / "handwritten7.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     sets = tier.load_sets(data)
-    assert len(sets["handwritten6_near"]) == 1 and len(sets["handwritten6_para"]) == 1
+    assert len(sets["handwritten7_near"]) == 1 and len(sets["handwritten7_para"]) == 1
     near, hits = tier.unseen(sets)
-    assert "handwritten6_near" in near and "handwritten6_para" in hits and hits[-1] == "qqp_report"
+    assert "handwritten7_near" in near and "handwritten7_para" in hits and hits[-1] == "qqp_report"
