@@ -402,6 +402,10 @@ def test_one_text_once_normalised_is_served_without_the_verifier() -> None:
     assert same_text("Is it necessary to repot an orchid?", "Is it neccessary to repot an orchid?")
     assert not same_text("How many calories are in two bananas?", "How many calories are in 3 bananas?")
     assert not same_text("what does the cost of a coast guard job", "what does the cost of a cost guard job")
+    # the same words but for inflection, articles and the auxiliaries that agree with them
+    assert same_text("How many legs does a spider have?", "How many legs do spiders have?")
+    assert not same_text("why does my cat eat grass", "why doesn't my cat eat grass")
+    assert not same_text("how many legs does a spider have", "how many legs did a spider have")
     assert accept_semantic("When should I use MB?", "When should I use Mb?", 0.99, Acceptance(POINT, verifier)) == (
         SemanticDecision(False, "verifier:refused")
     )

@@ -286,12 +286,29 @@ def same_text(query: str, candidate: str) -> bool:
     numerals, units, synonyms written one way; a word one of them misspells written as the other spells
     it), but for punctuation, spacing, the case of a word's first letter, an acronym in lower case and
     a number in words or digits: "Is a BMI test expensive?" / "is a body mass index test expensive",
-    "normal BP" / "normal bp", "two bananas" / "2 bananas", "neccessary" / "necessary". "MB" and "Mb"
-    stay two words."""
+    "normal BP" / "normal bp", "two bananas" / "2 bananas", "neccessary" / "necessary"; or the same
+    words but for inflection, articles and the auxiliaries that agree with them ("how many legs does a
+    spider have" / "how many legs do spiders have"). "MB" and "Mb" stay two words."""
     a, b = _folded(query, candidate)
-    if len(a) != len(b):
-        return False
-    return all(_same_word(x, y) for x, y in zip(a, b, strict=True))
+    if len(a) == len(b) and all(_same_word(x, y) for x, y in zip(a, b, strict=True)):
+        return True
+    return _agreeing_words(a) == _agreeing_words(b)
+
+
+def _agreeing_words(words: tuple[str, ...]) -> tuple[str, ...]:
+    """The words in stems, without articles and the auxiliaries that only agree with a subject ("does
+    a spider" / "do spiders"), a negation kept where it is; a word told apart by the case of a later
+    letter ("MB" / "Mb") kept as written."""
+    keys: list[str] = []
+    for word in words:
+        raw, negated = _split_clitic(word)
+        if raw and any(char.isupper() for char in raw[1:]):
+            keys.append(raw)
+        elif (key := _stem(raw.lower())) not in _AGREEMENT_WORDS:
+            keys.append(key)
+        if negated:
+            keys.append("not")
+    return tuple(keys)
 
 
 def _same_word(x: str, y: str) -> bool:
@@ -599,6 +616,8 @@ _AGREEING_AUXILIARIES = _stems("is am are was were has have had do does did")
 # Tense in the auxiliaries: "who won" / "who will win" ask about different events.
 _PAST_AUXILIARIES = _stems("was were did had")
 _PRESENT_AUXILIARIES = _stems("is am are do does has have")
+# Words that only agree with their subject's number: "does a spider have" asks "do spiders have".
+_AGREEMENT_WORDS = _stems("a an the do does is are has have")
 _FUTURE_AUXILIARIES = _stems("will shall gonna going")
 # Words that may come with a change of tense without changing the question further ("was X ever
 # allowed" / "is X allowed now").
