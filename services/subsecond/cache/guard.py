@@ -967,7 +967,7 @@ def _negated(words: list[_Word], content: tuple[str, ...]) -> frozenset[str]:
     negates is past a subject of any length."""
     negated = set()
     for i, word in enumerate(words):
-        opener = i - 1 if word.key in _NEGATORS else i  # "why does not X": the auxiliary opens
+        opener = i - 1 if word.key in _NEGATORS and i > 0 else i  # "why does not X": the auxiliary opens
         if not word.negates or (
             words[opener].key in _INVERTING and (opener == 0 or words[opener - 1].key in _QUESTION_WORDS)
         ):
@@ -1515,7 +1515,7 @@ def _asked_modal(keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
     if len(keys) < 4 or keys[0] not in _AGREEING_AUXILIARIES:
         return None
     for at in (2, 3):  # the subject, then perhaps one adverb: "do I legally have to"
-        if keys[at : at + 1] and keys[at] in _MODAL_PHRASES and keys[at + 1 : at + 2] == (_TO,):
+        if keys[at] in _MODAL_PHRASES and keys[at + 1 : at + 2] == (_TO,):
             return _MODAL_PHRASES[keys[at]], (keys[1], *keys[at + 2 :])
     return None
 
