@@ -76,17 +76,17 @@ def test_the_named_points_are_nested(tier: ModuleType) -> None:
     assert all(s >= d >= lo for s, d, lo in zip(strict, default, loose, strict=True))
 
 
-def test_round_eight_is_reported_only_when_its_file_is_there(tier: ModuleType, tmp_path: Path) -> None:
+def test_the_newest_test_set_is_reported_only_when_its_file_is_there(tier: ModuleType, tmp_path: Path) -> None:
     data = tmp_path / "semantic"
     (data / "shared").mkdir(parents=True)
     for path in (tier.DATA_DIR).rglob("*.jsonl"):
-        if path.name != "handwritten7.jsonl":
+        if path.name != "handwritten8.jsonl":
             (data / path.relative_to(tier.DATA_DIR)).symlink_to(path)
-    assert "handwritten7_near" not in tier.load_sets(data)
+    assert "handwritten8_near" not in tier.load_sets(data)
     rows = [{"a": "is it legal", "b": "is it illegal", "same": False, "kind": "negation"},
             {"a": "whats 2+2", "b": "what is two plus two", "same": True, "kind": "numeral"}]  # fmt: skip
-    (data / "handwritten7.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (data / "handwritten8.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     sets = tier.load_sets(data)
-    assert len(sets["handwritten7_near"]) == 1 and len(sets["handwritten7_para"]) == 1
+    assert len(sets["handwritten8_near"]) == 1 and len(sets["handwritten8_para"]) == 1
     near, hits = tier.unseen(sets)
-    assert "handwritten7_near" in near and "handwritten7_para" in hits and hits[-1] == "qqp_report"
+    assert "handwritten8_near" in near and "handwritten8_para" in hits and hits[-1] == "qqp_report"
