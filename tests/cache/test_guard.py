@@ -46,6 +46,7 @@ NEAR_MISSES = [
     ("Summarise the first chapter.", "Summarise the second chapter.", "number"),
     ("Set an alarm for 7am.", "Set an alarm for 7pm.", "number"),
     ("How much is 10k dollars in euros?", "How much is 1,000 dollars in euros?", "number"),
+    ("What is 2 to the 10th power?", "What is 10 to the 2nd power?", "number"),  # the numbers traded
     # a number only one prompt gives: a detail added, measured apart ("an egg" is no number)
     ("How many calories are in an egg?", "How many calories are in 3 eggs?", "added_number"),
     ("Who won the election in 2016?", "Who won the election?", "added_number"),
@@ -201,6 +202,7 @@ NEAR_MISSES = [
 PARAPHRASES = [
     ("What is 15% of 80?", "Calculate 15 percent of 80."),
     ("How many calories are in 2 eggs?", "Calorie count for two eggs?"),
+    ("In 5 gallons how many 2 liter bottles are there?", "How many 2 liter bottles are there in 5 gallons?"),
     ("what is the capital of australia", "What is the capital of Australia?!"),
     ("Which city is Australia's capital?", "What is the capital of Australia?"),
     ("Who won the World Cup in 2014?", "Which team won the 2014 World Cup?"),
@@ -406,6 +408,8 @@ def test_one_text_once_normalised_is_served_without_the_verifier() -> None:
     assert same_text("How many legs does a spider have?", "How many legs do spiders have?")
     assert not same_text("why does my cat eat grass", "why doesn't my cat eat grass")
     assert not same_text("how many legs does a spider have", "how many legs did a spider have")
+    assert not same_text("what is -7 % 3 in python", "what is 7 % -3 in python")  # a minus sign is kept
+    assert same_text("covid-19 symptoms", "covid 19 symptoms")  # a hyphen between words is not a sign
     assert accept_semantic("When should I use MB?", "When should I use Mb?", 0.99, Acceptance(POINT, verifier)) == (
         SemanticDecision(False, "verifier:refused")
     )

@@ -6,7 +6,8 @@ guard looks at the two prompts' words for the small changes that an embedding gl
 names the first one it finds:
 
 - ``number``: each prompt has a number the other does not (digits, number words, ordinals,
-  percentages, "10k", clock times: "two eggs" is "2 eggs", "9am" is not "9pm");
+  percentages, "10k", clock times: "two eggs" is "2 eggs", "9am" is not "9pm"), or the same numbers
+  traded in otherwise the same words ("2 to the 10th" / "10 to the 2nd");
 - ``time``: both prompts name a time and the times differ (days, months, seasons, meals, parts of
   the day, today/tomorrow/yesterday, "last week"/"next month"), or one asks about the past and the
   other about the future in otherwise the same words ("who won the world cup" / "who will win the
@@ -578,7 +579,8 @@ _STOPWORDS = _stems(
 _NEGATORS = _stems("not no never without none nothing nobody nowhere neither nor avoid skip unless except")
 
 _ARTICLES = frozenset({"a", "an", "the"})
-_WORD = re.compile(r"[\w']+")
+# A word, or a number with its minus sign ("-7 % 3" is not "7 % -3"; "covid-19" is two words).
+_WORD = re.compile(r"(?<![\w-])-(?=\d)[\w']+|[\w']+")
 # Possessive determiners: which one a swapped noun keeps does not undo the swap ("my toddler bit his
 # sister" / "my sister bit my toddler").
 _POSSESSIVES = _stems("my your his her their our its")
@@ -858,6 +860,8 @@ class _Prompt:
     measured: frozenset[str]  # keys of the words right after a number, or with one ("ms" in "100 ms", "100ms")
     quantifiers: frozenset[str]  # "universal" and/or "existential"
     numbers: tuple[tuple[str, int], ...]  # each number, canonically spelled, and how often it occurs
+    number_order: tuple[str, ...]  # the numbers the words spell, in the order they come
+    unnumbered: tuple[str, ...]  # keys without the numbers: the frame the numbers sit in
     times: frozenset[str]
     negators: int
     negated: frozenset[str]  # the first content word after each negation, within NEGATION_REACH words
@@ -911,7 +915,9 @@ def _analyse(text: str) -> _Prompt:
         words.append(_Word(raw, key, _looks_like_entity(raw, initial, shouting), owner, negates=negates))
         previous_end = match.end()
     words = _join_phrasal_verbs(words)
-    _count_numbers(words, numbers)
+    number_order: list[str] = []
+    _count_numbers(words, number_order)
+    numbers.update(number_order)
 
     number_positions = {i for i, word in enumerate(words) if _is_number_word(words, i)}
     numeric = {i for i, word in enumerate(words) if word.text[0].isdigit()}
@@ -947,6 +953,8 @@ def _analyse(text: str) -> _Prompt:
         ),
         quantifiers=_quantifiers(words),
         numbers=tuple(sorted(numbers.items())),
+        number_order=tuple(number_order),
+        unnumbered=tuple(word.key for i, word in enumerate(words) if i not in number_positions | numeric),
         times=times,
         negators=negators,
         negated=_negated(words, content),
@@ -1000,9 +1008,11 @@ def _number_difference(a: _Prompt, b: _Prompt) -> str | None:
     """ "number" when each prompt has a number the other lacks ("2 eggs" / "3 eggs"), "added_number"
     when only one prompt has numbers the other lacks ("the 2016 election" / "the election", "for 3 days"
     / "for a few days"), None when they agree, or when all that differs is a lone "one" or "first" that
-    the other says with an article or not at all ("in one day" / "in a day", "my first car" / "my car")."""
+    the other says with an article or not at all ("in one day" / "in a day", "my first car" / "my car").
+    The same numbers traded in the same words are a "number" too ("2 to the 10th" / "10 to the 2nd")."""
     if a.numbers == b.numbers:
-        return None
+        traded = a.number_order != b.number_order and a.unnumbered == b.unnumbered
+        return "number" if traded else None
     counts_a, counts_b = Counter(dict(a.numbers)), Counter(dict(b.numbers))
     only_a, only_b = counts_a - counts_b, counts_b - counts_a
     if only_a and only_b:
@@ -1144,8 +1154,8 @@ def _is_number_word(words: list[_Word], i: int) -> bool:
     return before not in _NOT_A_NUMBER_BEFORE.get(lowered, ()) and after not in _NOT_A_NUMBER_AFTER.get(lowered, ())
 
 
-def _count_numbers(words: list[_Word], numbers: Counter[str]) -> None:
-    """Adds each number the words spell, in digits or in words, as a canonical string ("1,000" and
+def _count_numbers(words: list[_Word], numbers: list[str]) -> None:
+    """Appends each number the words spell, in digits or in words, as a canonical string ("1,000" and
     "1k" are "1000"); a trailing "%"/"percent" marks it as a percentage. Ordinals count as their
     number ("3rd" = "third" = 3)."""
     i = 0
@@ -1159,7 +1169,7 @@ def _count_numbers(words: list[_Word], numbers: Counter[str]) -> None:
             if _THOUSANDS.fullmatch(text):
                 spelled = text.replace(",", "")
             elif "," in text:  # a list written without spaces: "500,1000"
-                numbers.update(text.split(","))
+                numbers.extend(text.split(","))
                 continue
             else:
                 spelled = text
@@ -1168,7 +1178,7 @@ def _count_numbers(words: list[_Word], numbers: Counter[str]) -> None:
             spelled = str(int(amount)) if amount.is_integer() else str(amount)
             i += 1
         else:
-            numbers.update(_DIGITS.findall(text))  # digits inside a word: S23, Q1, 2FA, 3rd
+            numbers.extend(_DIGITS.findall(text))  # digits inside a word: S23, Q1, 2FA, 3rd
             i += 1
             continue
         if i < len(words) and words[i].text.lower() in _PERCENT_WORDS:
@@ -1177,7 +1187,7 @@ def _count_numbers(words: list[_Word], numbers: Counter[str]) -> None:
         elif i + 1 < len(words) and (words[i].text.lower(), words[i + 1].text.lower()) == ("per", "cent"):
             spelled += "%"
             i += 2
-        numbers[spelled] += 1
+        numbers.append(spelled)
 
 
 def _parse_number_words(words: list[_Word], start: int) -> tuple[int, int]:
