@@ -190,6 +190,7 @@ NEAR_MISSES = [
     ("list pods that are not ready but are running", "list pods that are ready but not running", "negation"),
     ("do i legally have to give notice when quitting", "should i give notice when quitting", "modal"),
     ("am i required to wear a helmet in oregon", "should i wear a helmet in oregon", "modal"),
+    ("can i legally park on the sidewalk", "should i park on the sidewalk", "modal"),  # an adverb that stresses
     # a condition or scope added at the end; the past for the present (both rules the verifier may overrule)
     ("how much ibuprofen can i take in a day", "how much ibuprofen can i take in a day while pregnant", "condition"),
     ("can a convicted felon vote", "can a convicted felon vote in florida", "condition"),

@@ -634,6 +634,7 @@ _MODAL_KINDS = {
     **{key: "obliged" for key in _stems("must")},
 }
 _TO = _stem("to")
+_MODAL_ADVERBS = _stems("legally really actually still even ever")
 # Words that open a condition or a scope added to a question ("... while pregnant", "... in florida").
 _CONDITION_OPENERS = _stems(
     "if while when whenever unless for from in on with during after before since as by at that which who whose"
@@ -1521,13 +1522,19 @@ def _asked_modal(keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
     """The modal kind a yes/no question opens on and its words without the modal: "should i give" is
     ("advised", "i give"), "do i (legally) have to give" is ("obliged", "i give")."""
     if len(keys) >= 2 and keys[0] in _MODAL_KINDS:
-        return _MODAL_KINDS[keys[0]], keys[1:]
+        return _MODAL_KINDS[keys[0]], _without_modal_adverbs(keys[1:])
     if len(keys) < 4 or keys[0] not in _AGREEING_AUXILIARIES:
         return None
     for at in (2, 3):  # the subject, then perhaps one adverb: "do I legally have to"
         if keys[at] in _MODAL_PHRASES and keys[at + 1 : at + 2] == (_TO,):
-            return _MODAL_PHRASES[keys[at]], (keys[1], *keys[at + 2 :])
+            return _MODAL_PHRASES[keys[at]], _without_modal_adverbs((keys[1], *keys[at + 2 :]))
     return None
+
+
+def _without_modal_adverbs(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The words without the adverbs that only stress a modal ("can i legally drive" asks whether it is
+    allowed, as "can i drive" does)."""
+    return tuple(key for key in keys if key not in _MODAL_ADVERBS)
 
 
 def _written_past(prompt: _Prompt, key: str) -> bool:
