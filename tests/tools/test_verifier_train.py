@@ -168,12 +168,18 @@ def _rows(name: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in (DATA_DIR / "shared" / name).read_text().splitlines()]
 
 
-def test_a_rebuilt_embedder_changes_the_recipe(tmp_path: Path) -> None:
-    (tmp_path / "model.int8.onnx").write_bytes(b"one build")
-    first = vt.recipe_hash(DATA_DIR, tmp_path)
-    assert vt.recipe_hash(DATA_DIR, tmp_path) == first
-    (tmp_path / "model.int8.onnx").write_bytes(b"another build")
-    assert vt.recipe_hash(DATA_DIR, tmp_path) != first
+def test_a_changed_training_input_changes_the_recipe(tmp_path: Path) -> None:
+    data = tmp_path / "semantic"
+    for path in vt.training_inputs(DATA_DIR):
+        copy = data / path.relative_to(DATA_DIR)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(path.read_bytes())
+    first = vt.recipe_hash(data)
+    assert vt.recipe_hash(DATA_DIR) == first
+    added = {"a": "is it legal", "b": "is it illegal", "same": False, "kind": "negation"}
+    with (data / "handwritten_dev4.jsonl").open("a") as pairs:
+        pairs.write(json.dumps(added) + "\n")
+    assert vt.recipe_hash(data) != first
 
 
 def test_the_qqp_halves_are_about_even() -> None:

@@ -48,7 +48,7 @@ def _prepare(_: argparse.Namespace) -> int:
 
     config = StackConfig()
     export_model(config.model_dir)
-    build_verifier(config.verifier_dir, config.model_dir, config.semantic_data_dir)
+    build_verifier(config.verifier_dir, config.semantic_data_dir)
     build_tier_embeddings(config.model_dir, config.tier_embeddings)
     ensure_tritonserver(config.tools_dir)
     return 0

@@ -15,9 +15,15 @@ with a fixed seed, deterministic algorithms and a fixed thread count, on:
   negatives generated from the QQP questions and from templates written here (two nouns traded
   around a verb, a route or conversion reversed, a negation added or removed, also far from its
   verb, a number, unit, technical term or named entity changed, an opposite word, either-or parties,
-  a demonym and a country, an owner traded, one audience, platform or case for another), and each
-  sampled QQP question's nearest question from another line when it is close enough to reach the
-  verifier; and one audience named two ways (a positive).
+  a demonym and a country, an owner traded, one audience, platform or case for another); and one
+  audience named two ways (a positive).
+
+Not a QQP question's nearest question from another line, though such a pair is close enough to reach
+the verifier: QQP leaves the duplicates between its lines unlabelled, and of round nine's 404 such
+"negatives" 162 were linked as duplicates through other lines and many more were duplicates by
+reading ("How do I deal with anxiety?" / "What do I do to reduce my anxiety?"). Taken out in round
+ten, the rule's ``default`` point went from serving 29.3 % to 57.9 % of the QQP report half and from
+75.0 % to 80.4 % of the choosing part's paraphrases, with 19 and 17 of its 1,499 near misses.
 
 Of the tunable pairs and QQP train-half lines, those of :func:`choosing_part` are held back: the
 operating points are chosen on them. The held-out templates of ``benchmarks/data/semantic`` and the
@@ -64,7 +70,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(".cache/models/pair-verifier")
-DEFAULT_EMBEDDER_DIR = Path(".cache/models/all-minilm-l6-v2")
 # The labelled pairs (a checkout's benchmarks/data/semantic; an image build passes its copy).
 DEFAULT_DATA_DIR = Path("benchmarks/data/semantic")
 
@@ -84,7 +89,10 @@ EPOCHS = 1
 LENGTH_WINDOW = BATCH * 32
 LEARNING_RATE = 3e-4
 HEAD_LEARNING_RATE = 3e-3
-QQP_LINES = 3000  # train-half duplicate lines: half positives and sources of changes, half neighbours
+# Train-half duplicate lines: positives, and their first questions the sources of changes. Round ten,
+# both without neighbour negatives: 3,000 lines served 60.2 % of the QQP report half at the rule's
+# default but 76.7 % of the choosing part's paraphrases (1,500: 57.9 % and 80.4 %), 19 near misses.
+QQP_LINES = 1500
 PER_KIND = 300  # generated pairs of each augmentation or change kind, at most
 # Each labelled pair (shared, generated dev split, hand-written) is seen this many times in the one
 # epoch: they are a seventh of the set but the kinds the generated pairs only approximate. Round eight,
@@ -92,7 +100,6 @@ PER_KIND = 300  # generated pairs of each augmentation or change kind, at most
 # 66.0 % of the QQP report half and 78.8 %, 84.3 % and 81.8 % of the choosing part's paraphrases, with
 # 5, 6 and 6 of its 712 near misses.
 LABELLED_REPEATS = 2
-NEIGHBOUR_MIN_SIMILARITY = 0.70  # an other-line neighbour this close would reach the verifier
 # Largest share of dev pairs on which the int8 and float models may decide differently.
 AGREEMENT_BOUND = 0.03
 
@@ -764,39 +771,11 @@ def qqp_train_lines(rng: random.Random, data_dir: Path) -> list[tuple[str, str]]
     return rng.sample(lines, min(QQP_LINES, len(lines)))
 
 
-def neighbour_negatives(lines: Sequence[tuple[str, str]], embedder_dir: Path) -> list[Example]:
-    """Each line's ``b`` against its nearest ``a`` of another line, when at or above
-    NEIGHBOUR_MIN_SIMILARITY: a different question on the same topic, close enough to reach the verifier.
-    (QQP leaves duplicates across lines unlabelled, so a few of these are mislabelled.)"""
-    import numpy as np
-
-    from subsecond.embedding.onnx_model import OnnxEmbedder
-
-    embedder = OnnxEmbedder(embedder_dir, intra_op_threads=THREADS)
-    firsts = embedder.embed([a for a, _ in lines])
-    seconds = embedder.embed([b for _, b in lines])
-    similarity = seconds @ firsts.T
-    np.fill_diagonal(similarity, -1.0)
-    texts = {a.lower() for a, _ in lines}
-    examples = []
-    for i, (a, b) in enumerate(lines):
-        j = int(similarity[i].argmax())
-        if (
-            similarity[i, j] >= NEIGHBOUR_MIN_SIMILARITY
-            and lines[j][0] != a
-            and lines[j][0].lower() not in (b.lower(),)
-        ):
-            examples.append(Example(lines[j][0], b, False, "qqp-neighbour"))
-    log.info("%d QQP neighbour negatives (of %d lines; %d distinct texts)", len(examples), len(lines), len(texts))
-    return examples
-
-
-def training_set(data_dir: Path, embedder_dir: Path) -> list[Example]:
+def training_set(data_dir: Path) -> list[Example]:
     rng = random.Random(SEED)
     lines = qqp_train_lines(rng, data_dir)
-    half = lines[: QQP_LINES // 2]
-    texts = [a for a, _ in half] + framed_texts(rng)
-    examples = [Example(a, b, True, "qqp-duplicate") for a, b in half]
+    texts = [a for a, _ in lines] + framed_texts(rng)
+    examples = [Example(a, b, True, "qqp-duplicate") for a, b in lines]
     examples += labelled_dev_pairs(data_dir) * LABELLED_REPEATS
     examples += augmented(rng, texts, POSITIVE_AUGMENTS, same=True)
     examples += augmented(rng, texts, NEGATIVE_CHANGES, same=False)
@@ -804,7 +783,6 @@ def training_set(data_dir: Path, embedder_dir: Path) -> list[Example]:
     examples += list(structural_pairs(rng, 150))
     examples += list(party_pairs(rng, 250))
     examples += list(scope_pairs(rng, 150))
-    examples += neighbour_negatives(lines[QQP_LINES // 2 :], embedder_dir)
     # Either prompt may be the cached one: half the pairs are turned around.
     examples = [Example(e.query, e.cached, e.same, e.kind) if rng.random() < 0.5 else e for e in examples]
     rng.shuffle(examples)
@@ -822,17 +800,14 @@ def describe(examples: Sequence[Example]) -> dict[str, int]:
 # --- training and export ------------------------------------------------------------------------
 
 
-def recipe_hash(data_dir: Path, embedder_dir: Path) -> str:
+def recipe_hash(data_dir: Path) -> str:
     """A hash of this recipe (this file, what rewrites the model's inputs: the normaliser and the
-    spelling aligner) and of every training input, the embedding
-    model included: it picks the QQP neighbour negatives, so a rebuilt embedder trains another verifier."""
+    spelling aligner) and of every training input."""
     from subsecond.cache import normalise as normaliser
     from subsecond.cache import spelling
-    from subsecond.embedding.onnx_model import MODEL_FILE as EMBEDDER_FILE
 
     digest = hashlib.sha256()
-    inputs = [Path(__file__), Path(normaliser.__file__), Path(spelling.__file__), *training_inputs(data_dir)]
-    for path in [*inputs, embedder_dir / EMBEDDER_FILE]:
+    for path in [Path(__file__), Path(normaliser.__file__), Path(spelling.__file__), *training_inputs(data_dir)]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -990,7 +965,6 @@ def _onnx_logits(path: Path, examples: Sequence[Example]) -> list[float]:
 
 def build(
     model_dir: Path,
-    embedder_dir: Path = DEFAULT_EMBEDDER_DIR,
     data_dir: Path = DEFAULT_DATA_DIR,
     layers: int = LAYERS,
 ) -> Path:
@@ -999,7 +973,7 @@ def build(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model_dir = Path(model_dir)
-    recipe = recipe_hash(data_dir, embedder_dir)
+    recipe = recipe_hash(data_dir)
     config_path = model_dir / CONFIG_FILE
     if (model_dir / MODEL_FILE).is_file() and config_path.is_file():
         if json.loads(config_path.read_text()).get("recipe") == recipe:
@@ -1008,7 +982,7 @@ def build(
         (model_dir / MODEL_FILE).unlink()  # a changed recipe: rebuild, and never serve the old one meanwhile
     started = time.perf_counter()
     model_dir.mkdir(parents=True, exist_ok=True)
-    examples = training_set(data_dir, embedder_dir)
+    examples = training_set(data_dir)
     log.info("training on %d pairs: %s", len(examples), describe(examples))
     model = train(examples, layers)
     dev = labelled_dev_pairs(data_dir)
@@ -1051,13 +1025,12 @@ def main(argv: list[str] | None = None) -> None:
         description="Train the semantic tier's pair verifier and export it to int8 ONNX (needs the model-build extra).",
     )
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--embedder-dir", type=Path, default=DEFAULT_EMBEDDER_DIR)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the labelled pairs")
     parser.add_argument("--layers", type=int, default=LAYERS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    build(args.model_dir, args.embedder_dir, args.data_dir, args.layers)
+    build(args.model_dir, args.data_dir, args.layers)
 
 
 if __name__ == "__main__":
