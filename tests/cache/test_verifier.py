@@ -60,13 +60,10 @@ ACCEPTED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a known defect of the verifier (two layers in round four, three in round five): it gives the "
-    "negation far from its verb 0.83, 0.92 in round five, 0.78 in round nine (above every rewording; the "
-    "one-layer verifier ranked it below); the negation rule refuses that pair before the verifier (next test)",
-)
 def test_the_verifier_ranks_every_change_of_meaning_below_every_rewording(verifier: PairVerifier) -> None:
+    # Rounds four to nine failed this (an xfail): the negation far from its verb got 0.83-0.92, 0.78 in
+    # round nine, above every rewording. Round ten's verifier, trained without QQP's unlabelled
+    # other-line "negatives", gives it 0.37 and the rewordings 0.56 to 0.98.
     refused = [verifier.probability(cached, query) for cached, query in REFUSED]
     accepted = [verifier.probability(cached, query) for cached, query in ACCEPTED]
     assert max(refused) < min(accepted)
@@ -87,9 +84,10 @@ def test_the_verifier_alone_refuses_most_changes_and_ranks_every_rewording_above
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a known defect of round nine's verifier: it gives an identical pair that holds a number 0.30 "
-    "(it has learnt numbers as a sign of a near miss, from the number and arithmetic near misses of the dev "
-    "pairs); the guard serves a pair that is one text once normalised without asking it (guard.same_text)",
+    reason="a known defect since round nine's verifier: it gives an identical pair that holds a number 0.30 "
+    "(round ten's 0.02; it has learnt numbers as a sign of a near miss, from the number and arithmetic near "
+    "misses of the dev pairs); the guard serves a pair that is one text once normalised without asking it "
+    "(guard.same_text)",
 )
 def test_the_verifier_gives_an_identical_pair_the_default_probability(verifier: PairVerifier) -> None:
     text = "How many calories are in 2 bananas?"

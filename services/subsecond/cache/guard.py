@@ -154,8 +154,8 @@ log = logging.getLogger(__name__)
 # pairs; strict and loose nested around default (each coordinate at least / at most default's). The
 # rates expected at each point are in the README.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
-DEFAULT_SIMILARITY_THRESHOLD = 0.6
-DEFAULT_VERIFIER_PROBABILITY = 0.75
+DEFAULT_SIMILARITY_THRESHOLD = 0.65
+DEFAULT_VERIFIER_PROBABILITY = 0.7
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
 DEFAULT_OVERRULE_PROBABILITY: float | None = 0.99
 
@@ -180,9 +180,9 @@ class OperatingPoint:
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
 OPERATING_POINTS = {
-    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.9),
+    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.95),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
-    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.65, overrule=0.95),
+    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.2, overrule=0.97),
 }
 
 # The rules that still run before the verifier: all of them. Measured (benchmarks/semantic_tier.py,
