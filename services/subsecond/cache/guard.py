@@ -922,6 +922,7 @@ def _analyse(text: str) -> _Prompt:
 
     number_positions = {i for i, word in enumerate(words) if _is_number_word(words, i)}
     numeric = {i for i, word in enumerate(words) if word.text[0].isdigit()}
+    spelling_numbers = number_positions | numeric
     content = tuple(
         word.key
         for i, word in enumerate(words)
@@ -955,7 +956,7 @@ def _analyse(text: str) -> _Prompt:
         quantifiers=_quantifiers(words),
         numbers=tuple(sorted(numbers.items())),
         number_order=tuple(number_order),
-        unnumbered=tuple(word.key for i, word in enumerate(words) if i not in number_positions | numeric),
+        unnumbered=tuple(word.key for i, word in enumerate(words) if i not in spelling_numbers),
         times=times,
         negators=negators,
         negated=_negated(words, content),
