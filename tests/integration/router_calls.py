@@ -62,21 +62,27 @@ def store_counts(stack: Stack) -> dict[str, float]:
     return {result: metric(stack, "router", STORES, result=result) for result in RESULTS}
 
 
-async def write_throughs(stack: Stack, before: dict[str, float], count: int = 1, seconds: float = 30.0) -> Counter[str]:
+async def write_throughs(
+    stack: Stack, before: dict[str, float], count: int = 1, seconds: float = 30.0, result: str | None = None
+) -> Counter[str]:
     """Waits until the router has finished at least ``count`` write-throughs since ``before`` (its
-    ``store_counts``) and then none for QUIET seconds, and returns them by result. A store runs after
-    the last chunk and waits for the prompt's embedding, so no fixed pause is long enough on a loaded
-    machine; and an earlier test's store may land in the same window, so callers check ``>=``."""
+    ``store_counts``), of ``result`` when given, and then none for QUIET seconds, and returns them by
+    result. A store runs after the last chunk and waits for the prompt's embedding, so no fixed pause is
+    long enough on a loaded machine; and an earlier test's store may land in the same window, so callers
+    check ``>=`` and name the result they wait for (a late "skipped" of an earlier test once ended the
+    wait before this test's store had finished)."""
     deadline = time.monotonic() + seconds
     moved: Counter[str] = Counter()
     last_change = time.monotonic()
     while True:
         now = store_counts(stack)
-        counted = Counter({result: int(now[result] - before[result]) for result in RESULTS})
+        counted = Counter({name: int(now[name] - before[name]) for name in RESULTS})
         if counted != moved:
             moved, last_change = counted, time.monotonic()
-        if sum(moved.values()) >= count and time.monotonic() - last_change >= QUIET:
+        finished = moved[result] if result else sum(moved.values())
+        if finished >= count and time.monotonic() - last_change >= QUIET:
             return moved
         if time.monotonic() > deadline:
-            raise AssertionError(f"{sum(moved.values())} of {count} write-throughs finished in {seconds:.0f} s")
+            what = f"{result} " if result else ""
+            raise AssertionError(f"{finished} of {count} {what}write-throughs in {seconds:.0f} s: {dict(moved)}")
         await asyncio.sleep(0.05)

@@ -92,7 +92,7 @@ async def blue_cached(stack: Stack, router: router_pb2_grpc.RouterStub, prompt: 
     stores = store_counts(stack)
     first = await call(router, ask(prompt), BLUE)
     assert first.done.finish_reason == types_pb2.FINISH_REASON_STOP, "only finished answers are cached"
-    assert (await write_throughs(stack, stores))["stored"] >= 1
+    assert (await write_throughs(stack, stores, result="stored"))["stored"] >= 1
     assert (await call(router, ask(prompt), BLUE)).done.served_by in CACHED
     return await blue_entries(router)
 
@@ -139,7 +139,8 @@ async def test_no_caller_reads_writes_or_removes_another_tenants_cache(
     assert step.served_by not in CACHED
 
     # An admin removes green's entries: blue's stay, and are what they were.
-    assert (await write_throughs(stack, stores, count=2))["stored"] >= 2  # green's answer, the anonymous one
+    # green's answer and the anonymous one
+    assert (await write_throughs(stack, stores, count=2, result="stored"))["stored"] >= 2
     removed = await router.InvalidateCache(router_pb2.InvalidateCacheRequest(tenant="green"), metadata=keyed(ADMIN_KEY))
     assert removed.removed >= 1 and removed.vectors_removed >= 1
     assert await blue_entries(router) == blue_cached

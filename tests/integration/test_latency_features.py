@@ -144,7 +144,7 @@ async def test_cached_answers_replay_at_once_or_paced_like_the_model(
     stores = store_counts(stack)
     generated = await call(router, question)
     assert generated.done.finish_reason == types_pb2.FINISH_REASON_STOP  # only finished answers are cached
-    assert (await write_throughs(stack, stores))["stored"] >= 1
+    assert (await write_throughs(stack, stores, result="stored"))["stored"] >= 1
     at_once = await call(router, question)
     question.replay = router_pb2.REPLAY_PACED
     paced = await call(router, question)

@@ -51,7 +51,7 @@ async def test_second_ask_is_an_exact_hit(stack: Stack, router: router_pb2_grpc.
     assert first.done.finish_reason == types_pb2.FINISH_REASON_STOP
     assert first.text.strip() and first.chunks > 2  # streamed, not one blob
     assert first.done.completion_tokens > 0 and first.done.prompt_tokens > 0
-    assert (await write_throughs(stack, stores))["stored"] >= 1
+    assert (await write_throughs(stack, stores, result="stored"))["stored"] >= 1
     second = await call(router, ask("What is the capital of France?"))
     assert second.done.served_by == types_pb2.SERVED_BY_EXACT
     assert second.text == first.text
@@ -65,7 +65,7 @@ async def test_paraphrase_is_a_semantic_hit_and_near_miss_is_generated(
     stores = store_counts(stack)
     original = await call(router, ask("How many legs does a spider have?"))
     assert original.done.finish_reason == types_pb2.FINISH_REASON_STOP
-    assert (await write_throughs(stack, stores))["stored"] >= 1
+    assert (await write_throughs(stack, stores, result="stored"))["stored"] >= 1
     paraphrase = await call(router, ask("How many legs do spiders have?"))
     assert paraphrase.done.served_by == types_pb2.SERVED_BY_SEMANTIC
     assert paraphrase.text == original.text
@@ -88,7 +88,7 @@ async def test_tenants_never_see_each_others_entries(stack: Stack, router: route
     stores = store_counts(stack)
     blue = await call(router, ask(prompt), key="key-blue")
     assert blue.done.served_by == types_pb2.SERVED_BY_GENERATED
-    assert (await write_throughs(stack, stores))["stored"] >= 1
+    assert (await write_throughs(stack, stores, result="stored"))["stored"] >= 1
     assert (await call(router, ask(prompt), key="key-blue")).done.served_by == types_pb2.SERVED_BY_EXACT
     green = await call(router, ask(prompt), key="key-green")
     assert green.done.served_by == types_pb2.SERVED_BY_GENERATED
@@ -119,7 +119,7 @@ async def test_truncated_answers_are_not_cached(stack: Stack, router: router_pb2
     stores = store_counts(stack)
     first = await call(router, request)
     assert first.done.finish_reason == types_pb2.FINISH_REASON_LENGTH
-    assert (await write_throughs(stack, stores))["skipped"] >= 1
+    assert (await write_throughs(stack, stores, result="skipped"))["skipped"] >= 1
     assert (await call(router, request)).done.served_by == types_pb2.SERVED_BY_GENERATED
 
 

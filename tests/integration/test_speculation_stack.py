@@ -25,7 +25,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     config = StackConfig(
         ports=Ports.free(),
         run_dir=tmp_path_factory.mktemp("speculating"),
-        environment={"SUBSECOND_ROUTER_SPECULATE": "always"},
+        # A generous Redis timeout for the cache: here Triton's speculative generations take both cores,
+        # and a 50 ms Redis call that timed out failed the write-through this module counts (round
+        # ten's CI: "write-through failed: UNAVAILABLE redis unavailable", the cache's Redis call timed out).
+        environment={"SUBSECOND_ROUTER_SPECULATE": "always", "SUBSECOND_CACHE_REDIS_TIMEOUT_MS": "1000"},
     )
     running = Stack(config)
     await running.start()
@@ -77,7 +80,7 @@ async def test_a_miss_is_generated_and_stored_with_one_embedding_call(
 
     answer = await call(router, ask(prompt))
     assert answer.done.finish_reason == types_pb2.FINISH_REASON_STOP  # only finished answers are stored
-    assert (await write_throughs(stack, stores))["stored"] >= 1
+    assert (await write_throughs(stack, stores, result="stored"))["stored"] >= 1
 
     assert answer.done.served_by == types_pb2.SERVED_BY_GENERATED
     assert metric(stack, "router", "subsecond_router_cache_bypass_total") == bypassed  # both lookups answered in time
@@ -97,7 +100,7 @@ async def test_a_semantic_hit_cancels_the_generation_it_started(
     stores = store_counts(stack)
     original = await call(router, ask("How many wheels does a bicycle have?"))
     assert original.done.served_by == types_pb2.SERVED_BY_GENERATED
-    assert (await write_throughs(stack, stores))["stored"] >= 1
+    assert (await write_throughs(stack, stores, result="stored"))["stored"] >= 1
     cancelled = metric(stack, "generation", STREAMS, outcome="cancelled")
     speculated = metric(stack, "router", "subsecond_router_speculative_generations_total", outcome="cancelled")
 
