@@ -197,6 +197,16 @@ NEAR_MISSES = [
     ("how do i apologize to my girlfriend", "how do i apologize to my girlfriend after i cheated on her", "condition"),
     ("was pluto classified as a planet", "is pluto classified as a planet", "tense"),
     ("was smoking ever allowed on flights", "is smoking allowed on flights", "tense"),
+    # round eleven: whether it may happen against whether it will; the past against the future with
+    # "next" or a passive "get"
+    ("could i be deported for a dui on a green card", "will i be deported for a dui on a green card", "modal"),
+    ("was my car recalled", "will my car get recalled", "time"),
+    ("when did the world cup start", "when will the next world cup start", "time"),
+    # round eleven: an operator of arithmetic or code, which the words alone would not show
+    ("does == compare types in js", "does === compare types in js", "entity"),
+    ("is x != y in python", "is x == y in python", "entity"),
+    ("what is 3/4 + 1/8", "what is 3/4 - 1/8", "negation"),  # plus and minus are opposites
+    ("what is 6 * 7", "what is 6 + 7", "entity"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -305,6 +315,10 @@ PARAPHRASES = [
     ("Why does not PMMA dissolve in water?", "Why doesn't PMMA dissolve in water?"),
     ("why won't my phone connect to wifi", "why does my phone not connect to wifi"),
     ("am i supposed to tip in japan", "should i tip in japan"),
+    # round eleven: an operator spelt as a word
+    ("what is 3 + 4", "what is 3 plus 4"),
+    ("what is 6*7", "what is 6 times 7"),
+    ("how to wait 3-5 days", "how to wait 3-5 days"),
 ]
 
 
@@ -411,6 +425,7 @@ def test_one_text_once_normalised_is_served_without_the_verifier() -> None:
     assert not same_text("how many legs does a spider have", "how many legs did a spider have")
     assert not same_text("what is -7 % 3 in python", "what is 7 % -3 in python")  # a minus sign is kept
     assert same_text("covid-19 symptoms", "covid 19 symptoms")  # a hyphen between words is not a sign
+    assert not same_text("does == compare types in js", "does === compare types in js")  # operators are words
     assert accept_semantic("When should I use MB?", "When should I use Mb?", 0.99, Acceptance(POINT, verifier)) == (
         SemanticDecision(False, "verifier:refused")
     )

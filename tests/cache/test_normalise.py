@@ -57,6 +57,12 @@ from subsecond.kit.settings import SettingsError
         ("a couple of miles in a fortnight, born in the nineties", "2 miles in 2 weeks, born in the 90s"),
         ("is my dr allowed, an s corp, med school", "is my doctor allowed, an s corporation, medical school"),
         ("git push -u origin", "git push -u origin"),  # a flag, not "you"
+        ("my 3 yo, a 5 y/o, 2x faster", "my 3 year old, a 5 year old, 2x faster"),
+        ("running 2x a week, twice a day", "running 2 times a week, 2 times a day"),
+        ("a 401(k), a 403(b), three quarter inch plywood", "a 401k, a 403b, 0.75 inch plywood"),
+        ("my appt for the rx", "my appointment for the prescription"),
+        ("a k8s config, an env var", "a kubernetes configuration, an environment variable"),
+        ("a tuberculosis test, two-factor authentication, an employer identification number", "a TB test, 2FA, an EIN"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
@@ -87,6 +93,11 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("how many fluid ounces are in a pint and a half", "how many fluid ounces are in 1.5 pints"),
         ("who won the super bowl in twenty twenty", "who won the super bowl in 2020"),
         ("can my hoa stop me putting up solar panels", "can my homeowners association stop me putting up solar panels"),
+        ("my 3 yo wont sleep through the night", "my three year old won't sleep through the night"),
+        ("is running 2x a week enough", "is running twice a week enough"),
+        ("how to turn on 2fa for my instagram", "how to turn on two-factor authentication for my instagram"),
+        ("can i get a tb test at a pharmacy", "can i get a tuberculosis test at a pharmacy"),
+        ("how to stop a nosebleed", "how to halt a nosebleed"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
@@ -114,6 +125,8 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("convert 10 kilograms to pounds", "convert 10 pounds to kilograms", "direction"),
         ("a 45 minute workout", "a half hour workout", "number"),
         ("who won the super bowl in twenty twenty", "who won the super bowl in 2021", "number"),
+        ("is running twice a week enough", "is running 3 times a week enough", "number"),
+        ("can i open a 401(k) on my own", "can i open a 403(b) on my own", "number"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

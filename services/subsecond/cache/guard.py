@@ -330,7 +330,11 @@ def _same_word(x: str, y: str) -> bool:
 def _folded(query: str, candidate: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The two prompts' words as the pair verifier reads them (``normalise_pair``)."""
     a, b = normalise_pair(*(_without_accents(text).replace("\u2019", "'") for text in (query, candidate)))
-    return tuple(_WORD.findall(a)), tuple(_WORD.findall(b))
+    return tuple(_WORD.findall(_spell_operators(a))), tuple(_WORD.findall(_spell_operators(b)))
+
+
+def _spell_operators(text: str) -> str:
+    return _OPERATOR.sub(lambda m: f" {_OPERATOR_WORDS[m.group()]} ", text)
 
 
 def overrulable(reason: str, query: str, candidate: str, point: OperatingPoint) -> bool:
@@ -506,7 +510,7 @@ _SYNONYM_GROUPS = """
     film:movie photo:picture:pic child:children:kid delete:remove speak:talk buy:purchase fix:repair:mend
     website:site earn:make smart:intelligent rich:wealthy shop:store choose:select:pick need:require
     mistake:error start:begin lawyer:attorney doctor:physician car:automobile:vehicle tv:television
-    enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit:resign
+    enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit:resign:halt
     hurt:ache noise:sound house:home
     fridge:refrigerator bike:bicycle plane:airplane:aeroplane thaw:defrost faucet:tap
     dad:father mom:mother:mum sick:ill allow:permit symptom:sign gift:present trash:garbage:rubbish
@@ -535,6 +539,9 @@ _ALTERNATIVES = """
     python java javascript typescript ruby rust php perl kotlin scala haskell
     csv json xml yaml pdf docx xlsx png jpg|jpeg gif svg mp3 mp4 wav zip
     tcp udp ftp sftp ssh smtp imap dns dhcp ssl tls
+    plus|opplus minus|opminus times|optimes|multiplied divided|opdivide oppower
+    opstrictequal opdoubleequal opnotequal opstrictnotequal oplessequal opgreaterequal
+    opand opor
     mean|average median mode
     afghanistan albania algeria argentina armenia australia austria azerbaijan bangladesh belarus belgium
     bolivia brazil bulgaria cambodia cameroon canada chile china colombia croatia denmark ecuador egypt
@@ -623,8 +630,8 @@ _AGREEMENT_WORDS = _stems("a an the do does is are has have")
 _FUTURE_AUXILIARIES = _stems("will shall gonna going")
 # Words that may come with a change of tense without changing the question further ("was X ever
 # allowed" / "is X allowed now").
-_TENSE_ADVERBS = _stems("ever now currently still yet today anymore nowadays")
-_TENSE_AUXILIARIES = _AGREEING_AUXILIARIES | _FUTURE_AUXILIARIES | _TENSE_ADVERBS | _stems("be been to")
+_TENSE_ADVERBS = _stems("ever now currently still yet today anymore nowadays next")
+_TENSE_AUXILIARIES = _AGREEING_AUXILIARIES | _FUTURE_AUXILIARIES | _TENSE_ADVERBS | _stems("be been to get got")
 # Modals that open a yes/no question, by what they ask: whether one can, whether one should, or
 # whether one must; and the words that ask the same after "do I", "am I" ("do I have to", "am I
 # required to", "am I supposed to").
@@ -838,6 +845,17 @@ _AFTER_CLAUSE = re.compile(r"\s*(?:[,.?!;:)]|$)")
 # Names told apart by a symbol the tokens would drop: "C#" is not "C", "C++" not "C" ("c sharp" is "C#").
 _SHARP = re.compile(r"\b([^\W\d_])#")
 _PLUS_PLUS = re.compile(r"\b([^\W_]+)\+\+")
+# Operators of arithmetic and code, which the tokens would drop, spelt as words: "3/4 + 1/8" is not
+# "3/4 - 1/8", "==" not "===" (the closed sets in _ALTERNATIVES tell each from the others). The
+# arithmetic ones only between numbers or spaces, where they cannot be a dash, a bullet or "C++".
+_OPERATOR_WORDS = {
+    "===": "opstrictequal", "!==": "opstrictnotequal", "==": "opdoubleequal", "!=": "opnotequal",
+    "<=": "oplessequal", ">=": "opgreaterequal", "&&": "opand", "||": "opor",
+    "+": "opplus", "-": "opminus", "*": "optimes", "\u00d7": "optimes", "\u00f7": "opdivide", "^": "oppower",
+}  # fmt: skip
+_OPERATOR = re.compile(
+    r"===|!==|==|!=|<=|>=|&&|\|\||(?<=[\d\s)])[+*\u00d7\u00f7^](?=[\s\d(.])|(?<=\d )-(?= ?[\d(])|(?<=\d)-(?= [\d(])"
+)
 _CLITICS = ("'s", "'re", "'ll", "'ve", "'d", "'m")
 _NEGATED_FORMS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
 
@@ -877,7 +895,7 @@ def _analyse(text: str) -> _Prompt:
     """Reads one prompt once; a query compared with several cached neighbours is analysed once."""
     text = normalise(_without_accents(text).replace("\u2019", "'").replace("\u2018", "'"))
     text = _PREFIX_HYPHEN.sub(r"\1", text)
-    text = _PLUS_PLUS.sub(r"\1plusplus", _SHARP.sub(r"\1sharp", text))
+    text = _spell_operators(_PLUS_PLUS.sub(r"\1plusplus", _SHARP.sub(r"\1sharp", text)))
     numbers: Counter[str] = Counter()
 
     def clock(match: re.Match[str]) -> str:
@@ -1511,10 +1529,11 @@ def _negation_moved(keys: _Aligned, a: _Prompt, b: _Prompt) -> bool:
 
 
 def _modal_changed(a: _Prompt, b: _Prompt) -> bool:
-    """A yes/no question asking whether something can be done, should be or must be, against another
-    of the three ("can i break my lease" / "should i break my lease", "do i legally have to give notice"
-    / "should i give notice"), in otherwise the same words ("how can i" and "how should i" ask the
-    same)."""
+    """A yes/no question asking whether something can be done, should be, must be or will be, against
+    another of the four ("can i break my lease" / "should i break my lease", "do i legally have to give
+    notice" / "should i give notice", "could i be deported" / "will i be deported": whether it may
+    happen against whether it will), in otherwise the same words ("how can i" and "how should i" ask
+    the same)."""
     asked_a, asked_b = _asked_modal(a.keys), _asked_modal(b.keys)
     return asked_a is not None and asked_b is not None and asked_a[0] != asked_b[0] and asked_a[1] == asked_b[1]
 
@@ -1524,6 +1543,8 @@ def _asked_modal(keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
     ("advised", "i give"), "do i (legally) have to give" is ("obliged", "i give")."""
     if len(keys) >= 2 and keys[0] in _MODAL_KINDS:
         return _MODAL_KINDS[keys[0]], _without_modal_adverbs(keys[1:])
+    if len(keys) >= 2 and keys[0] in _FUTURE_AUXILIARIES:
+        return "predicted", _without_modal_adverbs(keys[1:])
     if len(keys) < 4 or keys[0] not in _AGREEING_AUXILIARIES:
         return None
     for at in (2, 3):  # the subject, then perhaps one adverb: "do I legally have to"

@@ -74,7 +74,7 @@ _SPOKEN_DECIMAL = re.compile(rf"\b({_DIGIT_WORD}|\d{{1,3}}) point ((?:(?:{_DIGIT
 _FRACTION_DIGITS = re.compile(r"\b(\d{1,2})\s*[/\u2044]\s*(\d{1,2})\b")
 # Fractions in words, longest first; "a"/"of a" after them is the article of the measured thing.
 _FRACTION_WORDS = [
-    (r"three quarters|three fourths", "0.75"),
+    (r"three quarters|three fourths|three quarter|three-quarter", "0.75"),
     (r"two thirds", "0.667"),
     (r"one half|a half|half", "0.5"),
     (r"one third|a third", "0.333"),
@@ -125,7 +125,8 @@ _ABBREVIATIONS = """
     SSN:social_security_number SSI:supplemental_security_income PTO:paid_time_off HR:human_resources
     CEO:chief_executive_officer CFO:chief_financial_officer CPA:certified_public_accountant
     LLC:limited_liability_company HOA:homeowners_association|homeowners'_association|home_owners_association
-    RN:registered_nurse AWS:Amazon_Web_Services EV:electric_vehicle FMLA:Family_and_Medical_Leave_Act
+    RN:registered_nurse AWS:Amazon_Web_Services EV:electric_vehicle
+    FMLA:Family_and_Medical_Leave_Act
     HELOC:home_equity_line_of_credit EPS:earnings_per_share
     REIT:real_estate_investment_trust PMI:private_mortgage_insurance RSU:restricted_stock_unit
     YTD:year_to_date ETA:estimated_time_of_arrival DIY:do_it_yourself|do-it-yourself
@@ -140,6 +141,37 @@ _ABBREVIATIONS = """
     CS:computer_science WWI:World_War_I|World_War_1|World_War_One|First_World_War|WW1
     WWII:World_War_II|World_War_2|World_War_Two|Second_World_War|WW2
     WW3:World_War_III|World_War_3|World_War_Three|Third_World_War|WWIII
+    TB:tuberculosis RA:rheumatoid_arthritis CKD:chronic_kidney_disease CHF:congestive_heart_failure
+    STI:sexually_transmitted_infection ALS:amyotrophic_lateral_sclerosis
+    NSAID:nonsteroidal_anti-inflammatory_drug|non-steroidal_anti-inflammatory_drug
+    SSRI:selective_serotonin_reuptake_inhibitor IUD:intrauterine_device IVF:in_vitro_fertilization
+    PMS:premenstrual_syndrome ASD:autism_spectrum_disorder GP:general_practitioner
+    PCP:primary_care_physician|primary_care_doctor|primary_care_provider EMT:emergency_medical_technician
+    BAC:blood_alcohol_content|blood_alcohol_concentration TBI:traumatic_brain_injury
+    SIDS:sudden_infant_death_syndrome DNR:do_not_resuscitate BMR:basal_metabolic_rate
+    HIIT:high-intensity_interval_training|high_intensity_interval_training UV:ultraviolet
+    HIV:human_immunodeficiency_virus ACL:anterior_cruciate_ligament
+    TSH:thyroid-stimulating_hormone|thyroid_stimulating_hormone PSA:prostate-specific_antigen
+    EIN:employer_identification_number ITIN:individual_taxpayer_identification_number
+    FSA:flexible_spending_account EBT:electronic_benefits_transfer|electronic_benefit_transfer
+    SSDI:social_security_disability_insurance RMD:required_minimum_distribution AGI:adjusted_gross_income
+    DTI:debt-to-income|debt_to_income LTV:loan-to-value|loan_to_value NAV:net_asset_value
+    GAAP:generally_accepted_accounting_principles ESPP:employee_stock_purchase_plan
+    FHA:Federal_Housing_Administration ACA:Affordable_Care_Act EITC:earned_income_tax_credit
+    CTC:child_tax_credit MBA:master_of_business_administration
+    FAFSA:Free_Application_for_Federal_Student_Aid
+    2FA:two-factor_authentication|two_factor_authentication|2-factor_authentication
+    MFA:multi-factor_authentication|multifactor_authentication SSO:single_sign-on|single_sign_on
+    URL:uniform_resource_locator HTML:hypertext_markup_language CSS:cascading_style_sheets
+    SQL:structured_query_language OOP:object-oriented_programming|object_oriented_programming
+    IoT:internet_of_things SaaS:software_as_a_service VM:virtual_machine LAN:local_area_network
+    WAN:wide_area_network NAS:network-attached_storage|network_attached_storage
+    OCR:optical_character_recognition NLP:natural_language_processing LLM:large_language_model
+    UI:user_interface UX:user_experience SDK:software_development_kit JWT:JSON_Web_Token
+    CDN:content_delivery_network SEO:search_engine_optimization|search_engine_optimisation
+    CRM:customer_relationship_management CI:continuous_integration
+    CI/CD:continuous_integration_and_continuous_deployment|continuous_integration_and_continuous_delivery|continuous_integration_and_deployment|continuous_integration_and_delivery
+    SF:San_Francisco UAE:United_Arab_Emirates NZ:New_Zealand HK:Hong_Kong
 """
 # "America" is the US but for the other Americas; "American(s)" its adjective and its people.
 _AMERICA = re.compile(
@@ -184,8 +216,17 @@ _SHORTHANDS = {
     "w/": "with", "ok": "okay", "whats": "what is", "hows": "how is", "wheres": "where is", "im": "I am",
     "meds": "medications", "max": "maximum", "with out": "without", "b/c": "because", "dr": "doctor",
     "corp": "corporation", "med school": "medical school", "a couple of": "2", "a fortnight": "2 weeks",
-    "fortnight": "2 weeks",
+    "fortnight": "2 weeks", "appt": "appointment", "rx": "prescription", "k8s": "kubernetes",
+    "repo": "repository", "repos": "repositories", "env var": "environment variable",
+    "env vars": "environment variables", "config": "configuration", "abt": "about", "ppl": "people",
+    "bday": "birthday", "gf": "girlfriend", "bf": "boyfriend", "vs": "versus", "thru": "through",
+    "wknd": "weekend", "smth": "something", "auth": "authentication", "twice": "2 times", "thrice": "3 times",
 }  # fmt: skip
+# A retirement plan named by its section of the tax code: "401(k)" is typed "401k" as often.
+_TAX_CODE_PLAN = re.compile(r"\b(401|403|457)\(([ab]|k)\)", re.IGNORECASE)
+# An age typed short ("my 3 yo", "a 5 y/o") and a count of times typed with an x ("2x a week").
+_AGE_SHORT = re.compile(r"\b(\d{1,3})\s?(?:yo|y/o|y\.o\.)(?![\w/])", re.IGNORECASE)
+_TIMES_SHORT = re.compile(r"\b(\d{1,3})x(?= (?:a|an|per|each|every) )", re.IGNORECASE)
 # Decades in words: "the nineties" are "the 90s".
 _DECADE_WORDS = {
     "twenties": "20s", "thirties": "30s", "forties": "40s", "fifties": "50s", "sixties": "60s",
@@ -285,6 +326,9 @@ def normalise(text: str) -> str:
     """The prompt with the rewrites above applied; case is kept where nothing was rewritten. Cached: the
     guard and the pair verifier each read the query and its neighbours, so each text is rewritten once
     a lookup (about 0.15 ms a text otherwise)."""
+    text = _TAX_CODE_PLAN.sub(lambda m: m.group(1) + m.group(2).lower(), text)
+    text = _AGE_SHORT.sub(lambda m: f"{m.group(1)} year old", text)
+    text = _TIMES_SHORT.sub(lambda m: f"{m.group(1)} times", text)
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
     text = _ORDINAL_DIGITS.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
     text = _DECADE.sub(lambda m: _DECADE_WORDS[m.group(1).lower()], text)
