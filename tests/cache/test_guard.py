@@ -1,4 +1,8 @@
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -202,6 +206,8 @@ NEAR_MISSES = [
     ("could i be deported for a dui on a green card", "will i be deported for a dui on a green card", "modal"),
     ("was my car recalled", "will my car get recalled", "time"),
     ("when did the world cup start", "when will the next world cup start", "time"),
+    # a thing with two owners in one prompt ("my car" and "a friend's car")
+    ("does my car insurance cover me if i crash a friend's car", "does my car insurance cover a friend who crashes my car", "role"),  # noqa: E501
     # round eleven: an operator of arithmetic or code, which the words alone would not show
     ("does == compare types in js", "does === compare types in js", "entity"),
     ("is x != y in python", "is x == y in python", "entity"),
@@ -527,3 +533,22 @@ def test_every_rule_still_runs_before_the_verifier() -> None:
     haiku, sonnet = "Write a haiku about the sea.", "Write a sonnet about the sea."
     assert false_hit_reason(haiku, sonnet, VERIFIED_RULES) == "substitution"
     assert false_hit_reason(haiku, sonnet, ("number", "negation")) is None  # only the named rules run
+
+
+def test_the_rules_decide_alike_whatever_the_hash_seed() -> None:
+    """Python salts the hash of a string per process: a rule that read a set in its iteration order
+    would decide differently on two replicas (round eleven: a thing with two owners did)."""
+    pairs = [pair for q, c, *_ in NEAR_MISSES + PARAPHRASES for pair in ((q, c), (c, q))]
+    script = (
+        "import json, sys; from subsecond.cache.guard import false_hit_reason; "
+        "print(json.dumps([false_hit_reason(q, c) for q, c in json.load(sys.stdin)]))"
+    )
+    def decide(seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        command = [sys.executable, "-c", script]
+        run = subprocess.run(command, input=json.dumps(pairs), capture_output=True, text=True, env=env)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    decisions = {decide(seed) for seed in ("1", "2", "3")}
+    assert len(decisions) == 1

@@ -63,6 +63,9 @@ from subsecond.kit.settings import SettingsError
         ("my appt for the rx", "my appointment for the prescription"),
         ("a k8s config, an env var", "a kubernetes configuration, an environment variable"),
         ("a tuberculosis test, two-factor authentication, an employer identification number", "a TB test, 2FA, an EIN"),
+        ("hi, quick question: how do I read a CSV file? thanks in advance", "how do I read a CSV file?"),
+        ("help how do i get rid of a wasp nest lol", "how do i get rid of a wasp nest"),
+        ("help desk hours, hello world in python", "help desk hours, hello world in python"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:

@@ -1644,10 +1644,13 @@ def _owner_changed(a: _Prompt, b: _Prompt) -> bool:
     owners must be in both prompts ("Ron's patronus" / "Ron Weasley's patronus" is one owner named
     twice); a thing with no owner in one prompt says nothing ("my wife's name" / "the name of my
     wife")."""
-    owner_b = dict(b.owners)
+    owners_b: dict[str, set[str]] = {}
+    for owned, owner in b.owners:
+        owners_b.setdefault(owned, set()).add(owner)
     return any(
-        owned in owner_b and owner_b[owned] != owner and owner in b.keys and owner_b[owned] in a.keys
+        other != owner and owner in b.keys and other in a.keys
         for owned, owner in a.owners
+        for other in owners_b.get(owned, ())
     )
 
 

@@ -17,13 +17,17 @@ words, so that the guard does not refuse a paraphrase for its spelling:
 - shortened words are written out ("hrs" -> "hours", "uni" -> "university", "whats" -> "what is",
   "a couple of" -> "2", "a fortnight" -> "2 weeks"), decades in words take digits ("the nineties" ->
   "the 90s"),
-  and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you");
+  and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you"); an age
+  or a count typed short is written out ("my 3 yo" -> "my 3 year old", "2x a week" and "twice a
+  week" -> "2 times a week", "401(k)" -> "401k");
 - negations written without the apostrophe get it back ("dont" -> "don't");
 - abbreviations and their expansions meet on the abbreviation ("the Internal Revenue Service" ->
   "the IRS", "California" -> "CA", "hemoglobin A1c" -> "A1C", "World War 2" -> "WWII"): US states,
   federal agencies, finance, medical and computing terms, the world wars; "America" is "the US"
   (not South, North, Latin or Central America); "on the internet" is "online";
 - British spellings become American ("analyse" -> "analyze", "organise" -> "organize");
+- greetings, thanks and fillers around a question go ("hi, quick question: how do I ..." -> "how do
+  I ...", "... thanks in advance", "... lol"); operators of arithmetic and code are the guard's;
 - a few adjectives become one of their synonyms, in every degree ("quickest" -> "fastest"), and
   "least"/"less" + an adjective becomes its opposite's superlative or comparative ("least
   expensive" -> "cheapest"), so that neither reads as a negation.
@@ -222,6 +226,19 @@ _SHORTHANDS = {
     "bday": "birthday", "gf": "girlfriend", "bf": "boyfriend", "vs": "versus", "thru": "through",
     "wknd": "weekend", "smth": "something", "auth": "authentication", "twice": "2 times", "thrice": "3 times",
 }  # fmt: skip
+# Greetings, thanks and fillers around a question ask nothing: "hi, quick question: how do I ...",
+# "... thanks in advance", "... lol". An opener goes only before the words a question begins with, so
+# that "help desk hours" keeps its "help".
+_OPENER = re.compile(
+    r"^\s*(?:hi|hey|hello|hiya|quick question|real quick|just curious|pls help|please help|help|ugh|hmm+|ok so"
+    r"|okay so)(?: there)?\b[\s,:;!.-]*(?=(?:how|what|whats|why|when|where|which|who|can|could|should|would|will"
+    r"|is|are|am|was|were|do|does|did|i|my|any|pls|please|quick|real|just|help|hi|hey)\b)",
+    re.IGNORECASE,
+)
+_CLOSER = re.compile(
+    r"[\s,.!]*\b(?:(?:thanks|thank you|thx|cheers)(?: so much| a lot| in advance)?|lol|lmao|haha)[\s.!?]*$",
+    re.IGNORECASE,
+)
 # A retirement plan named by its section of the tax code: "401(k)" is typed "401k" as often.
 _TAX_CODE_PLAN = re.compile(r"\b(401|403|457)\(([ab]|k)\)", re.IGNORECASE)
 # An age typed short ("my 3 yo", "a 5 y/o") and a count of times typed with an x ("2x a week").
@@ -326,6 +343,9 @@ def normalise(text: str) -> str:
     """The prompt with the rewrites above applied; case is kept where nothing was rewritten. Cached: the
     guard and the pair verifier each read the query and its neighbours, so each text is rewritten once
     a lookup (about 0.15 ms a text otherwise)."""
+    for _ in range(3):  # "hi, quick question: ..."
+        text = _OPENER.sub("", text, count=1)
+    text = _CLOSER.sub("", text)
     text = _TAX_CODE_PLAN.sub(lambda m: m.group(1) + m.group(2).lower(), text)
     text = _AGE_SHORT.sub(lambda m: f"{m.group(1)} year old", text)
     text = _TIMES_SHORT.sub(lambda m: f"{m.group(1)} times", text)
