@@ -334,6 +334,8 @@ def _folded(query: str, candidate: str) -> tuple[tuple[str, ...], tuple[str, ...
 
 
 def _spell_operators(text: str) -> str:
+    if not _OPERATOR_CHARACTERS.intersection(text):
+        return text
     return _OPERATOR.sub(lambda m: f" {_OPERATOR_WORDS[m.group()]} ", text)
 
 
@@ -856,6 +858,7 @@ _OPERATOR_WORDS = {
 _OPERATOR = re.compile(
     r"===|!==|==|!=|<=|>=|&&|\|\||(?<=[\d\s)])[+*\u00d7\u00f7^](?=[\s\d(.])|(?<=\d )-(?= ?[\d(])|(?<=\d)-(?= [\d(])"
 )
+_OPERATOR_CHARACTERS = frozenset("=<>&|+-*^\u00d7\u00f7")
 _CLITICS = ("'s", "'re", "'ll", "'ve", "'d", "'m")
 _NEGATED_FORMS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
 
