@@ -208,6 +208,9 @@ NEAR_MISSES = [
     ("when did the world cup start", "when will the next world cup start", "time"),
     # a thing with two owners in one prompt ("my car" and "a friend's car")
     ("does my car insurance cover me if i crash a friend's car", "does my car insurance cover a friend who crashes my car", "role"),  # noqa: E501
+    # round eleven: a thing and its "-less"; "too much" / "too little"
+    ("easy fudgy eggless brownie recipe", "easy fudgy brownie recipe with eggs", "negation"),
+    ("signs you're watering a monstera too much", "signs you're watering a monstera too little", "negation"),
     # round eleven: an operator of arithmetic or code, which the words alone would not show
     ("does == compare types in js", "does === compare types in js", "entity"),
     ("is x != y in python", "is x == y in python", "entity"),

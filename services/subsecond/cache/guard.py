@@ -698,10 +698,10 @@ _PHRASAL = {
 _OPPOSITE_PARTICLES = {"on": "off", "off": "on", "in": "out", "out": "in", "up": "down", "down": "up"}
 
 # Affixes that make an opposite of the same root: lock/un-lock, en-able/dis-able, in-clude/ex-clude,
-# care-ful/care-less ("" is no prefix; a leading "-" marks a suffix).
+# care-ful/care-less, egg/egg-less ("" is no affix; a leading "-" marks a suffix).
 _OPPOSITE_AFFIXES = """
     :un :dis :in :im :il :ir :non :de :mis en:dis en:de in:de in:ex im:ex up:down over:under pre:post
-    -ful:-less
+    -ful:-less :-less
 """
 _OPPOSITE_AFFIX_OF: dict[str, set[str]] = {}
 for _pair in _OPPOSITE_AFFIXES.split():
@@ -729,7 +729,7 @@ _ANTONYM_PAIRS = """
     past:future include:exclude inhale:exhale major:minor senior:junior top:bottom front:back
     forward:backward horizontal:vertical odd:even raw:cooked indoor:outdoor inner:outer asleep:awake
     attack:defend offense:defense import:export ascend:descend sweet:sour sweet:savory
-    merge:split join:split combine:split
+    merge:split join:split combine:split much:little
 """
 _ANTONYMS_OF: dict[str, set[str]] = {}
 for _pair in _ANTONYM_PAIRS.split():
