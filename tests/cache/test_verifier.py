@@ -63,7 +63,9 @@ ACCEPTED = [
 def test_the_verifier_ranks_every_change_of_meaning_below_every_rewording(verifier: PairVerifier) -> None:
     # Rounds four to nine failed this (an xfail): the negation far from its verb got 0.83-0.92, 0.78 in
     # round nine, above every rewording. Round ten's verifier, trained without QQP's unlabelled
-    # other-line "negatives", gives it 0.37 and the rewordings 0.56 to 0.98.
+    # other-line "negatives", gave it 0.37 and the rewordings 0.56 to 0.98; round eleven's, four layers
+    # deep, gives it 0.05 and the rewordings 0.93 to 0.98 (three layers with round eleven's data: 0.38
+    # to 0.94 for it, by seed and epochs, and twice above a rewording).
     refused = [verifier.probability(cached, query) for cached, query in REFUSED]
     accepted = [verifier.probability(cached, query) for cached, query in ACCEPTED]
     assert max(refused) < min(accepted)
@@ -82,14 +84,10 @@ def test_the_verifier_alone_refuses_most_changes_and_ranks_every_rewording_above
     assert min(accepted) > max(clear_changes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a known defect since round nine's verifier: it gives an identical pair that holds a number 0.30 "
-    "(round ten's 0.02; it has learnt numbers as a sign of a near miss, from the number and arithmetic near "
-    "misses of the dev pairs); the guard serves a pair that is one text once normalised without asking it "
-    "(guard.same_text)",
-)
 def test_the_verifier_gives_an_identical_pair_the_default_probability(verifier: PairVerifier) -> None:
+    # An xfail from round nine to ten: the three-layer verifiers gave this 0.30 and 0.02, having learnt
+    # numbers as a sign of a near miss; round eleven's four layers give it 0.77. The guard serves a pair
+    # that is one text once normalised without asking the verifier (guard.same_text) all the same.
     text = "How many calories are in 2 bananas?"
     assert verifier.probability(text, text) >= DEFAULT
 

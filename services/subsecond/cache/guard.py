@@ -182,7 +182,7 @@ class OperatingPoint:
 OPERATING_POINTS = {
     "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.95),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
-    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.2, overrule=0.97),
+    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY, overrule=0.8),
 }
 
 # The rules that still run before the verifier: all of them. Measured (benchmarks/semantic_tier.py,
