@@ -129,8 +129,7 @@ _ABBREVIATIONS = """
     SSN:social_security_number SSI:supplemental_security_income PTO:paid_time_off HR:human_resources
     CEO:chief_executive_officer CFO:chief_financial_officer CPA:certified_public_accountant
     LLC:limited_liability_company HOA:homeowners_association|homeowners'_association|home_owners_association
-    RN:registered_nurse AWS:Amazon_Web_Services EV:electric_vehicle
-    FMLA:Family_and_Medical_Leave_Act
+    RN:registered_nurse AWS:Amazon_Web_Services EV:electric_vehicle FMLA:Family_and_Medical_Leave_Act
     HELOC:home_equity_line_of_credit EPS:earnings_per_share
     REIT:real_estate_investment_trust PMI:private_mortgage_insurance RSU:restricted_stock_unit
     YTD:year_to_date ETA:estimated_time_of_arrival DIY:do_it_yourself|do-it-yourself
@@ -350,8 +349,7 @@ def normalise(text: str) -> str:
         text = _CLOSER.sub("", text)
     if "(" in text:
         text = _TAX_CODE_PLAN.sub(lambda m: m.group(1) + m.group(2).lower(), text)
-    if "y" in text or "Y" in text:
-        text = _AGE_SHORT.sub(lambda m: f"{m.group(1)} year old", text)
+    text = _AGE_SHORT.sub(lambda m: f"{m.group(1)} year old", text)
     if "x " in text or "X " in text:
         text = _TIMES_SHORT.sub(lambda m: f"{m.group(1)} times", text)
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
