@@ -216,6 +216,10 @@ NEAR_MISSES = [
     ("is x != y in python", "is x == y in python", "entity"),
     ("what is 3/4 + 1/8", "what is 3/4 - 1/8", "negation"),  # plus and minus are opposites
     ("what is 6 * 7", "what is 6 + 7", "entity"),
+    # round twelve: a synonym met in its group keeps its antonyms; a verb that shares a synonym's stem
+    ("how to raise my credit score", "how to lower my credit score", "negation"),
+    ("at what age can my kid ride in the front seat", "at what age can my child sit in the front seat", "substitution"),
+    ("can i take tylenol for a fever", "can i take advil for a fever", "substitution"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.
@@ -328,6 +332,14 @@ PARAPHRASES = [
     ("what is 3 + 4", "what is 3 plus 4"),
     ("what is 6*7", "what is 6 times 7"),
     ("how to wait 3-5 days", "how to wait 3-5 days"),
+    # round twelve: general synonyms; "site" is met as written, so "sit" stays a verb
+    ("what are the advantages of solar panels", "what are the benefits of solar panels"),
+    ("how can i boost my self-confidence", "how can i increase my self-confidence"),
+    ("what kind of dog sheds least", "what type of dog sheds least"),
+    ("my kid is scared of the dark", "my child is afraid of the dark"),
+    ("how did the egyptians build the pyramids", "how did the egyptians construct the pyramids"),
+    ("how long does tylenol take to work", "how long does acetaminophen take to work"),
+    ("best site for cheap flights", "best website for cheap flights"),
 ]
 
 

@@ -64,8 +64,17 @@ from subsecond.kit.settings import SettingsError
         ("a k8s config, an env var", "a kubernetes configuration, an environment variable"),
         ("a tuberculosis test, two-factor authentication, an employer identification number", "a TB test, 2FA, an EIN"),
         ("hi, quick question: how do I read a CSV file? thanks in advance", "how do I read a CSV file?"),
-        ("help how do i get rid of a wasp nest lol", "how do i get rid of a wasp nest"),
+        ("help how do i get rid of a wasp nest lol", "how do i remove a wasp nest"),
         ("help desk hours, hello world in python", "help desk hours, hello world in python"),
+        # round twelve
+        ("the nineteen twenties, the eighteen-nineties", "the 1920s, the 1890s"),
+        ("200mg of ibuprofen, a 2.5L bottle, 16GB or 16Gb", "200 mg of ibuprofen, a 2.5 L bottle, 16 GB or 16 Gb"),
+        ("got rid of the ants, sign up for classes, sign in", "removed the ants, register for classes, sign in"),
+        ("keep my dog from barking, keep it from the store", "stop my dog from barking, keep it from the store"),
+        ("js on a ps5, alright", "javascript on a playstation 5, okay"),
+        ("72°F, bake at 400F, 180 ºC", "72 degrees fahrenheit, bake at 400 degrees fahrenheit, 180 degrees celsius"),
+        ("350°, four hundred degrees F", "350 degrees, four hundred degrees fahrenheit"),
+        ("4C hair, grade 5 C, C++ in 10C++", "4C hair, grade 5 C, C++ in 10C++"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
@@ -101,6 +110,16 @@ def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str
         ("how to turn on 2fa for my instagram", "how to turn on two-factor authentication for my instagram"),
         ("can i get a tb test at a pharmacy", "can i get a tuberculosis test at a pharmacy"),
         ("how to stop a nosebleed", "how to halt a nosebleed"),
+        # round twelve
+        ("what was daily life like in the 1920s", "what was daily life like in the nineteen twenties"),
+        ("can i take 200mg of ibuprofen", "can i take two hundred mg of ibuprofen"),
+        ("how do i get rid of ants in the kitchen", "how do i eliminate ants in the kitchen"),
+        ("how to keep a toddler from biting", "how to stop a toddler from biting"),
+        ("how to sign up for night classes", "how to enroll in night classes"),
+        ("how do i fall asleep quickly", "how do i fall asleep fast"),
+        ("the least risky investment for a retiree", "the safest investment for a retiree"),
+        ("my rent is 1,800 a month", "my rent is 1.8k a month"),
+        ("bake chicken thighs at 400F for how long", "bake chicken thighs at four hundred degrees F for how long"),
     ],
 )
 def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> None:
@@ -130,6 +149,11 @@ def test_paraphrases_the_normaliser_lets_through(query: str, candidate: str) -> 
         ("who won the super bowl in twenty twenty", "who won the super bowl in 2021", "number"),
         ("is running twice a week enough", "is running 3 times a week enough", "number"),
         ("can i open a 401(k) on my own", "can i open a 403(b) on my own", "number"),
+        ("can i take 200mg of ibuprofen", "can i take 250 mg of ibuprofen", "number"),
+        ("a laptop with 16GB of memory", "a laptop with 16 Gb of memory", "entity"),
+        ("how do i sign in to gmail", "how do i sign up for gmail", "substitution"),
+        ("my rent is 1.8k a month", "my rent is 1,600 a month", "number"),
+        ("is 100F a fever", "is 100 degrees C a fever", "entity"),
     ],
 )
 def test_near_misses_the_normaliser_does_not_hide(query: str, candidate: str, reason: str) -> None:

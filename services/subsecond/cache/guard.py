@@ -454,7 +454,7 @@ def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -
 def _stem(word: str) -> str:
     """A light stem: enough for "closed"/"close", "eggs"/"egg", "installing"/"install" to meet, and
     for an irregular past ("bought"/"buy") or a common synonym ("movie"/"film") to meet its word."""
-    word = _BASE_FORM.get(word, word)
+    word = _BASE_FORM.get(word, _SYNONYM_WORDS.get(word, word))
     stem = _suffix_stem(word)
     return _SYNONYM_STEMS.get(stem, stem)
 
@@ -509,8 +509,8 @@ _PAST_FORMS = frozenset(form for form in _BASE_FORM if not form.endswith("ing"))
 # ("mobile", "image", "top"), unless the one word swapped in a question otherwise alike keeps the sense
 # ("a good present for" / "a good gift for", "signs of" / "symptoms of": round seven).
 _SYNONYM_GROUPS = """
-    film:movie photo:picture:pic child:children:kid delete:remove speak:talk buy:purchase fix:repair:mend
-    website:site earn:make smart:intelligent rich:wealthy shop:store choose:select:pick need:require
+    film:movie photo:picture:pic child:children:kid delete:remove:eliminate speak:talk buy:purchase fix:repair:mend
+    earn:make smart:intelligent:wise rich:wealthy shop:store choose:select:pick need:require
     mistake:error start:begin lawyer:attorney doctor:physician car:automobile:vehicle tv:television
     enough:sufficient often:frequently happy:glad use:utilize:utilise help:assist sofa:couch stop:quit:resign:halt
     hurt:ache noise:sound house:home
@@ -520,7 +520,12 @@ _SYNONYM_GROUPS = """
     rude:impolite wrong:incorrect vegetable:veggie package:parcel abroad:overseas cost:price
     phone:cellphone:smartphone pee:urine vomit:puke grandma:grandmother grandpa:grandfather
     bathroom:restroom reduce:decrease:lessen ask:inquire:enquire
+    benefit:advantage increase:boost:raise kind:type afraid:scared:frightened author:writer build:construct
+    calculate:compute medicine:medication pants:trousers cpu:processor enroll:enrol:register main:primary
+    test:exam acetaminophen:paracetamol:tylenol ibuprofen:advil:motrin
 """
+# Synonyms whose stem is another word's ("site" / "sit"), met as written.
+_SYNONYM_WORDS = {"site": "website", "sites": "websites"}
 # Closed sets of alternatives: two members of one set are never one thing written two ways, so one
 # swapped for the other is a different question the verifier may not overrule ("in march" / "in may",
 # "how many mAh" / "how many Wh", "csv" / "json"). HTTP methods are not among them: "get", "post" and
@@ -833,7 +838,7 @@ _PERCENT_WORDS = frozenset({"%", "percent", "pct"})
 
 _CLOCK = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?m\b\.?|\b(\d{1,2}):(\d{2})\b", re.IGNORECASE)
 # A numeral is matched whole or not at all: "60k" and "10th" are one word, never "6" and "0k".
-_TOKEN = re.compile(r"(?>\d+(?:[.,]\d+)*)(?![^\W\d_])|[^\W_]+(?:'[^\W_]+)*|[%$€£&/]")
+_TOKEN = re.compile(r"(?>\d+(?:[.,]\d+)*)(?![^\W\d_])|\d+\.\d+[^\W\d_]+|[^\W_]+(?:'[^\W_]+)*|[%$€£&/]")
 _DIGITS = re.compile(r"\d+")
 _NUMERAL = re.compile(r"\d+(?:[.,]\d+)*")
 _NUMBER_UNIT = re.compile(r"\d+(?:\.\d+)?([^\W\d_]+)")
@@ -971,7 +976,7 @@ def _analyse(text: str) -> _Prompt:
             word.key
             for i, word in enumerate(words)
             if (i in numeric and _NUMBER_UNIT.fullmatch(word.text))
-            or i - 1 in number_positions
+            or (i - 1 in number_positions and i not in number_positions)  # "two hundred mg" measures mg
             or (i - 1 in numeric and _NUMERAL.fullmatch(words[i - 1].text))
         ),
         quantifiers=_quantifiers(words),

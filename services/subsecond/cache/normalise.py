@@ -224,7 +224,33 @@ _SHORTHANDS = {
     "env vars": "environment variables", "config": "configuration", "abt": "about", "ppl": "people",
     "bday": "birthday", "gf": "girlfriend", "bf": "boyfriend", "vs": "versus", "thru": "through",
     "wknd": "weekend", "smth": "something", "auth": "authentication", "twice": "2 times", "thrice": "3 times",
+    "js": "javascript", "ps4": "playstation 4", "ps5": "playstation 5", "alright": "okay", "vw": "volkswagen",
+    "chevy": "chevrolet",
 }  # fmt: skip
+# Phrasal verbs said in one word, in each form: "get rid of the ants" asks what "remove the ants" asks;
+# "keep my dog from barking" what "stop my dog from barking" asks. "sign in" and "sign out" stay.
+_PHRASAL_VERBS = {
+    "get rid of": "remove", "gets rid of": "removes", "getting rid of": "removing", "got rid of": "removed",
+    "gotten rid of": "removed", "sign up": "register", "signs up": "registers", "signing up": "registering",
+    "signed up": "registered",
+}  # fmt: skip
+_PHRASAL_VERB = re.compile(r"\b(" + "|".join(sorted(_PHRASAL_VERBS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+_KEEP_FROM = re.compile(r"\b(keep|keeps|keeping|kept)\b(?=(?: \w+){1,3} from \w+ing\b)", re.IGNORECASE)
+_STOP_FORM = {"keep": "stop", "keeps": "stops", "keeping": "stopping", "kept": "stopped"}
+# A temperature in its spellings ("72°F", "400F", "72 degrees F", "180 ºC", "350°") is the number, "degrees"
+# and the scale's name: "bake at 400F" asks what "bake at 400 degrees fahrenheit" asks. A letter glued
+# to one digit or after a space is left ("4C hair", "grade 5 C").
+_TEMPERATURE = re.compile(
+    r"(\d)\s*[°º]\s*(?:([FC])(?![\w+#]))?|\b(?:degrees?|deg)\s*([FC])(?![\w+#])|\b(\d{2,3})([FC])(?![\w+#])"
+)
+_SCALES = {"F": " fahrenheit", "C": " celsius"}
+# A number typed against its unit's symbol ("200mg", "2.5L", "16GB") is the number and the symbol
+# ("200 mg"): the guard compares the number and reads the symbol as what it measures.
+_GLUED_UNIT = re.compile(
+    r"\b(\d+(?:\.\d+)?)(mg|mcg|kg|g|lbs?|oz|ml|l|km|cm|mm|ft|mi|mph|kph|kmh|gb|mb|tb|kb|gbps|mbps|ghz|mhz|hz|ms"
+    r"|kwh|wh|mah|kw)\b",
+    re.IGNORECASE,
+)
 # Greetings, thanks and fillers around a question ask nothing: "hi, quick question: how do I ...",
 # "... thanks in advance", "... lol". An opener goes only before the words a question begins with, so
 # that "help desk hours" keeps its "help".
@@ -249,7 +275,8 @@ _DECADE_WORDS = {
     "twenties": "20s", "thirties": "30s", "forties": "40s", "fifties": "50s", "sixties": "60s",
     "seventies": "70s", "eighties": "80s", "nineties": "90s",
 }  # fmt: skip
-_DECADE = re.compile(r"\b(" + "|".join(_DECADE_WORDS) + r")\b", re.IGNORECASE)
+_DECADE = re.compile(r"\b(?:(eighteen|nineteen|twenty)[ -])?(" + "|".join(_DECADE_WORDS) + r")\b", re.IGNORECASE)
+_CENTURY_DIGITS = {"eighteen": "18", "nineteen": "19", "twenty": "20"}
 _SHORTHAND = re.compile(  # not in a flag ("git push -u") nor a path
     r"(?<![\w/-])(" + "|".join(re.escape(s) for s in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
 )
@@ -307,7 +334,12 @@ _ISE_WORDS = frozenset(
 
 # Synonyms met on one form, in each degree: (canonical base, comparative, superlative), others.
 _SYNONYMS = [
-    (("fast", "faster", "fastest"), ("quick", "quicker", "quickest"), ("rapid", "more rapid", "most rapid")),
+    (
+        ("fast", "faster", "fastest"),
+        ("quick", "quicker", "quickest"),
+        ("rapid", "more rapid", "most rapid"),
+        ("quickly", "more quickly", "most quickly"),
+    ),
     (("easy", "easier", "easiest"), ("simple", "simpler", "simplest"), ("easy", "less difficult", "least difficult")),
     (
         ("cheap", "cheaper", "cheapest"),
@@ -319,7 +351,12 @@ _SYNONYMS = [
     (("big", "bigger", "biggest"), ("large", "larger", "largest")),
     (("near", "nearer", "nearest"), ("near", "closer", "closest")),  # not "close": also a verb
     (("small", "smaller", "smallest"), ("tiny", "tinier", "tiniest")),
-    (("safe", "safer", "safest"), ("safe", "more safe", "most safe"), ("safe", "less dangerous", "least dangerous")),
+    (
+        ("safe", "safer", "safest"),
+        ("safe", "more safe", "most safe"),
+        ("safe", "less dangerous", "least dangerous"),
+        ("safe", "less risky", "least risky"),
+    ),
     (("healthy", "healthier", "healthiest"), ("healthy", "more healthy", "most healthy")),
     (("common", "more common", "most common"), ("frequent", "more frequent", "most frequent")),
     (("rare", "rarer", "rarest"), ("rare", "less common", "least common")),
@@ -354,11 +391,15 @@ def normalise(text: str) -> str:
         text = _TIMES_SHORT.sub(lambda m: f"{m.group(1)} times", text)
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
     text = _ORDINAL_DIGITS.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
-    text = _DECADE.sub(lambda m: _DECADE_WORDS[m.group(1).lower()], text)
+    text = _DECADE.sub(_decade, text)
     text = _ONE_PRONOUN.sub(lambda m: f"{m.group(1)} {'do' if m.group(2).lower() == 'does' else m.group(2)} you", text)
     text = _NEGATED_WITHOUT_APOSTROPHE.sub(lambda m: m.group(1) + "n't", text)
     text = _CANT_WONT.sub(lambda m: m.group(1) + "n't", text)
     lowered = text.lower()  # the rarer rewrites run only where their word is (each pass costs ~10 us)
+    if " rid of" in lowered or "sign" in lowered:
+        text = _PHRASAL_VERB.sub(lambda m: _PHRASAL_VERBS[" ".join(m.group(1).lower().split())], text)
+    if "keep" in lowered or "kept" in lowered:
+        text = _KEEP_FROM.sub(lambda m: _STOP_FORM[m.group(1).lower()], text)
     if "dozen" in lowered:
         text = _DOZEN.sub(_dozen, text)
     if "and a half" in lowered:
@@ -372,6 +413,9 @@ def normalise(text: str) -> str:
         text = _SPOKEN_DECIMAL.sub(_spoken_decimal, text)
     text = _FRACTION_DIGITS.sub(_fraction, text)
     text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
+    if "°" in text or "º" in text or "F" in text or "C" in text:
+        text = _TEMPERATURE.sub(_temperature, text)
+    text = _GLUED_UNIT.sub(r"\1 \2", text)
     text = _UNIT.sub(_unit, text)
     text = _UNIT_NAME.sub(lambda m: _symbol(m.groups()), text)
     if "internet" in lowered:
@@ -411,6 +455,19 @@ def _spoken_year(match: re.Match[str]) -> str:
     century, teen, tens, unit = (group.lower() if group else None for group in match.groups())
     later = _TEENS[teen] if teen else _TENS[tens or ""] * 10 + (_DIGIT_WORDS[unit] if unit else 0)
     return str((19 if century == "nineteen" else 20) * 100 + later)
+
+
+def _temperature(match: re.Match[str]) -> str:
+    sign, sign_scale, words_scale, glued, glued_scale = match.groups()
+    if words_scale:
+        return "degrees" + _SCALES[words_scale]
+    number, scale = (sign, sign_scale) if sign else (glued, glued_scale)
+    return f"{number} degrees{_SCALES.get(scale or '', '')}"
+
+
+def _decade(match: re.Match[str]) -> str:
+    century = _CENTURY_DIGITS[match.group(1).lower()] if match.group(1) else ""
+    return century + _DECADE_WORDS[match.group(2).lower()]  # "the nineteen twenties" are "the 1920s"
 
 
 def _dozen(match: re.Match[str]) -> str:
