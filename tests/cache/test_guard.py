@@ -220,6 +220,7 @@ NEAR_MISSES = [
     ("how to raise my credit score", "how to lower my credit score", "negation"),
     ("at what age can my kid ride in the front seat", "at what age can my child sit in the front seat", "substitution"),
     ("can i take tylenol for a fever", "can i take advil for a fever", "substitution"),
+    ("solve 3x + 7 = 22", "solve 3x - 7 = 22", "negation"),
 ]
 
 # Prompts that ask the same thing: the guard must let them share an answer.

@@ -861,7 +861,8 @@ _OPERATOR_WORDS = {
     "+": "opplus", "-": "opminus", "*": "optimes", "\u00d7": "optimes", "\u00f7": "opdivide", "^": "oppower",
 }  # fmt: skip
 _OPERATOR = re.compile(
-    r"===|!==|==|!=|<=|>=|&&|\|\||(?<=[\d\s)])[+*\u00d7\u00f7^](?=[\s\d(.])|(?<=\d )-(?= ?[\d(])|(?<=\d)-(?= [\d(])"
+    r"===|!==|==|!=|<=|>=|&&|\|\||(?<=[\d\s)])[+*\u00d7\u00f7^](?=[\s\d(.])"
+    r"|(?<=\d )-(?= ?[\d(])|(?<=\d)-(?= [\d(])|(?<=[^\W\d_] )-(?= [\d(])"  # "3x - 7": a variable's minus
 )
 _OPERATOR_CHARACTERS = frozenset("=<>&|+-*^\u00d7\u00f7")
 _CLITICS = ("'s", "'re", "'ll", "'ve", "'d", "'m")
