@@ -3,8 +3,9 @@ serving alike."""
 
 import pytest
 
+from subsecond.cache.guard import false_hit_reason
 from subsecond.cache.normalise import normalise_pair
-from subsecond.cache.spelling import aligned, misspelling
+from subsecond.cache.spelling import aligned, misspelling, unjoined
 
 
 @pytest.mark.parametrize(
@@ -43,3 +44,26 @@ def test_the_verifier_reads_the_pair_normalised_then_aligned() -> None:
         "what is the time in tokyo",
         "what is the time in tokyo",
     )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("unclog a bathroom sink without chemicals", "unclog a bathroomsink withoutchemicals", "unclog a bathroom sink without chemicals"),  # noqa: E501
+        ("i don't know how", "i dont know how", "i dont know how"),  # a clitic is no word of its own
+        ("it may be late", "it maybe late", "it maybe late"),  # a dictionary word stays
+        ("convert hex 0x1f", "convert hex 0xf1", "convert hex 0xf1"),  # letters inside a token are no word
+    ],
+)
+def test_the_guard_reads_words_run_together_apart(first: str, second: str, expected: str) -> None:
+    """Only the splitting of run-together words, not the respelling: a term one letter from another
+    ("https" / "http", "jsonl" / "json") stays for the rules to compare."""
+    assert unjoined(first, second) == (first, expected)
+    assert unjoined(second, first) == (expected, first)
+    assert unjoined("is jsonl like json", "is json like json") == ("is jsonl like json", "is json like json")
+
+
+def test_words_run_together_are_split_only_against_the_other_prompts_words() -> None:
+    assert false_hit_reason("unclog a sink withoutchemicals", "unclog a sink without chemicals") is None
+    # nothing to split against: an unknown word, refused as a substitution for the verifier to judge
+    assert false_hit_reason("unclog a sink withoutchemicals", "unclog a sink with chemicals") == "substitution"

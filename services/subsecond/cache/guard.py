@@ -380,8 +380,8 @@ def operating_point(point: str) -> OperatingPoint:
 
 def false_hit_reason(query: str, candidate: str, rules: Sequence[str] = RULES) -> str | None:
     """A short code naming why the two prompts would need different answers, or None if none is seen;
-    only the named ``rules`` are checked."""
-    a, b = _analyse(query), _analyse(candidate)
+    only the named ``rules`` are checked. Words one prompt runs together are read apart first."""
+    a, b = map(_analyse, spelling.unjoined(query, candidate))
     numbers = _number_difference(a, b)
     if numbers == "number" and "number" in rules:
         return "number"
@@ -522,7 +522,7 @@ _SYNONYM_GROUPS = """
     bathroom:restroom reduce:decrease:lessen ask:inquire:enquire
     benefit:advantage increase:boost:raise kind:type afraid:scared:frightened author:writer build:construct
     calculate:compute medicine:medication pants:trousers cpu:processor enroll:enrol:register main:primary
-    test:exam acetaminophen:paracetamol:tylenol ibuprofen:advil:motrin
+    test:exam correct:proper break:fracture acetaminophen:paracetamol:tylenol ibuprofen:advil:motrin
 """
 # Synonyms whose stem is another word's ("site" / "sit"), met as written.
 _SYNONYM_WORDS = {"site": "website", "sites": "websites"}
@@ -697,6 +697,10 @@ _PHRASAL = {
     ("turn", "off"): "disable",
     ("switch", "off"): "disable",
     ("leave", "out"): "exclude",
+    ("shut", "down"): "disable",
+    ("shut", "off"): "disable",
+    ("power", "off"): "disable",
+    ("put", "together"): "assemble",
 }
 
 # Particles that reverse a phrasal verb: "log in"/"log out", "zoom in"/"zoom out".

@@ -22,6 +22,8 @@ SHORTEST_MISSPELLING = 4  # a word out of the dictionary one edit from one in it
 LONG_MISSPELLING = 8  # two edits, from this length
 
 _WORD = re.compile(r"[A-Za-z]+")
+# A whole word of letters, its apostrophe kept ("don't" is not "don" and "t"; "0xf1" holds none).
+_WHOLE_WORD = re.compile(r"\b[A-Za-z]+(?:'[A-Za-z]+)?\b")
 
 
 @functools.cache
@@ -80,11 +82,36 @@ def aligned(first: str, second: str) -> tuple[str, str]:
     return _respelt(first, second), _respelt(second, first)
 
 
+def unjoined(first: str, second: str) -> tuple[str, str]:
+    """The two prompts with each word that one of them runs together from two of the other's, and the
+    dictionary lacks, written apart ("bathroomsink" / "bathroom sink"; "maybe" / "may be" stay)."""
+    return _split(first, second), _split(second, first)
+
+
+def _split(text: str, other: str) -> str:
+    joined = _joined([word.lower() for word in _WHOLE_WORD.findall(other)])
+    if not joined:
+        return text
+
+    def split(match: re.Match[str]) -> str:
+        word = match.group().lower()
+        if len(word) < SHORTEST_MISSPELLING or word not in joined or word in dictionary():
+            return match.group()
+        return joined[word]
+
+    return _WHOLE_WORD.sub(split, text)
+
+
+def _joined(words: list[str]) -> dict[str, str]:
+    """Each two adjacent words run together, and the two written apart."""
+    return {first + second: f"{first} {second}" for first, second in itertools.pairwise(words)}
+
+
 def _respelt(text: str, other: str) -> str:
     """``text`` with its out-of-dictionary words written as ``other`` spells them."""
     words = [word.lower() for word in _WORD.findall(other)]
     known = set(words)
-    joined = {first + second: f"{first} {second}" for first, second in itertools.pairwise(words)}
+    joined = _joined(words)
 
     def respell(match: re.Match[str]) -> str:
         word = match.group().lower()
