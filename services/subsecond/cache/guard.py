@@ -155,9 +155,9 @@ log = logging.getLogger(__name__)
 # rates expected at each point are in the README.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.65
-DEFAULT_VERIFIER_PROBABILITY = 0.7
+DEFAULT_VERIFIER_PROBABILITY = 0.75
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
-DEFAULT_OVERRULE_PROBABILITY: float | None = 0.99
+DEFAULT_OVERRULE_PROBABILITY: float | None = 0.97
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,9 @@ class OperatingPoint:
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
 OPERATING_POINTS = {
-    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.95),
+    "strict": OperatingPoint(0.7, 0.9, overrule=0.99),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
-    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY, overrule=0.8),
+    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.1),
 }
 
 # The rules that still run before the verifier: all of them. Measured (benchmarks/semantic_tier.py,
