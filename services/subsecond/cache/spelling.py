@@ -82,9 +82,11 @@ def aligned(first: str, second: str) -> tuple[str, str]:
     return _respelt(first, second), _respelt(second, first)
 
 
+@functools.lru_cache(maxsize=1024)
 def unjoined(first: str, second: str) -> tuple[str, str]:
     """The two prompts with each word that one of them runs together from two of the other's, and the
-    dictionary lacks, written apart ("bathroomsink" / "bathroom sink"; "maybe" / "may be" stay)."""
+    dictionary lacks, written apart ("bathroomsink" / "bathroom sink"; "maybe" / "may be" stay). Cached:
+    the guard reads a pair once for all its rules and again for the rules it may not overrule."""
     return _split(first, second), _split(second, first)
 
 
