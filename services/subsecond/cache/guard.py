@@ -816,8 +816,10 @@ _UNITS = {
 }  # fmt: skip
 _ORDINALS = {
     "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
-    "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "twentieth": 20,
-    "thirtieth": 30, "fortieth": 40, "fiftieth": 50, "hundredth": 100,
+    "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
+    "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19, "twentieth": 20,
+    "thirtieth": 30, "fortieth": 40, "fiftieth": 50, "sixtieth": 60, "seventieth": 70, "eightieth": 80,
+    "ninetieth": 90, "hundredth": 100,
 }  # fmt: skip
 _MULTIPLIERS = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 # "one", "first" and "second" are often not numbers: "which one", "how does one", "one of", "at
@@ -849,6 +851,7 @@ _NUMBER_UNIT = re.compile(r"\d+(?:\.\d+)?([^\W\d_]+)")
 _ABBREVIATED = re.compile(r"(\d+(?:\.\d+)?)([kmb])")
 _ABBREVIATIONS = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
+_PROPER_FRACTION = re.compile(r"0?\.\d+")
 _SENTENCE_ENDS = '.!?:;"'
 _CLAUSE_ENDS = _SENTENCE_ENDS + ","
 _ACRONYM_PLURAL = re.compile(r"[A-Z]{2,}s")
@@ -1220,6 +1223,8 @@ def _count_numbers(words: list[_Word], numbers: list[str]) -> None:
         elif i + 1 < len(words) and (words[i].text.lower(), words[i + 1].text.lower()) == ("per", "cent"):
             spelled += "%"
             i += 2
+        elif _PROPER_FRACTION.fullmatch(spelled):
+            spelled = f"{float(spelled) * 100:g}%"  # a share: "0.02" is "2%", "3/5" ("0.6") is "60%"
         numbers.append(spelled)
 
 

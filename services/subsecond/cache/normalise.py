@@ -8,6 +8,12 @@ words, so that the guard does not refuse a paraphrase for its spelling:
   and a half or a spoken decimal its digits ("one and a half" -> "1.5", "three point five" -> "3.5"),
   "a pint and a half" one and a half of the thing ("1.5 pints"), part of an hour its minutes ("half an
   hour" -> "30 minutes") and a year said in words its digits ("twenty twenty" -> "2020");
+- an amount in a small unit that is a whole number (or a half) of a larger one is written in the
+  larger ("48 hours" -> "2 days", "18 months" -> "1.5 years", "2000 g" -> "2 kg"), a time of day
+  said in words its clock ("quarter to 8" -> "7:45"), a century by its ordinal its hundreds ("the
+  19th century" -> "the 1800s") and a decade of the last century by two digits its four ("the 80s"
+  -> "the 1980s"); a count of decades is years ("a decade old" -> "10 years old") and an hour said
+  with its part of the day the clock's ("6 in the morning" -> "6am", "at noon" -> "at 12pm");
 - a unit named in full after a number becomes its symbol ("5 kilograms" -> "5 kg", "10 megabytes" ->
   "10 MB", "3 lbs" -> "3 lb"), so that a different unit after the same number is a different quantity,
   and so does a unit's name elsewhere unless it is also an ordinary word ("feet"): otherwise "convert 50
@@ -20,14 +26,16 @@ words, so that the guard does not refuse a paraphrase for its spelling:
   and "one" the pronoun becomes "you" after a question word ("how does one" -> "how do you"); an age
   or a count typed short is written out ("my 3 yo" -> "my 3 year old", "2x a week" and "twice a
   week" -> "2 times a week", "401(k)" -> "401k");
-- negations written without the apostrophe get it back ("dont" -> "don't");
+- negations written without the apostrophe get it back ("dont" -> "don't"), "unable to" is "can't"
+  and "X-free" is "without X" ("dairy-free" -> "without dairy"), so that one negation counts alike;
 - abbreviations and their expansions meet on the abbreviation ("the Internal Revenue Service" ->
   "the IRS", "California" -> "CA", "hemoglobin A1c" -> "A1C", "World War 2" -> "WWII"): US states,
   federal agencies, finance, medical and computing terms, the world wars; "America" is "the US"
   (not South, North, Latin or Central America); "on the internet" is "online";
 - British spellings become American ("analyse" -> "analyze", "organise" -> "organize");
 - greetings, thanks and fillers around a question go ("hi, quick question: how do I ..." -> "how do
-  I ...", "... thanks in advance", "... lol"); operators of arithmetic and code are the guard's;
+  I ...", "... thanks in advance", "... lol", "..., if you don't mind"), "explain like im five" is
+  "explain in simple terms"; operators of arithmetic and code are the guard's;
 - a few adjectives become one of their synonyms, in every degree ("quickest" -> "fastest"), and
   "least"/"less" + an adjective becomes its opposite's superlative or comparative ("least
   expensive" -> "cheapest"), so that neither reads as a negation.
@@ -51,6 +59,8 @@ _NEGATED_WITHOUT_APOSTROPHE = re.compile(
     r"\b(do|does|did|is|are|was|were|has|have|had|should|would|could|must|need)nt\b", re.IGNORECASE
 )
 _CANT_WONT = re.compile(r"\b(ca|wo)nt\b", re.IGNORECASE)
+# "unable to" is "can't", "was not able to" "couldn't": the same negation, written as the guard counts it.
+_UNABLE = re.compile(r"\b(?:(am|is|are|was|were)\s+)?(?:unable|not able) to\b", re.IGNORECASE)
 
 # A counted dozen: "a dozen", "half a dozen", "two dozen", "3 dozen" ("dozens" counts nothing).
 _DOZEN_COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "ten": 10}
@@ -80,6 +90,12 @@ _FRACTION_DIGITS = re.compile(r"\b(\d{1,2})\s*[/\u2044]\s*(\d{1,2})\b")
 _FRACTION_WORDS = [
     (r"three quarters|three fourths|three quarter|three-quarter", "0.75"),
     (r"two thirds", "0.667"),
+    (r"three eighths", "0.375"),
+    (r"five eighths", "0.625"),
+    (r"seven eighths", "0.875"),
+    (r"two fifths", "0.4"),
+    (r"three fifths", "0.6"),
+    (r"four fifths", "0.8"),
     (r"one half|a half|half", "0.5"),
     (r"one third|a third", "0.333"),
     (r"one quarter|a quarter|one fourth|a fourth", "0.25"),
@@ -175,6 +191,20 @@ _ABBREVIATIONS = """
     CRM:customer_relationship_management CI:continuous_integration
     CI/CD:continuous_integration_and_continuous_deployment|continuous_integration_and_continuous_delivery|continuous_integration_and_deployment|continuous_integration_and_delivery
     SF:San_Francisco UAE:United_Arab_Emirates NZ:New_Zealand HK:Hong_Kong
+    GPS:Global_Positioning_System MSG:monosodium_glutamate GMO:genetically_modified_organism
+    SPF:sun_protection_factor CoQ10:coenzyme_Q10 GMAT:Graduate_Management_Admission_Test
+    GRE:Graduate_Record_Examination|Graduate_Record_Examinations LSAT:Law_School_Admission_Test
+    MCAT:Medical_College_Admission_Test GED:General_Educational_Development ESL:English_as_a_second_language
+    PhD:doctor_of_philosophy Fed:Federal_Reserve HMRC:HM_Revenue_and_Customs|Her_Majesty's_Revenue_and_Customs
+    DVLA:Driver_and_Vehicle_Licensing_Agency DBS:Disclosure_and_Barring_Service VAT:value_added_tax
+    ISA:individual_savings_account UC:Universal_Credit
+    LAX:Los_Angeles_International_Airport|Los_Angeles_International CDG:Charles_de_Gaulle_Airport|Charles_de_Gaulle
+    DUI:driving_under_the_influence ATM:automated_teller_machine|cash_machine
+    PIN:personal_identification_number SUV:sport_utility_vehicle RV:recreational_vehicle
+    HVAC:heating,_ventilation_and_air_conditioning|heating_ventilation_and_air_conditioning
+    LED:light-emitting_diode|light_emitting_diode USB:universal_serial_bus PDF:portable_document_format
+    DPF:diesel_particulate_filter NFL:National_Football_League NBA:National_Basketball_Association
+    MLB:Major_League_Baseball NHL:National_Hockey_League NGO:non-governmental_organization|non-governmental_organisation
 """
 # "America" is the US but for the other Americas; "American(s)" its adjective and its people.
 _AMERICA = re.compile(
@@ -225,7 +255,9 @@ _SHORTHANDS = {
     "bday": "birthday", "gf": "girlfriend", "bf": "boyfriend", "vs": "versus", "thru": "through",
     "wknd": "weekend", "smth": "something", "auth": "authentication", "twice": "2 times", "thrice": "3 times",
     "js": "javascript", "ps4": "playstation 4", "ps5": "playstation 5", "alright": "okay", "vw": "volkswagen",
-    "chevy": "chevrolet",
+    "chevy": "chevrolet", "dict": "dictionary", "dicts": "dictionaries", "eli5": "in simple terms",
+    "explain like im five": "explain in simple terms", "explain like i'm five": "explain in simple terms",
+    "explain like im 5": "explain in simple terms", "explain like i'm 5": "explain in simple terms",
 }  # fmt: skip
 # Phrasal verbs said in one word, in each form: "get rid of the ants" asks what "remove the ants" asks;
 # "keep my dog from barking" what "stop my dog from barking" asks. "sign in" and "sign out" stay.
@@ -238,10 +270,11 @@ _PHRASAL_VERB = re.compile(r"\b(" + "|".join(sorted(_PHRASAL_VERBS, key=len, rev
 _KEEP_FROM = re.compile(r"\b(keep|keeps|keeping|kept)\b(?=(?: \w+){1,3} from \w+ing\b)", re.IGNORECASE)
 _STOP_FORM = {"keep": "stop", "keeps": "stops", "keeping": "stopping", "kept": "stopped"}
 # A temperature in its spellings ("72°F", "400F", "72 degrees F", "180 ºC", "350°") is the number, "degrees"
-# and the scale's name: "bake at 400F" asks what "bake at 400 degrees fahrenheit" asks. A letter glued
+# and the scale's name: "bake at 400F" asks what "bake at 400 degrees fahrenheit" asks ("degrees f" too). A
+# letter glued
 # to one digit or after a space is left ("4C hair", "grade 5 C").
 _TEMPERATURE = re.compile(
-    r"(\d)\s*[°º]\s*(?:([FC])(?![\w+#]))?|\b(?:degrees?|deg)\s*([FC])(?![\w+#])|\b(\d{2,3})([FC])(?![\w+#])"
+    r"(\d)\s*[°º]\s*(?:([FC])(?![\w+#]))?|\b(?:degrees?|deg)\s*([FCfc])(?![\w+#])|\b(\d{2,3})([FC])(?![\w+#])"
 )
 _SCALES = {"F": " fahrenheit", "C": " celsius"}
 # A number typed against its unit's symbol ("200mg", "2.5L", "16GB") is the number and the symbol
@@ -261,10 +294,27 @@ _OPENER = re.compile(
     re.IGNORECASE,
 )
 _CLOSER = re.compile(
-    r"[\s,.!]*\b(?:(?:thanks|thank you|thx|cheers)(?: so much| a lot| in advance)?|lol|lmao|haha)[\s.!?]*$",
+    r"[\s,.!]*\b(?:(?:thanks|thank you|thx|cheers)(?: so much| a lot| in advance)?|lol|lmao|haha"
+    r"|if you (?:don'?t|do not) mind)[\s.!?]*$",
     re.IGNORECASE,
 )
-_CLOSING_WORD = re.compile(r"thank|thx|cheers|lol|lmao|haha", re.IGNORECASE)
+_CLOSING_WORD = re.compile(r"thank|thx|cheers|lol|lmao|haha|mind", re.IGNORECASE)
+# "X-free" is "without X" ("dairy-free" / "without dairy"), also unhyphenated for things food and money
+# are free of ("sugar free"; not "feel free").
+_FREE_OF = re.compile(
+    r"\b([a-z]{3,})-free\b|\b(sugar|gluten|dairy|lactose|fat|caffeine|alcohol|nut|egg|soy|meat|salt|smoke|debt"
+    r"|interest|tax|rent|duty|fee|hassle|pain) free\b",
+    re.IGNORECASE,
+)
+# A count of decades is years ("a decade old" / "10 years old", "two decades" / "20 years").
+_DECADES = re.compile(r"\b(a|one|two|three|four|five|[1-9]) decades?\b", re.IGNORECASE)
+# An hour of the morning or the evening said in words is the clock's ("6 in the morning" -> "6am").
+_HOUR_OF_DAY = re.compile(
+    r"\b(1[0-2]|[1-9]|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)(?: o'?clock)?"
+    r" (?:in the (morning)|in the (?:afternoon|evening)|at night)\b",
+    re.IGNORECASE,
+)
+_NOON = re.compile(r"\bat (noon|midday|midnight)\b", re.IGNORECASE)
 # A retirement plan named by its section of the tax code: "401(k)" is typed "401k" as often.
 _TAX_CODE_PLAN = re.compile(r"\b(401|403|457)\(([ab]|k)\)", re.IGNORECASE)
 # An age typed short ("my 3 yo", "a 5 y/o") and a count of times typed with an x ("2x a week").
@@ -277,6 +327,53 @@ _DECADE_WORDS = {
 }  # fmt: skip
 _DECADE = re.compile(r"\b(?:(eighteen|nineteen|twenty)[ -])?(" + "|".join(_DECADE_WORDS) + r")\b", re.IGNORECASE)
 _CENTURY_DIGITS = {"eighteen": "18", "nineteen": "19", "twenty": "20"}
+# A decade of the last century named by its two digits after "the" ("the 80s", "the early '90s") is
+# that century's ("the 1980s"); "in my 30s" (an age) is left. Not the 20s, as often this century's.
+_SHORT_DECADE = re.compile(r"\b(the|early|late|mid)([\s-]+)'?([3-9]0)'?s\b", re.IGNORECASE)
+# A century by its ordinal ("the 19th century", "eighteenth-century") is its hundreds ("the 1800s").
+_CENTURY_ORDINALS = {
+    "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14, "fifteenth": 15, "sixteenth": 16,
+    "seventeenth": 17, "eighteenth": 18, "nineteenth": 19, "twentieth": 20, "twenty-first": 21, "twenty first": 21,
+}  # fmt: skip
+_CENTURY = re.compile(
+    r"\b(1[1-9]|2[01])(?:st|th)[\s-]centur(?:y|ies)\b|\b(" + "|".join(_CENTURY_ORDINALS) + r")[\s-]centur(?:y|ies)\b",
+    re.IGNORECASE,
+)
+# A time of day said in words: "half past 3" is "3:30", "quarter to 8" is "7:45" (the guard reads clocks).
+_HOUR_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12,
+}  # fmt: skip
+_CLOCK_WORDS = re.compile(
+    r"\b(half|(?:a )?quarter) (past|after|to|till) (1[0-2]|[1-9]|" + "|".join(_HOUR_WORDS) + r")\b(?![:.]\d)",
+    re.IGNORECASE,
+)
+# An amount in a small unit that is a whole number (or a half) of a larger one is written in the
+# larger: "48 hours" is "2 days", "18 months" "1.5 years", "2000 g" "2 kg", "5000 metres" "5 km",
+# "1000w" "1 kw", "1600cc" "1.6 l", so that one amount written in two units compares equal. Not
+# where the larger unit is named too (a conversion between the two: "how many days is 48 hours"),
+# nor "7 days a week". unit: (the larger unit, how many of the unit make one of it).
+_LARGER_UNITS = {
+    "second": ("minute", 60), "minute": ("hour", 60), "hour": ("day", 24), "day": ("week", 7),
+    "month": ("year", 12), "mg": ("g", 1000), "g": ("kg", 1000), "ml": ("l", 1000), "cc": ("l", 1000),
+    "metre": ("km", 1000), "meter": ("km", 1000), "w": ("kw", 1000), "watt": ("kw", 1000),
+}  # fmt: skip
+_UNIT_SPELLINGS = {
+    "seconds": "second", "minutes": "minute", "hours": "hour", "days": "day", "months": "month",
+    "metres": "metre", "meters": "meter", "watts": "watt", "hr": "hour", "hrs": "hour", "min": "minute",
+    "mins": "minute", "sec": "second", "secs": "second",
+}  # fmt: skip
+_WORDS_WITH_PLURAL = frozenset({"second", "minute", "hour", "day", "week", "month", "year", "metre", "meter", "watt"})
+_AMOUNT_WORDS = {
+    **_HOUR_WORDS, "eighteen": 18, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+    "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+}  # fmt: skip
+_AMOUNT = r"\d+(?:\.\d+)?|(?:" + "|".join(_TENS) + r")[ -](?:" + _DIGIT_WORD + r")|" + "|".join(_AMOUNT_WORDS)
+_AMOUNT_IN_UNITS = re.compile(
+    rf"\b({_AMOUNT})(\s*-?\s*)(seconds?|minutes?|hours?|days?|months?|metres?|meters?|watts?|mg|g|ml|cc|w|hrs?"
+    r"|mins?|secs?)\b(?! (?:a|per|each|every) week\b)",
+    re.IGNORECASE,
+)
 _SHORTHAND = re.compile(  # not in a flag ("git push -u") nor a path
     r"(?<![\w/-])(" + "|".join(re.escape(s) for s in sorted(_SHORTHANDS, key=len, reverse=True)) + r")(?![\w/.])"
 )
@@ -392,14 +489,28 @@ def normalise(text: str) -> str:
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group(1)], text)
     text = _ORDINAL_DIGITS.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
     text = _DECADE.sub(_decade, text)
+    text = _SHORT_DECADE.sub(lambda m: f"{m.group(1)}{m.group(2)}19{m.group(3)}s", text)
     text = _ONE_PRONOUN.sub(lambda m: f"{m.group(1)} {'do' if m.group(2).lower() == 'does' else m.group(2)} you", text)
     text = _NEGATED_WITHOUT_APOSTROPHE.sub(lambda m: m.group(1) + "n't", text)
     text = _CANT_WONT.sub(lambda m: m.group(1) + "n't", text)
+    if "able to" in text:
+        text = _UNABLE.sub(lambda m: "couldn't" if (m.group(1) or "").lower() in ("was", "were") else "can't", text)
     lowered = text.lower()  # the rarer rewrites run only where their word is (each pass costs ~10 us)
     if " rid of" in lowered or "sign" in lowered:
         text = _PHRASAL_VERB.sub(lambda m: _PHRASAL_VERBS[" ".join(m.group(1).lower().split())], text)
     if "keep" in lowered or "kept" in lowered:
         text = _KEEP_FROM.sub(lambda m: _STOP_FORM[m.group(1).lower()], text)
+    if "centur" in lowered:
+        text = _CENTURY.sub(_century, text)
+    if "half" in lowered or "quarter" in lowered:
+        text = _CLOCK_WORDS.sub(_clock, text)
+    if "free" in lowered:
+        text = _FREE_OF.sub(lambda m: f"without {m.group(1) or m.group(2)}", text)
+    if "decade" in lowered:
+        text = _DECADES.sub(lambda m: f"{_count(m.group(1)) * 10} years", text)
+    if " in the " in lowered or " at " in lowered:
+        text = _HOUR_OF_DAY.sub(lambda m: f"{_count(m.group(1))}{'am' if m.group(2) else 'pm'}", text)
+        text = _NOON.sub(lambda m: "at 12am" if m.group(1).lower() == "midnight" else "at 12pm", text)
     if "dozen" in lowered:
         text = _DOZEN.sub(_dozen, text)
     if "and a half" in lowered:
@@ -413,11 +524,12 @@ def normalise(text: str) -> str:
         text = _SPOKEN_DECIMAL.sub(_spoken_decimal, text)
     text = _FRACTION_DIGITS.sub(_fraction, text)
     text = _FRACTION_PHRASE.sub(lambda m: _FRACTION_VALUE[" ".join(m.group(1).lower().split())], text)
-    if "°" in text or "º" in text or "F" in text or "C" in text:
+    if "°" in text or "º" in text or "F" in text or "C" in text or "degree" in lowered:
         text = _TEMPERATURE.sub(_temperature, text)
     text = _GLUED_UNIT.sub(r"\1 \2", text)
     text = _UNIT.sub(_unit, text)
     text = _UNIT_NAME.sub(lambda m: _symbol(m.groups()), text)
+    text = _AMOUNT_IN_UNITS.sub(lambda m: _in_larger_unit(m, text), text)
     if "internet" in lowered:
         text = _ON_THE_INTERNET.sub("online", text)
     if "americ" in lowered:
@@ -460,9 +572,57 @@ def _spoken_year(match: re.Match[str]) -> str:
 def _temperature(match: re.Match[str]) -> str:
     sign, sign_scale, words_scale, glued, glued_scale = match.groups()
     if words_scale:
-        return "degrees" + _SCALES[words_scale]
+        return "degrees" + _SCALES[words_scale.upper()]
     number, scale = (sign, sign_scale) if sign else (glued, glued_scale)
     return f"{number} degrees{_SCALES.get(scale or '', '')}"
+
+
+def _century(match: re.Match[str]) -> str:
+    number = int(match.group(1)) if match.group(1) else _CENTURY_ORDINALS[" ".join(match.group(2).lower().split())]
+    return f"{(number - 1) * 100}s"
+
+
+def _clock(match: re.Match[str]) -> str:
+    part, relation, hour = match.group(1).lower(), match.group(2).lower(), match.group(3).lower()
+    number = int(hour) if hour.isdigit() else _HOUR_WORDS[hour]
+    if relation in ("to", "till"):
+        return f"{number - 1 or 12}:{'30' if part == 'half' else '45'}" if part != "half" else match.group()
+    return f"{number}:{'30' if part == 'half' else '15'}"
+
+
+def _in_larger_unit(match: re.Match[str], text: str) -> str:
+    """The amount in the largest unit of which it is a whole number (a half for a year: "6 months" is "0.5
+    years"), or as written (see _LARGER_UNITS)."""
+    written, spacing, unit = match.groups()
+    value = float(written) if written[0].isdigit() else float(_amount(written.lower()))
+    plural = unit.lower().endswith("s") and unit.lower() not in ("g", "mg", "ml", "cc", "w")
+    unit = _UNIT_SPELLINGS.get(unit.lower(), unit.lower())
+    converted = len(unit) > 3 and not match.group(3).lower().startswith(unit)  # "2 hr" is "2 hours"
+    while unit in _LARGER_UNITS:
+        larger, count = _LARGER_UNITS[unit]
+        amount = value / count
+        # a duration in whole or half units (a half of a year), a metric amount to one decimal
+        steps = 10 if larger not in _WORDS_WITH_PLURAL else (2 if larger in ("minute", "hour", "year") else 1)
+        if amount < (0.5 if larger == "year" else 1) or (amount * steps) % 1:
+            break
+        if re.search(rf"\b(?:in|to|into|many|much)\s+{larger}s?\b", text, re.IGNORECASE):
+            break  # a conversion between the two units
+        value, unit, converted = amount, larger, True
+    if not converted:
+        return match.group()
+    ending = "s" if unit in _WORDS_WITH_PLURAL and plural and value != 1 else ""
+    return f"{value:g}{spacing or ' '}{unit}{ending}"
+
+
+def _count(word: str) -> int:
+    """A count written in digits, as a small number word or as an article ("a decade")."""
+    lowered = word.lower()
+    return int(lowered) if lowered.isdigit() else 1 if lowered in ("a", "an") else _HOUR_WORDS[lowered]
+
+
+def _amount(words: str) -> int:
+    tens, _, unit = words.replace("-", " ").partition(" ")
+    return _TENS[tens] * 10 + _DIGIT_WORDS[unit] if unit else _AMOUNT_WORDS[tens]
 
 
 def _decade(match: re.Match[str]) -> str:
