@@ -74,6 +74,7 @@ from subsecond.cache.guard import (
     false_hit_reason,
     same_text,
 )
+from subsecond.cache.normalise import normalise
 from subsecond.cache.verifier import MODEL_FILE, PairVerifier
 from subsecond_tools.verifier_train import choosing_part, qqp_part, tunable_rows
 
@@ -204,8 +205,15 @@ def _random_pairs(rng: random.Random, questions: Sequence[str]) -> list[Pair]:
 
 
 def embed_all(model_dir: Path, texts: Sequence[str], cache: Path) -> dict[str, Vectors]:
-    """Each distinct text's embedding, computed once; kept in ``cache`` (keyed by the model file's hash)
-    so that a rerun (the verifier rebuilt, a plot redrawn) does not embed 30,000 texts again."""
+    """Each distinct text's embedding as the cache service computes it (of the text normalised),
+    computed once; kept in ``cache`` (by normalised text, keyed by the model file's hash) so that a
+    rerun (the verifier rebuilt, a plot redrawn) does not embed 30,000 texts again."""
+    normalised = {text: normalise(text) for text in texts}
+    vectors = _embedded(model_dir, list(normalised.values()), cache)
+    return {text: vectors[written] for text, written in normalised.items()}
+
+
+def _embedded(model_dir: Path, texts: Sequence[str], cache: Path) -> dict[str, Vectors]:
     from subsecond.embedding.onnx_model import MODEL_FILE as EMBEDDER_FILE
     from subsecond.embedding.onnx_model import OnnxEmbedder
 

@@ -131,6 +131,17 @@ async def test_a_stored_answer_is_an_exact_hit(cache: cache_pb2_grpc.CacheStub, 
     assert not found.bypassed
 
 
+async def test_the_semantic_tier_embeds_a_prompt_as_the_guard_reads_it(
+    cache: cache_pb2_grpc.CacheStub, fake_embedder: FakeEmbedder
+) -> None:
+    stored = "how long can butter stay out, 48 hrs?"
+    fake_embedder.vectors.update({stored: towards(0), "butter out 2 days?": towards(3)})
+    await cache.Store(store(stored, "About two days is fine."))
+    await cache.Lookup(lookup("butter out 2 days?"))
+    # "48 hrs" is "2 days" once normalised: its embedding does not keep the paraphrase below the threshold
+    assert fake_embedder.asked == ["how long can butter stay out, 2 days?", "butter out 2 days?"]
+
+
 async def test_a_close_paraphrase_is_a_semantic_hit(
     cache: cache_pb2_grpc.CacheStub, fake_embedder: FakeEmbedder
 ) -> None:

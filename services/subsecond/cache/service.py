@@ -35,6 +35,7 @@ from subsecond.cache.entries import (
 )
 from subsecond.cache.guard import Acceptance, accept_candidates
 from subsecond.cache.guard import prepare as prepare_guard
+from subsecond.cache.normalise import normalise
 from subsecond.cache.settings import CacheSettings
 from subsecond.cache.vectors import (
     VECTOR_STORE_FAILURES,
@@ -339,9 +340,14 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         return counts
 
     async def _embed(self, tenant: str, text: str) -> list[float]:
+        """The semantic tier's vector for a prompt: the embedding of the prompt as the guard reads it
+        (normalised, in the guard's threads: "48 hrs" and "two days", "the IRS" and "the Internal
+        Revenue Service" embed as one text), so that a paraphrase written with other numbers, units or
+        abbreviations is not left below the similarity threshold before the guard sees it."""
+        normalised = await asyncio.get_running_loop().run_in_executor(self._guard_pool, normalise, text)
         response = await self._embedding_backend.call(
             lambda: self._embedder.Embed(
-                embedding_pb2.EmbedRequest(texts=[text], tenant=tenant),
+                embedding_pb2.EmbedRequest(texts=[normalised], tenant=tenant),
                 timeout=self._settings.embedding_timeout_seconds,
             ),
         )
