@@ -93,6 +93,7 @@ from subsecond.kit.settings import SettingsError
         ("explain like im five: what is a vpn", "explain in easy terms: what is a vpn"),
         ("how do you say thanks in japanese, if you don't mind?", "how do you say thanks in japanese"),
         ("is monosodium glutamate bad, the Federal Reserve", "is MSG bad, the Fed"),
+        ("New York City, New York, the United States of America, united states", "NYC, NY, the US, US"),
     ],
 )
 def test_normalise_rewrites_one_meaning_to_one_spelling(text: str, expected: str) -> None:
