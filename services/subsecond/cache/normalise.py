@@ -210,7 +210,8 @@ _ABBREVIATIONS = """
 """
 # "America" is the US but for the other Americas; "American(s)" its adjective and its people.
 _AMERICA = re.compile(
-    r"(?<!south )(?<!north )(?<!latin )(?<!central )(?<!native )(?<!african )\b(?:the\s+)?(america|americans?)\b",
+    r"(?<!states of )(?<!south )(?<!north )(?<!latin )(?<!central )(?<!native )(?<!african )"
+    r"\b(?:the\s+)?(america|americans?)\b",
     re.IGNORECASE,
 )
 _ON_THE_INTERNET = re.compile(r"\b(?:on|over|through|via) (?:the )?internet\b", re.IGNORECASE)
