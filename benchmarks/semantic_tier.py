@@ -21,17 +21,17 @@ sets (``handwritten.jsonl``; ``handwritten2.jsonl``, round four; ``handwritten11
 reported when the file is there), the QQP report half (all of it), and 20,000 random pairs of
 questions from different report-half lines.
 
-Systems: similarity alone and the rules alone at cosine 0.70 (the guard without the verifier), and
-the verifier at each named operating point. Selection rule for the points, on the choosing part only:
-of a grid of (similarity, probability, overrule), the one with the most hits (the mean of the
-choosing part's paraphrase and QQP hit rates) whose 95 % Wilson upper bound of near-miss false hits
-on the choosing part is at most 2 % (``default``), 1 % (``strict``) or 5 % (``loose``) and that serves
-at most 0.05 % of 20,000 random pairs of train-half questions; where the choosing part has too few
-near misses for a bound to be shown at all (with none served, the bound is about 3.84/n), the bound
-is that of none served. Ties go to the higher similarity, then probability, then no overrule. The
-points are nested: ``default`` is chosen first, ``strict`` among the points at least as strict in
-every coordinate, ``loose`` among those at most as strict, so that a stricter point never serves a
-pair a looser one refuses.
+Systems: similarity alone and the rules alone at cosine 0.70 (the guard without the verifier), and the
+verifier at each named operating point. Selection rule for the points, on the choosing part only: of a
+grid of (similarity, probability, overrule), the one with the most hits (the mean of the choosing part's
+paraphrase and QQP hit rates) whose 95 % Wilson upper bound of near-miss false hits on the choosing part
+is at most 2 % (``default``), 1 % (``strict``) or 5 % (``loose``) and that serves at most 0.04 % of
+20,000 random pairs of train-half questions (issue 13's 0.05 % with a margin); where the choosing part
+has too few near misses for a bound to be shown at all (with none served, the bound is about 3.84/n),
+the bound is that of none served. Ties go to the higher similarity, then probability, then no overrule.
+The points are nested: ``default`` is chosen first, ``strict`` among the points at least as strict in
+every coordinate, ``loose`` among those at most as strict, so that a stricter point never serves a pair
+a looser one refuses.
 ``overrule`` is the probability at which the verifier serves a pair that only rules of
 ``guard.OVERRULABLE_RULES`` refuse (None: never). Every rate is printed with its 95 % Wilson interval.
 
@@ -94,7 +94,10 @@ PROBABILITY_GRID = [round(0.05 * i, 2) for i in range(1, 20)] + [0.97, 0.98, 0.9
 # The probability at which the verifier overrules the rules of guard.OVERRULABLE_RULES (None: never).
 OVERRULE_GRID: list[float | None] = [None, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99]
 POINT_BOUNDS = {"strict": 0.01, "default": 0.02, "loose": 0.05}
-RANDOM_BOUND = 0.0005  # random pairs of train-half questions served, at most (issue 13's target)
+# Random pairs of train-half questions served, at most: issue 13's 0.05 % less a fifth for the noise of
+# a 20,000-pair sample (round twelve's default, chosen at 10 of 20,000, served 11 of the report half's
+# 20,000; round thirteen's at the same bound 13, at 0.04 % 9).
+RANDOM_BOUND = 0.0004
 # Where similarity alone and the rules alone are measured: round four's default cosine, fixed so that
 # the columns compare across rounds whatever the points become.
 BASELINE_THRESHOLD = 0.7

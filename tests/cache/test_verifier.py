@@ -27,7 +27,7 @@ from subsecond.cache.verifier import CONFIG_FILE, MODEL_FILE, PairVerifier, open
 from subsecond.kit.server import start_server
 from subsecond.kit.settings import SettingsError
 from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
-from subsecond_tools.verifier_train import AGREEMENT_BOUND
+from subsecond_tools.verifier_train import AGREEMENT_BOUND, SOUP_SEEDS
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models" / "pair-verifier"
 DEFAULT = OPERATING_POINTS["default"].probability
@@ -154,6 +154,7 @@ def test_int8_and_float_decided_alike_on_the_dev_pairs_when_built() -> None:
     config = json.loads((MODEL_DIR / CONFIG_FILE).read_text())
     assert 0.0 <= config["int8_float_disagreement"] <= AGREEMENT_BOUND
     assert config["layers"] >= 1 and config["max_length"] > 0
+    assert config["seeds"] == list(SOUP_SEEDS)  # the mean of the models trained with these seeds
 
 
 def test_a_missing_model_is_none_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,6 +1,6 @@
 """The verifier's training data: each generator makes its kind of pair, and the splits stay apart.
 
-Fast: no torch, no training (the model the suite uses is the one `make prepare` built).
+Fast: no training (the model the suite uses is the one `make prepare` built).
 """
 
 from __future__ import annotations
@@ -95,6 +95,16 @@ def test_a_quantifier_is_traded_for_another() -> None:
     changed = {vt.quantifier_change(random.Random(seed), "Do all cats hate water?") for seed in range(10)}
     assert None not in changed and "Do all cats hate water?" not in changed
     assert all(c and c.endswith(" cats hate water?") and c.split()[1] in [*vt.QUANTIFIERS[1:], "none"] for c in changed)
+
+
+def test_the_soup_is_the_mean_of_its_models_weights() -> None:
+    import torch
+
+    first, second = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        first.weight.fill_(1.0), first.bias.fill_(0.0), second.weight.fill_(3.0), second.bias.fill_(-2.0)
+    mixed = vt.soup([first, second])
+    assert torch.equal(mixed.weight, torch.full((1, 2), 2.0)) and torch.equal(mixed.bias, torch.tensor([-1.0]))
 
 
 def test_length_batches_hold_every_pair_once_in_batches_of_about_one_length() -> None:

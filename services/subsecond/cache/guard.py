@@ -150,14 +150,14 @@ log = logging.getLogger(__name__)
 # holds back from the verifier's training (cross-fitting), embedded with the serving model (int8 ONNX
 # all-MiniLM-L6-v2) and judged with the rules and the pair verifier. Rule: the (similarity,
 # probability, overrule) with the most hits there whose near-miss false hits have a 95 % Wilson upper
-# bound <= 2 % (default; strict <= 1 %; loose <= 5 %) and that serves <= 0.05 % of random train-half
+# bound <= 2 % (default; strict <= 1 %; loose <= 5 %) and that serves <= 0.04 % of random train-half
 # pairs; strict and loose nested around default (each coordinate at least / at most default's). The
 # rates expected at each point are in the README.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
-DEFAULT_SIMILARITY_THRESHOLD = 0.65
-DEFAULT_VERIFIER_PROBABILITY = 0.75
+DEFAULT_SIMILARITY_THRESHOLD = 0.7
+DEFAULT_VERIFIER_PROBABILITY = 0.7
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
-DEFAULT_OVERRULE_PROBABILITY: float | None = 0.97
+DEFAULT_OVERRULE_PROBABILITY: float | None = 0.95
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,9 @@ class OperatingPoint:
 
 # Named operating points an operator can give a tenant or a model (SUBSECOND_CACHE_SIMILARITY_THRESHOLDS).
 OPERATING_POINTS = {
-    "strict": OperatingPoint(0.7, 0.9, overrule=0.99),
+    "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.9, overrule=0.97),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
-    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.1),
+    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.3),
 }
 
 # The rules that still run before the verifier: all of them. Measured (benchmarks/semantic_tier.py,
