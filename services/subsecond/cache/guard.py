@@ -523,6 +523,7 @@ _SYNONYM_GROUPS = """
     benefit:advantage increase:boost:raise kind:type afraid:scared:frightened author:writer build:construct
     calculate:compute medicine:medication pants:trousers cpu:processor enroll:enrol:register main:primary
     test:exam correct:proper break:fracture acetaminophen:paracetamol:tylenol ibuprofen:advil:motrin
+    torn:ripped reheat:rewarm stuffy:blocked
 """
 # Synonyms whose stem is another word's ("site" / "sit"), met as written.
 _SYNONYM_WORDS = {"site": "website", "sites": "websites"}
@@ -641,7 +642,7 @@ _TENSE_ADVERBS = _stems("ever now currently still yet today anymore nowadays nex
 _TENSE_AUXILIARIES = _AGREEING_AUXILIARIES | _FUTURE_AUXILIARIES | _TENSE_ADVERBS | _stems("be been to get got")
 # Modals that open a yes/no question, by what they ask: whether one can, whether one should, or
 # whether one must; and the words that ask the same after "do I", "am I" ("do I have to", "am I
-# required to", "am I supposed to").
+# required to", "am I supposed to", "am I allowed to").
 _MODAL_KINDS = {
     **{key: "possible" for key in _stems("can could may")},
     **{key: "advised" for key in _stems("should ought")},
@@ -658,6 +659,7 @@ _INVERTING = _AGREEING_AUXILIARIES | _FUTURE_AUXILIARIES | _MODAL_KINDS.keys() |
 _MODAL_PHRASES = {
     **{key: "obliged" for key in _stems("have required obligated")},
     **{key: "advised" for key in _stems("supposed")},
+    **{key: "possible" for key in _stems("allowed permitted able")},  # "am I allowed to" asks "can I"
 }
 _SINGULAR_ARTICLES = _stems("a an")
 _MOST_CLAUSES_MOVED = 4  # permutations tried: 24 at most

@@ -133,7 +133,7 @@ _ABBREVIATIONS = """
     COPD:chronic_obstructive_pulmonary_disease IBS:irritable_bowel_syndrome OCD:obsessive-compulsive_disorder
     PTSD:post-traumatic_stress_disorder STD:sexually_transmitted_disease
     AI:artificial_intelligence ML:machine_learning OS:operating_system CPU:central_processing_unit
-    GPU:graphics_processing_unit PC:personal_computer VPN:virtual_private_network
+    GPU:graphics_processing_unit|graphics_card PC:personal_computer VPN:virtual_private_network
     RAM:random-access_memory|random_access_memory SSD:solid-state_drive|solid_state_drive
     API:application_programming_interface FAQ:frequently_asked_questions ASAP:as_soon_as_possible
     USPS:United_States_Postal_Service|U.S._Postal_Service|US_Postal_Service FTC:Federal_Trade_Commission
@@ -165,6 +165,8 @@ _ABBREVIATIONS = """
     TB:tuberculosis RA:rheumatoid_arthritis CKD:chronic_kidney_disease CHF:congestive_heart_failure
     STI:sexually_transmitted_infection ALS:amyotrophic_lateral_sclerosis
     NSAID:nonsteroidal_anti-inflammatory_drug|non-steroidal_anti-inflammatory_drug
+    NSAIDs:nonsteroidal_anti-inflammatory_drugs|non-steroidal_anti-inflammatory_drugs
+    CSV:comma-separated_values|comma_separated_values
     SSRI:selective_serotonin_reuptake_inhibitor IUD:intrauterine_device IVF:in_vitro_fertilization
     PMS:premenstrual_syndrome ASD:autism_spectrum_disorder GP:general_practitioner
     PCP:primary_care_physician|primary_care_doctor|primary_care_provider EMT:emergency_medical_technician
@@ -218,7 +220,7 @@ _ON_THE_INTERNET = re.compile(r"\b(?:on|over|through|via) (?:the )?internet\b", 
 _AMERICA_IS = {"america": "the US", "american": "US", "americans": "people in the US"}
 # Units after a number: symbol:names, as regular expressions ("_" a space), the longer names first.
 _UNIT_NAMES = """
-    kph:kilomet(?:er|re)s?_per_hour mph:miles?_per_hour Mbps:megabits?_per_second Gbps:gigabits?_per_second
+    kph:kilomet(?:er|re)s?_per_hour|km/h|kmh mph:miles?_per_hour Mbps:megabits?_per_second Gbps:gigabits?_per_second
     km:kilomet(?:er|re)s? kg:kilo(?:gram)?s? mg:milligrams? mcg:micrograms? ml:millilit(?:er|re)s?
     cm:centimet(?:er|re)s? mm:millimet(?:er|re)s? l:lit(?:er|re)s? g:grams? oz:ounces? lb:lbs ft:feet|foot
     GB:gigabytes? MB:megabytes? TB:terabytes? KB:kilobytes? ms:milliseconds? GHz:gigahertz MHz:megahertz
@@ -481,7 +483,13 @@ _SYNONYMS = [
         ("safe", "less risky", "least risky"),
     ),
     (("healthy", "healthier", "healthiest"), ("healthy", "more healthy", "most healthy")),
-    (("common", "more common", "most common"), ("frequent", "more frequent", "most frequent")),
+    (
+        ("common", "more common", "most common"),
+        ("frequent", "more frequent", "most frequent"),
+        ("prevalent", "more prevalent", "most prevalent"),
+    ),
+    (("long", "longer", "longest"), ("lengthy", "lengthier", "lengthiest")),
+    (("slow", "slower", "slowest"), ("sluggish", "more sluggish", "most sluggish")),
     (("rare", "rarer", "rarest"), ("rare", "less common", "least common")),
     (("quiet", "quieter", "quietest"), ("quiet", "less noisy", "least noisy")),
     (("expensive", "more expensive", "most expensive"), ("costly", "costlier", "costliest")),
