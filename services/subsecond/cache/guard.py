@@ -840,6 +840,9 @@ _NOT_A_NUMBER_AFTER = {
     "second": _stems("hand"),
 }
 _PERCENT_WORDS = frozenset({"%", "percent", "pct"})
+# Operations whose two numbers may come in either order ("gcd of 84 and 36", "the distance between
+# (0,0) and (3,4)", "17 and 51 coprime", "3 plus 4"); not minus, divided, to the power.
+_COMMUTING = _stems("gcd gcf lcm hcf coprime common between sum product plus times multiply multiplied add")
 
 
 # --- analysis of one prompt -----------------------------------------------------------------
@@ -1047,10 +1050,11 @@ def _number_difference(a: _Prompt, b: _Prompt) -> str | None:
     when only one prompt has numbers the other lacks ("the 2016 election" / "the election", "for 3 days"
     / "for a few days"), None when they agree, or when all that differs is a lone "one" or "first" that
     the other says with an article or not at all ("in one day" / "in a day", "my first car" / "my car").
-    The same numbers traded in the same words are a "number" too ("2 to the 10th" / "10 to the 2nd")."""
+    The same numbers traded in the same words are a "number" too ("2 to the 10th" / "10 to the 2nd"),
+    but around an operation whose operands commute ("the gcd of 84 and 36", "3 times 4")."""
     if a.numbers == b.numbers:
         traded = a.number_order != b.number_order and a.unnumbered == b.unnumbered
-        return "number" if traded else None
+        return "number" if traded and not _COMMUTING.intersection(a.unnumbered) else None
     counts_a, counts_b = Counter(dict(a.numbers)), Counter(dict(b.numbers))
     only_a, only_b = counts_a - counts_b, counts_b - counts_a
     if only_a and only_b:

@@ -216,6 +216,7 @@ _AMERICA = re.compile(
     r"\b(?:the\s+)?(america|americans?)\b",
     re.IGNORECASE,
 )
+_COVID = re.compile(r"\bcovid[- ]?19\b", re.IGNORECASE)  # the disease, however it is named
 _ON_THE_INTERNET = re.compile(r"\b(?:on|over|through|via) (?:the )?internet\b", re.IGNORECASE)
 _AMERICA_IS = {"america": "the US", "american": "US", "americans": "people in the US"}
 # Units after a number: symbol:names, as regular expressions ("_" a space), the longer names first.
@@ -564,12 +565,14 @@ def normalise(text: str) -> str:
     text = _UNIT_NAME.sub(lambda m: _symbol(m.groups()), text)
     if _DIGIT.search(text) or any(word in lowered for word in _DURATION_WORDS):
         text = _AMOUNT_IN_UNITS.sub(lambda m: _in_larger_unit(m, text), text)
+    if "covid" in lowered:
+        text = _COVID.sub("covid", text)
     if "internet" in lowered:
         text = _ON_THE_INTERNET.sub("online", text)
     if "americ" in lowered:
         text = _AMERICA.sub(lambda m: _AMERICA_IS[m.group(1).lower()], text)
+    text = _BRITISH_ISE.sub(_americanise, text)  # first: "in vitro fertilisation" is the IVF
     text = _EXPANSION.sub(lambda m: _EXPANSIONS[" ".join(m.group(1).lower().split())], text)
-    text = _BRITISH_ISE.sub(_americanise, text)
     return _SYNONYM.sub(lambda m: _SYNONYM_OF[m.group(1).lower()], text)
 
 
