@@ -10,14 +10,14 @@ distinct text once) and scores, with ``b`` as the new prompt and ``a`` as the ca
   lowest similarity.
 
 Sets. The tunable pairs (the shared dev near misses and paraphrases, the dev split of the generated
-pairs, the hand-written dev pairs, round five's to twelve's test sets, and the QQP duplicates'
+pairs, the hand-written dev pairs, round five's to thirteen's test sets, and the QQP duplicates'
 train half) are cut in two by
 ``verifier_train.choosing_part`` (a stable hash; a generated pair goes with its whole template): the
 **trained-on** part (the verifier trains on it; reported for comparison, a fixed-seed sample of 2,000
 of its QQP lines) and the **choosing** part (one near miss in two, one paraphrase or QQP line in
 four), which the verifier never trains on and on which alone the points are chosen (cross-fitting).
 Never tuned or trained on: the generated held-out split (one template in three), the hand-written
-sets (``handwritten.jsonl``; ``handwritten2.jsonl``, round four; ``handwritten11.jsonl``, round thirteen,
+sets (``handwritten.jsonl``; ``handwritten2.jsonl``, round four; ``handwritten12.jsonl``, round fourteen,
 reported when the file is there), the QQP report half (all of it), and 20,000 random pairs of
 questions from different report-half lines.
 
@@ -109,7 +109,7 @@ CHOOSING_HITS = ("choosing_para", "qqp_choosing")
 HANDWRITTEN = (
     ("handwritten", "handwritten.jsonl"),
     ("handwritten2", "handwritten2.jsonl"),
-    ("handwritten11", "handwritten11.jsonl"),  # round thirteen: reported when the file is there
+    ("handwritten12", "handwritten12.jsonl"),  # round fourteen: reported when the file is there
 )
 LABELS = {
     "choosing_near": "near misses served, choosing part",
@@ -117,13 +117,13 @@ LABELS = {
     "gen_heldout_near": "near misses served, **generated held out**",
     "handwritten_near": "near misses served, **hand-written**",
     "handwritten2_near": "near misses served, **hand-written, round four**",
-    "handwritten11_near": "near misses served, **hand-written, round thirteen**",
+    "handwritten12_near": "near misses served, **hand-written, round fourteen**",
     "choosing_para": "paraphrases served, choosing part",
     "trained_para": "paraphrases served, trained on",
     "gen_heldout_para": "paraphrases served, **generated held out**",
     "handwritten_para": "paraphrases served, **hand-written**",
     "handwritten2_para": "paraphrases served, **hand-written, round four**",
-    "handwritten11_para": "paraphrases served, **hand-written, round thirteen**",
+    "handwritten12_para": "paraphrases served, **hand-written, round fourteen**",
     "qqp_choosing": "QQP duplicates served, train half, choosing part",
     "qqp_trained": "QQP duplicates served, train half (sample; trained on)",
     "qqp_report": "QQP duplicates served, **report half**",

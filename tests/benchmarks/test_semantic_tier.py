@@ -80,13 +80,13 @@ def test_the_newest_test_set_is_reported_only_when_its_file_is_there(tier: Modul
     data = tmp_path / "semantic"
     (data / "shared").mkdir(parents=True)
     for path in (tier.DATA_DIR).rglob("*.jsonl"):
-        if path.name != "handwritten11.jsonl":
+        if path.name != "handwritten12.jsonl":
             (data / path.relative_to(tier.DATA_DIR)).symlink_to(path)
-    assert "handwritten11_near" not in tier.load_sets(data)
+    assert "handwritten12_near" not in tier.load_sets(data)
     rows = [{"a": "is it legal", "b": "is it illegal", "same": False, "kind": "negation"},
             {"a": "whats 2+2", "b": "what is two plus two", "same": True, "kind": "numeral"}]  # fmt: skip
-    (data / "handwritten11.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (data / "handwritten12.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     sets = tier.load_sets(data)
-    assert len(sets["handwritten11_near"]) == 1 and len(sets["handwritten11_para"]) == 1
+    assert len(sets["handwritten12_near"]) == 1 and len(sets["handwritten12_para"]) == 1
     near, hits = tier.unseen(sets)
-    assert "handwritten11_near" in near and "handwritten11_para" in hits and hits[-1] == "qqp_report"
+    assert "handwritten12_near" in near and "handwritten12_para" in hits and hits[-1] == "qqp_report"

@@ -174,7 +174,8 @@ def test_training_never_reads_the_held_out_pairs_nor_the_reported_qqp_half() -> 
     assert DATA_DIR / "handwritten8.jsonl" in vt.training_inputs(DATA_DIR)  # round ten's, tuned on
     assert DATA_DIR / "handwritten9.jsonl" in vt.training_inputs(DATA_DIR)  # round eleven's, tuned on
     assert DATA_DIR / "handwritten10.jsonl" in vt.training_inputs(DATA_DIR)  # round twelve's, tuned on
-    assert DATA_DIR / "handwritten11.jsonl" not in vt.training_inputs(DATA_DIR)  # round thirteen's test set
+    assert DATA_DIR / "handwritten11.jsonl" in vt.training_inputs(DATA_DIR)  # round thirteen's, tuned on
+    assert DATA_DIR / "handwritten12.jsonl" not in vt.training_inputs(DATA_DIR)  # round fourteen's test set
 
 
 def _rows(name: str) -> list[dict[str, str]]:

@@ -30,13 +30,14 @@ operating points are chosen on them. The held-out templates of ``benchmarks/data
 hand-written sets that are only reported (all but ``handwritten_dev.jsonl``, ``handwritten_dev2.jsonl``
 (round eight's dev pairs), ``handwritten_dev3.jsonl`` (round nine's), ``handwritten_dev4.jsonl`` (round
 ten's), ``handwritten_dev5.jsonl`` (round eleven's), ``handwritten_dev6.jsonl`` (round twelve's),
-``handwritten_dev7.jsonl`` (round thirteen's) and,
+``handwritten_dev7.jsonl`` (round thirteen's), ``handwritten_dev8.jsonl`` (round fourteen's) and,
 from round six on, ``handwritten3.jsonl``,
 round five's test set, from round seven ``handwritten4.jsonl``, round six's, from round eight
 ``handwritten5.jsonl``, round seven's, from round nine ``handwritten6.jsonl``, round eight's, each read
 when its leaks were studied, from round ten ``handwritten7.jsonl``, round nine's, from round eleven
-``handwritten8.jsonl``, round ten's, from round twelve ``handwritten9.jsonl``, round eleven's, and from
-round thirteen ``handwritten10.jsonl``, round twelve's) are
+``handwritten8.jsonl``, round ten's, from round twelve ``handwritten9.jsonl``, round eleven's, from
+round thirteen ``handwritten10.jsonl``, round twelve's, and from round fourteen ``handwritten11.jsonl``,
+round thirteen's) are
 never read.
 The vocabularies below are closed lists of general knowledge written for this module.
 
@@ -765,6 +766,8 @@ def training_inputs(data_dir: Path) -> list[Path]:
         data_dir / "handwritten_dev6.jsonl",  # round twelve's dev pairs: rewordings, synonyms, kept names
         data_dir / "handwritten10.jsonl",  # round twelve's test set, tuned on from round thirteen
         data_dir / "handwritten_dev7.jsonl",  # round thirteen's: amounts written two ways, scopes, conditions
+        data_dir / "handwritten11.jsonl",  # round thirteen's test set, tuned on from round fourteen
+        data_dir / "handwritten_dev8.jsonl",  # round fourteen's dev pairs, the same four briefs as round thirteen's
     ]
 
 
