@@ -30,7 +30,6 @@ from subsecond.v1 import cache_pb2, cache_pb2_grpc, types_pb2
 from subsecond_tools.verifier_train import AGREEMENT_BOUND, SOUP_SEEDS
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models" / "pair-verifier"
-DEFAULT = OPERATING_POINTS["default"].probability
 
 pytestmark = pytest.mark.skipif(
     not (MODEL_DIR / MODEL_FILE).is_file(), reason="the verifier is built by `make prepare` (make test runs it first)"
@@ -84,12 +83,14 @@ def test_the_verifier_alone_refuses_most_changes_and_ranks_every_rewording_above
     assert min(accepted) > max(clear_changes)
 
 
-def test_the_verifier_gives_an_identical_pair_the_default_probability(verifier: PairVerifier) -> None:
-    # An xfail from round nine to ten: the three-layer verifiers gave this 0.30 and 0.02, having learnt
-    # numbers as a sign of a near miss; round eleven's four layers give it 0.77. The guard serves a pair
-    # that is one text once normalised without asking the verifier (guard.same_text) all the same.
+def test_an_identical_pair_is_served_whatever_probability_the_verifier_gives_it(verifier: PairVerifier) -> None:
+    # The three-layer verifiers of rounds nine and ten gave this 0.30 and 0.02, having learnt numbers as a
+    # sign of a near miss; round eleven's four layers 0.77, round fourteen's 0.70 (below `default`'s
+    # 0.75). The guard serves a pair that is one text once normalised without asking the verifier
+    # (guard.same_text), at every point.
     text = "How many calories are in 2 bananas?"
-    assert verifier.probability(text, text) >= DEFAULT
+    assert verifier.probability(text, text) >= OPERATING_POINTS["loose"].probability
+    assert accept_semantic(text, text, 1.0, Acceptance(OPERATING_POINTS["strict"], verifier)).hit
 
 
 @pytest.mark.parametrize(("cached", "query"), REFUSED)

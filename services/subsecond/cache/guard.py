@@ -155,9 +155,9 @@ log = logging.getLogger(__name__)
 # rates expected at each point are in the README.
 # Reproduce: .venv/bin/python benchmarks/semantic_tier.py
 DEFAULT_SIMILARITY_THRESHOLD = 0.7
-DEFAULT_VERIFIER_PROBABILITY = 0.7
+DEFAULT_VERIFIER_PROBABILITY = 0.75
 # The probability at which the verifier may overrule the rules of OVERRULABLE_RULES (None: never).
-DEFAULT_OVERRULE_PROBABILITY: float | None = 0.95
+DEFAULT_OVERRULE_PROBABILITY: float | None = 0.9
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class OperatingPoint:
 OPERATING_POINTS = {
     "strict": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.9, overrule=0.97),
     "default": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_VERIFIER_PROBABILITY),
-    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.3),
+    "loose": OperatingPoint(DEFAULT_SIMILARITY_THRESHOLD, 0.25),
 }
 
 # The rules that still run before the verifier: all of them. Measured (benchmarks/semantic_tier.py,
