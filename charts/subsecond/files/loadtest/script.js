@@ -20,7 +20,9 @@ const WARM_RETRY_MS = num('WARM_RETRY_MS', 3000);
 const DATA = JSON.parse(open(env('DATA', './data/mix.json')));
 const MIX = parseMix(env('MIX', 'repeats=0.35,paraphrases=0.2,near_misses=0.2,static=0.15,fresh=0.1'));
 // Similarity of a prompt to its own entry: a near-miss found at (about) 1.0 is its own stored
-// answer (the vector tier answering while the exact tier is down), not its neighbour's.
+// answer (the vector tier answering while the exact tier is down), not its neighbour's, or a prompt
+// that is one text with its neighbour once normalised (the cache embeds prompts normalised, and the
+// guard serves such a pair as one question): never a near-miss of the data set.
 const SELF_SIMILARITY = 0.999;
 
 const PROTO_DIR = env('PROTO_DIR', '../proto');
